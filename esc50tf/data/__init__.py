@@ -1,0 +1,1 @@
+"""Dataset handling: metadata, download, audio decoding, TFRecords, tf.data, splits."""

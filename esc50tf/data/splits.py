@@ -1,0 +1,216 @@
+"""Train / validation / test splits that cannot leak.
+
+Three protocols, all on the `clips.csv` index that `build-tfrecords` writes:
+
+- `test_fold_split(index, k)`: the official protocol, test on fold k, train on
+  the others; `cv_splits(index)` does that for every fold (k-fold CV).
+- `ratio_split(index, 0.9)`: the study's 9:1 / 8:2 / 7:3 splits, but stratified
+  by class AND grouped by `src_file`, so takes of one recording never land on
+  both sides (the study split clips at random).
+
+In every protocol the validation set (for early stopping, LR schedules and
+tuning) is carved from the training side, again grouped by `src_file`; the test
+side is never part of it. `check_disjoint` proves it for any split.
+
+Example:
+>>> index = load_index("tfrecords/")
+>>> split = test_fold_split(index, test_fold=1, val_fraction=0.1, seed=0)
+>>> split.train.folds, split.test.folds
+((2, 3, 4, 5), (1,))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+CLIPS_CSV = "clips.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """A subset of the stored clips.
+
+    Args:
+        folds: tuple of int. The folds whose shards are read. Shards of other
+            folds are never opened.
+        filenames: frozenset of str or None. When given, only these clips
+            (all within `folds`) are kept; None keeps every clip of the folds.
+    """
+
+    folds: tuple
+    filenames: frozenset | None = None
+
+    def rows(self, index):
+        """The rows of `index` this selection keeps."""
+        keep = index["fold"].isin(self.folds)
+        if self.filenames is not None:
+            keep &= index["filename"].isin(self.filenames)
+        return index[keep]
+
+    def describe(self, index):
+        n = len(self.rows(index))
+        folds = ",".join(str(f) for f in self.folds)
+        part = "" if self.filenames is None else " (subset)"
+        return f"{n} clips from fold(s) {folds}{part}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A named train / validation / test split. `val` may be None."""
+
+    name: str
+    train: Selection
+    val: Selection | None
+    test: Selection
+
+
+def load_index(tfrecord_dir):
+    """Reads `clips.csv` of a TFRecord folder (one row per stored clip)."""
+    import pandas as pd
+
+    path = Path(tfrecord_dir) / CLIPS_CSV
+    if not path.is_file():
+        raise Esc50Error(
+            f"{path}: not found; is {tfrecord_dir} a folder made by `esc50tf build-tfrecords`?"
+        )
+    return pd.read_csv(path, dtype={"filename": str, "src_file": str, "take": str,
+                                    "category": str, "shard": str})
+
+
+def _check_fraction(name, value, high=0.5):
+    if not (0.0 <= value < 1.0) or value > high:
+        raise Esc50Error(f"{name} must be in [0, {high}], got {value!r}")
+
+
+def grouped_holdout(df, fraction, seed, what="validation"):
+    """Holds out about `fraction` of `df`, stratified by label, grouped by src_file.
+
+    Uses scikit-learn's StratifiedGroupKFold with k = round(1 / fraction) and
+    keeps its first fold as the holdout.
+
+    Returns:
+        (kept_filenames, held_out_filenames) as frozensets.
+    """
+    k = int(round(1.0 / fraction))
+    return _grouped_folds(df, k, 1, seed, what)
+
+
+def _grouped_folds(df, k, take, seed, what):
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = df["src_file"].to_numpy()
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise Esc50Error(
+            f"cannot hold out 1/{k} of the data for {what}: only {n_groups} recordings "
+            f"(src_file groups) are available; use a larger fraction or more data"
+        )
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # Rare classes with fewer members than k make sklearn warn; grouping wins.
+        warnings.simplefilter("ignore", UserWarning)
+        folds = [test for _, test in splitter.split(np.zeros(len(df)), df["label"], groups)]
+    held = np.concatenate(folds[:take])
+    mask = np.zeros(len(df), dtype=bool)
+    mask[held] = True
+    names = df["filename"].to_numpy()
+    return frozenset(names[~mask]), frozenset(names[mask])
+
+
+def _with_validation(name, index, train_folds, test, val_fraction, seed):
+    _check_fraction("validation fraction", val_fraction)
+    train_rows = index[index["fold"].isin(train_folds)]
+    if val_fraction == 0:
+        return Split(name, Selection(train_folds), None, test)
+    kept, held = grouped_holdout(train_rows, val_fraction, seed)
+    return Split(name, Selection(train_folds, kept), Selection(train_folds, held), test)
+
+
+def test_fold_split(index, test_fold, val_fraction=0.1, seed=0):
+    """The official protocol: test on `test_fold`, train on every other fold.
+
+    Args:
+        index: DataFrame from `load_index`.
+        test_fold: int. A fold present in the data.
+        val_fraction: float. Share of the training clips held out (grouped by
+            src_file) for validation; 0 for none. Defaults to 0.1.
+        seed: int. Seeds the validation holdout. Defaults to 0.
+    """
+    folds = sorted(int(f) for f in index["fold"].unique())
+    if int(test_fold) not in folds:
+        raise Esc50Error(
+            f"test fold {test_fold!r} is not in the data; folds present: "
+            f"{', '.join(map(str, folds))}"
+        )
+    if len(folds) < 2:
+        raise Esc50Error("need at least two folds to hold one out for testing")
+    train_folds = tuple(f for f in folds if f != int(test_fold))
+    return _with_validation(
+        f"fold{test_fold}", index, train_folds, Selection((int(test_fold),)), val_fraction, seed
+    )
+
+
+def cv_splits(index, val_fraction=0.1, seed=0):
+    """k-fold cross-validation over all folds in the data: one split per fold."""
+    folds = sorted(int(f) for f in index["fold"].unique())
+    return [test_fold_split(index, f, val_fraction, seed) for f in folds]
+
+
+def ratio_split(index, train_ratio, val_fraction=0.1, seed=0):
+    """The study's ratio split, stratified by class and grouped by src_file.
+
+    Args:
+        index: DataFrame from `load_index`.
+        train_ratio: float. Training share, e.g. 0.9, 0.8 or 0.7 (any r whose
+            test share 1 - r is a multiple of 1/k for some k <= 20).
+        val_fraction: float. Share of the training side held out for validation.
+        seed: int. Seeds both holdouts.
+    """
+    if not 0.0 < train_ratio < 1.0:
+        raise Esc50Error(f"train ratio must be in (0, 1), e.g. 0.9, got {train_ratio!r}")
+    test_share = Fraction(1 - train_ratio).limit_denominator(20)
+    if abs(float(test_share) - (1 - train_ratio)) > 1e-6:
+        raise Esc50Error(
+            f"train ratio {train_ratio!r} is not supported: the test share must be a "
+            "multiple of 1/k for k <= 20 (e.g. 0.9, 0.8, 0.75, 0.7)"
+        )
+    folds = tuple(sorted(int(f) for f in index["fold"].unique()))
+    train_names, test_names = _grouped_folds(
+        index, test_share.denominator, test_share.numerator, seed, "the test split"
+    )
+    test = Selection(folds, test_names)
+    train_rows = index[index["filename"].isin(train_names)]
+    name = f"ratio{train_ratio:g}"
+    _check_fraction("validation fraction", val_fraction)
+    if val_fraction == 0:
+        return Split(name, Selection(folds, train_names), None, test)
+    kept, held = grouped_holdout(train_rows, val_fraction, seed + 1)
+    return Split(name, Selection(folds, kept), Selection(folds, held), test)
+
+
+def check_disjoint(split, index):
+    """Raises Esc50Error if a clip or a src_file is on two sides of `split`.
+
+    Returns:
+        A dict of clip counts per side, for reporting.
+    """
+    sides = {"train": split.train, "val": split.val, "test": split.test}
+    rows = {k: s.rows(index) for k, s in sides.items() if s is not None}
+    names = list(rows)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = set(rows[a]["src_file"]) & set(rows[b]["src_file"])
+            if shared:
+                raise Esc50Error(
+                    f"split {split.name}: src_file {sorted(shared)[0]!r} is in both "
+                    f"{a} and {b} ({len(shared)} recording(s) shared)"
+                )
+    return {k: len(v) for k, v in rows.items()}

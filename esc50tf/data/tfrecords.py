@@ -1,0 +1,540 @@
+"""Writing ESC-50 as TFRecord shards grouped by fold, with a manifest.
+
+Layout of an output folder:
+
+    fold1-00000-of-00004.tfrecord      # one set of shards per fold
+    ...
+    clips.csv                          # one row per stored clip: fold, label, src_file, shard
+    manifest.json                      # written last: config, classes, counts, shard sha256s
+
+Each record is a `tf.train.Example` with namespaced keys (see FEATURE_KEYS):
+`audio/pcm` (int16 little-endian bytes), `audio/sample_rate`,
+`audio/num_samples`, `label` (0..C-1), `target` (the CSV's), `category`,
+`fold`, `src_file`, `take`, `filename`, `esc10`.
+
+Safety: shards are written into a hidden staging folder and moved into place
+only when every shard is complete; `manifest.json` is written last, through a
+temporary file. A crash leaves no shard or manifest that looks complete, and
+an existing build is replaced only with `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf import __version__
+from esc50tf.data import audio as audio_lib
+from esc50tf.data import metadata as meta_lib
+from esc50tf.errors import Esc50Error
+
+MANIFEST = "manifest.json"
+CLIPS_CSV = "clips.csv"
+FORMAT = "esc50tf-tfrecords"
+FORMAT_VERSION = 1
+COMPRESSIONS = {"none": "", "gzip": "GZIP"}
+_SHARD_RE = re.compile(r"^fold.+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+# Fixed seed for spreading each fold's clips over its shards (class-mixed shards).
+_SHARD_SEED = 20151006
+
+FEATURE_KEYS = (
+    "audio/pcm", "audio/sample_rate", "audio/num_samples", "label", "target",
+    "category", "fold", "src_file", "take", "filename", "esc10",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """How clips are stored.
+
+    Args:
+        sample_rate: int. Rate every clip is resampled to. Defaults to 44100
+            (ESC-50's own, so ESC-50 is stored untouched).
+        clip_seconds: float. Fixed clip length; shorter clips are zero-padded
+            at the end, longer ones cropped. Defaults to 5.0.
+        shards_per_fold: int. Files per fold, so several readers can
+            interleave and multi-worker training can shard by file. Defaults to 4.
+        compression: str. "none" or "gzip". Defaults to "none" (PCM barely
+            compresses and gzip costs read throughput).
+    """
+
+    sample_rate: int = 44100
+    clip_seconds: float = 5.0
+    shards_per_fold: int = 4
+    compression: str = "none"
+
+    @property
+    def num_samples(self):
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    def validate(self):
+        if not isinstance(self.sample_rate, int) or not 1000 <= self.sample_rate <= 384000:
+            raise Esc50Error(
+                f"sample rate must be an integer in 1000..384000 Hz, got {self.sample_rate!r}"
+            )
+        if not (self.clip_seconds > 0 and self.clip_seconds <= 600):
+            raise Esc50Error(
+                f"clip length must be in (0, 600] seconds, got {self.clip_seconds!r}"
+            )
+        if not isinstance(self.shards_per_fold, int) or not 1 <= self.shards_per_fold <= 1024:
+            raise Esc50Error(
+                f"shards per fold must be an integer in 1..1024, got {self.shards_per_fold!r}"
+            )
+        if self.compression not in COMPRESSIONS:
+            raise Esc50Error(
+                f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
+            )
+        return self
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "num_samples": self.num_samples}
+
+    @classmethod
+    def from_dict(cls, d):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def shard_name(fold, index, count, compression="none"):
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    return f"fold{fold}-{index:05d}-of-{count:05d}{suffix}"
+
+
+def sha256_file(path, chunk=1 << 22):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_fingerprint(meta, data_dir):
+    """Cheap identity of the inputs: the CSV's bytes plus each clip's size and mtime."""
+    h = hashlib.sha256()
+    h.update(sha256_file(meta_lib.csv_path(data_dir)).encode())
+    root = meta_lib.audio_dir(data_dir)
+    for name in sorted(meta["filename"]):
+        try:
+            st = (root / name).stat()
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{name}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def assign_shards(meta, shards_per_fold):
+    """Plans the output: for each fold, its clips spread over its shards.
+
+    Clips are sorted by filename and permuted with a fixed seed before being
+    cut into contiguous runs, so every shard mixes classes and the plan (and
+    so every shard's bytes) depends only on the CSV and the configuration.
+
+    Returns:
+        A list of `(fold, shard_index, shard_count, row_positions)`, folds in
+        ascending order.
+    """
+    plan = []
+    for fold in sorted(meta["fold"].unique()):
+        rows = meta.index[meta["fold"] == fold]
+        rows = sorted(rows, key=lambda r: meta.at[r, "filename"])
+        rng = np.random.default_rng([_SHARD_SEED, int(fold) & 0xFFFFFFFF])
+        order = [rows[i] for i in rng.permutation(len(rows))]
+        count = min(shards_per_fold, len(order))
+        for index, chunk in enumerate(np.array_split(np.asarray(order), count)):
+            plan.append((int(fold), index, count, [int(r) for r in chunk]))
+    return plan
+
+
+def _decode_job(job):
+    """Worker: decode one clip. Returns (position, pcm bytes or None, error or None)."""
+    position, path, sample_rate, num_samples = job
+    try:
+        pcm = audio_lib.load_clip(path, sample_rate, num_samples)
+        return position, pcm.astype("<i2").tobytes(), None
+    except Esc50Error as err:
+        return position, None, str(err)
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad clip
+        return position, None, f"{path}: cannot decode audio ({type(err).__name__}: {err})"
+
+
+def _decoded_stream(jobs, workers):
+    """Yields decode results in job order, using a spawn-based process pool."""
+    if workers <= 1 or len(jobs) < 4:
+        for job in jobs:
+            yield _decode_job(job)
+        return
+    # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        chunk = max(1, min(16, len(jobs) // (workers * 8)))
+        try:
+            yield from pool.map(_decode_job, jobs, chunksize=chunk)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def make_example(pcm_bytes, row, label, config):
+    import tensorflow as tf
+
+    def _bytes(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def _int(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    feature = {
+        "audio/pcm": _bytes(pcm_bytes),
+        "audio/sample_rate": _int(config.sample_rate),
+        "audio/num_samples": _int(config.num_samples),
+        "label": _int(label),
+        "target": _int(row["target"]),
+        "category": _bytes(str(row["category"]).encode()),
+        "fold": _int(row["fold"]),
+        "src_file": _bytes(str(row["src_file"]).encode()),
+        "take": _bytes(str(row["take"]).encode()),
+        "filename": _bytes(str(row["filename"]).encode()),
+        "esc10": _int(bool(row["esc10"])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def read_manifest(out_dir):
+    """Loads `manifest.json` of a TFRecord folder; Esc50Error if absent or invalid."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise Esc50Error(
+            f"{out_dir}: no {MANIFEST}; this is not a finished esc50tf TFRecord folder "
+            "(run `esc50tf build-tfrecords`)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise Esc50Error(f"{path}: unreadable manifest ({err})") from None
+    if manifest.get("format") != FORMAT:
+        raise Esc50Error(f"{path}: not an esc50tf manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise Esc50Error(
+            f"{path}: manifest format version {manifest.get('format_version')!r} "
+            f"is not supported (this esc50tf reads version {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def verify_shards(out_dir, manifest, full=False):
+    """Checks that every shard of the manifest is present and intact.
+
+    Args:
+        out_dir: the TFRecord folder.
+        manifest: its manifest dict.
+        full: bool. Also recompute sha256 and count records (reads all data).
+            Otherwise only presence and byte size are checked (instant).
+
+    Raises:
+        Esc50Error: naming the first shard that is missing or differs.
+    """
+    out_dir = Path(out_dir)
+    for shard in manifest["shards"]:
+        path = out_dir / shard["file"]
+        if not path.is_file():
+            raise Esc50Error(f"{path}: shard listed in {MANIFEST} is missing")
+        size = path.stat().st_size
+        if size != shard["bytes"]:
+            raise Esc50Error(
+                f"{path}: shard has {size} bytes, {MANIFEST} says {shard['bytes']} "
+                "(modified or truncated; rebuild with --overwrite)"
+            )
+        if full:
+            digest = sha256_file(path)
+            if digest != shard["sha256"]:
+                raise Esc50Error(f"{path}: sha256 differs from {MANIFEST} (corrupted shard)")
+            count = count_records(path, manifest["config"]["compression"])
+            if count != shard["num_records"]:
+                raise Esc50Error(
+                    f"{path}: holds {count} records, {MANIFEST} says {shard['num_records']}"
+                )
+
+
+def count_records(path, compression="none"):
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(str(path), compression_type=COMPRESSIONS[compression])
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def _own_files(out_dir):
+    """Files in out_dir that a build writes (and may replace)."""
+    names = []
+    for p in Path(out_dir).iterdir():
+        if p.is_file() and (_SHARD_RE.match(p.name) or p.name in (MANIFEST, CLIPS_CSV)):
+            names.append(p)
+    return names
+
+
+def _describe_change(old, new):
+    diffs = [
+        f"{k} {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    return "; ".join(diffs)
+
+
+def _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite):
+    """Decides what to do with an existing output folder.
+
+    Returns the existing manifest when the build is already done (a no-op),
+    else None. Raises Esc50Error when a build would replace user data without
+    `overwrite`.
+    """
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise Esc50Error(f"{out_dir}: exists and is not a folder")
+    entries = [p for p in out_dir.iterdir() if not p.name.startswith(".esc50tf-staging")]
+    if not entries:
+        return None
+    if not (out_dir / MANIFEST).is_file():
+        if overwrite:
+            return None
+        raise Esc50Error(
+            f"{out_dir}: folder is not empty and holds no finished esc50tf build; "
+            "choose an empty folder or pass --overwrite (only shard, clips.csv and "
+            "manifest files are replaced)"
+        )
+    manifest = read_manifest(out_dir)
+    same_config = manifest["config"] == config.to_dict()
+    same_inputs = manifest["source"]["fingerprint"] == fingerprint
+    same_mode = manifest["source"].get("skip_bad", False) == skip_bad
+    if same_config and same_inputs and same_mode and not overwrite:
+        try:
+            verify_shards(out_dir, manifest)
+            return manifest
+        except Esc50Error as err:
+            raise Esc50Error(
+                f"{out_dir}: the existing build is damaged ({err}); pass --overwrite to rebuild"
+            ) from None
+    if overwrite:
+        return None
+    if not same_config:
+        why = "a different configuration: " + _describe_change(
+            manifest["config"], config.to_dict()
+        )
+    elif not same_inputs:
+        why = "different input files (metadata CSV or audio changed)"
+    else:
+        why = "a different --skip-bad setting"
+    raise Esc50Error(
+        f"{out_dir}: holds TFRecords built with {why}; pass --overwrite to replace them"
+    )
+
+
+def build_tfrecords(
+    data_dir,
+    out_dir,
+    config=None,
+    *,
+    workers=None,
+    skip_bad=False,
+    overwrite=False,
+    progress=True,
+    log=None,
+):
+    """Builds TFRecord shards, one set per fold, plus `clips.csv` and `manifest.json`.
+
+    Args:
+        data_dir: dataset root with `meta/esc50.csv` and `audio/`.
+        out_dir: output folder (created).
+        config: BuildConfig. Defaults to BuildConfig().
+        workers: int. Decoding processes. Defaults to the number of CPUs.
+        skip_bad: bool. Leave out clips that fail to decode or are missing,
+            list them (and record them in the manifest) instead of failing.
+        overwrite: bool. Replace an existing build of another configuration.
+        progress: bool. Show a progress bar on stderr.
+        log: callable(str) for status lines. Defaults to printing to stderr.
+
+    Returns:
+        The manifest dict. `manifest["up_to_date"]` is True when nothing had
+        to be done.
+
+    Raises:
+        Esc50Error: on invalid configuration, metadata or audio (naming the
+            file or row), or an output folder that would be overwritten.
+    """
+    config = (config or BuildConfig()).validate()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    workers = int(workers or os.cpu_count() or 1)
+    if workers < 1:
+        raise Esc50Error(f"workers must be >= 1, got {workers}")
+
+    meta = meta_lib.load_metadata(data_dir, check_files=not skip_bad)
+    fingerprint = inputs_fingerprint(meta, data_dir)
+    existing = _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite)
+    if existing is not None:
+        log(f"{out_dir}: up to date ({existing['counts']['total']} clips); nothing to do")
+        return {**existing, "up_to_date": True}
+
+    classes = meta_lib.class_table(meta)
+    label_of = {c["target"]: c["label"] for c in classes}
+    plan = assign_shards(meta, config.shards_per_fold)
+    audio_root = meta_lib.audio_dir(data_dir)
+    jobs = []
+    for _, _, _, rows in plan:
+        for r in rows:
+            jobs.append(
+                (len(jobs), str(audio_root / meta.at[r, "filename"]),
+                 config.sample_rate, config.num_samples)
+            )
+
+    created_out = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".esc50tf-staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        import tensorflow  # noqa: F401  (imported before timing the build)
+
+        start = time.perf_counter()
+        shards, index_rows, skipped = _write_shards(
+            staging, meta, plan, jobs, label_of, config, workers, skip_bad, progress
+        )
+        seconds = time.perf_counter() - start
+        if not index_rows:
+            raise Esc50Error(f"{data_dir}: no clip could be decoded; nothing was written")
+        _write_clips_csv(staging / CLIPS_CSV, index_rows)
+        manifest = _make_manifest(
+            data_dir, meta, config, classes, fingerprint, skip_bad, shards,
+            index_rows, skipped, seconds, workers, sha256_file(staging / CLIPS_CSV),
+        )
+        # Commit: drop the old build's manifest first (so it no longer looks
+        # complete), then its files, then move the new files in; manifest last.
+        old_manifest = out_dir / MANIFEST
+        if old_manifest.exists():
+            old_manifest.unlink()
+        for p in _own_files(out_dir):
+            p.unlink()
+        for p in staging.iterdir():
+            os.replace(p, out_dir / p.name)
+        tmp = out_dir / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, out_dir / MANIFEST)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_out and out_dir.exists() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+    for item in skipped:
+        log(f"skipped: {item['error']}")
+    log(
+        f"wrote {manifest['counts']['total']} clips in {len(shards)} shards to {out_dir} "
+        f"({seconds:.1f} s, {manifest['build']['clips_per_s']:.0f} clips/s, {workers} workers)"
+        + (f"; skipped {len(skipped)} bad clip(s)" if skipped else "")
+    )
+    return {**manifest, "up_to_date": False}
+
+
+def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad, progress):
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    options = tf.io.TFRecordOptions(compression_type=COMPRESSIONS[config.compression])
+    stream = _decoded_stream(jobs, workers)
+    bar = tqdm(total=len(jobs), unit="clip", desc="decode+write", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    shards, index_rows, skipped = [], [], []
+    try:
+        for fold, index, count, rows in plan:
+            name = shard_name(fold, index, count, config.compression)
+            path = staging / name
+            written = 0
+            with tf.io.TFRecordWriter(str(path), options) as writer:
+                for r in rows:
+                    _, pcm, error = next(stream)
+                    bar.update(1)
+                    row = meta.loc[r]
+                    if error is not None:
+                        if not skip_bad:
+                            raise Esc50Error(
+                                f"{error} (CSV row {r + 2}); fix or remove it, "
+                                "or pass --skip-bad to leave bad clips out"
+                            )
+                        skipped.append({"filename": row["filename"], "error": error})
+                        continue
+                    label = label_of[int(row["target"])]
+                    writer.write(make_example(pcm, row, label, config).SerializeToString())
+                    index_rows.append(
+                        (row["filename"], int(row["fold"]), label, int(row["target"]), row["category"],
+                         row["src_file"], row["take"], bool(row["esc10"]), name)
+                    )
+                    written += 1
+            shards.append(
+                {"file": name, "fold": fold, "num_records": written,
+                 "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            )
+    finally:
+        bar.close()
+        stream.close()
+    return shards, index_rows, skipped
+
+
+def _write_clips_csv(path, rows):
+    import pandas as pd
+
+    pd.DataFrame(
+        rows,
+        columns=["filename", "fold", "label", "target", "category", "src_file", "take",
+                 "esc10", "shard"],
+    ).to_csv(path, index=False)
+
+
+def _make_manifest(data_dir, meta, config, classes, fingerprint, skip_bad, shards,
+                   index_rows, skipped, seconds, workers, clips_sha256):
+    folds = sorted({s["fold"] for s in shards})
+    per_fold = {str(f): sum(s["num_records"] for s in shards if s["fold"] == f) for f in folds}
+    per_class = {c["category"]: 0 for c in classes}
+    for row in index_rows:
+        per_class[row[4]] += 1
+    total = len(index_rows)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "esc50tf_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "source": {
+            "data_dir": str(Path(data_dir).resolve()),
+            "csv_sha256": sha256_file(meta_lib.csv_path(data_dir)),
+            "fingerprint": fingerprint,
+            "has_esc10": bool(meta.attrs.get("has_esc10", False)),
+            "skip_bad": bool(skip_bad),
+            "num_listed": int(len(meta)),
+        },
+        "num_classes": len(classes),
+        "classes": classes,
+        "folds": folds,
+        "counts": {"total": total, "per_fold": per_fold, "per_class": per_class},
+        "shards": shards,
+        "clips_csv_sha256": clips_sha256,
+        "skipped": skipped,
+        "build": {
+            "seconds": round(seconds, 3),
+            "clips_per_s": round(total / seconds, 1) if seconds > 0 else None,
+            "workers": workers,
+        },
+    }

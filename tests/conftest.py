@@ -1,0 +1,73 @@
+"""Shared fixtures: small ESC-50-layout datasets made by the project's synth tool."""
+
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+TINY = dict(num_classes=4, clips_per_class=10, sample_rate=8000, clip_seconds=1.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_esc50(tmp_path_factory):
+    """4 classes x 10 clips, 1 s at 8 kHz, 5 folds. Treat as read-only."""
+    from esc50tf.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny") / "esc50"
+    synthesize(root, progress=False, **TINY)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_tfrecords(tiny_esc50, tmp_path_factory):
+    """TFRecords of `tiny_esc50` (2 shards per fold). Treat as read-only."""
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    out = tmp_path_factory.mktemp("tiny_tfr") / "tfr"
+    build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=8000, clip_seconds=1.0,
+                                                  shards_per_fold=2),
+                    workers=1, progress=False, log=lambda _: None)
+    return out
+
+
+@pytest.fixture
+def esc50_copy(tiny_esc50, tmp_path):
+    """A private, writable copy of `tiny_esc50` for tests that damage it."""
+    dst = tmp_path / "esc50"
+    shutil.copytree(tiny_esc50, dst)
+    return dst
+
+
+def write_dataset(root, rows, sample_rate=8000, seconds=0.5, subtype="PCM_16", seed=0):
+    """Writes an ESC-50-layout folder from `rows` (dicts of CSV columns).
+
+    Each clip is a short noise burst; returns the DataFrame written.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        x = 0.3 * rng.standard_normal(int(sample_rate * seconds))
+        sf.write(root / "audio" / row["filename"], x, sample_rate, subtype=subtype)
+    df = pd.DataFrame(rows)
+    df.to_csv(root / "meta" / "esc50.csv", index=False)
+    return df
+
+
+def rows_for(folds, classes=2, per_group=2, groups_per_class_fold=1):
+    """CSV rows for a dataset with the given fold numbers."""
+    rows = []
+    for fold in folds:
+        for target in range(classes):
+            for g in range(groups_per_class_fold):
+                src = f"{fold}{target}{g}"
+                for take in "ABC"[:per_group]:
+                    rows.append(dict(filename=f"clip_{src}_{take}.wav", fold=fold, target=target,
+                                     category=f"class{target}", esc10=target == 0,
+                                     src_file=src, take=take))
+    return rows

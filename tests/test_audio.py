@@ -1,0 +1,130 @@
+"""Audio decoding: exact PCM, bit depths, formats, channels, resampling, errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from esc50tf.data.audio import fix_length, load_audio, load_clip
+from esc50tf.errors import Esc50Error
+
+
+def _pcm(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-32768, 32768, size=n, dtype=np.int64).astype(np.int16)
+    x[:2] = [-32768, 32767]  # the extremes must survive too
+    return x
+
+
+def test_int16_wav_round_trip_is_exact(tmp_path):
+    pcm = _pcm()
+    path = tmp_path / "a.wav"
+    sf.write(path, pcm, 44100, subtype="PCM_16")
+    out = load_clip(path, 44100, len(pcm))
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, pcm)
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype,exact",
+    [
+        ("WAV", "PCM_24", True),
+        ("WAV", "PCM_32", True),
+        ("WAV", "FLOAT", True),
+        ("WAV", "DOUBLE", True),
+        ("FLAC", "PCM_16", True),
+        ("FLAC", "PCM_24", True),
+        ("WAV", "PCM_U8", False),
+    ],
+)
+def test_bit_depths_and_lossless_formats(tmp_path, fmt, subtype, exact):
+    pcm = _pcm(seed=1)
+    path = tmp_path / f"a.{fmt.lower()}"
+    sf.write(path, pcm.astype(np.float64) / 32768.0, 22050, format=fmt, subtype=subtype)
+    out = load_clip(path, 22050, len(pcm))
+    if exact:
+        # 16-bit values stored at 24/32-bit or float depth are exactly representable.
+        np.testing.assert_array_equal(out, pcm)
+    else:
+        # 8-bit keeps 8 bits: error below one 8-bit step (256 int16 units).
+        assert np.max(np.abs(out.astype(np.int32) - pcm)) <= 256
+
+
+def test_ogg_vorbis_decodes_close_to_source(tmp_path):
+    t = np.arange(22050) / 22050
+    x = 0.5 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "a.ogg"
+    sf.write(path, x, 22050, format="OGG", subtype="VORBIS")
+    y, sr = load_audio(path)
+    assert sr == 22050
+    y = fix_length(y, len(x))
+    snr = 10 * np.log10(np.sum(x**2) / np.sum((x - y) ** 2))
+    assert snr > 20
+
+
+def test_multichannel_is_mixed_to_mono(tmp_path):
+    n = 1000
+    left = np.full(n, 0.5)
+    right = np.full(n, -0.25)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 8000, subtype="PCM_16")
+    y, _ = load_audio(path)
+    assert y.shape == (n,)
+    np.testing.assert_allclose(y, 0.125, atol=1 / 32768)
+    quad = tmp_path / "quad.wav"
+    sf.write(quad, np.stack([left, right, left, right], axis=1), 8000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(quad)[0], 0.125, atol=1e-6)
+
+
+def _peak_hz(x, sr):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spec) * sr / len(x)
+
+
+def test_resampling_preserves_length_and_tone(tmp_path):
+    sr_in, sr_out, f0 = 48000, 44100, 1000.0
+    t = np.arange(sr_in) / sr_in
+    path = tmp_path / "tone.wav"
+    sf.write(path, 0.5 * np.sin(2 * np.pi * f0 * t), sr_in, subtype="FLOAT")
+    y, sr = load_audio(path, sample_rate=sr_out)
+    assert sr == sr_out
+    assert len(y) == sr_out  # 1 s stays 1 s
+    assert abs(_peak_hz(y, sr_out) - f0) <= 1.0  # 1 Hz bins
+    np.testing.assert_allclose(np.sqrt(np.mean(y[1000:-1000] ** 2)), 0.5 / np.sqrt(2), rtol=0.01)
+
+
+def test_resampling_is_anti_aliased(tmp_path):
+    # A 7 kHz tone cannot exist at 8 kHz (Nyquist 4 kHz): a proper resampler
+    # removes it instead of folding it down to 1 kHz.
+    sr_in = 32000
+    t = np.arange(sr_in) / sr_in
+    path = tmp_path / "high.wav"
+    sf.write(path, 0.5 * np.sin(2 * np.pi * 7000 * t), sr_in, subtype="FLOAT")
+    y, _ = load_audio(path, sample_rate=8000)
+    rms = np.sqrt(np.mean(y[100:-100] ** 2))
+    assert 20 * np.log10(rms / (0.5 / np.sqrt(2))) < -60
+
+
+def test_pad_and_crop(tmp_path):
+    pcm = _pcm(n=100)
+    path = tmp_path / "short.wav"
+    sf.write(path, pcm, 8000, subtype="PCM_16")
+    padded = load_clip(path, 8000, 150)
+    np.testing.assert_array_equal(padded[:100], pcm)
+    assert not padded[100:].any()
+    np.testing.assert_array_equal(load_clip(path, 8000, 60), pcm[:60])
+
+
+@pytest.mark.parametrize("content,expect", [
+    (None, "no such audio file"),
+    (b"", "empty"),
+    (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4, "cannot decode"),
+    (b"this is not audio at all" * 20, "cannot decode"),
+])
+def test_bad_files_raise_naming_the_file(tmp_path, content, expect):
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(Esc50Error) as err:
+        load_audio(path)
+    assert str(path) in str(err.value)
+    assert expect in str(err.value)
