@@ -113,12 +113,20 @@ def _grouped_folds(df, k, take, seed, what):
             f"cannot hold out 1/{k} of the data for {what}: only {n_groups} recordings "
             f"(src_file groups) are available; use a larger fraction or more data"
         )
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # Rare classes with fewer members than k make sklearn warn; grouping wins.
-        warnings.simplefilter("ignore", UserWarning)
-        folds = [test for _, test in splitter.split(np.zeros(len(df)), df["label"], groups)]
-    held = np.concatenate(folds[:take])
+    if df["label"].value_counts().max() >= k:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            # Rare classes with fewer members than k make sklearn warn; grouping wins.
+            warnings.simplefilter("ignore", UserWarning)
+            folds = [test for _, test in splitter.split(np.zeros(len(df)), df["label"], groups)]
+        held = np.concatenate(folds[:take])
+    else:
+        # Every class is smaller than k (tiny datasets): stratifying is
+        # impossible, so hold out whole recordings at random instead.
+        from sklearn.model_selection import GroupShuffleSplit
+
+        splitter = GroupShuffleSplit(n_splits=1, test_size=take / k, random_state=seed)
+        _, held = next(splitter.split(np.zeros(len(df)), groups=groups))
     mask = np.zeros(len(df), dtype=bool)
     mask[held] = True
     names = df["filename"].to_numpy()

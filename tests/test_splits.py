@@ -1,0 +1,121 @@
+"""Splits that cannot leak: no src_file on two sides, in every protocol."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from esc50tf.data import splits
+from esc50tf.errors import Esc50Error
+
+
+def make_index(num_classes=10, folds=(1, 2, 3, 4, 5), groups_per_class_fold=3, seed=0):
+    """An ESC-50-like index: recordings of 1-4 takes, all takes in one fold."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in folds:
+        for label in range(num_classes):
+            for g in range(groups_per_class_fold):
+                src = f"{fold}-{label}-{g}"
+                for take in "ABCD"[: rng.integers(1, 5)]:
+                    rows.append(dict(filename=f"{src}-{take}.wav", fold=fold, label=label,
+                                     target=label, category=f"c{label}", src_file=src, take=take))
+    return pd.DataFrame(rows)
+
+
+def _sides(split, index):
+    out = {"train": split.train.rows(index), "test": split.test.rows(index)}
+    if split.val is not None:
+        out["val"] = split.val.rows(index)
+    return out
+
+
+def _assert_no_leak(split, index):
+    sides = _sides(split, index)
+    names = list(sides)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not set(sides[a]["src_file"]) & set(sides[b]["src_file"]), (split.name, a, b)
+            assert not set(sides[a]["filename"]) & set(sides[b]["filename"])
+    assert splits.check_disjoint(split, index) == {k: len(v) for k, v in sides.items()}
+    return sides
+
+
+def all_splits(index):
+    yield from splits.cv_splits(index)
+    yield splits.test_fold_split(index, 2, val_fraction=0.2, seed=3)
+    yield splits.test_fold_split(index, 4, val_fraction=0)
+    for ratio in (0.9, 0.8, 0.7):
+        yield splits.ratio_split(index, ratio, seed=1)
+
+
+def test_no_src_file_crosses_sides_in_any_protocol():
+    index = make_index()
+    names = [s.name for s in all_splits(index)]
+    assert names == ["fold1", "fold2", "fold3", "fold4", "fold5", "fold2", "fold4",
+                     "ratio0.9", "ratio0.8", "ratio0.7"]
+    for split in all_splits(index):
+        _assert_no_leak(split, index)
+
+
+def test_fold_split_reads_only_training_folds():
+    index = make_index()
+    split = splits.test_fold_split(index, 3)
+    assert split.train.folds == split.val.folds == (1, 2, 4, 5)
+    assert split.test.folds == (3,) and split.test.filenames is None
+    sides = _assert_no_leak(split, index)
+    assert len(sides["train"]) + len(sides["val"]) == (index["fold"] != 3).sum()
+    share = len(sides["val"]) / (index["fold"] != 3).sum()
+    assert 0.05 < share < 0.16
+
+
+@pytest.mark.parametrize("ratio", [0.9, 0.8, 0.7])
+def test_ratio_split_proportions_and_stratification(ratio):
+    index = make_index(groups_per_class_fold=4)
+    split = splits.ratio_split(index, ratio, val_fraction=0.1, seed=0)
+    sides = _assert_no_leak(split, index)
+    assert sum(len(v) for v in sides.values()) == len(index)  # every clip used once
+    test_share = len(sides["test"]) / len(index)
+    assert abs(test_share - (1 - ratio)) < 0.04
+    # Stratified: every class present in the test side with about its share.
+    per_class = sides["test"]["label"].value_counts()
+    assert len(per_class) == 10
+    assert per_class.max() / per_class.min() < 3
+
+
+def test_splits_are_seeded():
+    index = make_index()
+    a = splits.ratio_split(index, 0.8, seed=5)
+    b = splits.ratio_split(index, 0.8, seed=5)
+    c = splits.ratio_split(index, 0.8, seed=6)
+    assert a == b
+    assert a.test.filenames != c.test.filenames
+
+
+def test_check_disjoint_catches_a_leak():
+    index = make_index()
+    leaky_test = frozenset(index[index["take"] == "A"]["filename"])
+    leaky_train = frozenset(index[index["take"] != "A"]["filename"])
+    folds = (1, 2, 3, 4, 5)
+    split = splits.Split("leaky", splits.Selection(folds, leaky_train), None,
+                         splits.Selection(folds, leaky_test))
+    with pytest.raises(Esc50Error, match="is in both train and test"):
+        splits.check_disjoint(split, index)
+
+
+def test_split_errors():
+    index = make_index()
+    with pytest.raises(Esc50Error, match="test fold 9 is not in the data; folds present: 1, 2, 3, 4, 5"):
+        splits.test_fold_split(index, 9)
+    with pytest.raises(Esc50Error, match="0.66 is not supported"):
+        splits.ratio_split(index, 0.66)
+    with pytest.raises(Esc50Error, match="validation fraction"):
+        splits.test_fold_split(index, 1, val_fraction=0.9)
+    tiny = make_index(num_classes=2, folds=(1, 2), groups_per_class_fold=1)
+    with pytest.raises(Esc50Error, match="only 2 recordings"):
+        splits.test_fold_split(tiny, 1, val_fraction=0.1)
+
+
+def test_splits_on_real_tfrecords(tiny_tfrecords):
+    index = splits.load_index(tiny_tfrecords)
+    for split in all_splits(index):
+        _assert_no_leak(split, index)
