@@ -236,6 +236,354 @@ def _run_demo(args):
     return 0
 
 
+
+# --- shared option tables -------------------------------------------------------------
+# (flag, config section, key, argparse kwargs). Defaults are None so that only
+# the options a user gives override the preset and any --config file.
+
+def _pair(text):
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX like 10,30, got {text!r}") from None
+    return [lo, hi]
+
+
+def _fmax(text):
+    return None if text.lower() == "none" else float(text)
+
+
+FEATURE_OPTIONS = [
+    ("--features", "features", "kind", dict(choices=["mel", "mfcc", "stft"], help="front end: log-Mel, MFCC or STFT spectrogram")),
+    ("--n-fft", "features", "n_fft", dict(type=_positive_int, help="FFT size (default 2048)")),
+    ("--hop-length", "features", "hop_length", dict(type=_positive_int, help="hop in samples (default 512)")),
+    ("--win-length", "features", "win_length", dict(type=_positive_int, help="window length (default n_fft)")),
+    ("--window", "features", "window", dict(choices=["hann", "hamming"], help="window (default hann)")),
+    ("--n-mels", "features", "n_mels", dict(type=_positive_int, help="Mel bands (default 128)")),
+    ("--fmin", "features", "fmin", dict(type=float, help="lowest Mel frequency in Hz (default 0)")),
+    ("--fmax", "features", "fmax", dict(type=_fmax, help="highest Mel frequency in Hz (default sample_rate/2)")),
+    ("--mel-scale", "features", "mel_scale", dict(choices=["slaney", "htk"], help="Mel scale (default slaney, as librosa)")),
+    ("--norm", "features", "norm", dict(choices=["slaney", "none"], help="filter-bank normalisation (default slaney)")),
+    ("--power", "features", "power", dict(type=float, choices=[1.0, 2.0], help="1 magnitude, 2 power (default 2)")),
+    ("--log", "features", "log", dict(choices=["db", "ln", "none"], help="log scaling (default db: 10 log10(max(S, 1e-10)))")),
+    ("--top-db", "features", "top_db", dict(type=float, help="clip at this many dB below each clip's peak (default: no clipping)")),
+    ("--n-mfcc", "features", "n_mfcc", dict(type=_positive_int, help="MFCC coefficients (default 20)")),
+    ("--deltas", "features", "deltas", dict(type=int, choices=[0, 1, 2], help="MFCC delta orders appended (default 0)")),
+]
+
+TRAIN_OPTIONS = [
+    ("--val-fraction", "train", "val_fraction", dict(type=float, help="validation share carved from the training side by src_file (default 0.1)")),
+    ("--epochs", "train", "epochs", dict(type=_positive_int, help="maximum epochs (early stopping may end sooner)")),
+    ("--batch-size", "train", "batch_size", dict(type=_positive_int, help="batch size per replica")),
+    ("--optimizer", "train", "optimizer", dict(choices=["adam", "adamw", "sgd", "adagrad"], help="optimizer")),
+    ("--lr", "train", "lr", dict(type=_positive_float, help="learning rate")),
+    ("--weight-decay", "train", "weight_decay", dict(type=float, help="decoupled weight decay (adamw, sgd)")),
+    ("--momentum", "train", "momentum", dict(type=float, help="SGD momentum (default 0.9)")),
+    ("--lr-patience", "train", "lr_patience", dict(type=_positive_int, help="ReduceLROnPlateau patience (default 5, factor 0.2)")),
+    ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=_positive_int, help="EarlyStopping patience on validation loss, best weights restored (default 10)")),
+    ("--mixed-precision", "train", "mixed_precision", dict(choices=["auto", "off", "bf16", "fp16"], help="auto: bf16 on TPUs and GPUs that support it, off on CPU")),
+    ("--strategy", "train", "strategy", dict(choices=["auto", "default", "one_device", "mirrored", "multiworker", "tpu"], help="tf.distribute strategy (default auto)")),
+    ("--features-on", "train", "features_on", dict(choices=["device", "host"], help="compute features in the model (device) or in tf.data (host)")),
+    ("--seed", "train", "seed", dict(type=int, help="random seed (splits, shuffling, augmentation, initialisation)")),
+]
+
+MODEL_OPTIONS = [
+    ("--weights", "model", "weights", dict(help="local weights file for the CNN backbone (e.g. ImageNet notop .h5)")),
+    ("--image-size", "model", "image_size", dict(type=_positive_int, help="resize the spectrogram to a square image (the study: 224)")),
+    ("--image-channels", "model", "image_channels", dict(type=int, choices=[1, 3], help="image channels (default 3 with --weights, else 1)")),
+    ("--normalization", "model", "normalization", dict(choices=["frequency", "instance", "batch", "none"], help="feature normalisation (default: per-frequency stats from the training folds)")),
+    ("--dropout", "model", "dropout", dict(type=float, help="dropout of the dense head")),
+    ("--dense-units", "model", "dense_units", dict(type=_positive_int, help="width of the dense head")),
+    ("--rnn-units", "model", "rnn_units", dict(type=_positive_int, help="recurrent units per direction (default 64)")),
+    ("--attention-units", "model", "attention_units", dict(type=_positive_int, help="attention size of the hybrid (default 64)")),
+    ("--classic-features", "model", "classic_features", dict(choices=["stats", "image"], help="knn/svm/random_forest input: band statistics or the study's image")),
+]
+
+AUGMENT_OPTIONS = [
+    ("--time-shift", "augment", "time_shift_seconds", dict(type=float, help="random circular shift up to this many seconds (the study: 0.1)")),
+    ("--crop-seconds", "augment", "crop_seconds", dict(type=float, help="train on random crops of this length")),
+    ("--noise-snr", "augment", "noise_snr_db", dict(type=_pair, metavar="MIN,MAX", help="additive noise at a random SNR in dB")),
+    ("--study-noise", "augment", "study_noise_factor", dict(type=float, help="the study's fixed noise factor (0.05)")),
+    ("--gain-db", "augment", "gain_db", dict(type=_pair, metavar="MIN,MAX", help="random gain in dB")),
+    ("--freq-mask", "augment", "freq_mask_param", dict(type=int, help="SpecAugment frequency-mask width F (bins)")),
+    ("--time-mask", "augment", "time_mask_param", dict(type=int, help="SpecAugment time-mask width T (frames)")),
+    ("--num-freq-masks", "augment", "num_freq_masks", dict(type=int, help="frequency masks per clip (default 2)")),
+    ("--num-time-masks", "augment", "num_time_masks", dict(type=int, help="time masks per clip (default 2)")),
+    ("--mix", "augment", "mix", dict(choices=["none", "mixup", "bc"], help="batch mixing: mixup or between-class (soft labels)")),
+    ("--mixup-alpha", "augment", "mixup_alpha", dict(type=float, help="mixup Beta(alpha, alpha) (default 0.2)")),
+    ("--image-rotation", "augment", "image_rotation_degrees", dict(type=float, help="the study's image augmentation: max rotation in degrees")),
+]
+
+
+def _add_options(p, table, title):
+    group = p.add_argument_group(title)
+    for flag, _section, key, kwargs in table:
+        if "choices" not in kwargs and "metavar" not in kwargs:
+            kwargs = {**kwargs, "metavar": key.split("_")[0].upper()}
+        group.add_argument(flag, dest=f"opt_{key}", default=None, **kwargs)
+    return group
+
+
+def _overrides(args, *tables):
+    out = {}
+    for table in tables:
+        for _flag, section, key, _ in table:
+            value = getattr(args, f"opt_{key}", None)
+            if value is None:
+                continue
+            if key in ("norm", "log") and value == "none":
+                value = None
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _model_names():
+    from esc50tf.models import registry
+
+    return registry.names()
+
+
+# --- models -----------------------------------------------------------------------------
+
+def _add_models(sub):
+    p = sub.add_parser("models", help="list every model with a one-line description",
+                       description="List the registered models, by family.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_run_models)
+
+
+def _run_models(args):
+    from esc50tf.models import registry
+
+    specs = registry.specs()
+    if args.json:
+        print(json.dumps([{"name": s.name, "family": s.family, "description": s.description}
+                          for s in specs], indent=2))
+        return 0
+    for s in specs:
+        print(f"{s.name:<14} {s.family:<8} {s.description}")
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate a model (k-fold CV, a test fold or a grouped ratio split)",
+        description="Train MODEL on TFRecords under the official protocol (k-fold CV over every "
+        "fold by default), with validation carved from the training side only, and write "
+        "report.json/.md, confusion_matrix.png, curves.png, per_class_accuracy.png, each split's "
+        "model.keras and SavedModel, and config.json into --out. An interrupted run resumes "
+        "where it stopped when started again with the same settings.",
+        epilog="examples:\n  esc50tf train --model hybrid --data tfrecords --out runs/hybrid\n"
+        "  esc50tf train --model bigru --preset seed --data tfrecords --out runs/bigru-seed\n"
+        "  esc50tf train --config runs/hybrid/config.json --out runs/hybrid-again",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help=f"one of: {', '.join(_model_names())}")
+    p.add_argument("--data", help="TFRecord folder made by build-tfrecords")
+    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--config", help="a config.json of an earlier run to repeat (flags override it)")
+    p.add_argument("--preset", choices=["default", "seed"], default=None,
+                   help="default: a strong recipe from the literature; seed: the study's settings for the model")
+    proto = p.add_mutually_exclusive_group()
+    proto.add_argument("--cv", action="store_true", help="k-fold cross-validation over all folds (default)")
+    proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")
+    proto.add_argument("--split", type=_ratio, help="grouped, stratified ratio split, e.g. 0.9")
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="TensorFlow op determinism: bit-identical reruns with the same --seed (slower)")
+    p.add_argument("--freeze-backbone", action="store_true", default=None, help="keep the CNN backbone's weights fixed")
+    p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder holding another configuration")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    _add_options(p, TRAIN_OPTIONS, "training")
+    _add_options(p, MODEL_OPTIONS, "model")
+    _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
+    _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
+    p.set_defaults(handler=_run_train)
+
+
+def train_config_from_args(args):
+    """Resolves defaults <- preset <- --config <- flags into a RunConfig."""
+    from esc50tf.train import resolve_config
+
+    base = {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                base = json.load(f)
+        except (OSError, ValueError) as err:
+            raise Esc50Error(f"{args.config}: cannot read config ({err})") from None
+    model = args.model or base.get("model", {}).get("name")
+    if not model:
+        raise Esc50Error("--model is required (or --config with a model)")
+    preset = args.preset or base.get("train", {}).get("preset", "default")
+    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
+    t = over.setdefault("train", {})
+    for key in ("data", "out"):
+        if getattr(args, key):
+            t[key] = getattr(args, key)
+    if args.test_fold is not None:
+        t.update(protocol="test-fold", test_fold=args.test_fold)
+    elif args.split is not None:
+        t.update(protocol="split", split_ratio=args.split)
+    elif args.cv:
+        t.update(protocol="cv")
+    if args.jit_compile:
+        t["jit_compile"] = True
+    if args.deterministic:
+        t["deterministic"] = True
+    if args.no_export:
+        t["export"] = False
+    if args.freeze_backbone:
+        over.setdefault("model", {})["freeze_backbone"] = True
+    cfg = resolve_config(model, preset, base=base, overrides=over)
+    if args.no_augment:
+        import dataclasses
+
+        from esc50tf.augment import AugmentConfig
+
+        cfg = dataclasses.replace(cfg, augment=AugmentConfig())
+    return cfg
+
+
+def _run_train(args):
+    from esc50tf.train import train
+
+    cfg = train_config_from_args(args)
+    train(cfg, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
+    return 0
+
+
+# --- evaluate ---------------------------------------------------------------------------
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="recompute a run's report from its saved models",
+                       description="Load each split's saved model, predict its test side again "
+                       "(from --data, default the run's TFRecords) and rewrite the report and plots.")
+    p.add_argument("run", help="run folder written by esc50tf train")
+    p.add_argument("--data", help="TFRecord folder (default: the one the run used)")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from esc50tf.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, args.data, log=lambda m: print(m, file=sys.stderr))
+    print(f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% +- "
+          f"{100 * report['accuracy_std']:.1f}, macro F1 {report['macro_f1']:.3f} "
+          f"({args.run}/report.md)")
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------
+
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict", help="top-k classes for audio files with a saved model",
+        description="Predict with a run folder (averaging its split models) or one .keras file. "
+        "Any sample rate, length and channel count: mixed to mono, resampled, padded, or cut "
+        "into half-overlapping windows whose probabilities are averaged.")
+    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes to show (default: %(default)s)")
+    p.add_argument("--sample-rate", type=_positive_int, default=None,
+                   help="model sample rate, if it cannot be read from the run")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args):
+    from esc50tf.predict import load_predictor, predict_files
+
+    predictor = load_predictor(args.model, args.sample_rate)
+    results, errors = predict_files(predictor, args.files, args.top_k)
+    if args.json:
+        print(json.dumps({"results": results,
+                          "errors": [{"file": f, "error": e} for f, e in errors]}, indent=2))
+    else:
+        for r in results:
+            print(f"{r['file']} ({r['seconds']:g} s)")
+            for rank, t in enumerate(r["top"], 1):
+                print(f"  {rank}. {t['class']:<24} {t['probability']:.3f}")
+    for _f, e in errors:
+        print(f"esc50tf predict: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# --- features ---------------------------------------------------------------------------
+
+def _add_features(sub):
+    p = sub.add_parser(
+        "features", help="compute STFT / log-Mel / MFCC features of audio files",
+        description="Compute features with exactly the layers the models use and write them to "
+        "an .npz (features [n_files, frames, bins] float32, filenames, config JSON); --plot "
+        "draws waveform and features per file.")
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("--kind", choices=["stft", "mel", "mfcc"], default="mel", help="feature kind (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--plot", help="also draw the features to this PNG")
+    p.add_argument("--sample-rate", type=_positive_int, default=None,
+                   help="resample to this rate (default: the first file's rate)")
+    p.add_argument("--clip-seconds", type=_positive_float, default=None,
+                   help="pad/crop every file to this length (default: pad to the longest)")
+    p.add_argument("--center", dest="center", action="store_true", default=None, help="centre frames (default)")
+    p.add_argument("--no-center", dest="center", action="store_false", help="do not centre frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --plot file")
+    _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"], "front end (librosa names)")
+    p.set_defaults(handler=_run_features)
+
+
+def _run_features(args):
+    import numpy as np
+
+    from esc50tf.features import FeatureConfig
+    from esc50tf.featurize import extract_features, plot_features
+
+    for target in (args.out, args.plot):
+        if target and os.path.exists(target) and not args.overwrite:
+            raise Esc50Error(f"{target}: exists; pass --overwrite to replace it")
+    settings = _overrides(args, FEATURE_OPTIONS).get("features", {})
+    settings["kind"] = args.kind
+    if args.center is not None:
+        settings["center"] = args.center
+    rate = args.sample_rate
+    if rate is None:
+        rate = _first_rate(args.audio)
+    settings["sample_rate"] = rate
+    config = FeatureConfig.from_dict(settings)
+    feats, names, errors, waves = extract_features(
+        args.audio, config, sample_rate=rate, clip_seconds=args.clip_seconds,
+        return_waveforms=True)
+    for path, message in errors:
+        print(f"esc50tf features: error: {message}", file=sys.stderr)
+    if names:
+        tmp = args.out + ".tmp.npz"
+        np.savez(tmp, features=feats, filenames=np.array(names),
+                 config=json.dumps(config.to_dict()))
+        os.replace(tmp, args.out)
+        print(f"wrote {len(names)} x {feats.shape[1]} frames x {feats.shape[2]} bins to {args.out}",
+              file=sys.stderr)
+        if args.plot:
+            plot_features(waves, feats, names, config, args.plot)
+            print(f"plotted to {args.plot}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _first_rate(paths):
+    import soundfile as sf
+
+    for path in paths:
+        try:
+            return int(sf.info(path).samplerate)
+        except Exception:  # noqa: BLE001 - unreadable files are reported later
+            continue
+    return 44100
+
+
 # --- entry point --------------------------------------------------------------------
 
 def build_parser():
@@ -248,7 +596,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"esc50tf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_download, _add_build, _add_inspect, _add_synth, _add_demo):
+    for add in (_add_download, _add_build, _add_inspect, _add_synth, _add_models, _add_train,
+                _add_evaluate, _add_predict, _add_features, _add_demo):
         add(sub)
     return parser
 

@@ -1,7 +1,9 @@
 """`esc50tf demo`: the main job end to end on built-in synthetic data.
 
 synthesise an ESC-50-layout folder -> build TFRecords -> split without
-leakage -> stream the tf.data pipeline back and report what came out.
+leakage -> stream the tf.data pipeline back -> train the compact CNN on folds
+2-5 (validation carved from them) -> evaluate on the held-out fold 1 and write
+the full report (report.md, confusion matrix, curves, per-class accuracy).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ DEMO_CLASSES = 10
 DEMO_CLIPS_PER_CLASS = 40
 DEMO_SAMPLE_RATE = 16000
 DEMO_SECONDS = 5.0
+# The demo's model and recipe: 64 Mel bands at hop 256 (16 ms), 25 epochs.
+DEMO_MODEL = "cnn_small"
+DEMO_TRAIN = {"protocol": "test-fold", "test_fold": 1, "epochs": 25, "batch_size": 16}
+DEMO_FEATURES = {"n_fft": 1024, "hop_length": 256, "n_mels": 64}
+DEMO_AUGMENT = {"mix": "none"}
 
 
 def _say(msg):
@@ -46,12 +53,12 @@ def _run(root, seed):
 
     data_dir, tfr_dir = root / "data", root / "tfrecords"
     t0 = time.perf_counter()
-    _say(f"[1/3] synthesising {DEMO_CLASSES} classes x {DEMO_CLIPS_PER_CLASS} clips "
+    _say(f"[1/4] synthesising {DEMO_CLASSES} classes x {DEMO_CLIPS_PER_CLASS} clips "
          f"({DEMO_SECONDS:g} s at {DEMO_SAMPLE_RATE} Hz) in {data_dir}")
     if not (data_dir / "meta" / "esc50.csv").is_file():
         synthesize(data_dir, num_classes=DEMO_CLASSES, clips_per_class=DEMO_CLIPS_PER_CLASS,
                    sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS, seed=seed)
-    _say(f"[2/3] building TFRecords in {tfr_dir}")
+    _say(f"[2/4] building TFRecords in {tfr_dir}")
     manifest = build_tfrecords(
         data_dir, tfr_dir, BuildConfig(sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS,
                                        shards_per_fold=2),
@@ -59,7 +66,7 @@ def _run(root, seed):
     index = splits.load_index(tfr_dir)
     split = splits.test_fold_split(index, test_fold=manifest["folds"][0], seed=seed)
     sizes = splits.check_disjoint(split, index)
-    _say(f"[3/3] streaming split {split.name} through tf.data: "
+    _say(f"[3/4] streaming split {split.name} through tf.data: "
          + ", ".join(f"{k} {v} clips" for k, v in sizes.items()) + " (no src_file shared)")
     summary = {"clips": manifest["counts"]["total"], "split": split.name, "sizes": sizes}
     for side, selection, training in (("train", split.train, True), ("test", split.test, False)):
@@ -73,7 +80,18 @@ def _run(root, seed):
         _say(f"  {side}: {n} clips/epoch in batches of {tuple(x.shape)} {x.dtype.name}, "
              f"{summary[f'{side}_cold_clips_per_s']:.0f} clips/s cold, "
              f"{summary[f'{side}_cached_clips_per_s']:.0f} clips/s cached")
+    from esc50tf.train import resolve_config, train
+
+    run_dir = root / "run"
+    _say(f"[4/4] training {DEMO_MODEL} on folds 2-5, testing on fold 1, into {run_dir}")
+    cfg = resolve_config(DEMO_MODEL, overrides={
+        "train": {**DEMO_TRAIN, "data": str(tfr_dir), "out": str(run_dir), "seed": seed},
+        "features": DEMO_FEATURES, "augment": DEMO_AUGMENT})
+    report = train(cfg, verbose=2)
+    summary.update(accuracy=report["accuracy"], macro_f1=report["macro_f1"],
+                   report=str(run_dir / "report.md"))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    _say(f"demo finished in {summary['seconds']} s. Training arrives with `esc50tf train` "
-         "(the demo will train and evaluate a model then).")
+    _say(f"demo finished in {summary['seconds']} s: {DEMO_MODEL} reached "
+         f"{100 * report['accuracy']:.1f}% accuracy (macro F1 {report['macro_f1']:.3f}) on the "
+         f"held-out fold; report in {run_dir}/report.md")
     return summary

@@ -1,0 +1,107 @@
+"""Assembling a complete Keras model: waveform in, class probabilities out.
+
+    waveform [b, samples]
+    -> waveform augmentation (training only; identity at inference)
+    -> front end (STFT / log-Mel / MFCC on tf.signal, float32 inside)  [b, frames, bins]
+    -> normalisation (per-frequency stats from the training folds, instance, batch)
+    -> spectrogram augmentation (SpecAugment, training only)
+    -> the family's body (registry builder)                              [b, D]
+    -> Dense(num_classes, softmax) in float32, also under mixed precision
+
+Because the front end lives in the model, the saved `.keras` file and the
+exported SavedModel take raw waveforms at the dataset's sample rate.
+"""
+
+from __future__ import annotations
+
+from esc50tf.models import registry
+
+
+def build_model(model_config, feature_config, num_classes, num_samples, augment_config=None,
+                seed=0):
+    """Builds the named Keras model around the front end.
+
+    Args:
+        model_config: ModelConfig. `model_config.name` picks the registry entry.
+        feature_config: esc50tf.features.FeatureConfig.
+        num_classes: int.
+        num_samples: int. Waveform length the model takes.
+        augment_config: esc50tf.augment.AugmentConfig or None (no augmentation).
+        seed: int. Seeds augmentation layers and weight initialisation.
+
+    Returns:
+        A `keras.Model` named after the model, with layers named "frontend",
+        "normalization" (unless none) and "predictions".
+    """
+    import keras
+
+    from esc50tf import augment as aug
+    from esc50tf import features as feat
+
+    spec = registry.get(model_config.name)
+    if not spec.keras:
+        raise ValueError(f"{spec.name} is a scikit-learn model; use models.classic")
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((num_samples,), name="waveform", dtype="float32")
+    x = inputs
+    if augment_config is not None:
+        wave_aug = aug.build_waveform_augmenter(augment_config, feature_config.sample_rate, seed)
+        if wave_aug is not None:
+            x = wave_aug(x)
+    x = feat.build_frontend(feature_config, name="frontend")(x)  # [b, frames, bins]
+    x = normalization_layer(model_config.normalization)(x) if model_config.normalization != "none" else x
+    if augment_config is not None:
+        spec_aug = aug.build_spectrogram_augmenter(augment_config, seed + 1000)
+        if spec_aug is not None:
+            x = spec_aug(x)
+    x = spec.builder(x, model_config, num_classes)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="predictions")(x)
+    return keras.Model(inputs, outputs, name=spec.name)
+
+
+def normalization_layer(kind):
+    import keras
+
+    from esc50tf import features as feat
+
+    if kind == "frequency":
+        return feat.FrequencyNormalization(name="normalization")
+    if kind == "instance":
+        return feat.InstanceNormalization(name="normalization")
+    if kind == "batch":
+        return keras.layers.BatchNormalization(axis=-1, name="normalization")
+    raise ValueError(f"unknown normalization {kind!r}")
+
+
+def adapt_normalization(model, dataset, steps=None):
+    """Fills per-frequency statistics from training batches (waveforms, labels).
+
+    Only for `normalization="frequency"`; other kinds need nothing. The
+    statistics come from the given dataset alone: pass the training side,
+    never validation or test data.
+    """
+    try:
+        norm = model.get_layer("normalization")
+    except ValueError:
+        return False
+    if not hasattr(norm, "adapt"):
+        return False
+    norm.adapt(dataset, frontend=model.get_layer("frontend"), steps=steps)
+    return True
+
+
+def image_input(x, config, default_size=None):
+    """Spectrogram `[b, frames, bins]` -> image `[b, H, W, C]` for 2-D CNNs."""
+    import keras
+
+    from esc50tf import features as feat
+
+    size = config.image_size or default_size
+    channels = config.channels()
+    if size:
+        return feat.ResizeToImage(size, size, channels, name="to_image")(x)
+    x = feat.AddChannelAxis(name="channel_axis")(x)
+    if channels == 3:
+        x = keras.layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
+    return x

@@ -1,0 +1,63 @@
+"""The study's recurrent stacks over Mel frames (`[b, frames, mels]`, time-major).
+
+- lstm / bilstm: LSTM 64 (sequences) + BN, LSTM 32 + BN, Dense 64 (L2 1e-2)
+  + dropout 0.5, Dense 32 + dropout 0.3.
+- gru / bigru: GRU 64, Dense 64, dropout 0.5.
+"""
+
+from __future__ import annotations
+
+from esc50tf.models.registry import register
+
+
+def _maybe_bi(layer, bidirectional, name):
+    import keras
+
+    return keras.layers.Bidirectional(layer, name=name) if bidirectional else layer
+
+
+def _lstm_stack(x, config, bidirectional):
+    import keras
+
+    units = config.rnn_units
+    x = _maybe_bi(keras.layers.LSTM(units, return_sequences=True, name="lstm1_cell"),
+                  bidirectional, "lstm1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = _maybe_bi(keras.layers.LSTM(max(units // 2, 1), name="lstm2_cell"), bidirectional, "lstm2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    l2 = 1e-2 if config.l2 is None else config.l2
+    x = keras.layers.Dense(config.dense_units or 64, activation="relu",
+                           kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+                           name="head_dense1")(x)
+    x = keras.layers.Dropout(0.5 if config.dropout is None else config.dropout, name="head_dropout1")(x)
+    x = keras.layers.Dense(32, activation="relu", name="head_dense2")(x)
+    return keras.layers.Dropout(0.3, name="head_dropout2")(x)
+
+
+def _gru_stack(x, config, bidirectional):
+    import keras
+
+    x = _maybe_bi(keras.layers.GRU(config.rnn_units, name="gru_cell"), bidirectional, "gru")(x)
+    x = keras.layers.Dense(config.dense_units or 64, activation="relu", name="head_dense1")(x)
+    return keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
+                                name="head_dropout1")(x)
+
+
+@register("lstm", "rnn", "the study's LSTM 64 + LSTM 32 (BN) over Mel frames, dense 64-32 head")
+def build_lstm(x, config, num_classes):
+    return _lstm_stack(x, config, bidirectional=False)
+
+
+@register("bilstm", "rnn", "the LSTM stack with bidirectional layers")
+def build_bilstm(x, config, num_classes):
+    return _lstm_stack(x, config, bidirectional=True)
+
+
+@register("gru", "rnn", "the study's GRU 64 over Mel frames, dense 64, dropout 0.5")
+def build_gru(x, config, num_classes):
+    return _gru_stack(x, config, bidirectional=False)
+
+
+@register("bigru", "rnn", "bidirectional GRU 64 over Mel frames, dense 64, dropout 0.5")
+def build_bigru(x, config, num_classes):
+    return _gru_stack(x, config, bidirectional=True)

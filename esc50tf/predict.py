@@ -1,0 +1,124 @@
+"""`esc50tf predict`: class probabilities for new audio files from a saved model.
+
+MODEL is a run folder (every split's `model.keras` is loaded and their
+probabilities averaged, a k-fold ensemble) or one `.keras` file. Any sample
+rate, length and channel count works: files are mixed to mono, resampled to
+the model's rate, zero-padded when short, and cut into half-overlapping
+windows of the model's length when long, whose probabilities are averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+
+class Predictor:
+    """Loaded model(s) plus what is needed to feed them.
+
+    Args:
+        models: list of keras.Model taking `[batch, num_samples]` waveforms.
+        class_names: list of str, in label order.
+        sample_rate: int. The rate the models were trained at.
+    """
+
+    def __init__(self, models, class_names, sample_rate):
+        self.models = models
+        self.class_names = class_names
+        self.sample_rate = int(sample_rate)
+        self.num_samples = int(models[0].input_shape[-1])
+
+    def windows(self, waveform):
+        """`[samples]` -> `[n_windows, num_samples]`, half-overlapping, last one flush with the end."""
+        n = self.num_samples
+        if len(waveform) <= n:
+            return np.pad(waveform, (0, n - len(waveform)))[None]
+        starts = list(range(0, len(waveform) - n + 1, n // 2))
+        if starts[-1] != len(waveform) - n:
+            starts.append(len(waveform) - n)
+        return np.stack([waveform[s:s + n] for s in starts])
+
+    def predict_waveform(self, waveform):
+        batch = self.windows(np.asarray(waveform, dtype=np.float32))
+        probs = [np.asarray(m.predict_on_batch(batch), dtype=np.float64) for m in self.models]
+        return np.mean(probs, axis=(0, 1))  # over models and windows
+
+
+def _class_names(folder):
+    for candidate in (folder / "classes.json", folder.parent / "classes.json"):
+        if candidate.is_file():
+            return [c["category"] for c in json.loads(candidate.read_text())]
+    return None
+
+
+def _sample_rate(folder, model):
+    for candidate in (folder / "config.json", folder.parent / "config.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())["features"]["sample_rate"]
+    try:
+        return model.get_layer("frontend").sample_rate
+    except (ValueError, AttributeError):
+        return None
+
+
+def load_predictor(path, sample_rate=None):
+    """Loads a run folder or a `.keras` file; Esc50Error if it holds no Keras model."""
+    import keras
+
+    import esc50tf.augment  # noqa: F401  (registers custom layers)
+    import esc50tf.features  # noqa: F401
+    import esc50tf.models.layers  # noqa: F401
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*/model.keras"))
+        if not files:
+            if list(path.glob("*/model.pkl")):
+                raise Esc50Error(f"{path}: a scikit-learn run; predict needs a Keras model run")
+            raise Esc50Error(f"{path}: no */model.keras found; is it an esc50tf run folder?")
+        folder = path
+    elif path.is_file() and path.suffix == ".keras":
+        files, folder = [path], path.parent
+    else:
+        raise Esc50Error(f"{path}: not a run folder or a .keras model file")
+    try:
+        models = [keras.models.load_model(f) for f in files]
+    except Exception as err:  # noqa: BLE001 - keras raises many types
+        raise Esc50Error(f"cannot load model from {path}: {err}") from None
+    names = _class_names(folder) or [str(i) for i in range(models[0].output_shape[-1])]
+    rate = sample_rate or _sample_rate(folder, models[0])
+    if rate is None:
+        raise Esc50Error(f"{path}: cannot tell the model's sample rate; pass --sample-rate")
+    return Predictor(models, names, rate)
+
+
+def predict_files(predictor, paths, top_k=5):
+    """Predicts every file; bad files are reported, the others still predicted.
+
+    Returns:
+        (results, errors): results a list of `{"file", "top": [{"class", "probability"}]}`,
+        errors a list of `(path, message)`.
+    """
+    from esc50tf.data.audio import load_audio
+
+    results, errors = [], []
+    k = max(1, min(top_k, len(predictor.class_names)))
+    for p in paths:
+        try:
+            waveform, _ = load_audio(p, sample_rate=predictor.sample_rate)
+        except Esc50Error as err:
+            errors.append((str(p), str(err)))
+            continue
+        probs = predictor.predict_waveform(waveform)
+        order = np.argsort(-probs)[:k]
+        results.append({
+            "file": str(p),
+            "seconds": round(len(waveform) / predictor.sample_rate, 3),
+            "top": [{"class": predictor.class_names[i], "probability": float(probs[i])}
+                    for i in order],
+        })
+    return results, errors

@@ -1,0 +1,78 @@
+"""Training presets: `default` (a strong recipe from the literature) and `seed` (the study's).
+
+A preset is a dict of overrides on TrainConfig's defaults, per model:
+`{"train": {...}, "model": {...}, "features": {...}, "augment": {...}}`.
+Flags and `--config` files override the preset.
+
+default: log-Mel (128 bands, 2048-point FFT, hop 512) with per-frequency
+normalisation from the training folds; SpecAugment (Park et al., 2019: two
+frequency masks of up to 16 bands and two time masks of up to 40 frames), a
+random circular time shift of up to 0.5 s, and mixup with alpha 0.2 (Zhang
+et al., 2018), the augmentation set PANNs (Kong et al., 2020) and AST (Gong
+et al., 2021) trained ESC-50-class audio with; AdamW (Loshchilov & Hutter,
+2019) at 1e-3 with weight decay 1e-4, batch 32, up to 100 epochs with the
+study's plateau schedule and early stopping on a validation split carved from
+the training folds.
+
+seed: the study's settings per model (../SEED_NOTES.md): Mel 128 in dB
+relative to each clip's max, the 9:1 split (grouped by recording here),
+AlexNet with SGD 0.01 / momentum 0.9, 80 epochs, 224x224 input and image
+augmentation; VGG16 Adam 1e-4, 50 epochs; ResNet50 / DenseNet121 Adam 50
+epochs, 224x224 RGB input, frozen backbones when weights are given; the RNNs
+with Adam (Bi-GRU with the study's shift + noise audio augmentation, now on
+the fly and on training batches only); the hybrid with Adam, 100 epochs;
+KNN / SVM / random forest on the flattened 224x224 spectrogram image.
+"""
+
+from __future__ import annotations
+
+from esc50tf.errors import Esc50Error
+
+PRESETS = ("default", "seed")
+
+_DEFAULT = {
+    "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "epochs": 100,
+              "batch_size": 32},
+    "features": {"kind": "mel", "n_mels": 128, "n_fft": 2048, "hop_length": 512},
+    "model": {"normalization": "frequency"},
+    "augment": {"time_shift_seconds": 0.5, "freq_mask_param": 16, "time_mask_param": 40,
+                "num_freq_masks": 2, "num_time_masks": 2, "mix": "mixup", "mixup_alpha": 0.2},
+}
+
+_SEED_COMMON = {
+    "train": {"protocol": "split", "split_ratio": 0.9, "optimizer": "adam", "lr": 1e-3,
+              "weight_decay": 0.0, "epochs": 50, "batch_size": 32},
+    "features": {"kind": "mel", "n_mels": 128, "n_fft": 2048, "hop_length": 512, "ref": "max"},
+    "model": {"normalization": "instance"},
+    "augment": {},
+}
+
+_SEED_PER_MODEL = {
+    "alexnet": {
+        "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "epochs": 80},
+        "model": {"image_size": 224, "l2": 1e-3, "dropout": 0.5},
+        "augment": {"image_rotation_degrees": 10.0, "image_flip_horizontal": True,
+                    "image_noise_stddev": 0.05},
+    },
+    "vgg16": {"train": {"lr": 1e-4}, "model": {"image_size": 224, "image_channels": 3}},
+    "resnet50": {"model": {"image_size": 224, "image_channels": 3}},
+    "densenet121": {"model": {"image_size": 224, "image_channels": 3}},
+    "bigru": {"augment": {"time_shift_seconds": 0.1, "study_noise_factor": 0.05}},
+    "hybrid": {"train": {"epochs": 100}},
+    "hybrid_seed": {"train": {"epochs": 100}},
+    "knn": {"model": {"classic_features": "image", "image_size": 224}},
+    "svm": {"model": {"classic_features": "image", "image_size": 224}},
+    "random_forest": {"model": {"classic_features": "image", "image_size": 224}},
+}
+
+
+def preset(name, model):
+    """The overrides of preset `name` for `model` (a registered name)."""
+    if name not in PRESETS:
+        raise Esc50Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if name == "default":
+        return {k: dict(v) for k, v in _DEFAULT.items()}
+    out = {k: dict(v) for k, v in _SEED_COMMON.items()}
+    for section, values in _SEED_PER_MODEL.get(model, {}).items():
+        out[section].update(values)
+    return out

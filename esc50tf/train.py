@@ -1,0 +1,527 @@
+"""`esc50tf train`: train and evaluate one model under one protocol.
+
+For each split of the protocol (every fold for k-fold CV, one test fold, or a
+grouped ratio split): build the tf.data pipelines (training side only for
+fitting, validation carved from it by src_file), build the model in the
+distribution strategy's scope under the chosen precision, adapt the
+per-frequency normalisation on the training clips, fit with the study's
+callbacks plus CSV history, TensorBoard and BackupAndRestore, then predict the
+test side once, save `model.keras` and a SavedModel export, and write the
+split's results. Finally aggregate everything into the run's report.
+
+A run folder is resumable: finished splits are skipped, an interrupted one
+continues from its last finished epoch. Its `config.json` is the full,
+resolved configuration; `esc50tf train --config RUN/config.json` repeats it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+PROTOCOLS = ("cv", "test-fold", "split")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+FEATURES_ON = ("device", "host")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains. Model, feature and augmentation settings sit in their own configs.
+
+    Args:
+        data: str. TFRecord folder.
+        out: str. Run folder.
+        preset: str. "default" or "seed" (recorded; already applied).
+        protocol: str. "cv", "test-fold" or "split".
+        test_fold: int or None. For protocol "test-fold".
+        split_ratio: float or None. For protocol "split", e.g. 0.9.
+        val_fraction: float. Validation share of the training side (grouped by src_file).
+        epochs, batch_size: ints. batch_size is per replica.
+        optimizer: str. adam, adamw, sgd (with momentum) or adagrad.
+        lr, weight_decay, momentum: floats.
+        lr_factor, lr_patience, min_lr: ReduceLROnPlateau (the study: 0.2, 5, 1e-5).
+        early_stopping_patience: int. EarlyStopping on validation loss, restoring the
+            best weights (the study: 10). The best-val-accuracy checkpoint is kept too.
+        mixed_precision: str. auto, off, bf16 or fp16.
+        strategy: str. See esc50tf.distribute.STRATEGIES.
+        jit_compile: bool. XLA-compile the train step.
+        features_on: str. "device" (in the model) or "host" (in tf.data).
+        seed: int.
+        deterministic: bool. Enable TensorFlow op determinism: bit-identical reruns,
+            somewhat slower.
+        export: bool. Also write a SavedModel per split.
+    """
+
+    data: str = ""
+    out: str = ""
+    preset: str = "default"
+    protocol: str = "cv"
+    test_fold: int | None = None
+    split_ratio: float | None = None
+    val_fraction: float = 0.1
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lr_factor: float = 0.2
+    lr_patience: int = 5
+    min_lr: float = 1e-5
+    early_stopping_patience: int = 10
+    mixed_precision: str = "auto"
+    strategy: str = "auto"
+    jit_compile: bool = False
+    features_on: str = "device"
+    seed: int = 0
+    deterministic: bool = False
+    export: bool = True
+
+    def __post_init__(self):
+        checks = [
+            (self.protocol in PROTOCOLS, "protocol", self.protocol, ", ".join(PROTOCOLS)),
+            (self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, ", ".join(OPTIMIZERS)),
+            (self.features_on in FEATURES_ON, "features_on", self.features_on, "device, host"),
+            (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+             self.batch_size, "an integer >= 1"),
+            (self.lr > 0, "lr", self.lr, "a number > 0"),
+            (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
+            (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
+        ]
+        for ok, name, value, allowed in checks:
+            if not ok:
+                raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
+        if self.protocol == "test-fold" and self.test_fold is None:
+            raise Esc50Error("protocol test-fold needs --test-fold K")
+        if self.protocol == "split" and self.split_ratio is None:
+            raise Esc50Error("protocol split needs --split RATIO, e.g. 0.9")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as RUN/config.json."""
+
+    train: TrainConfig
+    model: object  # ModelConfig
+    features: object  # FeatureConfig
+    augment: object  # AugmentConfig
+
+    def to_dict(self):
+        return {
+            "train": dataclasses.asdict(self.train),
+            "model": self.model.to_dict(),
+            "features": self.features.to_dict(),
+            "augment": self.augment.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d):
+        from esc50tf.augment import AugmentConfig
+        from esc50tf.features import FeatureConfig
+        from esc50tf.models import ModelConfig
+
+        unknown = sorted(set(d) - {"train", "model", "features", "augment"})
+        if unknown:
+            raise Esc50Error(f"unknown config section(s) {', '.join(unknown)}; "
+                             "allowed: train, model, features, augment")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        bad = sorted(set(d.get("train", {})) - names)
+        if bad:
+            raise Esc50Error(f"unknown train setting(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
+        return cls(
+            train=TrainConfig(**d.get("train", {})),
+            model=ModelConfig.from_dict(d.get("model", {})),
+            features=FeatureConfig.from_dict(d.get("features", {})),
+            augment=AugmentConfig.from_dict(d.get("augment", {})),
+        )
+
+
+def resolve_config(model, preset="default", base=None, overrides=None):
+    """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.
+
+    Args:
+        model: str. Registered model name.
+        preset: str. "default" or "seed".
+        base: dict or None. A saved config.json (sections train/model/...).
+        overrides: dict or None. Same sections; only keys the user set.
+    """
+    from esc50tf import models, presets
+
+    models.get(model)  # unknown names fail here, listing the valid ones
+    merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
+    for layer in (presets.preset(preset, model), base or {}, overrides or {}):
+        for section, values in layer.items():
+            if section not in merged:
+                raise Esc50Error(f"unknown config section {section!r}")
+            merged[section].update(values)
+    merged["model"]["name"] = model
+    merged["train"]["preset"] = preset
+    # The study froze ImageNet backbones; a random backbone is never frozen by a preset.
+    if preset == "seed" and merged["model"].get("weights") and model in (
+            "vgg16", "resnet50", "densenet121"):
+        merged["model"].setdefault("freeze_backbone", True)
+    return RunConfig.from_dict(merged)
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def protocol_splits(cfg, index):
+    from esc50tf.data import splits
+
+    t = cfg.train
+    if t.protocol == "test-fold":
+        chosen = [splits.test_fold_split(index, t.test_fold, t.val_fraction, t.seed)]
+    elif t.protocol == "split":
+        chosen = [splits.ratio_split(index, t.split_ratio, t.val_fraction, t.seed)]
+    else:
+        chosen = splits.cv_splits(index, t.val_fraction, t.seed)
+    for s in chosen:
+        splits.check_disjoint(s, index)
+    return chosen
+
+
+def make_optimizer(t):
+    import keras
+
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(t.lr)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(t.lr, momentum=t.momentum,
+                                    weight_decay=t.weight_decay or None)
+    return keras.optimizers.Adagrad(t.lr)
+
+
+def prepare_run_dir(out, config_dict, overwrite=False):
+    """Creates RUN or checks that an existing RUN holds the same configuration."""
+    out = Path(out)
+    cfg_path = out / "config.json"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not cfg_path.is_file():
+            raise Esc50Error(f"{out}: folder is not empty and is not an esc50tf run; "
+                             "choose another --out or pass --overwrite")
+        else:
+            old = json.loads(cfg_path.read_text())
+            if _comparable(old) != _comparable(config_dict):
+                diff = _diff(old, config_dict)
+                raise Esc50Error(f"{out}: holds a run with another configuration ({diff}); "
+                                 "choose another --out or pass --overwrite")
+            return True  # resume
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".config.json.tmp"
+    tmp.write_text(json.dumps(config_dict, indent=2) + "\n")
+    tmp.replace(cfg_path)
+    return False
+
+
+def _comparable(d):
+    d = json.loads(json.dumps(d))
+    d.get("train", {}).pop("out", None)
+    return d
+
+
+def _diff(old, new):
+    out = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if k != "out" and a.get(k) != b.get(k):
+                out.append(f"{section}.{k} {a.get(k)!r} -> {b.get(k)!r}")
+    return "; ".join(out[:4]) + ("; ..." if len(out) > 4 else "")
+
+
+def train(cfg, overwrite=False, callbacks=(), verbose=1):
+    """Runs every split of the protocol and writes the report. Returns the report dict.
+
+    Args:
+        cfg: RunConfig.
+        overwrite: bool. Replace a run folder holding another configuration.
+        callbacks: extra Keras callbacks, appended after the built-in ones.
+        verbose: int. Keras fit verbosity (1: progress bar).
+    """
+    import os
+
+    from esc50tf import distribute, evaluate, models
+    from esc50tf.data import splits
+    from esc50tf.data import tfrecords as tfr
+
+    t = cfg.train
+    if not t.data:
+        raise Esc50Error("no --data TFRecord folder given")
+    if not t.out:
+        raise Esc50Error("no --out run folder given")
+    manifest = tfr.read_manifest(t.data)
+    tfr.verify_shards(t.data, manifest)
+    if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
+        cfg = dataclasses.replace(
+            cfg, features=dataclasses.replace(cfg.features,
+                                              sample_rate=manifest["config"]["sample_rate"]))
+    index = splits.load_index(t.data)
+    chosen = protocol_splits(cfg, index)
+    config_dict = cfg.to_dict()
+    resumed = prepare_run_dir(t.out, config_dict, overwrite)
+    run_dir = Path(t.out)
+    class_names = [c["category"] for c in manifest["classes"]]
+    (run_dir / "classes.json").write_text(json.dumps(manifest["classes"], indent=2) + "\n")
+    spec = models.get(cfg.model.name)
+    extra = {"protocol": _protocol_name(t), "device": distribute.device_description(),
+             "dataset": {"path": str(Path(t.data).resolve()), "clips": manifest["counts"]["total"],
+                         "sample_rate": manifest["config"]["sample_rate"]}}
+    strategy = None
+    if t.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    if spec.keras:
+        import keras
+
+        strategy, kind = distribute.make_strategy(t.strategy)
+        policy = distribute.resolve_precision(t.mixed_precision, kind)
+        keras.mixed_precision.set_global_policy(policy)
+        extra.update(precision=policy, strategy=kind, replicas=distribute.num_replicas(strategy))
+        _log(f"{spec.name}: {kind} strategy, {extra['replicas']} replica(s), precision {policy}, "
+             f"global batch {t.batch_size * extra['replicas']}"
+             + (" (resuming)" if resumed else ""))
+    else:
+        extra.update(precision="float32 (scikit-learn)", strategy="none", replicas=1)
+    results = []
+    try:
+        for n, split in enumerate(chosen, 1):
+            split_dir = run_dir / split.name
+            done = split_dir / "result.json"
+            if done.is_file():
+                result = json.loads(done.read_text())
+                _log(f"[{n}/{len(chosen)}] {split.name}: already done "
+                     f"(accuracy {100 * result['accuracy']:.1f}%), skipped")
+                results.append(result)
+                continue
+            split_dir.mkdir(exist_ok=True)
+            split_start = time.perf_counter()
+            sizes = splits.check_disjoint(split, index)
+            _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                 + " clips (no src_file shared)")
+            if spec.keras:
+                result = _train_keras_split(cfg, spec, split, split_dir, manifest, strategy,
+                                            class_names, callbacks, verbose, sizes)
+            else:
+                result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
+            result["split"] = split.name
+            result["wall_seconds"] = time.perf_counter() - split_start
+            tmp = split_dir / ".result.json.tmp"
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+            os.replace(tmp, done)
+            results.append(result)
+            _log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
+                 f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run', '-')} epochs, "
+                 f"{result['train_seconds']:.1f} s"
+                 + (f", {result['train_examples_per_s']:.1f} examples/s"
+                    if result.get("train_examples_per_s") else ""))
+    finally:
+        if spec.keras:
+            import keras
+
+            keras.mixed_precision.set_global_policy("float32")
+    # Summed per split, so a resumed run still reports its whole cost.
+    wall = sum(r.get("wall_seconds", 0.0) for r in results)
+    report = evaluate.aggregate(results, class_names, config_dict, wall, extra)
+    evaluate.write_report(run_dir, report)
+    _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
+         f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {run_dir}/report.md")
+    return report
+
+
+def _protocol_name(t):
+    if t.protocol == "test-fold":
+        return f"test fold {t.test_fold}"
+    if t.protocol == "split":
+        return f"grouped ratio split {t.split_ratio:g}"
+    return "k-fold cross-validation"
+
+
+def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False):
+    from esc50tf.augment import BatchMixer
+    from esc50tf.data.pipeline import make_dataset
+
+    t = cfg.train
+    data = t.data
+    batch_fns = []
+    if host_featurize is not None:
+        batch_fns.append(lambda x, y: (host_featurize(x), y))
+    train_fns = list(batch_fns)
+    if cfg.augment.mix != "none":
+        train_fns.append(BatchMixer(cfg.augment.mix, alpha=cfg.augment.mixup_alpha, seed=t.seed,
+                                    num_classes=manifest["num_classes"],
+                                    sample_rate=manifest["config"]["sample_rate"]))
+    train_ds = make_dataset(data, split.train, training=True, batch_size=t.batch_size, seed=t.seed,
+                            batch_fns=train_fns, manifest=manifest)
+    val_ds = None
+    if split.val is not None:
+        val_ds = make_dataset(data, split.val, training=False, batch_size=t.batch_size,
+                              one_hot=one_hot, batch_fns=batch_fns, manifest=manifest)
+    return train_ds, val_ds
+
+
+def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_names,
+                       extra_callbacks, verbose, sizes):
+    import keras
+
+    from esc50tf import features as feat
+    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.models.build import adapt_normalization, build_model
+
+    t = cfg.train
+    one_hot = cfg.augment.mix != "none"
+    num_samples = int(manifest["config"]["num_samples"])
+    replicas = int(strategy.num_replicas_in_sync)
+    global_batch = t.batch_size * replicas
+    t_global = dataclasses.replace(t, batch_size=global_batch)
+    cfg_global = dataclasses.replace(cfg, train=t_global)
+    if sizes["train"] < global_batch:
+        raise Esc50Error(f"{split.name}: {sizes['train']} training clips, fewer than one global "
+                         f"batch of {global_batch}; lower --batch-size")
+    host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
+    train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot)
+    with strategy.scope():
+        model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
+                            cfg.augment, seed=t.seed)
+        # Per-frequency statistics from the training clips only (no augmentation).
+        stats_ds = make_dataset(t.data, split.train, training=False, batch_size=64,
+                                manifest=manifest)
+        adapt_normalization(model, stats_ds)
+        trainable = model
+        if host_featurize is not None:
+            trainable = _classifier_part(model)
+        loss = "categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy"
+        trainable.compile(make_optimizer(t), loss=loss, metrics=["accuracy"],
+                          jit_compile=t.jit_compile)
+    monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
+    monitor_loss = "val_loss" if val_ds is not None else "loss"
+    cbs = [
+        keras.callbacks.BackupAndRestore(str(split_dir / "backup")),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor_loss, factor=t.lr_factor,
+                                          patience=t.lr_patience, min_lr=t.min_lr, verbose=0),
+        # Keras restores the best (lowest validation loss) weights when fit ends.
+        keras.callbacks.EarlyStopping(monitor=monitor_loss, patience=t.early_stopping_patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(split_dir / "best.keras"), monitor=monitor_acc,
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(str(split_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(split_dir / "logs"), write_graph=False,
+                                    profile_batch=0),
+        *extra_callbacks,
+    ]
+    fit_start = time.perf_counter()
+    history = trainable.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=cbs,
+                            verbose=verbose, shuffle=False)  # tf.data already shuffles
+    fit_seconds = time.perf_counter() - fit_start
+    epochs_this_session = len(history.history.get("loss", []))
+    history_rows = _history_length(split_dir / "history.csv")
+    test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
+                           with_metadata=True, manifest=manifest)
+    y_true, y_prob, names = _predict(model, test_ds)
+    model.save(split_dir / "model.keras")
+    if t.export:
+        export_model(model, split_dir / "saved_model")
+    np.savez_compressed(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
+                        filenames=np.array(names))
+    from esc50tf.evaluate import fold_metrics
+
+    result = fold_metrics(y_true, y_prob, class_names)
+    steps = epochs_this_session * (sizes["train"] // global_batch)
+    result.update(
+        epochs_run=history_rows or epochs_this_session,
+        train_seconds=fit_seconds,
+        train_examples_per_s=(steps * global_batch / fit_seconds) if fit_seconds > 0 and steps else None,
+        num_train_clips=sizes["train"],
+        num_val_clips=sizes.get("val", 0),
+        best_val_accuracy=float(max(history.history.get(monitor_acc, [np.nan]))),
+    )
+    return result
+
+
+def _history_length(path):
+    try:
+        return max(0, len(Path(path).read_text().strip().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def _classifier_part(model):
+    """For features on the host: the model from the front end's output onwards."""
+    import keras
+
+    frontend = model.get_layer("frontend")
+    return keras.Model(frontend.output, model.output, name=f"{model.name}_on_features")
+
+
+def _predict(model, dataset):
+    ys, probs, names = [], [], []
+    for x, y, meta in dataset:
+        probs.append(np.asarray(model(x, training=False), dtype=np.float32))
+        ys.append(y.numpy())
+        names.extend(n.decode() for n in meta["filename"].numpy())
+    return np.concatenate(ys), np.concatenate(probs), names
+
+
+def export_model(model, path):
+    """Writes a TF SavedModel: waveform [batch, samples] in, probabilities out."""
+    import io
+    import contextlib
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    with contextlib.redirect_stdout(io.StringIO()):  # export prints a signature summary
+        model.export(str(path), format="tf_saved_model")
+
+
+def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
+    import pickle
+
+    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.evaluate import fold_metrics
+    from esc50tf.models import classic
+
+    t = cfg.train
+    featurize = classic.make_featurizer(cfg.features, cfg.model)
+
+    def features_of(selection):
+        ds = make_dataset(t.data, selection, training=False, batch_size=64, with_metadata=True,
+                          manifest=manifest, cache=False)
+        return classic.extract(ds, featurize)
+
+    start = time.perf_counter()
+    x_train, y_train, _ = features_of(split.train)
+    estimator = spec.builder(cfg.model, seed=t.seed)
+    estimator.fit(x_train, y_train)
+    seconds = time.perf_counter() - start
+    val_acc = None
+    if split.val is not None:
+        x_val, y_val, _ = features_of(split.val)
+        val_acc = float((estimator.predict(x_val) == y_val).mean())
+    x_test, y_test, names = features_of(split.test)
+    y_prob = classic.predict_proba(estimator, x_test, len(class_names))
+    with open(split_dir / "model.pkl", "wb") as f:
+        pickle.dump(estimator, f)
+    np.savez_compressed(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
+                        filenames=np.array(names))
+    result = fold_metrics(y_test, y_prob, class_names)
+    result.update(epochs_run=None, train_seconds=seconds,
+                  train_examples_per_s=len(y_train) / seconds if seconds else None,
+                  num_train_clips=int(len(y_train)), best_val_accuracy=val_acc,
+                  feature_dim=int(x_train.shape[1]))
+    return result

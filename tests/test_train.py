@@ -1,0 +1,210 @@
+"""esc50tf train / evaluate / predict on small synthetic data."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import soundfile as sf
+
+from esc50tf.cli import main
+from esc50tf.data import pipeline
+from esc50tf.evaluate import fold_metrics
+from esc50tf.train import resolve_config, train
+
+SYNTH_SEED = int(os.environ.get("ESC50TF_TEST_SYNTH_SEED", "1"))
+SMALL_FRONT = ["--n-fft", "256", "--hop-length", "64", "--n-mels", "32"]
+
+
+def _cfg(tfr, out, model="cnn_small", epochs=2, augment=None, **train_over):
+    over = {"train": {"data": str(tfr), "out": str(out), "protocol": "test-fold", "test_fold": 1,
+                      "epochs": epochs, "batch_size": 8, **train_over},
+            "features": {"n_fft": 256, "hop_length": 64, "n_mels": 32},
+            "augment": augment or {}}
+    return resolve_config(model, overrides=over)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_tfrecords, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "cnn"
+    assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords), "--out", str(out),
+                 "--test-fold", "1", "--epochs", "2", "--batch-size", "8", "--quiet",
+                 *SMALL_FRONT]) == 0
+    return out
+
+
+def test_metrics_equal_sklearn():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    y_true = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    y_pred = np.array([0, 1, 1, 1, 2, 0, 2, 2])
+    probs = np.eye(3)[y_pred] * 0.8 + 0.2 / 3
+    m = fold_metrics(y_true, probs, ["a", "b", "c"])
+    assert m["accuracy"] == accuracy_score(y_true, y_pred) == 5 / 8
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert m["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
+    assert m["confusion_matrix"] == confusion_matrix(y_true, y_pred).tolist()
+    assert m["per_class_accuracy"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": pytest.approx(2 / 3)}
+
+
+def test_run_writes_the_full_report(trained_run):
+    report = json.loads((trained_run / "report.json").read_text())
+    for key in ("accuracy", "accuracy_std", "macro_f1", "weighted_f1", "per_class_accuracy",
+                "confusion_matrix", "classes", "folds", "wall_time_s", "config"):
+        assert key in report
+    assert len(report["classes"]) == 4 and len(report["confusion_matrix"]) == 4
+    assert sum(map(sum, report["confusion_matrix"])) == 8  # fold 1 of the tiny data
+    assert set(report["per_class_accuracy"]) == set(report["classes"])
+    assert report["folds"][0]["split"] == "fold1" and report["folds"][0]["epochs_run"] == 2
+    for name in ("report.md", "confusion_matrix.png", "curves.png", "per_class_accuracy.png",
+                 "config.json", "fold1/model.keras", "fold1/history.csv",
+                 "fold1/saved_model/saved_model.pb", "fold1/predictions.npz"):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert "cnn_small" in (trained_run / "report.md").read_text()
+
+
+def test_evaluate_recomputes_the_same_report(trained_run, capsys):
+    before = json.loads((trained_run / "report.json").read_text())
+    assert main(["evaluate", str(trained_run)]) == 0
+    after = json.loads((trained_run / "report.json").read_text())
+    assert after["accuracy"] == pytest.approx(before["accuracy"])
+    assert after["confusion_matrix"] == before["confusion_matrix"]
+
+
+def test_config_repeats_a_run(trained_run, tmp_path):
+    from esc50tf.cli import build_parser, train_config_from_args
+
+    args = build_parser().parse_args(["train", "--config", str(trained_run / "config.json"),
+                                      "--out", str(tmp_path / "again")])
+    cfg = train_config_from_args(args)
+    saved = json.loads((trained_run / "config.json").read_text())
+    again = cfg.to_dict()
+    assert again["train"]["out"] == str(tmp_path / "again")
+    again["train"]["out"] = saved["train"]["out"]
+    assert again == saved
+
+
+def test_other_config_into_same_folder_needs_overwrite(trained_run, tiny_tfrecords, capsys):
+    assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords), "--out",
+                 str(trained_run), "--test-fold", "1", "--epochs", "3", "--quiet",
+                 *SMALL_FRONT]) == 1
+    assert "epochs 2 -> 3" in capsys.readouterr().err
+
+
+def test_finished_run_is_skipped(trained_run, tiny_tfrecords, capsys):
+    assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords), "--out",
+                 str(trained_run), "--test-fold", "1", "--epochs", "2", "--batch-size", "8",
+                 "--quiet", *SMALL_FRONT]) == 0
+    assert "already done" in capsys.readouterr().err
+
+
+def test_predict_any_rate_length_and_channels(trained_run, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    stereo_long = tmp_path / "stereo_22k_2p5s.wav"
+    sf.write(stereo_long, rng.uniform(-0.3, 0.3, (55125, 2)), 22050)
+    short = tmp_path / "short.flac"
+    sf.write(short, rng.uniform(-0.3, 0.3, 2400), 8000, format="FLAC")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all" * 10)
+    code = main(["predict", str(trained_run), str(stereo_long), str(bad), str(short),
+                 "--top-k", "3", "--json"])
+    assert code == 1  # the bad file makes the exit non-zero ...
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert [r["file"] for r in out["results"]] == [str(stereo_long), str(short)]  # ... the rest ran
+    assert out["errors"][0]["file"] == str(bad) and "bad.wav" in captured.err
+    classes = json.loads((trained_run / "classes.json").read_text())
+    for r in out["results"]:
+        probs = [t["probability"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert all(t["class"] in {c["category"] for c in classes} for t in r["top"])
+    assert out["results"][0]["seconds"] == pytest.approx(2.5)
+
+
+def test_predict_windows_long_clips(trained_run):
+    from esc50tf.predict import load_predictor
+
+    pred = load_predictor(trained_run)
+    n = pred.num_samples
+    assert pred.windows(np.zeros(n // 2)).shape == (1, n)
+    w = pred.windows(np.arange(int(2.2 * n), dtype=np.float32))
+    assert w.shape[1] == n and w[0, 0] == 0 and w[-1, -1] == int(2.2 * n) - 1
+    assert w.shape[0] == 4  # starts 0, n/2, n and the flush end
+
+
+def test_resume_continues_from_last_epoch(tiny_tfrecords, tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    class Record(keras.callbacks.Callback):
+        epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    cfg = _cfg(tiny_tfrecords, tmp_path / "run", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt()], verbose=0)
+    assert not (tmp_path / "run" / "fold1" / "result.json").exists()
+    train(cfg, callbacks=[Record()], verbose=0)
+    assert Record.epochs == [2, 3]  # epochs 0 and 1 were not run again
+    rows = (tmp_path / "run" / "fold1" / "history.csv").read_text().strip().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [0, 1, 2, 3]
+
+
+def test_test_fold_is_never_read_while_training(tiny_tfrecords, tmp_path, monkeypatch):
+    events = []
+    real = pipeline.make_dataset
+
+    def spy(tfrecord_dir, selection, **kwargs):
+        events.append(("dataset", tuple(selection.folds), kwargs.get("with_metadata", False)))
+        return real(tfrecord_dir, selection, **kwargs)
+
+    class Mark(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            events.append(("fit-done",))
+
+    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    train(_cfg(tiny_tfrecords, tmp_path / "run", test_fold=3), callbacks=[Mark()], verbose=0)
+    done = events.index(("fit-done",))
+    before = [e for e in events[:done] if e[0] == "dataset"]
+    assert before and all(3 not in folds for _, folds, _ in before)
+    after = [e for e in events[done:] if e[0] == "dataset"]
+    assert after == [("dataset", (3,), True)]
+
+
+def test_classic_model_run(tiny_tfrecords, tmp_path):
+    out = tmp_path / "svm"
+    assert main(["train", "--model", "svm", "--data", str(tiny_tfrecords), "--out", str(out),
+                 "--cv", "--quiet", *SMALL_FRONT]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["folds"]) == 5
+    assert sum(f["num_test_clips"] for f in report["folds"]) == 40
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert main(["evaluate", str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_small_model_learns_synthetic_data(tmp_path):
+    """cnn_small with the demo's recipe reaches >= 90% on a held-out fold (48 clips, 6 classes)."""
+    from esc50tf.data.synth import synthesize
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    synthesize(tmp_path / "data", num_classes=6, clips_per_class=40, sample_rate=16000,
+               clip_seconds=2.0, seed=SYNTH_SEED, progress=False)
+    build_tfrecords(tmp_path / "data", tmp_path / "tfr",
+                    BuildConfig(sample_rate=16000, clip_seconds=2.0, shards_per_fold=2),
+                    workers=1, progress=False, log=lambda _: None)
+    from esc50tf.demo import DEMO_AUGMENT
+
+    cfg = _cfg(tmp_path / "tfr", tmp_path / "run", epochs=25, batch_size=16, export=False,
+               augment=DEMO_AUGMENT, deterministic=True)
+    cfg = dataclasses.replace(cfg, features=dataclasses.replace(
+        cfg.features, n_fft=512, hop_length=128, n_mels=64))
+    report = train(cfg, verbose=0)
+    assert report["folds"][0]["num_test_clips"] == 48
+    assert report["accuracy"] >= 0.9, report["per_class_accuracy"]
