@@ -352,26 +352,34 @@ def _protocol_name(t):
     return "k-fold cross-validation"
 
 
-def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False):
+def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_augmenter=None):
+    """Training and validation pipelines; augmentation only on the training side.
+
+    With features on the host, `host_featurize` runs in tf.data on both sides and
+    the model's own waveform augmenter (training=True) runs before it on the
+    training side only.
+    """
     from esc50tf.augment import BatchMixer
     from esc50tf.data.pipeline import make_dataset
 
     t = cfg.train
-    data = t.data
-    batch_fns = []
+    eval_fns, train_fns = [], []
     if host_featurize is not None:
-        batch_fns.append(lambda x, y: (host_featurize(x), y))
-    train_fns = list(batch_fns)
+        eval_fns.append(lambda x, y: (host_featurize(x), y))
+        if wave_augmenter is not None:
+            train_fns.append(lambda x, y: (host_featurize(wave_augmenter(x, training=True)), y))
+        else:
+            train_fns.append(eval_fns[0])
     if cfg.augment.mix != "none":
         train_fns.append(BatchMixer(cfg.augment.mix, alpha=cfg.augment.mixup_alpha, seed=t.seed,
                                     num_classes=manifest["num_classes"],
                                     sample_rate=manifest["config"]["sample_rate"]))
-    train_ds = make_dataset(data, split.train, training=True, batch_size=t.batch_size, seed=t.seed,
-                            batch_fns=train_fns, manifest=manifest)
+    train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
+                            seed=t.seed, batch_fns=train_fns, manifest=manifest)
     val_ds = None
     if split.val is not None:
-        val_ds = make_dataset(data, split.val, training=False, batch_size=t.batch_size,
-                              one_hot=one_hot, batch_fns=batch_fns, manifest=manifest)
+        val_ds = make_dataset(t.data, split.val, training=False, batch_size=t.batch_size,
+                              one_hot=one_hot, batch_fns=eval_fns, manifest=manifest)
     return train_ds, val_ds
 
 
@@ -394,7 +402,6 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         raise Esc50Error(f"{split.name}: {sizes['train']} training clips, fewer than one global "
                          f"batch of {global_batch}; lower --batch-size")
     host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
-    train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot)
     with strategy.scope():
         model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
                             cfg.augment, seed=t.seed)
@@ -408,6 +415,14 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         loss = "categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy"
         trainable.compile(make_optimizer(t), loss=loss, metrics=["accuracy"],
                           jit_compile=t.jit_compile)
+    wave_augmenter = None
+    if host_featurize is not None:
+        try:
+            wave_augmenter = model.get_layer("waveform_augmenter")
+        except ValueError:
+            pass
+    train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot,
+                                 wave_augmenter)
     monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
     monitor_loss = "val_loss" if val_ds is not None else "loss"
     cbs = [

@@ -78,3 +78,26 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "no src_file shared" in err and "demo finished" in err
     manifest = json.loads((tmp_path / "demo" / "tfrecords" / "manifest.json").read_text())
     assert manifest["counts"]["total"] == 400
+
+
+def test_features_command_writes_npz_and_plot(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a.wav", tmp_path / "b.flac"
+    sf.write(a, rng.uniform(-0.3, 0.3, 16000), 16000)
+    sf.write(b, rng.uniform(-0.3, 0.3, (8000, 2)), 16000, format="FLAC")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope" * 40)
+    out, plot = tmp_path / "f.npz", tmp_path / "f.png"
+    code = main(["features", str(a), str(bad), str(b), "--kind", "mfcc", "--n-mfcc", "13",
+                 "--n-fft", "512", "--hop-length", "256", "--out", str(out), "--plot", str(plot)])
+    assert code == 1 and "bad.wav" in capsys.readouterr().err
+    data = np.load(out)
+    assert data["features"].shape == (2, 1 + 16000 // 256, 13)
+    assert list(data["filenames"]) == [str(a), str(b)]
+    assert json.loads(str(data["config"]))["n_mfcc"] == 13
+    assert plot.stat().st_size > 0
+    assert main(["features", str(a), "--out", str(out)]) == 1  # no silent overwrite
+    assert "--overwrite" in capsys.readouterr().err

@@ -208,3 +208,75 @@ def test_small_model_learns_synthetic_data(tmp_path):
     report = train(cfg, verbose=0)
     assert report["folds"][0]["num_test_clips"] == 48
     assert report["accuracy"] >= 0.9, report["per_class_accuracy"]
+
+
+def test_evaluation_batches_are_never_augmented(tiny_tfrecords, tmp_path):
+    """Mixup reaches training labels only; validation waveforms are the stored clips."""
+    from esc50tf.data import splits
+    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.train import _datasets
+
+    cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={"mix": "mixup", "mixup_alpha": 1.0})
+    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
+    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
+    train_ds, val_ds = _datasets(cfg, split, manifest, one_hot=True)
+    soft = np.concatenate([y.numpy() for _, y in train_ds])
+    assert np.any((soft > 0.01) & (soft < 0.99))  # training labels are mixed
+    hard = np.concatenate([y.numpy() for _, y in val_ds])
+    assert set(np.unique(hard)) <= {0.0, 1.0}
+    plain = make_dataset(tiny_tfrecords, split.val, training=False, batch_size=8)
+    for (a, _), (b, _) in zip(val_ds, plain):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Augmentation layers inside the model are the identity at inference.
+    from esc50tf.models.build import build_model
+
+    model = build_model(cfg.model, cfg.features, 4, 8000, cfg.augment, seed=0)
+    assert model.get_layer("waveform_augmenter") and model.get_layer("spectrogram_augmenter")
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 8000)).astype("float32")
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+
+
+def test_saved_model_export_serves_waveforms(trained_run):
+    import tensorflow as tf
+
+    model = keras.models.load_model(trained_run / "fold1" / "model.keras")
+    served = tf.saved_model.load(str(trained_run / "fold1" / "saved_model"))
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 8000)).astype("float32")
+    np.testing.assert_allclose(served.serve(x).numpy(), model(x, training=False).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
+    from esc50tf.data import splits
+    from esc50tf.features import make_host_featurizer
+    from esc50tf.models.build import build_model
+    from esc50tf.train import _classifier_part, _datasets
+
+    cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={})
+    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
+    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
+    _, val_host = _datasets(cfg, split, manifest, make_host_featurizer(cfg.features))
+    _, val_device = _datasets(cfg, split, manifest)
+    model = build_model(cfg.model, cfg.features, 4, 8000, seed=0)
+    head = _classifier_part(model)
+    for (f, _), (w, _) in zip(val_host, val_device):
+        np.testing.assert_allclose(head(f, training=False), model(w, training=False),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_local_backbone_weights_are_loaded(tmp_path):
+    from esc50tf.features import FeatureConfig
+    from esc50tf.models import ModelConfig
+    from esc50tf.models.build import build_model
+
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(64, 64, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    source.save_weights(path)
+    cfg = ModelConfig(name="vgg16", weights=str(path), image_size=64, dense_units=16,
+                      freeze_backbone=True)
+    model = build_model(cfg, FeatureConfig(sample_rate=8000, n_fft=256, hop_length=64,
+                                           n_mels=32), 3, 8000)
+    backbone = model.get_layer("vgg16")
+    assert not backbone.trainable
+    for a, b in zip(source.get_weights(), backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
