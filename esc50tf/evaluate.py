@@ -91,9 +91,16 @@ def _fmt(x, pct=True):
     return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
 
 
+def _headline(report):
+    if len(report["folds"]) == 1:
+        return f"{report['model']}: {_fmt(report['accuracy'])} ({report['folds'][0]['split']})"
+    return (f"{report['model']}: {_fmt(report['accuracy'])} +- {_fmt(report['accuracy_std'])} "
+            f"over {len(report['folds'])} splits")
+
+
 def report_markdown(report):
     lines = [
-        f"# {report['model']}: {_fmt(report['accuracy'])} +- {_fmt(report['accuracy_std'])}",
+        f"# {_headline(report)}",
         "",
         f"- protocol: {report.get('protocol', '?')}; {len(report['folds'])} split(s); "
         f"{sum(f['num_test_clips'] for f in report['folds'])} test clips in all",
@@ -219,7 +226,7 @@ def write_report(run_dir, report):
     run_dir = Path(run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(report_markdown(report))
-    title = f"{report['model']} ({_fmt(report['accuracy'])} +- {_fmt(report['accuracy_std'])})"
+    title = _headline(report)
     plot_confusion(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png",
                    f"{title}: confusion over all test folds")
     histories = {f["split"]: read_history(run_dir / f["split"] / "history.csv") for f in report["folds"]}
