@@ -78,6 +78,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "no src_file shared" in err and "demo finished" in err
     manifest = json.loads((tmp_path / "demo" / "tfrecords" / "manifest.json").read_text())
     assert manifest["counts"]["total"] == 400
+    report = json.loads((tmp_path / "demo" / "run" / "report.json").read_text())
+    assert report["folds"][0]["split"] == "fold1" and report["folds"][0]["num_test_clips"] == 80
+    assert report["accuracy"] >= 0.9, report["per_class_accuracy"]
 
 
 def test_features_command_writes_npz_and_plot(tmp_path, capsys):
