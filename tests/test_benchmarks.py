@@ -1,0 +1,190 @@
+"""The benchmark scripts: each one's --quick run, its report's structure, its helpers."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(script, *args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("KERAS_BACKEND", None)  # the TensorFlow backend, as installed here
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{script}.py"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _check_report(path, script, reference):
+    report = json.loads(path.read_text())
+    assert report["schema_version"] == 1
+    assert report["benchmark"] == script and report["mode"] == "quick"
+    assert path.name == f"{script}-quick-{report['device']['label']}.json"
+    assert report["device"]["label"] in ("cpu", "gpu", "tpu")
+    assert report["environment"]["versions"]["keras"]
+    assert report["environment"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert report["reference"] == reference
+    results = report["results"]
+    assert results
+    names = [r["name"] for r in results]
+    assert len(names) == len(set(names)), "result names must be unique"
+    for r in results:
+        assert isinstance(r["name"], str) and r["name"]
+        assert math.isfinite(r["clips_per_s"]) and r["clips_per_s"] > 0, r
+        assert r["clips"] > 0 and r["repeats"] >= 1 and len(r["wall_s"]) == r["repeats"]
+        assert r["ratio_to_reference"] is None or r["ratio_to_reference"] > 0
+    md = path.with_suffix(".md").read_text()
+    assert "| name | clips/s | x reference |" in md
+    return report, md
+
+
+@pytest.mark.slow
+def test_bench_pipeline_quick(tmp_path):
+    proc = _run("bench_pipeline", "--quick", "--clips", "40", "--ref-clips", "6",
+                "--out", str(tmp_path))
+    report, md = _check_report(tmp_path / "bench_pipeline-quick-cpu.json", "bench_pipeline",
+                               "esc50tf-host-mel-cold")
+    by_name = {r["name"]: r for r in report["results"]}
+    for name in ("esc50tf-read-decode-cold", "esc50tf-read-decode-cached",
+                 "esc50tf-read-decode-readers1-cold", "esc50tf-host-mel-cold",
+                 "esc50tf-host-mel-cached", "esc50tf-host-mel-callsautotune-cold",
+                 "esc50tf-host-mel-xla-cold", "esc50tf-host-mel-proposed-cached",
+                 "librosa-single", "librosa-pool", "seed-png",
+                 "keras-melspectrogram-tfdata"):
+        assert name in by_name, name
+        assert f"`{name}`" in md and f"`{name}`" in proc.stdout
+    assert by_name["esc50tf-host-mel-cold"]["ratio_to_reference"] == 1.0
+    # 40 clips = 8 classes x 5; the slow references ran on the subset only.
+    assert report["config"]["clips"] == 40
+    assert by_name["esc50tf-host-mel-cold"]["clips"] == 40
+    assert by_name["librosa-pool"]["clips"] == 40
+    assert by_name["librosa-single"]["clips"] == 6 and by_name["librosa-single"]["subset"]
+    assert by_name["seed-png"]["clips"] == 6
+    assert report["config"]["n_mels"] == 128 and report["config"]["hop_length"] == 512
+    targets = {(t["target"], t["esc50tf_variant"]) for t in report["targets"]}
+    assert ("esc50tf decode + host features >= 20x seed-png", "esc50tf-host-mel-cold") in targets
+    stages = {s["stage"] for s in report["profile"]["stages"]}
+    assert "host log-Mel (make_host_featurizer)" in stages
+
+
+@pytest.mark.slow
+def test_bench_frontend_quick(tmp_path):
+    proc = _run("bench_frontend", "--quick", "--batch-sizes", "2", "--out", str(tmp_path))
+    (path,) = tmp_path.glob("bench_frontend-quick-*.json")
+    report, md = _check_report(path, "bench_frontend", "esc50tf-mel-float32-xla")
+    variants = {r["variant"] for r in report["results"]}
+    for kind in ("stft", "mel", "mfcc"):
+        for suffix in ("", "-xla"):
+            assert f"esc50tf-{kind}-float32{suffix}" in variants
+            assert f"esc50tf-{kind}-mixed_bfloat16{suffix}" in variants
+    assert "keras-melspectrogram-float32" in variants
+    assert "keras-melspectrogram-float32-xla" in variants
+    for r in report["results"]:
+        assert r["batch_size"] == 2 and r["name"] == f"{r['variant']}-b2"
+        assert r["flops_per_clip"] == report["flops_per_clip"][
+            "mel" if r["layer"] == "keras-melspectrogram" else r["layer"].split("-")[1]]["total"]
+        assert r["gflops_per_s"] > 0
+    ref = next(r for r in report["results"] if r["variant"] == "esc50tf-mel-float32-xla")
+    assert ref["ratio_to_reference"] == 1.0
+    peak = report["device"]["peak_fp32_gflops"]
+    if peak:
+        assert 0 < ref["fraction_of_peak"] == pytest.approx(ref["gflops_per_s"] / peak, rel=1e-3)
+    assert "## clips/s by batch size" in md and "`esc50tf-mel-float32-xla`" in proc.stdout
+
+
+def test_frontend_script_imports_no_tensorflow():
+    # The JAX GPU machine has no TensorFlow: importing the script and --help must not need it.
+    script = str(BENCHMARKS / "bench_frontend.py")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('bf', {script!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "try:\n    m.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [k for k in ('tensorflow', 'keras', 'jax') if k in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_flops_per_clip_counts_each_step():
+    bench = _load("bench_frontend")
+    frames = 1 + 220500 // 512
+    mel = bench.flops_per_clip("mel", 220500)
+    assert mel["frames"] == frames == 431
+    assert mel["steps"]["fft"] == int(frames * 5 * 2048 * 11)
+    assert mel["steps"]["mel_matmul"] == frames * 2 * 1025 * 128
+    assert mel["total"] == sum(mel["steps"].values())
+    mfcc = bench.flops_per_clip("mfcc", 220500)
+    assert mfcc["total"] - mel["total"] == frames * 2 * 128 * 20
+    stft = bench.flops_per_clip("stft", 220500)
+    assert "mel_matmul" not in stft["steps"] and stft["steps"]["log"] == frames * 1025 * 3
+
+
+def test_global_policy_is_restored_even_after_an_error():
+    import keras
+
+    bench = _load("bench_frontend")
+    before = keras.mixed_precision.global_policy().name
+    with pytest.raises(RuntimeError):
+        with bench.global_policy("mixed_bfloat16"):
+            assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+            raise RuntimeError("boom")
+    assert keras.mixed_precision.global_policy().name == before
+
+
+def test_banded_filterbank_equals_dense_product():
+    from esc50tf.features import mel_filterbank
+
+    bench = _load("bench_pipeline")
+    mel = mel_filterbank(44100, 2048, 128).T  # [1025, 128]
+    bands = bench.mel_bands(mel, groups=8)
+    assert [b[2] for b in bands] == sorted(b[2] for b in bands) and bands[-1][3] == 128
+    work = sum((hi - lo) * (stop - first) for lo, hi, first, stop in bands)
+    assert work < 0.2 * mel.size  # the point of the change
+    s = np.random.default_rng(0).random((7, 1025)).astype(np.float32)
+    banded = np.concatenate([s[:, lo:hi] @ mel[lo:hi, a:b] for lo, hi, a, b in bands], axis=1)
+    np.testing.assert_allclose(banded, s @ mel, rtol=1e-5, atol=1e-7)
+
+
+def test_summarise_and_ratios():
+    common = _load("common")
+    timings = [common.Timing(clips=100, wall_s=2.0, cpu_s=3.0),
+               common.Timing(clips=100, wall_s=1.0, cpu_s=1.5),
+               common.Timing(clips=100, wall_s=4.0, cpu_s=1.0)]
+    entry = common.summarise("a", timings, note="x")
+    assert entry["clips_per_s"] == 100.0 and entry["clips_per_s_median"] == 50.0
+    assert entry["cpu_ms_per_clip"] == 10.0 and entry["note"] == "x"
+    other = common.summarise("b", [common.Timing(clips=100, wall_s=0.5)])
+    results = [entry, other]
+    common.add_ratios(results, "a")
+    assert [r["ratio_to_reference"] for r in results] == [1.0, 2.0]
+
+
+def test_cpu_peak_estimate_states_its_assumption():
+    common = _load("common")
+    cpu = common.cpu_description()
+    assert cpu["logical_cpus"] >= 1 and "peak" in cpu["peak_assumption"]
+    if cpu["mhz"] and cpu["fp32_flops_per_cycle_per_cpu"]:
+        expected = cpu["logical_cpus"] * cpu["mhz"] * cpu["fp32_flops_per_cycle_per_cpu"] / 1e3
+        assert cpu["peak_fp32_gflops"] == pytest.approx(expected, rel=1e-3)
+    assert common.gpu_peak_gflops("NVIDIA H100 PCIe") == 51200.0
+    assert common.gpu_peak_gflops("NVIDIA H200") == 66900.0
+    assert common.gpu_peak_gflops("Mystery Accelerator") is None
