@@ -188,3 +188,45 @@ def test_cpu_peak_estimate_states_its_assumption():
     assert common.gpu_peak_gflops("NVIDIA H100 PCIe") == 51200.0
     assert common.gpu_peak_gflops("NVIDIA H200") == 66900.0
     assert common.gpu_peak_gflops("Mystery Accelerator") is None
+
+
+@pytest.mark.slow
+def test_bench_train_quick(tmp_path):
+    proc = _run("bench_train", "--quick", "--models", "cnn_small", "--jit", "off,on",
+                "--batch-sizes", "4", "--steps", "2", "--warmup", "1", "--clips", "50",
+                "--out", str(tmp_path))
+    report, md = _check_report(tmp_path / "bench_train-quick-cpu.json", "bench_train", "memory")
+    cfg = report["config"]
+    assert cfg["num_samples"] == 44100 and cfg["shorter_than_esc50"]  # quick: 1 s clips
+    assert cfg["features"] == {"kind": "mel", "n_fft": 2048, "hop_length": 512, "n_mels": 128}
+    assert cfg["epochs"] == 100 and cfg["num_classes"] == 50
+    by_name = {r["name"]: r for r in report["results"]}
+    for jit in ("noxla", "xla"):
+        for feed in ("memory", "tfrecord"):
+            name = f"cnn_small-float32-{jit}-b4-{feed}"
+            assert name in by_name and f"`{name}`" in md and f"`{name}`" in proc.stdout
+            r = by_name[name]
+            assert r["jit_compile"] == (jit == "xla") and r["feed"] == feed
+            assert r["timed_steps"] == 2 and r["step_ms_median"] > 0
+            assert r["examples_per_s"] == pytest.approx(4000 / r["step_ms_median"], rel=1e-2)
+            assert r["epoch_steps"] == 400
+            assert r["cv5_projected_s"] == pytest.approx(
+                5 * 100 * r["epoch_s"], rel=1e-3, abs=1.0)
+        assert by_name[f"cnn_small-float32-{jit}-b4-memory"]["ratio_to_reference"] == 1.0
+    assert "PROJECTION" in md
+
+
+def test_train_script_imports_no_tensorflow():
+    # The JAX GPU machine has no TensorFlow: importing the script and --help must not need it.
+    script = str(BENCHMARKS / "bench_train.py")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('bt', {script!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "try:\n    m.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "a = m.parse_args(['--quick'])\n"
+        "assert a.batch_sizes == (8,) and a.clip_seconds == 1.0 and a.policies == ('float32',)\n"
+        "heavy = [k for k in ('tensorflow', 'keras', 'jax') if k in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
