@@ -12,12 +12,22 @@ split's results. Finally aggregate everything into the run's report.
 A run folder is resumable: finished splits are skipped, an interrupted one
 continues from its last finished epoch. Its `config.json` is the full,
 resolved configuration; `esc50tf train --config RUN/config.json` repeats it.
+
+At scale (esc50tf.distribute): the batch size is per replica, the global batch
+is that times the replicas in sync (optionally with the learning rate scaled
+linearly); under MultiWorkerMirroredStrategy every worker runs the same
+command, the chief writes the run folder and worker i its own copy in
+`OUT-worker{i}`; `--data` and `--out` may be gs:// URIs (a remote run folder
+is staged in a local temporary folder and uploaded after every epoch, so a
+preempted run resumes); `--data-service` moves the training input pipeline to
+a tf.data service.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -52,6 +62,11 @@ class TrainConfig:
             best weights (the study: 10). The best-val-accuracy checkpoint is kept too.
         mixed_precision: str. auto, off, bf16 or fp16.
         strategy: str. See esc50tf.distribute.STRATEGIES.
+        devices: str or None. Devices for mirrored / one_device, e.g. "gpu:0,gpu:1".
+        tpu: str or None. TPU name, or "local" on a TPU VM (strategy tpu or auto).
+        data_service: str or None. tf.data service dispatcher "grpc://host:port" that
+            runs the training input pipeline.
+        scale_lr: bool. Multiply lr by the number of replicas (linear scaling rule).
         jit_compile: bool. XLA-compile the train step.
         features_on: str. "device" (in the model) or "host" (in tf.data).
         seed: int.
@@ -79,6 +94,10 @@ class TrainConfig:
     early_stopping_patience: int = 10
     mixed_precision: str = "auto"
     strategy: str = "auto"
+    devices: str | None = None
+    tpu: str | None = None
+    data_service: str | None = None
+    scale_lr: bool = False
     jit_compile: bool = False
     features_on: str = "device"
     seed: int = 0
@@ -228,20 +247,123 @@ def prepare_run_dir(out, config_dict, overwrite=False):
     return False
 
 
+# Where a run executes, not what it computes: changing these does not block a resume.
+_WHERE_KEYS = ("out", "tpu", "data_service")
+
+
 def _comparable(d):
     d = json.loads(json.dumps(d))
-    d.get("train", {}).pop("out", None)
+    train_section = d.setdefault("train", {})
+    for f in dataclasses.fields(TrainConfig):  # config.json files from before a field existed
+        train_section.setdefault(f.name, f.default)
+    for key in _WHERE_KEYS:
+        train_section.pop(key, None)
     return d
 
 
 def _diff(old, new):
+    old, new = _comparable(old), _comparable(new)
     out = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
         for k in sorted(set(a) | set(b)):
-            if k != "out" and a.get(k) != b.get(k):
+            if k not in _WHERE_KEYS and a.get(k) != b.get(k):
                 out.append(f"{section}.{k} {a.get(k)!r} -> {b.get(k)!r}")
     return "; ".join(out[:4]) + ("; ..." if len(out) > 4 else "")
+
+
+class _RemoteRun:
+    """A run folder on a TensorFlow file system (gs://...), staged in a local folder.
+
+    Keras callbacks, the report and the plots write local files; `upload` copies
+    new and changed ones (and removes deleted ones) through tf.io.gfile, after
+    every epoch and split, so a preempted run resumes from the remote copy. Only
+    what a resume needs is downloaded: config.json, classes.json, each split's
+    result.json and history.csv, and BackupAndRestore's backup folder.
+    """
+
+    _RESUME_FILES = ("config.json", "classes.json", "result.json", "history.csv")
+
+    def __init__(self, url, overwrite=False):
+        import tempfile
+
+        import tensorflow as tf
+
+        self.url = str(url).rstrip("/")
+        self.overwrite = overwrite
+        self._gfile = tf.io.gfile
+        self._sent = {}  # local path -> (size, mtime_ns) last uploaded
+        if (not overwrite and self._gfile.isdir(self.url) and self._gfile.listdir(self.url)
+                and not self._gfile.exists(f"{self.url}/config.json")):
+            raise Esc50Error(f"{self.url}: folder is not empty and is not an esc50tf run; "
+                             "choose another --out or pass --overwrite")
+        self.local = tempfile.mkdtemp(prefix="esc50tf-run-")
+        if not overwrite and self._gfile.isdir(self.url):
+            self._download()
+
+    def _download(self):
+        for root, _dirs, files in self._gfile.walk(self.url):
+            rel = root[len(self.url):].strip("/")
+            in_backup = "backup" in rel.split("/")
+            for name in files:
+                if in_backup or name in self._RESUME_FILES:
+                    dst = Path(self.local, rel, name)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    self._gfile.copy(f"{root.rstrip('/')}/{name}", str(dst), overwrite=True)
+                    self._sent[str(dst)] = self._stamp(dst)
+
+    @staticmethod
+    def _stamp(path):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+
+    def _remote(self, local_path):
+        return f"{self.url}/{Path(local_path).relative_to(self.local).as_posix()}"
+
+    def start(self):
+        """Clears the remote folder when overwriting, then uploads the new config."""
+        if self.overwrite and self._gfile.exists(self.url):
+            self._gfile.rmtree(self.url)
+        self.upload()
+
+    def upload(self):
+        for root, _dirs, files in os.walk(self.local):
+            for name in files:
+                path = os.path.join(root, name)
+                stamp = self._stamp(path)
+                if self._sent.get(path) != stamp:
+                    target = self._remote(path)
+                    self._gfile.makedirs(target.rsplit("/", 1)[0])
+                    self._gfile.copy(path, target, overwrite=True)
+                    self._sent[path] = stamp
+        for path in [p for p in self._sent if not os.path.exists(p)]:
+            target = self._remote(path)
+            if self._gfile.exists(target):
+                self._gfile.remove(target)
+            del self._sent[path]
+            folder = os.path.dirname(path)
+            if not os.path.isdir(folder) and self._gfile.isdir(self._remote(folder)):
+                self._gfile.rmtree(self._remote(folder))  # e.g. BackupAndRestore's, when fit ends
+
+    def callback(self):
+        import keras
+
+        run = self
+
+        class UploadEachEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                run.upload()
+
+        return UploadEachEpoch()
+
+    def discard(self):
+        shutil.rmtree(self.local, ignore_errors=True)
+
+    def finish(self):
+        try:
+            self.upload()
+        finally:
+            self.discard()
 
 
 def train(cfg, overwrite=False, callbacks=(), verbose=1):
@@ -264,6 +386,11 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         raise Esc50Error("no --data TFRecord folder given")
     if not t.out:
         raise Esc50Error("no --out run folder given")
+    spec = models.get(cfg.model.name)
+    if spec.keras:
+        distribute.check_options(t.strategy, tpu=t.tpu, devices=t.devices,
+                                 mixed_precision=t.mixed_precision, jit_compile=t.jit_compile,
+                                 deterministic=t.deterministic, data_service=t.data_service)
     manifest = tfr.read_manifest(t.data)
     tfr.verify_shards(t.data, manifest)
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
@@ -273,28 +400,49 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     index = splits.load_index(t.data)
     chosen = protocol_splits(cfg, index)
     config_dict = cfg.to_dict()
-    resumed = prepare_run_dir(t.out, config_dict, overwrite)
-    run_dir = Path(t.out)
-    class_names = [c["category"] for c in manifest["classes"]]
-    (run_dir / "classes.json").write_text(json.dumps(manifest["classes"], indent=2) + "\n")
-    spec = models.get(cfg.model.name)
-    extra = {"protocol": _protocol_name(t), "device": distribute.device_description(),
-             "dataset": {"path": str(Path(t.data).resolve()), "clips": manifest["counts"]["total"],
-                         "sample_rate": manifest["config"]["sample_rate"]}}
-    strategy = None
+    strategy, kind = None, "none"
     if t.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     if spec.keras:
+        # Before anything else runs TensorFlow ops (MultiWorkerMirroredStrategy needs that).
+        strategy, kind = distribute.make_strategy(t.strategy, tpu=t.tpu, devices=t.devices)
+        distribute.check_strategy(strategy, kind, jit_compile=t.jit_compile)
+    out = t.out
+    if not distribute.is_chief(kind):
+        out = distribute.worker_dir(t.out, distribute.task_index(kind))
+    remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
+    try:
+        resumed = prepare_run_dir(remote.local if remote else out, config_dict, overwrite)
+    except BaseException:
+        if remote:
+            remote.discard()
+        raise
+    if remote:
+        remote.start()
+    run_dir = Path(remote.local if remote else out)
+    class_names = [c["category"] for c in manifest["classes"]]
+    (run_dir / "classes.json").write_text(json.dumps(manifest["classes"], indent=2) + "\n")
+    data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
+    extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
+             "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
+                         "sample_rate": manifest["config"]["sample_rate"],
+                         "num_samples": int(manifest["config"]["num_samples"])}}
+    if spec.keras:
         import keras
 
-        strategy, kind = distribute.make_strategy(t.strategy)
         policy = distribute.resolve_precision(t.mixed_precision, kind)
         keras.mixed_precision.set_global_policy(policy)
-        extra.update(precision=policy, strategy=kind, replicas=distribute.num_replicas(strategy))
-        _log(f"{spec.name}: {kind} strategy, {extra['replicas']} replica(s), precision {policy}, "
-             f"global batch {t.batch_size * extra['replicas']}"
+        replicas = distribute.num_replicas(strategy)
+        lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
+        extra.update(precision=policy, strategy=kind, replicas=replicas,
+                     global_batch_size=distribute.global_batch_size(t.batch_size, replicas),
+                     learning_rate=lr)
+        _log(f"{spec.name}: {kind} strategy, {replicas} replica(s), precision {policy}, "
+             f"global batch {extra['global_batch_size']} ({t.batch_size} per replica), "
+             f"learning rate {lr:g}" + (" (scaled by replicas)" if t.scale_lr else "")
+             + (f", input from the tf.data service at {t.data_service}" if t.data_service else "")
              + (" (resuming)" if resumed else ""))
     else:
         extra.update(precision="float32 (scikit-learn)", strategy="none", replicas=1)
@@ -315,8 +463,12 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
                  + " clips (no src_file shared)")
             if spec.keras:
+                split_callbacks = list(callbacks)
+                if remote:
+                    split_callbacks.append(remote.callback())
                 result = _train_keras_split(cfg, spec, split, split_dir, manifest, strategy,
-                                            class_names, callbacks, verbose, sizes)
+                                            class_names, split_callbacks, verbose, sizes,
+                                            kind=kind)
             else:
                 result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
             result["split"] = split.name
@@ -324,12 +476,18 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             tmp = split_dir / ".result.json.tmp"
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             os.replace(tmp, done)
+            if remote:
+                remote.upload()
             results.append(result)
             _log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
-                 f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run', '-')} epochs, "
+                 f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run') or '-'} epochs, "
                  f"{result['train_seconds']:.1f} s"
                  + (f", {result['train_examples_per_s']:.1f} examples/s"
                     if result.get("train_examples_per_s") else ""))
+    except BaseException:
+        if remote:
+            remote.finish()  # upload what there is: a resume continues from it
+        raise
     finally:
         if spec.keras:
             import keras
@@ -339,8 +497,10 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     wall = sum(r.get("wall_seconds", 0.0) for r in results)
     report = evaluate.aggregate(results, class_names, config_dict, wall, extra)
     evaluate.write_report(run_dir, report)
+    if remote:
+        remote.finish()
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
-         f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {run_dir}/report.md")
+         f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
     return report
 
 
@@ -352,12 +512,17 @@ def _protocol_name(t):
     return "k-fold cross-validation"
 
 
-def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_augmenter=None):
+def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_augmenter=None, *,
+              num_workers=1, repeat=False, data_service=None, data_service_job=None,
+              drop_val_remainder=False):
     """Training and validation pipelines; augmentation only on the training side.
 
     With features on the host, `host_featurize` runs in tf.data on both sides and
     the model's own waveform augmenter (training=True) runs before it on the
-    training side only.
+    training side only. `cfg.train.batch_size` is the global batch here.
+    num_workers, repeat, data_service, data_service_job: see `make_dataset` (the
+    service gets the training pipeline only). drop_val_remainder: static
+    validation batches too (TPUs).
     """
     from esc50tf.augment import BatchMixer
     from esc50tf.data.pipeline import make_dataset
@@ -375,18 +540,25 @@ def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_aug
                                     num_classes=manifest["num_classes"],
                                     sample_rate=manifest["config"]["sample_rate"]))
     train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
-                            seed=t.seed, batch_fns=train_fns, manifest=manifest)
+                            seed=t.seed, batch_fns=train_fns, manifest=manifest,
+                            num_workers=num_workers, repeat=repeat, data_service=data_service,
+                            data_service_job=data_service_job)
     val_ds = None
     if split.val is not None:
         val_ds = make_dataset(t.data, split.val, training=False, batch_size=t.batch_size,
-                              one_hot=one_hot, batch_fns=eval_fns, manifest=manifest)
+                              one_hot=one_hot, batch_fns=eval_fns, manifest=manifest,
+                              num_workers=num_workers, drop_remainder=drop_val_remainder)
     return train_ds, val_ds
 
 
 def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_names,
-                       extra_callbacks, verbose, sizes):
+                       extra_callbacks, verbose, sizes, kind="default"):
+    import hashlib
+    import warnings
+
     import keras
 
+    from esc50tf import distribute
     from esc50tf import features as feat
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.models.build import adapt_normalization, build_model
@@ -394,13 +566,26 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     t = cfg.train
     one_hot = cfg.augment.mix != "none"
     num_samples = int(manifest["config"]["num_samples"])
-    replicas = int(strategy.num_replicas_in_sync)
-    global_batch = t.batch_size * replicas
+    replicas = distribute.num_replicas(strategy)
+    global_batch = distribute.global_batch_size(t.batch_size, replicas)
     t_global = dataclasses.replace(t, batch_size=global_batch)
     cfg_global = dataclasses.replace(cfg, train=t_global)
     if sizes["train"] < global_batch:
         raise Esc50Error(f"{split.name}: {sizes['train']} training clips, fewer than one global "
                          f"batch of {global_batch}; lower --batch-size")
+    if kind == "tpu" and 0 < sizes.get("val", 0) < global_batch:
+        raise Esc50Error(f"{split.name}: {sizes['val']} validation clips, fewer than one global "
+                         f"batch of {global_batch} (TPUs need full batches); lower --batch-size "
+                         "or raise --val-fraction")
+    # Several input pipelines (multi-worker, TPU pods): the workers' shares of the
+    # shards differ in size, so the training stream repeats and an epoch is a fixed
+    # number of global steps; no worker runs dry while the others wait in an all-reduce.
+    workers = distribute.num_input_pipelines(strategy, kind)
+    repeat = workers > 1
+    steps_per_epoch = sizes["train"] // global_batch if repeat else None
+    job = None
+    if t.data_service and repeat:  # the trainers share one service job
+        job = "esc50tf-" + hashlib.sha1(f"{t.out}/{split.name}".encode()).hexdigest()[:16]
     host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
     with strategy.scope():
         model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
@@ -413,8 +598,9 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         if host_featurize is not None:
             trainable = _classifier_part(model)
         loss = "categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy"
-        trainable.compile(make_optimizer(t), loss=loss, metrics=["accuracy"],
-                          jit_compile=t.jit_compile)
+        lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
+        trainable.compile(make_optimizer(dataclasses.replace(t, lr=lr)), loss=loss,
+                          metrics=["accuracy"], jit_compile=t.jit_compile)
     wave_augmenter = None
     if host_featurize is not None:
         try:
@@ -422,7 +608,15 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         except ValueError:
             pass
     train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot,
-                                 wave_augmenter)
+                                 wave_augmenter,
+                                 num_workers=workers,
+                                 repeat=repeat, data_service=t.data_service,
+                                 data_service_job=job, drop_val_remainder=kind == "tpu")
+    distribute.prepare_fit(trainable, strategy, kind, train_ds.element_spec)
+    if workers > 1:
+        shard_policy = train_ds.options().experimental_distribute.auto_shard_policy
+        _log(f"{split.name}: training input auto-sharded by {shard_policy.name} over {workers} "
+             f"workers, {sizes['train'] // global_batch} steps of {global_batch} per epoch")
     monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
     monitor_loss = "val_loss" if val_ds is not None else "loss"
     cbs = [
@@ -440,8 +634,14 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         *extra_callbacks,
     ]
     fit_start = time.perf_counter()
-    history = trainable.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=cbs,
-                            verbose=verbose, shuffle=False)  # tf.data already shuffles
+    with warnings.catch_warnings():
+        if repeat:
+            # A worker's share of the validation clips is not known in advance, so Keras
+            # learns the number of validation steps by running out of data, and says so.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = trainable.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=cbs,
+                                steps_per_epoch=steps_per_epoch, verbose=verbose,
+                                shuffle=False)  # tf.data already shuffles
     fit_seconds = time.perf_counter() - fit_start
     epochs_this_session = len(history.history.get("loss", []))
     history_rows = _history_length(split_dir / "history.csv")

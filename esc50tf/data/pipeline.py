@@ -16,6 +16,16 @@ Stages, in order:
 Caching int16 halves the memory of caching float32 (ESC-50: 0.88 GB instead of
 1.76 GB) and the conversion runs once per batch, not once per clip.
 
+At scale: `num_workers` > 1 (hosts that each run this pipeline under
+MultiWorkerMirroredStrategy or a TPU pod) sets the tf.distribute auto-shard
+policy: FILE when there are at least as many shard files as workers (each
+worker reads its own shards), else DATA with a warning (every worker reads
+everything and keeps its share; rebuild with more --shards-per-fold). With
+`data_service`, everything up to the float conversion and `batch_fns` runs on
+tf.data service workers (see esc50tf.data_service) and the client only
+rebatches to static shapes. Paths may be `gs://` (or any TensorFlow file
+system) URIs.
+
 Example:
 >>> ds = make_dataset("tfrecords/", Selection(folds=(2, 3, 4, 5)), training=True,
 ...                   batch_size=32, seed=0)
@@ -24,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
+import warnings
 
 from esc50tf.data import tfrecords as tfr
 from esc50tf.data.splits import Selection, load_index
@@ -63,7 +73,7 @@ def selection_files(tfrecord_dir, manifest, selection):
         )
     wanted = set(selection.folds)
     return [
-        str(Path(tfrecord_dir) / s["file"])
+        tfr.join_path(tfrecord_dir, s["file"])
         for s in manifest["shards"]
         if s["fold"] in wanted and s["num_records"] > 0
     ]
@@ -94,6 +104,10 @@ def make_dataset(
     batch_fns=(),
     prefetch=True,
     manifest=None,
+    num_workers=1,
+    repeat=False,
+    data_service=None,
+    data_service_job=None,
 ):
     """Builds the tf.data pipeline over the selected clips.
 
@@ -123,6 +137,21 @@ def make_dataset(
             float conversion (e.g. host-side features, mixup).
         prefetch: bool. Prefetch with AUTOTUNE. Defaults to True.
         manifest: dict. An already-read manifest (skips reading it again).
+        num_workers: int. Input pipelines reading this dataset at once
+            (tf.distribute workers); above 1 the auto-shard policy is set
+            (FILE, or DATA when there are fewer shards than workers) and the
+            record-count check, which needs every shard, is skipped.
+            Defaults to 1.
+        repeat: bool. Repeat forever (shuffled anew each pass) before
+            batching, for multi-worker training with a fixed number of steps
+            per epoch, so no worker runs out of data before the others.
+            Defaults to False.
+        data_service: str or None. A tf.data service dispatcher,
+            "grpc://host:port": parsing, batching, the float conversion and
+            `batch_fns` run on the service's workers (processing mode
+            `esc50tf.data_service.processing_mode(repeat)`); not cached.
+        data_service_job: str or None. Shared job name, so several trainers
+            (multi-worker) read one stream instead of one each.
 
     Returns:
         A `tf.data.Dataset`.
@@ -139,6 +168,8 @@ def make_dataset(
         raise Esc50Error(f"waveform_dtype must be 'float32' or 'int16', got {waveform_dtype!r}")
     if batch_size < 1:
         raise Esc50Error(f"batch size must be >= 1, got {batch_size}")
+    if num_workers < 1:
+        raise Esc50Error(f"num_workers must be >= 1, got {num_workers}")
     manifest = manifest or tfr.read_manifest(tfrecord_dir)
     tfr.verify_shards(tfrecord_dir, manifest)
     files = selection_files(tfrecord_dir, manifest, selection)
@@ -172,16 +203,42 @@ def make_dataset(
             out["_filename"] = ex["filename"]
         return out
 
+    shard_policy = None
+    if data_service is not None:
+        from esc50tf import data_service as service
+
+        service_mode = service.processing_mode(repeat)
+        if service_mode == "parallel_epochs":
+            seed = None  # each service worker must shuffle differently
+        cache = False  # every epoch is a new service job; worker-side caches do not carry over
+        shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # the service splits the work
+    elif num_workers > 1:
+        if len(files) >= num_workers:
+            shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+        else:
+            shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            warnings.warn(
+                f"{tfrecord_dir}: {len(files)} shard file(s) for {num_workers} workers, so every "
+                f"worker reads all of them and keeps 1/{num_workers} of the clips (auto-shard "
+                "DATA); rebuild with `esc50tf build-tfrecords --shards-per-fold N` so that the "
+                "selected folds hold at least one shard per worker",
+                stacklevel=2,
+            )
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    readers = min(len(files), num_parallel_reads or 8)
+    if num_parallel_reads in (None, tf.data.AUTOTUNE):
+        num_parallel_reads = 8  # every shard at once, up to 8
+    elif num_parallel_reads < 1:
+        raise Esc50Error(f"num_parallel_reads must be >= 1 or AUTOTUNE, got {num_parallel_reads}")
+    readers = min(len(files), num_parallel_reads)
+    # `deterministic` only applies (and only goes without a warning) in parallel.
+    parallel = {"num_parallel_calls": readers, "deterministic": deterministic} if readers > 1 else {}
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
         cycle_length=readers,
         block_length=1,
-        num_parallel_calls=readers if readers > 1 else None,
-        deterministic=deterministic,
+        **parallel,
     )
     ds = ds.map(parse, num_parallel_calls=autotune, deterministic=deterministic)
     if selection.filenames is not None:
@@ -194,14 +251,20 @@ def make_dataset(
         )
         ds = ds.filter(lambda ex: table.lookup(ex["_filename"]) > 0)
         ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_filename"})
-    # Fails at run time with a clear message if a shard holds fewer/more records.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+    if num_workers == 1 and data_service is None:
+        # Fails at run time with a clear message if a shard holds fewer/more records
+        # (a sharded or service-split pipeline sees only part of the shards).
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if training:
         buffer = shuffle_buffer or min(count, 4096)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder,
+    if repeat:
+        ds = ds.repeat()
+    # On service workers keep partial batches: the client rebatches them, so no
+    # clip is lost to one worker's remainder.
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder and data_service is None,
                   num_parallel_calls=autotune, deterministic=deterministic)
 
     def finish(batch):
@@ -218,8 +281,18 @@ def make_dataset(
     ds = ds.map(finish, num_parallel_calls=autotune, deterministic=deterministic)
     for fn in batch_fns:
         ds = ds.map(fn, num_parallel_calls=autotune, deterministic=deterministic)
+    if data_service is not None:
+        ds = service.distribute(ds, data_service, service_mode, job_name=data_service_job)
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+        if service_mode == "distributed_epoch" and data_service_job is None:
+            # Every clip exactly once per epoch: the batch count is known (progress bars,
+            # Keras' steps), and a clip lost with a failed service worker is an error.
+            batches = count // batch_size if drop_remainder else -(-count // batch_size)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
+    if shard_policy is not None:
+        options.experimental_distribute.auto_shard_policy = shard_policy
     ds = ds.with_options(options)
     if prefetch:
         ds = ds.prefetch(autotune)

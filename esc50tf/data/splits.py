@@ -71,16 +71,29 @@ class Split:
 
 
 def load_index(tfrecord_dir):
-    """Reads `clips.csv` of a TFRecord folder (one row per stored clip)."""
+    """Reads `clips.csv` of a TFRecord folder (one row per stored clip).
+
+    `tfrecord_dir` may be a URI (gs://...), read through tf.io.gfile.
+    """
     import pandas as pd
 
+    dtype = {"filename": str, "src_file": str, "take": str, "category": str, "shard": str}
+    if "://" in str(tfrecord_dir):
+        import tensorflow as tf
+
+        path = str(tfrecord_dir).rstrip("/") + "/" + CLIPS_CSV
+        if not tf.io.gfile.exists(path):
+            raise Esc50Error(
+                f"{path}: not found; is {tfrecord_dir} a folder made by `esc50tf build-tfrecords`?"
+            )
+        with tf.io.gfile.GFile(path, "r") as f:
+            return pd.read_csv(f, dtype=dtype)
     path = Path(tfrecord_dir) / CLIPS_CSV
     if not path.is_file():
         raise Esc50Error(
             f"{path}: not found; is {tfrecord_dir} a folder made by `esc50tf build-tfrecords`?"
         )
-    return pd.read_csv(path, dtype={"filename": str, "src_file": str, "take": str,
-                                    "category": str, "shard": str})
+    return pd.read_csv(path, dtype=dtype)
 
 
 def _check_fraction(name, value, high=0.5):

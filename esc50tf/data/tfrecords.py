@@ -112,9 +112,30 @@ def shard_name(fold, index, count, compression="none"):
     return f"fold{fold}-{index:05d}-of-{count:05d}{suffix}"
 
 
+def is_remote(path):
+    """True for URIs that TensorFlow's file systems serve (gs://, s3://, hdfs://, ram://...)."""
+    return "://" in str(path)
+
+
+def join_path(base, *names):
+    """`base/name`, keeping a URI's `scheme://` (pathlib would fold it to `scheme:/`)."""
+    if is_remote(base):
+        return "/".join([str(base).rstrip("/"), *names])
+    return str(Path(base).joinpath(*names))
+
+
+def open_file(path, mode="rb"):
+    """`open` for local paths, `tf.io.gfile.GFile` for URIs."""
+    if not is_remote(path):
+        return open(path, mode)
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(str(path), mode)
+
+
 def sha256_file(path, chunk=1 << 22):
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_file(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -211,17 +232,43 @@ def make_example(pcm_bytes, row, label, config):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+def _remote_errors(path):
+    """tf.errors.OpError for URIs (what tf.io.gfile raises), nothing extra for local paths."""
+    if not is_remote(path):
+        return ()
+    import tensorflow as tf
+
+    return (tf.errors.OpError,)
+
+
+def _is_file(path):
+    if not is_remote(path):
+        return Path(path).is_file()
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
+def _file_size(path):
+    if not is_remote(path):
+        return Path(path).stat().st_size
+    import tensorflow as tf
+
+    return tf.io.gfile.stat(path).length
+
+
 def read_manifest(out_dir):
-    """Loads `manifest.json` of a TFRecord folder; Esc50Error if absent or invalid."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
+    """Loads `manifest.json` of a TFRecord folder (local or a URI); Esc50Error if absent or invalid."""
+    path = join_path(out_dir, MANIFEST)
+    if not _is_file(path):
         raise Esc50Error(
             f"{out_dir}: no {MANIFEST}; this is not a finished esc50tf TFRecord folder "
             "(run `esc50tf build-tfrecords`)"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        with open_file(path, "rb") as f:
+            manifest = json.loads(f.read())
+    except (OSError, ValueError, *_remote_errors(path)) as err:
         raise Esc50Error(f"{path}: unreadable manifest ({err})") from None
     if manifest.get("format") != FORMAT:
         raise Esc50Error(f"{path}: not an esc50tf manifest (format={manifest.get('format')!r})")
@@ -237,7 +284,7 @@ def verify_shards(out_dir, manifest, full=False):
     """Checks that every shard of the manifest is present and intact.
 
     Args:
-        out_dir: the TFRecord folder.
+        out_dir: the TFRecord folder (a local path or a URI such as gs://...).
         manifest: its manifest dict.
         full: bool. Also recompute sha256 and count records (reads all data).
             Otherwise only presence and byte size are checked (instant).
@@ -245,12 +292,11 @@ def verify_shards(out_dir, manifest, full=False):
     Raises:
         Esc50Error: naming the first shard that is missing or differs.
     """
-    out_dir = Path(out_dir)
     for shard in manifest["shards"]:
-        path = out_dir / shard["file"]
-        if not path.is_file():
+        path = join_path(out_dir, shard["file"])
+        if not _is_file(path):
             raise Esc50Error(f"{path}: shard listed in {MANIFEST} is missing")
-        size = path.stat().st_size
+        size = _file_size(path)
         if size != shard["bytes"]:
             raise Esc50Error(
                 f"{path}: shard has {size} bytes, {MANIFEST} says {shard['bytes']} "
