@@ -283,6 +283,10 @@ TRAIN_OPTIONS = [
     ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=_positive_int, help="EarlyStopping patience on validation loss, best weights restored (default 10)")),
     ("--mixed-precision", "train", "mixed_precision", dict(choices=["auto", "off", "bf16", "fp16"], help="auto: bf16 on TPUs and GPUs that support it, off on CPU")),
     ("--strategy", "train", "strategy", dict(choices=["auto", "default", "one_device", "mirrored", "multiworker", "tpu"], help="tf.distribute strategy (default auto)")),
+    ("--devices", "train", "devices", dict(metavar="DEVICES", help="devices for mirrored / one_device, e.g. gpu:0,gpu:1 (default: all local GPUs)")),
+    ("--tpu", "train", "tpu", dict(metavar="NAME|local", help="TPU to use with --strategy tpu or auto: its name, or local on a TPU VM")),
+    ("--data-service", "train", "data_service", dict(metavar="grpc://HOST:PORT", help="run the training input pipeline on this tf.data service (see esc50tf data-service)")),
+    ("--scale-lr", "train", "scale_lr", dict(action="store_const", const=True, help="multiply the learning rate by the number of replicas (linear scaling rule)")),
     ("--features-on", "train", "features_on", dict(choices=["device", "host"], help="compute features in the model (device) or in tf.data (host)")),
     ("--seed", "train", "seed", dict(type=int, help="random seed (splits, shuffling, augmentation, initialisation)")),
 ]
@@ -347,7 +351,9 @@ def _model_names():
 
 def _add_models(sub):
     p = sub.add_parser("models", help="list every model with a one-line description",
-                       description="List the registered models, by family.")
+                       description="List the registered models by family (classic, cnn, rnn, "
+                       "hybrid), one line each. These names are what `train --model` and "
+                       "`tune --model` take; an unknown name is an error listing them.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_run_models)
 
@@ -584,6 +590,328 @@ def _first_rate(paths):
     return 44100
 
 
+# --- compare ----------------------------------------------------------------------------
+
+def _add_compare(sub):
+    p = sub.add_parser(
+        "compare", help="compare finished runs: ranked table, accuracy plot, hard classes",
+        description="Read the report.json of finished runs (train run folders, tune folders "
+        "with best_run/, study folders with runs/*) and write comparison.md/.csv (one row per "
+        "run, ranked by accuracy, the best run of each model marked), comparison.png (accuracy "
+        "+- std over folds, by model family), per_class.csv/.png (per-class accuracy, classes x "
+        "runs), the hard classes and the most confused class pairs. Runs measured under another "
+        "protocol, dataset or class list are flagged and not ranked with the rest. A run folder "
+        "without report.json is an error; in a study folder such runs are skipped with a warning.",
+        epilog="examples:\n  esc50tf compare runs/hybrid runs/bigru-seed --out comparison\n"
+        "  esc50tf compare study-out tune-out --out comparison",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run, tune or study folders")
+    p.add_argument("--out", default="comparison",
+                   help="folder for the comparison files; only those files are replaced "
+                   "(default: %(default)s)")
+    p.add_argument("--hard-threshold", type=_positive_float, default=0.5,
+                   help="a class is hard for a run below this accuracy (default: %(default)s)")
+    p.add_argument("--top", type=_positive_int, default=10,
+                   help="hard classes and confused pairs to list (default: %(default)s)")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args):
+    from esc50tf.compare import compare
+
+    result = compare(args.runs, args.out, hard_threshold=args.hard_threshold, top=args.top,
+                     log=lambda m: print(f"esc50tf compare: {m}", file=sys.stderr))
+    ranked = [r for r in result.rows if r["comparable"]]
+    for r in ranked[:10]:
+        acc = f"{100 * r['accuracy']:5.1f}%" + (f" +- {100 * r['accuracy_std']:.1f}"
+                                                if r["splits"] > 1 else "")
+        print(f"{r['rank']:>3}. {r['run']:<36} {acc}  macro F1 {r['macro_f1']:.3f}"
+              + ("  (best of model)" if r["best_of_model"] else ""))
+    print(f"{len(ranked)} run(s) ranked, {len(result.rows) - len(ranked)} not comparable, "
+          f"{len(result.skipped)} skipped; wrote {os.path.join(args.out, 'comparison.md')}")
+    return 0
+
+
+# --- study ------------------------------------------------------------------------------
+
+def _study_protocol(values):
+    """`cv`, `test-fold K` or `split R` -> train overrides."""
+    name, rest = values[0], values[1:]
+    try:
+        if name == "cv" and not rest:
+            return {"protocol": "cv"}
+        if name == "test-fold" and len(rest) == 1:
+            return {"protocol": "test-fold", "test_fold": int(rest[0])}
+        if name == "split" and len(rest) == 1:
+            return {"protocol": "split", "split_ratio": _ratio(rest[0])}
+    except (ValueError, argparse.ArgumentTypeError):
+        pass
+    raise Esc50Error(f"--protocol {' '.join(values)!r} is not allowed; allowed: cv, "
+                     "test-fold K (e.g. test-fold 1), split R (e.g. split 0.9)")
+
+
+def _float_list(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.01,0.001, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers > 0 like 0.01,0.001, got {text!r}")
+    return values
+
+
+def _add_study(sub):
+    p = sub.add_parser(
+        "study",
+        help="train every model x front end (x optimizer x lr), then compare them",
+        description="Run `esc50tf train` for each model x feature kind (with --grid also x "
+        "optimizer x learning rate: the study's Adam, SGD, Adagrad x 0.01, 0.001, 0.0001) into "
+        "OUT/runs/<model>-<features>-<preset>[-<optimizer>-lr<lr>]/, then `esc50tf compare` "
+        "over them into OUT. Started again, finished runs are skipped and an interrupted one "
+        "resumes. A run that fails is recorded in OUT/failures.json and the study goes on; the "
+        "exit status is non-zero if any run failed. The scikit-learn models run once (their "
+        "input is --classic-features, not --features).",
+        epilog="examples:\n"
+        "  esc50tf study --data tfrecords --out study --models all --preset seed\n"
+        "  esc50tf study --data tfrecords --out study-grid --models rnn --grid --features mel,mfcc\n"
+        "  esc50tf study --data tfrecords --out study-cv --models gru,svm --protocol cv --epochs 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
+    p.add_argument("--out", required=True, help="study folder (runs/, failures.json, comparison)")
+    p.add_argument("--models", default="all",
+                   help="all, or comma-separated models and/or families "
+                   f"(classic, cnn, rnn, hybrid); models: {', '.join(_model_names())} "
+                   "(default: %(default)s)")
+    p.add_argument("--preset", choices=["seed", "default"], default="seed",
+                   help="seed: the study's settings per model; default: the strong recipe "
+                   "(default: %(default)s)")
+    proto = p.add_mutually_exclusive_group()
+    proto.add_argument("--protocol", nargs="+", metavar=("NAME", "K|R"),
+                       help="cv, test-fold K or split R (default: the preset's: seed: split "
+                       "0.9, grouped by recording; default: cv)")
+    proto.add_argument("--cv", action="store_true", help="same as --protocol cv")
+    proto.add_argument("--test-fold", type=int, help="same as --protocol test-fold K")
+    proto.add_argument("--split", type=_ratio, help="same as --protocol split R")
+    p.add_argument("--features", dest="study_features", default=None, metavar="KINDS",
+                   help="comma-separated front ends from mel, mfcc, stft (default: the "
+                   "preset's, mel)")
+    p.add_argument("--grid", action="store_true",
+                   help="expand every Keras model over optimizer x learning rate")
+    p.add_argument("--grid-optimizers", default=None, metavar="LIST",
+                   help="grid optimizers, comma-separated (default: adam,sgd,adagrad; implies --grid)")
+    p.add_argument("--grid-lrs", type=_float_list, default=None, metavar="LIST",
+                   help="grid learning rates (default: 0.01,0.001,0.0001; implies --grid)")
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="TensorFlow op determinism (slower)")
+    p.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="keep CNN backbones' weights fixed")
+    p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel exports")
+    p.add_argument("--overwrite", action="store_true", help="redo every run, finished or not")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines, only progress lines")
+    _add_options(p, TRAIN_OPTIONS, "training (every run)")
+    _add_options(p, MODEL_OPTIONS, "model (every run)")
+    _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"],
+                 "front end (every run; librosa names)")
+    _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
+    p.set_defaults(handler=_run_study)
+
+
+def _run_study(args):
+    from esc50tf import study
+
+    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
+    t = over.setdefault("train", {})
+    if args.protocol:
+        t.update(_study_protocol(args.protocol))
+    elif args.test_fold is not None:
+        t.update(protocol="test-fold", test_fold=args.test_fold)
+    elif args.split is not None:
+        t.update(protocol="split", split_ratio=args.split)
+    elif args.cv:
+        t.update(protocol="cv")
+    if args.jit_compile:
+        t["jit_compile"] = True
+    if args.deterministic:
+        t["deterministic"] = True
+    if args.no_export:
+        t["export"] = False
+    if args.freeze_backbone:
+        over.setdefault("model", {})["freeze_backbone"] = True
+    grid = bool(args.grid or args.grid_optimizers or args.grid_lrs)
+    optimizers = (tuple(o.strip() for o in args.grid_optimizers.split(",") if o.strip())
+                  if args.grid_optimizers else study.GRID_OPTIMIZERS)
+    runs = study.plan_study(
+        args.data, args.out, models=args.models, preset=args.preset,
+        kinds=study.parse_kinds(args.study_features) if args.study_features else None,
+        grid=grid, optimizers=optimizers, lrs=tuple(args.grid_lrs or study.GRID_LRS),
+        overrides=over, no_augment=args.no_augment)
+    print(f"esc50tf study: {len(runs)} run(s) into {os.path.join(args.out, 'runs')}",
+          file=sys.stderr)
+    result = study.run_study(runs, args.out, overwrite=args.overwrite,
+                             verbose=0 if args.quiet else 2)
+    return 1 if result.failed else 0
+
+
+# --- tune -------------------------------------------------------------------------------
+
+def _add_tune(sub):
+    import textwrap
+
+    from esc50tf.models import registry
+    from esc50tf.tune import OBJECTIVES, PARAMS, TUNERS
+
+    about = (
+        "Search optimizer, learning rate, weight decay, batch size, model, front end, "
+        "augmentation strengths, dropout and model-specific sizes with KerasTuner. Trials train "
+        "on the folds other than the test fold and are scored on a validation set carved from "
+        "them by src_file; the test fold is not read until the best settings, retrained with "
+        "esc50tf train into OUT/best_run/, are tested on it (or on every fold with --cv). "
+        "Writes OUT/trials.csv, trials.md, objective.png and best_hyperparameters.json (usable "
+        "as esc50tf train --config). A flag that names a searched setting (--lr, --batch-size, "
+        "--n-mels...) fixes it. Searched settings: " + ", ".join(PARAMS) + ".")
+    p = sub.add_parser(
+        "tune",
+        help="search hyperparameters with KerasTuner, then retrain and test the best settings",
+        description=textwrap.fill(about, width=90),
+        epilog="examples:\n"
+        "  esc50tf tune --model hybrid --data tfrecords --out tune/hybrid --max-trials 30 --epochs 40\n"
+        "  esc50tf tune --model gru,bigru,cnn_small --tuner bayesian --data tfrecords --out tune/small\n"
+        "  esc50tf tune --model auto --tuner hyperband --epochs 60 --data tfrecords --out tune/all --cv\n"
+        "  esc50tf tune --model gru --space space.json --data tfrecords --out tune/gru   # see below\n"
+        "  esc50tf tune ... --out tune/gru --resume      # continue an interrupted search\n"
+        "  esc50tf train --config tune/gru/best_hyperparameters.json --out runs/gru-best\n\n"
+        "space.json (JSON; YAML when PyYAML is installed) overrides the default space:\n"
+        '  {"lr": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},\n'
+        '   "optimizer": {"type": "choice", "values": ["adam", "sgd"]},\n'
+        '   "n_mels": {"type": "fixed", "value": 64}, "dropout": null}\n'
+        "types: float / int (min, max, optional step, sampling linear|log|reverse_log),\n"
+        "choice (values), fixed (value), boolean; null: not searched (preset or flag value).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="hybrid",
+                   help="a model, several separated by commas (searched as a choice), or auto "
+                   f"(every Keras model): {', '.join(s.name for s in registry.specs() if s.keras)} "
+                   "(default: %(default)s)")
+    p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
+    p.add_argument("--out", required=True, help="search folder to write")
+    p.add_argument("--tuner", choices=TUNERS, default="random",
+                   help="KerasTuner search algorithm (default: %(default)s)")
+    p.add_argument("--max-trials", type=_positive_int, default=None,
+                   help="trials in all (default: 10; hyperband: its own schedule)")
+    p.add_argument("--epochs", type=_positive_int, default=20,
+                   help="epochs per trial; hyperband: the most a trial trains (default: %(default)s)")
+    p.add_argument("--final-epochs", type=_positive_int, default=None,
+                   help="epochs when retraining the best settings (default: --epochs)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="val_accuracy",
+                   help="validation metric to optimise (default: %(default)s)")
+    p.add_argument("--test-fold", type=int, default=None,
+                   help="fold kept out of the search and tested at the end (default: the first fold)")
+    p.add_argument("--cv", action="store_true",
+                   help="evaluate the best settings with k-fold CV over every fold (only the "
+                   "test fold's score is untouched by the search)")
+    p.add_argument("--space", metavar="FILE", help="search-space file (JSON, or YAML with PyYAML)")
+    p.add_argument("--preset", choices=["default", "seed"], default="default",
+                   help="settings every trial starts from (default: %(default)s)")
+    p.add_argument("--max-failures", type=int, default=3,
+                   help="stop after this many failed trials in a row; 0: never (default: %(default)s)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="stop after the search (best_hyperparameters.json is still written)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the search in --out; finished trials are kept")
+    again.add_argument("--overwrite", action="store_true", help="delete --out and start again")
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="TensorFlow op determinism (slower)")
+    p.add_argument("--no-export", action="store_true", help="no SavedModel export of the retrained model")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    # --epochs is per trial (above); trials compute features in the model and read the
+    # shards themselves (no tf.data service).
+    _add_options(p, [o for o in TRAIN_OPTIONS
+                     if o[0] not in ("--epochs", "--features-on", "--data-service")],
+                 "training (a flag naming a searched setting fixes it)")
+    _add_options(p, MODEL_OPTIONS, "model")
+    _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
+    _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
+    p.set_defaults(handler=_run_tune)
+
+
+def _run_tune(args):
+    from esc50tf.tune import TuneConfig, read_space_file, tune
+
+    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
+    t = over.setdefault("train", {})
+    if args.jit_compile:
+        t["jit_compile"] = True
+    if args.deterministic:
+        t["deterministic"] = True
+    if args.no_export:
+        t["export"] = False
+    config = TuneConfig(
+        data=args.data, out=args.out, models=tuple(args.model.split(",")), tuner=args.tuner,
+        max_trials=args.max_trials, epochs=args.epochs, final_epochs=args.final_epochs,
+        objective=args.objective, test_fold=args.test_fold, cv=args.cv, preset=args.preset,
+        space=read_space_file(args.space) if args.space else None, overrides=over,
+        max_failures=args.max_failures, retrain=not args.no_retrain)
+    tune(config, resume=args.resume, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
+    return 0
+
+
+# --- data-service -----------------------------------------------------------------------
+
+def _add_data_service(sub):
+    p = sub.add_parser(
+        "data-service", help="run a tf.data service dispatcher or worker",
+        description="Run one server of a tf.data service cluster until Ctrl-C: one dispatcher, "
+        "then workers on any machines that can read the TFRecords. `esc50tf train "
+        "--data-service grpc://DISPATCHER:PORT` then runs its training input pipeline there.",
+        epilog="example:\n  esc50tf data-service dispatcher --port 5050\n"
+        "  esc50tf data-service worker --dispatcher host1:5050 --port 5051\n"
+        "  esc50tf train --model cnn_small --data gs://bucket/tfrecords --out runs/a "
+        "--data-service grpc://host1:5050",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roles = p.add_subparsers(dest="role", metavar="ROLE")
+    roles.required = True
+    d = roles.add_parser("dispatcher", help="hand out work to the workers",
+                         description="Start a tf.data service dispatcher and wait for Ctrl-C.")
+    d.add_argument("--port", type=int, default=5050, help="port to listen on (default: %(default)s)")
+    d.add_argument("--work-dir", default=None,
+                   help="folder (local or gs://) for the dispatcher's journal, so a restarted "
+                   "dispatcher recovers its jobs (default: none)")
+    d.set_defaults(handler=_run_data_service)
+    w = roles.add_parser("worker", help="run input pipelines for the dispatcher",
+                         description="Start a tf.data service worker and wait for Ctrl-C.")
+    w.add_argument("--dispatcher", required=True, metavar="HOST:PORT",
+                   help="the dispatcher's address (grpc:// optional)")
+    w.add_argument("--port", type=int, default=0, help="port to listen on (default: any free one)")
+    w.add_argument("--host", default=None,
+                   help="name or IP under which trainers reach this worker (default: this "
+                   "machine's host name)")
+    w.set_defaults(handler=_run_data_service)
+
+
+def _run_data_service(args):
+    import socket
+
+    from esc50tf import data_service
+
+    if args.role == "dispatcher":
+        server = data_service.start_dispatcher(args.port, work_dir=args.work_dir)
+        address = f"grpc://{socket.gethostname()}:{data_service.bound_port(server)}"
+        data_service.serve(server, "tf.data service dispatcher", address)
+        return 0
+    host = args.host or socket.gethostname()
+    server = data_service.start_worker(args.dispatcher, port=args.port, host=host)
+    data_service.serve(server, f"tf.data service worker (dispatcher {args.dispatcher})",
+                       f"{host}:{data_service.bound_port(server)}")
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------
 
 def build_parser():
@@ -597,7 +925,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_download, _add_build, _add_inspect, _add_synth, _add_models, _add_train,
-                _add_evaluate, _add_predict, _add_features, _add_demo):
+                _add_tune, _add_evaluate, _add_predict, _add_features, _add_demo, _add_compare,
+                _add_study, _add_data_service):
         add(sub)
     return parser
 

@@ -1,0 +1,704 @@
+"""`esc50tf compare`: one table, two plots and the hard classes over finished runs.
+
+Reads the `report.json` of each run given: a train run folder, a tune output
+folder (its `best_run/`), or a study folder (every `OUT/runs/*`), and writes
+into `out`:
+
+- `comparison.md` / `comparison.csv`: one row per run (model, front end,
+  input size, protocol, preset, optimizer, learning rate, epochs, precision,
+  accuracy mean and std over folds, macro / weighted F1, wall time, training
+  examples/s, device), ranked by accuracy, the best run of each model marked;
+- `comparison.png`: accuracy per run with std-over-folds error bars, grouped
+  and coloured by model family;
+- `per_class.csv` / `per_class.png`: per-class accuracy, one row per class and
+  one column per run, as a table and a heat map;
+- in `comparison.md`, the classes every run finds hard and the class pairs
+  most confused over all runs (confusion matrices summed).
+
+Runs are only ranked against runs measured the same way: same protocol (for a
+ratio split, the same seed, which picks the test clips), same dataset (path,
+clip count, sample rate) and same class list. The largest such group is
+ranked; every other run is listed as not comparable, with what differs.
+
+A run folder named on the command line must hold a `report.json` (else an
+error names it); inside a study folder, runs without one (failed or not
+finished) are skipped with a warning, since the study records them itself.
+
+Example:
+>>> result = compare(["study-out"], "study-out")          # doctest: +SKIP
+>>> result.rows[0]["run"], result.rows[0]["accuracy"]      # doctest: +SKIP
+('bigru-mel-seed', 0.785)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv",
+                "per_class.png")
+FAMILY_COLOURS = {"classic": "tab:gray", "cnn": "tab:blue", "rnn": "tab:orange",
+                  "hybrid": "tab:green", "other": "tab:purple"}
+CSV_COLUMNS = (
+    "rank", "run", "model", "family", "best_of_model", "comparable", "flag", "features",
+    "classic_features", "n_mels", "n_mfcc", "n_fft", "hop_length", "samples", "sample_rate",
+    "input", "protocol", "splits", "preset", "optimizer", "lr", "epochs", "epochs_run",
+    "precision", "accuracy", "accuracy_std", "macro_f1", "weighted_f1", "wall_time_s",
+    "train_examples_per_s", "device", "path",
+)
+_REQUIRED = ("accuracy", "accuracy_std", "macro_f1", "weighted_f1", "per_class_accuracy",
+             "confusion_matrix", "classes", "folds", "config")
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run: a label unique within the comparison, its folder and report."""
+
+    label: str
+    path: Path
+    report: dict
+
+
+@dataclasses.dataclass
+class Comparison:
+    """What `compare` found; `rows` are in table order (ranked runs first).
+
+    Args:
+        rows: list of dicts with the CSV_COLUMNS keys.
+        groups: list of dicts (key, description, runs), the ranked group first.
+        per_class: pandas DataFrame, classes x runs (runs sharing the ranked
+            group's class list).
+        hard_classes: list of dicts (class, mean, min, max, below), hardest first.
+        hard_for_all: list of class names below `hard_threshold` in every run.
+        confused_pairs: list of dicts (a, b, count, a_to_b, b_to_a).
+        skipped: list of (path, reason) of runs left out.
+        files: list of the Paths written.
+    """
+
+    rows: list
+    groups: list
+    per_class: object
+    hard_classes: list
+    hard_for_all: list
+    confused_pairs: list
+    skipped: list
+    hard_threshold: float
+    files: list = dataclasses.field(default_factory=list)
+
+
+# --- finding runs ----------------------------------------------------------------
+
+def find_runs(paths, log=None):
+    """Resolves run, tune and study folders into runs with a report.
+
+    Args:
+        paths: run folders (`report.json`), tune folders (`best_run/report.json`)
+            or study folders (`runs/*/report.json`).
+        log: callable taking a str, for warnings.
+
+    Returns:
+        (runs, skipped): a list of Run (each folder once) and a list of
+        `(path, reason)` for study runs without a report.
+
+    Raises:
+        Esc50Error: a path that does not exist, is not one of those folders, or
+            is a run folder without `report.json`; a report that is not valid.
+    """
+    log = log or (lambda _msg: None)
+    found, skipped = [], []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise Esc50Error(f"{path}: no such folder")
+        if not path.is_dir():
+            raise Esc50Error(f"{path}: not a folder; give a run, tune or study folder")
+        if (path / "report.json").is_file():
+            found.append(path)
+        elif (path / "best_run" / "report.json").is_file():
+            found.append(path / "best_run")
+        elif (path / "runs").is_dir():
+            failures = _study_failures(path)
+            members = sorted(p for p in (path / "runs").iterdir() if p.is_dir())
+            for run_dir in members:
+                if (run_dir / "report.json").is_file():
+                    found.append(run_dir)
+                    continue
+                reason = failures.get(run_dir.name, "not finished (no report.json)")
+                skipped.append((run_dir, reason))
+                log(f"warning: {run_dir}: skipped, {reason}")
+        elif (path / "config.json").is_file():
+            raise Esc50Error(f"{path}: no report.json; the run has not finished (resume it "
+                             f"with `esc50tf train --config {path / 'config.json'} --out {path}`)")
+        else:
+            raise Esc50Error(f"{path}: no report.json; not an esc50tf run folder (nor a tune "
+                             "folder with best_run/, nor a study folder with runs/)")
+    runs, seen = [], set()
+    for run_dir in found:
+        key = run_dir.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        runs.append(Run(_label(run_dir), run_dir, read_report(run_dir / "report.json")))
+    _make_labels_unique(runs)
+    return runs, skipped
+
+
+def read_report(path):
+    """Loads a report.json, checking that it has what a comparison needs."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise Esc50Error(f"{path}: unreadable report ({err})") from None
+    if not isinstance(report, dict):
+        raise Esc50Error(f"{path}: not an esc50tf report (expected a JSON object)")
+    missing = [k for k in _REQUIRED if k not in report]
+    if missing:
+        raise Esc50Error(f"{path}: not an esc50tf report; missing {', '.join(missing)}")
+    return report
+
+
+def _study_failures(study_dir):
+    try:
+        entries = json.loads((Path(study_dir) / "failures.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {e["name"]: f"failed: {e.get('error', '?')}" for e in entries
+            if isinstance(e, dict) and "name" in e}
+
+
+def _label(run_dir):
+    if run_dir.name == "best_run":
+        return f"{run_dir.parent.name}/best_run"
+    return run_dir.name
+
+
+def _make_labels_unique(runs):
+    counts = {}
+    for run in runs:
+        counts[run.label] = counts.get(run.label, 0) + 1
+    for run in runs:
+        if counts[run.label] > 1:  # prefix the study (or parent) folder's name
+            parent = run.path.resolve().parent
+            if parent.name == "runs":
+                parent = parent.parent
+            run.label = f"{parent.name}/{run.label}"
+    seen = {}
+    for run in runs:
+        n = seen[run.label] = seen.get(run.label, 0) + 1
+        if n > 1:
+            run.label = f"{run.label} #{n}"
+
+
+# --- one row per run ----------------------------------------------------------------
+
+def comparability_key(report):
+    """What must match for two runs to be ranked together: (protocol, dataset, classes)."""
+    train = report["config"].get("train", {})
+    protocol = train.get("protocol", "cv")
+    if protocol == "test-fold":
+        proto = ("test-fold", train.get("test_fold"))
+    elif protocol == "split":
+        # The seed picks the test clips of a ratio split.
+        proto = ("split", train.get("split_ratio"), train.get("seed"))
+    else:
+        proto = ("cv",)
+    dataset = report.get("dataset") or {}
+    data = (dataset.get("path") or train.get("data"), dataset.get("clips"),
+            dataset.get("sample_rate") or report["config"].get("features", {}).get("sample_rate"))
+    return proto, data, tuple(report["classes"])
+
+
+def _describe_key(key):
+    proto, data, classes = key
+    if proto[0] == "test-fold":
+        p = f"test fold {proto[1]}"
+    elif proto[0] == "split":
+        p = f"grouped ratio split {proto[1]:g} (seed {proto[2]})"
+    else:
+        p = "k-fold cross-validation"
+    path, clips, rate = data
+    return {"protocol": p, "dataset": f"{path} ({clips} clips, {rate} Hz)",
+            "classes": f"{len(classes)} classes"}
+
+
+def _differences(key, main):
+    a, b = _describe_key(key), _describe_key(main)
+    out = []
+    if key[0] != main[0]:
+        out.append(f"protocol {a['protocol']} (ranked: {b['protocol']})")
+    if key[1] != main[1]:
+        out.append(f"dataset {a['dataset']} (ranked: {b['dataset']})")
+    if key[2] != main[2]:
+        same = len(key[2]) == len(main[2])
+        out.append(f"class list differs ({a['classes']}" + (", other names or order" if same else "")
+                   + f"; ranked: {b['classes']})")
+    return "; ".join(out)
+
+
+def _family(model):
+    from esc50tf.models import registry
+
+    try:
+        return registry.get(model).family
+    except Esc50Error:
+        return "other"
+
+
+def _num_samples(report):
+    dataset = report.get("dataset") or {}
+    if dataset.get("num_samples"):
+        return int(dataset["num_samples"])
+    # Older reports: the dataset's manifest, if it is still there.
+    path = dataset.get("path") or report["config"].get("train", {}).get("data")
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        return int(manifest["config"]["num_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _input_shape(model_cfg, feat, samples, is_classic):
+    """The classifier's input, e.g. `431x128` (frames x bins) or `224x224x3` (image)."""
+    if is_classic:
+        if model_cfg.get("classic_features") == "image":
+            size = model_cfg.get("image_size") or 224
+            return f"{size}x{size} image, flattened"
+        return "band statistics"
+    if model_cfg.get("image_size"):
+        size = model_cfg["image_size"]
+        channels = model_cfg.get("image_channels") or (3 if model_cfg.get("weights") else 1)
+        return f"{size}x{size}x{channels}"
+    kind = feat.get("kind", "mel")
+    n_fft = feat.get("n_fft", 2048)
+    bins = {"mel": feat.get("n_mels", 128),
+            "mfcc": feat.get("n_mfcc", 20) * (1 + feat.get("deltas", 0)),
+            "stft": n_fft // 2 + 1}.get(kind)
+    if samples is None or bins is None:
+        return f"? x {bins}"
+    # Same count as esc50tf.features.num_frames (librosa's), without importing Keras.
+    padded = samples + (2 * (n_fft // 2) if feat.get("center", True) else 0)
+    frames = 1 + (padded - n_fft) // feat.get("hop_length", 512)
+    return f"{frames}x{bins}"
+
+
+def run_row(run):
+    """The comparison's columns for one run (numbers raw; formatting is the writers' job)."""
+    r = run.report
+    cfg = r["config"]
+    t, m, f = cfg.get("train", {}), cfg.get("model", {}), cfg.get("features", {})
+    model = r.get("model") or m.get("name", "?")
+    family = _family(model)
+    is_classic = family == "classic"
+    samples = _num_samples(r)
+    rate = (r.get("dataset") or {}).get("sample_rate") or f.get("sample_rate")
+    epochs_run = [x.get("epochs_run") for x in r["folds"] if x.get("epochs_run")]
+    return {
+        "run": run.label,
+        "model": model,
+        "family": family,
+        "features": f.get("kind"),
+        "classic_features": m.get("classic_features") if is_classic else None,
+        "n_mels": f.get("n_mels") if (f.get("kind") != "stft" or is_classic) else None,
+        "n_mfcc": f.get("n_mfcc") if f.get("kind") == "mfcc" and not is_classic else None,
+        "n_fft": f.get("n_fft"),
+        "hop_length": f.get("hop_length"),
+        "samples": samples,
+        "sample_rate": rate,
+        "input": _input_shape(m, f, samples, is_classic),
+        "protocol": r.get("protocol") or _describe_key(comparability_key(r))["protocol"],
+        "splits": len(r["folds"]),
+        "preset": t.get("preset"),
+        "optimizer": None if is_classic else t.get("optimizer"),
+        "lr": None if is_classic else t.get("lr"),
+        "epochs": None if is_classic else t.get("epochs"),
+        "epochs_run": float(np.mean(epochs_run)) if epochs_run else None,
+        "precision": r.get("precision"),
+        "accuracy": float(r["accuracy"]),
+        "accuracy_std": float(r["accuracy_std"]),
+        "macro_f1": float(r["macro_f1"]),
+        "weighted_f1": float(r["weighted_f1"]),
+        "wall_time_s": r.get("wall_time_s"),
+        "train_examples_per_s": r.get("train_examples_per_s"),
+        "device": r.get("device"),
+        "path": str(run.path),
+    }
+
+
+# --- the comparison ------------------------------------------------------------------
+
+def compare_runs(runs, skipped=(), hard_threshold=0.5, top=10):
+    """Groups, ranks and summarises runs (no files written).
+
+    Args:
+        runs: list of Run.
+        skipped: (path, reason) pairs to list in the report.
+        hard_threshold: float. A class is hard for a run below this accuracy.
+        top: int. How many hard classes and confused pairs to list.
+    """
+    import pandas as pd
+
+    if not runs:
+        raise Esc50Error("no finished runs to compare")
+    if not 0 < hard_threshold <= 1:
+        raise Esc50Error(f"hard threshold must be in (0, 1], got {hard_threshold!r}")
+    keys = [comparability_key(r.report) for r in runs]
+    order = []  # group keys, in order of first appearance
+    for k in keys:
+        if k not in order:
+            order.append(k)
+    sizes = {k: keys.count(k) for k in order}
+    main = max(order, key=lambda k: sizes[k])  # first of the largest on ties
+    order.remove(main)
+    order.insert(0, main)
+    rows = []
+    for run, key in zip(runs, keys):
+        row = run_row(run)
+        row["group"] = order.index(key) + 1
+        row["comparable"] = key == main
+        row["flag"] = "" if key == main else "not comparable: " + _differences(key, main)
+        row["_key"] = key
+        rows.append(row)
+    ranked = sorted((r for r in rows if r["comparable"]),
+                    key=lambda r: (-r["accuracy"], -r["macro_f1"], r["run"]))
+    others = sorted((r for r in rows if not r["comparable"]),
+                    key=lambda r: (r["group"], -r["accuracy"], r["run"]))
+    best_seen = set()
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+        row["best_of_model"] = row["model"] not in best_seen
+        best_seen.add(row["model"])
+    for row in others:
+        row["rank"] = None
+        row["best_of_model"] = False
+    rows = ranked + others
+    groups = [{"key": k, "runs": [r["run"] for r in rows if r["_key"] == k], **_describe_key(k)}
+              for k in order]
+
+    # Per-class accuracy and confusions over every run with the ranked group's class list.
+    classes = list(main[2])
+    by_label = {r.label: r for r in runs}
+    same_classes = [r["run"] for r in rows if tuple(r["_key"][2]) == main[2]]
+    per_class = pd.DataFrame(
+        {label: [_nan(by_label[label].report["per_class_accuracy"].get(c)) for c in classes]
+         for label in same_classes},
+        index=pd.Index(classes, name="class"),
+    )
+    for row in rows:
+        del row["_key"]
+    hard, hard_all = _hard_classes(per_class, hard_threshold, top)
+    cm = np.sum([np.asarray(by_label[label].report["confusion_matrix"]) for label in same_classes],
+                axis=0)
+    return Comparison(rows=rows, groups=groups, per_class=per_class, hard_classes=hard,
+                      hard_for_all=hard_all, confused_pairs=confused_pairs(cm, classes, top),
+                      skipped=list(skipped), hard_threshold=hard_threshold)
+
+
+def _nan(value):
+    return float("nan") if value is None else float(value)
+
+
+def _hard_classes(per_class, threshold, top):
+    values = per_class.to_numpy(dtype=float)
+    with warnings.catch_warnings():  # a class no run tested is all-NaN; expected
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=1)
+        low = np.nanmin(values, axis=1)
+        high = np.nanmax(values, axis=1)
+    below = np.sum(values < threshold, axis=1)
+    measured = np.sum(~np.isnan(values), axis=1)
+    table = []
+    for i, name in enumerate(per_class.index):
+        if measured[i] == 0:
+            continue
+        table.append({"class": name, "mean": float(mean[i]), "min": float(low[i]),
+                      "max": float(high[i]), "below": int(below[i]), "runs": int(measured[i])})
+    table.sort(key=lambda d: (d["mean"], d["class"]))
+    hard_all = [d["class"] for d in table if d["below"] == d["runs"]]
+    return table[:top], hard_all
+
+
+def confused_pairs(cm, class_names, top=10):
+    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}]."""
+    cm = np.asarray(cm)
+    pairs = []
+    for i in range(len(cm)):
+        for j in range(i + 1, len(cm)):
+            n = int(cm[i, j] + cm[j, i])
+            if n:
+                pairs.append({"a": class_names[i], "b": class_names[j], "count": n,
+                              "a_to_b": int(cm[i, j]), "b_to_a": int(cm[j, i])})
+    pairs.sort(key=lambda p: (-p["count"], p["a"], p["b"]))
+    return pairs[:top]
+
+
+# --- writing --------------------------------------------------------------------------
+
+def compare(paths, out, hard_threshold=0.5, top=10, log=None):
+    """Finds the runs under `paths`, compares them and writes OUTPUT_FILES into `out`.
+
+    Only the files named in OUTPUT_FILES are (re)written; nothing else in `out`
+    is touched. Returns the Comparison.
+    """
+    log = log or (lambda _msg: None)
+    runs, skipped = find_runs(paths, log)
+    result = compare_runs(runs, skipped, hard_threshold, top)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "comparison.md", comparison_markdown(result))
+    _write_csv(out / "comparison.csv", result.rows)
+    result.per_class.to_csv(out / "per_class.csv", float_format="%.4f")
+    plot_accuracy(result.rows, out / "comparison.png", result.groups[0])
+    plot_per_class(result.per_class, out / "per_class.png")
+    result.files = [out / name for name in OUTPUT_FILES]
+    for row in result.rows:
+        if row["flag"]:
+            log(f"warning: {row['run']}: {row['flag']}")
+    return result
+
+
+def _write_text(path, text):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _write_csv(path, rows):
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+    tmp.replace(path)
+
+
+def _pct(x):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _front_end(row):
+    sizes = f"fft {row['n_fft']}, hop {row['hop_length']}"
+    if row["family"] == "classic":
+        what = ("Mel image" if row["classic_features"] == "image" else "Mel+MFCC band stats")
+        return f"{what}, mel {row['n_mels']}, {sizes}"
+    if row["features"] == "mfcc":
+        return f"mfcc {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
+    if row["features"] == "mel":
+        return f"mel {row['n_mels']}, {sizes}"
+    return f"{row['features']}, {sizes}"
+
+
+def _input(row):
+    if row["samples"] and row["sample_rate"]:
+        return f"{row['samples']} @ {row['sample_rate']} Hz -> {row['input']}"
+    return row["input"]
+
+
+def _accuracy(row):
+    if row["splits"] > 1:
+        return f"{_pct(row['accuracy'])} ± {100 * row['accuracy_std']:.1f}"
+    return _pct(row["accuracy"])
+
+
+def _epochs(row):
+    if row["epochs"] is None:
+        return "-"
+    ran = f"{row['epochs_run']:.0f}" if row["epochs_run"] is not None else "?"
+    return f"{ran}/{row['epochs']}"
+
+
+def _table(rows, ranked):
+    head = ["rank" if ranked else "group", "run", "model", "family", "front end",
+            "input (samples @ rate -> model input)", "protocol", "preset", "optimizer", "lr",
+            "epochs (ran/max)", "precision", "accuracy (± std over folds)", "macro F1",
+            "weighted F1", "wall time", "train ex/s", "device",
+            "best of model" if ranked else "flag"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        cells = [
+            str(r["rank"] if ranked else r["group"]),
+            f"**{r['run']}**" if r["best_of_model"] else r["run"],
+            r["model"], r["family"], _front_end(r), _input(r),
+            f"{r['protocol']} ({r['splits']} split{'s' if r['splits'] != 1 else ''})",
+            r["preset"] or "-", r["optimizer"] or "-",
+            f"{r['lr']:g}" if r["lr"] is not None else "-", _epochs(r), r["precision"] or "-",
+            _accuracy(r), f"{r['macro_f1']:.3f}", f"{r['weighted_f1']:.3f}",
+            _duration(r["wall_time_s"]),
+            f"{r['train_examples_per_s']:.1f}" if r["train_examples_per_s"] else "-",
+            r["device"] or "-",
+            ("best" if r["best_of_model"] else "") if ranked else r["flag"],
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return lines
+
+
+def comparison_markdown(result):
+    """The text of comparison.md."""
+    rows = result.rows
+    ranked = [r for r in rows if r["comparable"]]
+    others = [r for r in rows if not r["comparable"]]
+    main = result.groups[0]
+    best = ranked[0]
+    lines = [
+        f"# Comparison of {len(rows)} run{'s' if len(rows) != 1 else ''}",
+        "",
+        f"Ranked by accuracy: {len(ranked)} run(s) measured the same way: {main['protocol']}, "
+        f"dataset {main['dataset']}, {main['classes']}. Best: **{best['run']}** "
+        f"({_accuracy(best)}, macro F1 {best['macro_f1']:.3f}). The best run of each model is "
+        "in bold. Accuracy is the mean over the protocol's test splits, ± their standard "
+        "deviation when there is more than one.",
+        "",
+    ]
+    if others:
+        lines += [
+            "## Warning: runs that are not comparable",
+            "",
+            f"{len(others)} run(s) were measured another way (protocol, dataset or class list) "
+            "and are not ranked with the others; they are listed apart below:",
+            "",
+        ]
+        lines += [f"- {r['run']}: {r['flag'][len('not comparable: '):]}" for r in others]
+        lines.append("")
+    if result.skipped:
+        lines += ["## Skipped runs", ""]
+        lines += [f"- {p}: {reason}" for p, reason in result.skipped]
+        lines.append("")
+    lines += ["## Ranking", ""] + _table(ranked, True) + [""]
+    if others:
+        lines += ["## Not comparable (not ranked)", ""] + _table(others, False) + [""]
+    n_runs = result.per_class.shape[1]
+    t = f"{100 * result.hard_threshold:.0f}%"
+    lines += [
+        "## Hard classes",
+        "",
+        f"Per-class accuracy over the {n_runs} run(s) sharing the ranked runs' class list "
+        "(per_class.csv, per_class.png).",
+        "",
+        f"Below {t} in every run: "
+        + (", ".join(result.hard_for_all) if result.hard_for_all else "none") + ".",
+        "",
+        f"| class | mean accuracy | min | max | runs below {t} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {h['class']} | {_pct(h['mean'])} | {_pct(h['min'])} | {_pct(h['max'])} | "
+              f"{h['below']} of {h['runs']} |" for h in result.hard_classes]
+    lines += [
+        "",
+        "## Most confused class pairs",
+        "",
+        f"Confusion matrices of the same {n_runs} run(s) summed; both directions counted.",
+        "",
+        "| class pair | confusions | a -> b | b -> a |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {p['a']} / {p['b']} | {p['count']} | {p['a_to_b']} | {p['b_to_a']} |"
+              for p in result.confused_pairs]
+    if not result.confused_pairs:
+        lines.append("| none | 0 | 0 | 0 |")
+    return "\n".join(lines) + "\n"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(rows, path, main_group):
+    """Horizontal bars of accuracy ± std over folds, grouped and coloured by family."""
+    from matplotlib.patches import Patch
+
+    from esc50tf.models.registry import FAMILIES
+
+    plt = _plt()
+    families = list(FAMILIES) + ["other"]
+    ordered = sorted(rows, key=lambda r: (families.index(r["family"]), not r["comparable"],
+                                          -r["accuracy"], r["run"]))
+    ys, y, prev = [], 0.0, None
+    for r in ordered:
+        if prev is not None and r["family"] != prev:
+            y += 0.6  # a gap between families
+        ys.append(y)
+        y += 1.0
+        prev = r["family"]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.42 * y + 1.8)))
+    for r, yy in zip(ordered, ys):
+        err = r["accuracy_std"] if r["splits"] > 1 else None
+        ax.barh(yy, 100 * r["accuracy"], xerr=None if err is None else 100 * err,
+                color=FAMILY_COLOURS[r["family"]], alpha=1.0 if r["comparable"] else 0.45,
+                hatch=None if r["comparable"] else "//", edgecolor="black", linewidth=0.5,
+                error_kw={"capsize": 3, "elinewidth": 1})
+        text = f"{100 * r['accuracy']:.1f}%" + (f" ± {100 * err:.1f}" if err else "")
+        ax.text(100 * (r["accuracy"] + (err or 0)) + 1.5, yy, text, va="center", fontsize=8)
+    labels = [r["run"] + ("" if r["comparable"] else " (not comparable)") for r in ordered]
+    ax.set_yticks(ys, labels, fontsize=8 if len(rows) > 20 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 125)  # room for the value after a full bar and its error bar
+    ax.set_xticks(range(0, 101, 10))
+    ax.set_xlabel("test accuracy (%); error bars: std over folds")
+    ax.grid(axis="x", alpha=0.3)
+    present = [f for f in families if any(r["family"] == f for r in rows)]
+    handles = [Patch(color=FAMILY_COLOURS[f], label=f) for f in present]
+    if any(not r["comparable"] for r in rows):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//",
+                             label="not comparable"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              title="family", frameon=False)
+    ax.set_title(f"Accuracy per run: {main_group['protocol']}, {main_group['classes']}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class(per_class, path):
+    """Heat map of per-class accuracy: classes (hardest at the top) by runs."""
+    plt = _plt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        order = np.argsort(np.nanmean(per_class.to_numpy(dtype=float), axis=1), kind="stable")
+    data = per_class.iloc[order]
+    n_classes, n_runs = data.shape
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * n_runs + 3.5),
+                                    max(3.0, 0.24 * n_classes + 2.2)))
+    values = np.ma.masked_invalid(data.to_numpy(dtype=float))
+    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(n_runs), data.columns, rotation=60, ha="right",
+                  fontsize=7 if n_runs > 15 else 8)
+    ax.set_yticks(range(n_classes), data.index, fontsize=7 if n_classes > 20 else 9)
+    if n_classes * n_runs <= 300:
+        for i in range(n_classes):
+            for j in range(n_runs):
+                v = values[i, j]
+                if v is not np.ma.masked:
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.6 else "white")
+    ax.set_xlabel("run")
+    ax.set_ylabel("class (hardest on top)")
+    ax.set_title("Per-class accuracy (%) over each run's test splits", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
