@@ -412,6 +412,27 @@ def _add_train(sub):
     p.set_defaults(handler=_run_train)
 
 
+def _run_overrides(args, protocol=False):
+    """Config overrides from the option tables and the on/off switches of train, study and tune."""
+    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
+    t = over.setdefault("train", {})
+    if protocol:
+        if args.test_fold is not None:
+            t.update(protocol="test-fold", test_fold=args.test_fold)
+        elif args.split is not None:
+            t.update(protocol="split", split_ratio=args.split)
+        elif args.cv:
+            t.update(protocol="cv")
+    for switch in ("jit_compile", "deterministic"):
+        if getattr(args, switch, None):
+            t[switch] = True
+    if getattr(args, "no_export", False):
+        t["export"] = False
+    if getattr(args, "freeze_backbone", None):
+        over.setdefault("model", {})["freeze_backbone"] = True
+    return over
+
+
 def train_config_from_args(args):
     """Resolves defaults <- preset <- --config <- flags into a RunConfig."""
     from esc50tf.train import resolve_config
@@ -427,25 +448,10 @@ def train_config_from_args(args):
     if not model:
         raise Esc50Error("--model is required (or --config with a model)")
     preset = args.preset or base.get("train", {}).get("preset", "default")
-    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
-    t = over.setdefault("train", {})
+    over = _run_overrides(args, protocol=True)
     for key in ("data", "out"):
         if getattr(args, key):
-            t[key] = getattr(args, key)
-    if args.test_fold is not None:
-        t.update(protocol="test-fold", test_fold=args.test_fold)
-    elif args.split is not None:
-        t.update(protocol="split", split_ratio=args.split)
-    elif args.cv:
-        t.update(protocol="cv")
-    if args.jit_compile:
-        t["jit_compile"] = True
-    if args.deterministic:
-        t["deterministic"] = True
-    if args.no_export:
-        t["export"] = False
-    if args.freeze_backbone:
-        over.setdefault("model", {})["freeze_backbone"] = True
+            over["train"][key] = getattr(args, key)
     cfg = resolve_config(model, preset, base=base, overrides=over)
     if args.no_augment:
         import dataclasses
@@ -723,24 +729,9 @@ def _add_study(sub):
 def _run_study(args):
     from esc50tf import study
 
-    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
-    t = over.setdefault("train", {})
+    over = _run_overrides(args, protocol=True)
     if args.protocol:
-        t.update(_study_protocol(args.protocol))
-    elif args.test_fold is not None:
-        t.update(protocol="test-fold", test_fold=args.test_fold)
-    elif args.split is not None:
-        t.update(protocol="split", split_ratio=args.split)
-    elif args.cv:
-        t.update(protocol="cv")
-    if args.jit_compile:
-        t["jit_compile"] = True
-    if args.deterministic:
-        t["deterministic"] = True
-    if args.no_export:
-        t["export"] = False
-    if args.freeze_backbone:
-        over.setdefault("model", {})["freeze_backbone"] = True
+        over["train"].update(_study_protocol(args.protocol))
     grid = bool(args.grid or args.grid_optimizers or args.grid_lrs)
     optimizers = (tuple(o.strip() for o in args.grid_optimizers.split(",") if o.strip())
                   if args.grid_optimizers else study.GRID_OPTIMIZERS)
@@ -843,14 +834,7 @@ def _add_tune(sub):
 def _run_tune(args):
     from esc50tf.tune import TuneConfig, read_space_file, tune
 
-    over = _overrides(args, TRAIN_OPTIONS, MODEL_OPTIONS, FEATURE_OPTIONS, AUGMENT_OPTIONS)
-    t = over.setdefault("train", {})
-    if args.jit_compile:
-        t["jit_compile"] = True
-    if args.deterministic:
-        t["deterministic"] = True
-    if args.no_export:
-        t["export"] = False
+    over = _run_overrides(args)
     config = TuneConfig(
         data=args.data, out=args.out, models=tuple(args.model.split(",")), tuner=args.tuner,
         max_trials=args.max_trials, epochs=args.epochs, final_epochs=args.final_epochs,
