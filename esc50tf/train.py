@@ -401,10 +401,6 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     chosen = protocol_splits(cfg, index)
     config_dict = cfg.to_dict()
     strategy, kind = None, "none"
-    if t.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     if spec.keras:
         # Before anything else runs TensorFlow ops (MultiWorkerMirroredStrategy needs that).
         strategy, kind = distribute.make_strategy(t.strategy, tpu=t.tpu, devices=t.devices)
@@ -447,6 +443,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     else:
         extra.update(precision="float32 (scikit-learn)", strategy="none", replicas=1)
     results = []
+    restore_determinism = _enable_determinism() if t.deterministic else None
     try:
         for n, split in enumerate(chosen, 1):
             split_dir = run_dir / split.name
@@ -493,6 +490,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             import keras
 
             keras.mixed_precision.set_global_policy("float32")
+        if restore_determinism is not None:
+            restore_determinism()
     # Summed per split, so a resumed run still reports its whole cost.
     wall = sum(r.get("wall_seconds", 0.0) for r in results)
     report = evaluate.aggregate(results, class_names, config_dict, wall, extra)
@@ -502,6 +501,20 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
          f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
     return report
+
+
+def _enable_determinism():
+    """Turns TensorFlow op determinism on; returns a function that restores the old state.
+
+    The switch is process-wide and Keras silently drops jit_compile while it is
+    on, so a deterministic run must not leave it on for whatever runs next.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    return (lambda: None) if was_on else tf_config.disable_op_determinism
 
 
 def _protocol_name(t):

@@ -283,7 +283,9 @@ def make_dataset(
         ds = ds.map(fn, num_parallel_calls=autotune, deterministic=deterministic)
     if data_service is not None:
         ds = service.distribute(ds, data_service, service_mode, job_name=data_service_job)
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+        # unbatch + batch, not rebatch: rebatch may leave two workers' partial
+        # batches unmerged (seen: 7 batches for 29 clips of batch 5).
+        ds = ds.unbatch().batch(batch_size, drop_remainder=drop_remainder)
         if service_mode == "distributed_epoch" and data_service_job is None:
             # Every clip exactly once per epoch: the batch count is known (progress bars,
             # Keras' steps), and a clip lost with a failed service worker is an error.
