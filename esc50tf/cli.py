@@ -220,8 +220,10 @@ def _add_demo(sub):
     p = sub.add_parser(
         "demo",
         help="run the whole job end to end on built-in synthetic data",
-        description="Synthesise a small ESC-50-layout dataset, build TFRecords, check the splits "
-        "and stream the tf.data pipeline back. Takes about a minute on 2 CPU cores.",
+        description="Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at "
+        "16 kHz), build TFRecords, check the splits, stream the tf.data pipeline back, then train "
+        "cnn_small on folds 2-5 and evaluate it on the held-out fold 1, writing the full report "
+        "(report.md, confusion matrix, curves). A few minutes on 2 CPU cores.",
     )
     p.add_argument("--out", default=None,
                    help="keep everything in this folder (default: a temporary folder, deleted)")
