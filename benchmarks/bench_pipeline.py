@@ -48,7 +48,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +55,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
 import common  # noqa: E402
+from esc50tf.features import mel_bands  # noqa: E402
 
 SCRIPT = "bench_pipeline"
 REFERENCE = "esc50tf-host-mel-cold"
@@ -311,22 +311,6 @@ def study_png_pyplot(path, png_path):
 # --------------------------------------------------------------------------
 # Cases: each builds its pipeline afresh, runs it and returns {name: Timing}
 # --------------------------------------------------------------------------
-
-
-def mel_bands(mel, groups=8):
-    """Splits a filterbank `[bins, n_mels]` into `groups` runs of adjacent bands.
-
-    Returns `(lo, hi, first, stop)` per run: the bands `first:stop` are zero
-    outside the bins `lo:hi`, so `s[..., lo:hi] @ mel[lo:hi, first:stop]`
-    equals `(s @ mel)[..., first:stop]` exactly. With 128 Slaney bands over
-    1025 bins and 8 runs this is 13 % of the dense product's multiply-adds.
-    """
-    out = []
-    for bands in np.array_split(np.arange(mel.shape[1]), groups):
-        rows = np.flatnonzero((mel[:, bands] != 0).any(axis=1))
-        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 1)
-        out.append((lo, hi, int(bands[0]), int(bands[-1]) + 1))
-    return out
 
 
 def proposed_featurizer(config, groups=8):
@@ -767,8 +751,6 @@ def render_markdown(payload):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # make_dataset(num_parallel_reads=1) passes `deterministic` to a sequential interleave.
-    warnings.filterwarnings("ignore", message="The `deterministic` argument has no effect")
     environment = common.environment()
     workers = common.usable_cpus()
     with tempfile.TemporaryDirectory(prefix="esc50tf-bench-") as tmp:
