@@ -146,3 +146,14 @@ def test_batch_fns_run_after_float_conversion(tiny_tfrecords):
                       batch_fns=[lambda x, y: (x * 2.0, y)])
     x, _ = next(iter(ds))
     assert x.dtype.name == "float32" and np.max(np.abs(x.numpy())) > 0
+
+
+def test_autotune_is_off_unless_asked(tiny_tfrecords):
+    # tf.data's autotuner makes iterator teardown wait for its next wake-up
+    # (see make_dataset's `autotune`); the same clips come out either way.
+    plain = make_dataset(tiny_tfrecords, Selection((1,)), training=False, batch_size=4)
+    tuned = make_dataset(tiny_tfrecords, Selection((1,)), training=False, batch_size=4,
+                         autotune=True)
+    assert plain.options().autotune.enabled is False
+    assert tuned.options().autotune.enabled is True
+    np.testing.assert_array_equal(_labels(plain), _labels(tuned))

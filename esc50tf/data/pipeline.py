@@ -108,6 +108,7 @@ def make_dataset(
     repeat=False,
     data_service=None,
     data_service_job=None,
+    autotune=False,
 ):
     """Builds the tf.data pipeline over the selected clips.
 
@@ -152,6 +153,16 @@ def make_dataset(
             `esc50tf.data_service.processing_mode(repeat)`); not cached.
         data_service_job: str or None. Shared job name, so several trainers
             (multi-worker) read one stream instead of one each.
+        autotune: bool. Run tf.data's autotuner (`Options.autotune`), which
+            resizes parallelism and buffers while the pipeline runs. Defaults
+            to False: in TensorFlow 2.21, destroying an autotuned iterator
+            (which Keras does after every epoch of `fit` and every `evaluate`)
+            blocks until the autotuner's next wake-up, and those come at
+            doubling intervals after the iterator starts (10 ms, 20 ms, ...,
+            up to a minute). That added up to 1.8 s to 3.4-s epochs, in about
+            half of them. Without it the AUTOTUNE values take tf.data's fixed
+            defaults; throughput on 2 cores was the same
+            (benchmarks/bench_pipeline.py, the `-autotune` variants).
 
     Returns:
         A `tf.data.Dataset`.
@@ -188,7 +199,7 @@ def make_dataset(
             f"only {count} training clips selected, fewer than one batch of {batch_size}; "
             "lower --batch-size"
         )
-    autotune = tf.data.AUTOTUNE
+    auto = tf.data.AUTOTUNE
     spec = _feature_spec()
 
     def parse(record):
@@ -240,7 +251,7 @@ def make_dataset(
         block_length=1,
         **parallel,
     )
-    ds = ds.map(parse, num_parallel_calls=autotune, deterministic=deterministic)
+    ds = ds.map(parse, num_parallel_calls=auto, deterministic=deterministic)
     if selection.filenames is not None:
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -265,7 +276,7 @@ def make_dataset(
     # On service workers keep partial batches: the client rebatches them, so no
     # clip is lost to one worker's remainder.
     ds = ds.batch(batch_size, drop_remainder=drop_remainder and data_service is None,
-                  num_parallel_calls=autotune, deterministic=deterministic)
+                  num_parallel_calls=auto, deterministic=deterministic)
 
     def finish(batch):
         x = batch["pcm"]
@@ -278,9 +289,9 @@ def make_dataset(
             return x, y, {k: batch[k] for k in METADATA_KEYS}
         return x, y
 
-    ds = ds.map(finish, num_parallel_calls=autotune, deterministic=deterministic)
+    ds = ds.map(finish, num_parallel_calls=auto, deterministic=deterministic)
     for fn in batch_fns:
-        ds = ds.map(fn, num_parallel_calls=autotune, deterministic=deterministic)
+        ds = ds.map(fn, num_parallel_calls=auto, deterministic=deterministic)
     if data_service is not None:
         ds = service.distribute(ds, data_service, service_mode, job_name=data_service_job)
         # unbatch + batch, not rebatch: rebatch may leave two workers' partial
@@ -293,11 +304,12 @@ def make_dataset(
             ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
+    options.autotune.enabled = bool(autotune)
     if shard_policy is not None:
         options.experimental_distribute.auto_shard_policy = shard_policy
     ds = ds.with_options(options)
     if prefetch:
-        ds = ds.prefetch(autotune)
+        ds = ds.prefetch(auto)
     return ds
 
 
