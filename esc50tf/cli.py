@@ -922,6 +922,10 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "demo" or getattr(args, "deterministic", None):
+        # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
+        # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     try:
         return args.handler(args)
     except Esc50Error as err:

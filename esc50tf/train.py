@@ -31,6 +31,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ from esc50tf.errors import Esc50Error
 PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 FEATURES_ON = ("device", "host")
+# TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
+INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,13 +511,41 @@ def _enable_determinism():
 
     The switch is process-wide and Keras silently drops jit_compile while it is
     on, so a deterministic run must not leave it on for whatever runs next.
+
+    Op determinism alone is not enough: with several inter-op threads, Keras'
+    compiled training step gave weights that differed in the 6th-7th digit
+    between reruns (and so different accuracies after 30 epochs). One
+    inter-op thread (each op still uses every core) made reruns
+    bit-identical. That pool can only be sized before TensorFlow starts, so
+    the `esc50tf` command sets TF_NUM_INTEROP_THREADS=1 for deterministic
+    runs; a library caller whose TensorFlow already runs gets a warning.
     """
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
+    if not _single_inter_op_thread(tf):
+        warnings.warn(
+            "deterministic run, but TensorFlow already started with more than one inter-op "
+            "thread, so reruns may differ in the last digits; set TF_NUM_INTEROP_THREADS=1 "
+            "before TensorFlow starts (the esc50tf command does this for --deterministic)",
+            RuntimeWarning, stacklevel=3,
+        )
     was_on = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
     return (lambda: None) if was_on else tf_config.disable_op_determinism
+
+
+def _single_inter_op_thread(tf):
+    """Makes TensorFlow's inter-op pool one thread if it can; True if it is."""
+    if os.environ.get(INTER_OP_ENV) == "1" or (
+        tf.config.threading.get_inter_op_parallelism_threads() == 1
+    ):
+        return True
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime is already initialised
+        return False
+    return True
 
 
 def _protocol_name(t):

@@ -892,9 +892,9 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     max_trials = c.max_trials or (None if c.tuner == "hyperband" else 10)
 
     if t.deterministic:
-        import tensorflow as tf
+        from esc50tf.train import _enable_determinism
 
-        tf.config.experimental.enable_op_determinism()
+        _enable_determinism()  # left on: the whole search and the retrain are deterministic
     strategy, kind = distribute.make_strategy(t.strategy, tpu=t.tpu, devices=t.devices)
     distribute.check_strategy(strategy, kind, jit_compile=t.jit_compile)
     policy = distribute.resolve_precision(t.mixed_precision, kind)

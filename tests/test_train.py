@@ -284,3 +284,51 @@ def test_local_backbone_weights_are_loaded(tmp_path):
     assert not backbone.trainable
     for a, b in zip(source.get_weights(), backbone.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+_DETERMINISM_SCRIPT = """
+import hashlib, sys, warnings
+import numpy as np
+warnings.simplefilter("error", RuntimeWarning)
+import keras
+import tensorflow as tf
+from esc50tf.models.build import build_model
+from esc50tf.train import _enable_determinism, resolve_config
+if sys.argv[1] == "late":
+    tf.constant(1.0) + 1.0  # TensorFlow's runtime starts here, with its default pools
+_enable_determinism()
+cfg = resolve_config("cnn_small", overrides={"features": {"n_fft": 1024, "hop_length": 256,
+                                                          "n_mels": 64}})
+model = build_model(cfg.model, cfg.features, 10, 80000, cfg.augment, seed=0)
+x = tf.random.stateless_normal([64, 80000], seed=(1, 2)) * 0.1
+y = tf.constant(np.arange(64) % 10)
+model.compile(keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+print(hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+def _determinism_run(when):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    return subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT, when], env=env,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_deterministic_reruns_are_bit_identical():
+    # Op determinism alone left these weights different in the last digits from
+    # run to run (Keras' compiled step with several inter-op threads);
+    # _enable_determinism also makes the inter-op pool one thread.
+    runs = [_determinism_run("early") for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert runs[0].stdout.split()[-1] == runs[1].stdout.split()[-1]
+
+
+def test_determinism_warns_when_tensorflow_already_runs():
+    run = _determinism_run("late")
+    assert run.returncode != 0
+    assert "TF_NUM_INTEROP_THREADS=1" in run.stderr
