@@ -77,6 +77,23 @@ def test_stored_pcm_equals_the_wav_file(tiny_esc50, tiny_tfrecords):
     np.testing.assert_array_equal(pcm, wav)
 
 
+def test_builds_in_separate_processes_are_byte_identical(tiny_esc50, tmp_path):
+    # Protobuf may order an Example's feature map differently in each process;
+    # the shards (and the sha256 in the manifest) must not depend on that.
+    import subprocess
+    import sys
+
+    hashes = []
+    for i, hash_seed in enumerate(("1", "2")):
+        out = tmp_path / f"tfr{i}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-m", "esc50tf", "build-tfrecords", "--data-dir",
+                        str(tiny_esc50), "--out", str(out), *SMALL],
+                       check=True, capture_output=True, env=env)
+        hashes.append([s["sha256"] for s in tfr.read_manifest(out)["shards"]])
+    assert hashes[0] == hashes[1]
+
+
 def test_rebuild_is_a_no_op_and_other_config_needs_overwrite(esc50_copy, tmp_path, capsys):
     out = tmp_path / "tfr"
     assert build(esc50_copy, out) == 0

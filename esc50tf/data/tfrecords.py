@@ -523,7 +523,10 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
                         skipped.append({"filename": row["filename"], "error": error})
                         continue
                     label = label_of[int(row["target"])]
-                    writer.write(make_example(pcm, row, label, config).SerializeToString())
+                    # deterministic: protobuf map order would otherwise vary between
+                    # processes, and with it every shard's bytes and sha256.
+                    example = make_example(pcm, row, label, config)
+                    writer.write(example.SerializeToString(deterministic=True))
                     index_rows.append(
                         (row["filename"], int(row["fold"]), label, int(row["target"]), row["category"],
                          row["src_file"], row["take"], bool(row["esc10"]), name)
