@@ -66,7 +66,8 @@ def test_bench_pipeline_quick(tmp_path):
     for name in ("esc50tf-read-decode-cold", "esc50tf-read-decode-cached",
                  "esc50tf-read-decode-readers1-cold", "esc50tf-host-mel-cold",
                  "esc50tf-host-mel-cached", "esc50tf-host-mel-callsautotune-cold",
-                 "esc50tf-host-mel-xla-cold", "esc50tf-host-mel-proposed-cached",
+                 "esc50tf-host-mel-int16-cold", "esc50tf-host-mel-before-cached",
+                 "esc50tf-host-mel-nojit-cold",
                  "librosa-single", "librosa-pool", "seed-png",
                  "keras-melspectrogram-tfdata"):
         assert name in by_name, name
@@ -82,7 +83,7 @@ def test_bench_pipeline_quick(tmp_path):
     targets = {(t["target"], t["esc50tf_variant"]) for t in report["targets"]}
     assert ("esc50tf decode + host features >= 20x seed-png", "esc50tf-host-mel-cold") in targets
     stages = {s["stage"] for s in report["profile"]["stages"]}
-    assert "host log-Mel (make_host_featurizer)" in stages
+    assert "host log-Mel as shipped (make_host_featurizer: XLA, banded Mel)" in stages
 
 
 @pytest.mark.slow
