@@ -151,20 +151,6 @@ def test_global_policy_is_restored_even_after_an_error():
     assert keras.mixed_precision.global_policy().name == before
 
 
-def test_banded_filterbank_equals_dense_product():
-    from esc50tf.features import mel_filterbank
-
-    bench = _load("bench_pipeline")
-    mel = mel_filterbank(44100, 2048, 128).T  # [1025, 128]
-    bands = bench.mel_bands(mel, groups=8)
-    assert [b[2] for b in bands] == sorted(b[2] for b in bands) and bands[-1][3] == 128
-    work = sum((hi - lo) * (stop - first) for lo, hi, first, stop in bands)
-    assert work < 0.2 * mel.size  # the point of the change
-    s = np.random.default_rng(0).random((7, 1025)).astype(np.float32)
-    banded = np.concatenate([s[:, lo:hi] @ mel[lo:hi, a:b] for lo, hi, a, b in bands], axis=1)
-    np.testing.assert_allclose(banded, s @ mel, rtol=1e-5, atol=1e-7)
-
-
 def test_summarise_and_ratios():
     common = _load("common")
     timings = [common.Timing(clips=100, wall_s=2.0, cpu_s=3.0),
