@@ -497,8 +497,6 @@ def render_markdown(payload):
             + (f" at batch {s['batch_size']}" if "batch_size" in s else "")
             + f": {s['reason']}" for s in payload["skipped"]
         ]
-    if payload.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in payload["notes"]]
     return "\n".join(lines)
 
 
@@ -541,7 +539,7 @@ def main(argv=None):
             "input": inputs["origin"],
             "features": FEATURES,
             "policies": list(POLICIES),
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "command": common.command_line(argv),
         },
         "reference": REFERENCE,
         "flops_per_clip": flops,

@@ -765,8 +765,6 @@ def render_markdown(payload):
                 ("step alone", lambda r: r.get("delta_ms")),
             ]),
         ]
-    if payload.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in payload["notes"]]
     return "\n".join(lines)
 
 
@@ -864,7 +862,7 @@ def main(argv=None):
             "reference_wavs": wav_origin,
             "pool_workers": workers,
             "png_size": PNG_SIZE,
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "command": common.command_line(argv),
         },
         "reference": REFERENCE,
         "results": results,

@@ -402,8 +402,6 @@ def render_markdown(payload):
     if payload["skipped"]:
         lines += ["", "## Skipped", ""] + [f"- {s['variant']}: {s['reason']}"
                                           for s in payload["skipped"]]
-    if payload.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in payload["notes"]]
     return "\n".join(lines)
 
 
@@ -488,7 +486,7 @@ def main(argv=None):
             "epochs": epochs,
             "epoch_clips": EPOCH_CLIPS,
             "cv_folds": CV_FOLDS,
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "command": common.command_line(argv),
         },
         "reference": REFERENCE,
         "results": results,

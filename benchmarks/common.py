@@ -379,12 +379,21 @@ def report_path(out_dir, payload, device_label):
     return Path(out_dir) / f"{payload['benchmark']}-{payload['mode']}-{device_label}"
 
 
+def command_line(argv):
+    """How the script was run, for the report's config."""
+    return " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
+
+
 def write_report(out_dir, device_label, payload, markdown):
     """Writes `<script>-<mode>-<device>.json` and `.md` and prints the markdown.
 
-    The JSON goes through a temporary file, so a report never looks complete
-    when it is not. Returns the JSON path.
+    The payload's `notes` end the markdown as a "Notes" section. The JSON goes
+    through a temporary file, so a report never looks complete when it is not.
+    Returns the JSON path.
     """
+    if payload.get("notes"):
+        markdown = "\n".join([markdown.rstrip(), "", "## Notes", ""]
+                             + [f"- {n}" for n in payload["notes"]])
     base = report_path(out_dir, payload, device_label)
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_suffix(".json")

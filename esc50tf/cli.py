@@ -925,7 +925,9 @@ def main(argv=None):
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
         # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        from esc50tf.train import INTER_OP_ENV
+
+        os.environ.setdefault(INTER_OP_ENV, "1")
     try:
         return args.handler(args)
     except Esc50Error as err:
