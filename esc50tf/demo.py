@@ -43,10 +43,10 @@ def run_demo(out=None, seed=0):
         else:
             root = Path(out)
             root.mkdir(parents=True, exist_ok=True)
-        return _run(root, seed)
+        return _run(root, seed, kept=out is not None)
 
 
-def _run(root, seed):
+def _run(root, seed, kept=True):
     from esc50tf.data import splits
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.data.synth import synthesize
@@ -94,5 +94,7 @@ def _run(root, seed):
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     _say(f"demo finished in {summary['seconds']} s: {DEMO_MODEL} reached "
          f"{100 * report['accuracy']:.1f}% accuracy (macro F1 {report['macro_f1']:.3f}) on the "
-         f"held-out fold; report in {run_dir}/report.md")
+         "held-out fold; " + (f"report in {run_dir}/report.md" if kept else
+                              "the report was in a temporary folder, now deleted "
+                              "(pass --out DIR to keep it)"))
     return summary

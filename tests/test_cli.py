@@ -76,6 +76,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     err = capsys.readouterr().err
     assert "no src_file shared" in err and "demo finished" in err
+    assert f"report in {tmp_path / 'demo' / 'run'}/report.md" in err
     manifest = json.loads((tmp_path / "demo" / "tfrecords" / "manifest.json").read_text())
     assert manifest["counts"]["total"] == 400
     report = json.loads((tmp_path / "demo" / "run" / "report.json").read_text())
