@@ -1,0 +1,426 @@
+"""Reads PyTorch checkpoints into numpy arrays without PyTorch, and safely.
+
+A ``.pth`` file is a pickle, and unpickling runs whatever callables the file
+names. :func:`read_torch_checkpoint` therefore unpickles with an allow-list:
+the few torch functions that rebuild a tensor from a storage, the storage
+types, ``collections.OrderedDict``, and numpy scalars/arrays of plain numeric
+dtypes (some training scripts store an epoch counter or a sampler state as
+numpy). Nothing of torch is imported or called: each allowed name maps to a
+small function here that builds the numpy equivalent. Any other global
+(``os.system``, ``builtins.eval``, ``subprocess.Popen``...) stops the load
+with an :class:`Esc50Error` naming the file and the global, before anything
+it names has been looked up, let alone called.
+
+Both file formats PyTorch writes are read:
+
+- the zip format (``torch.save`` default since 1.6): an archive holding
+  ``<prefix>/data.pkl`` (the pickle), ``<prefix>/data/<key>`` (one raw
+  storage per key) and ``<prefix>/byteorder``;
+- the legacy format (``_use_new_zipfile_serialization=False``): five
+  pickles in a row (magic number, protocol version, system info, the object,
+  the list of storage keys), then each storage as a little-endian int64
+  element count followed by its raw bytes, in the order of that list.
+
+Example:
+
+>>> state = read_torch_checkpoint("Cnn14_mAP=0.431.pth")
+>>> state["conv_block1.conv1.weight"].shape
+(64, 1, 3, 3)
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+__all__ = ["read_torch_checkpoint", "load_pickle"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+# torch storage class name -> numpy dtype ("bfloat16" is handled apart).
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+}
+
+# numpy dtypes a checkpoint may carry as scalars or arrays: plain numbers only.
+_NUMPY_KINDS = "biuf"
+
+
+class _StorageType:
+    """Stands for ``torch.<X>Storage`` inside the pickle: only its dtype matters."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+class _Storage:
+    """A flat numpy array read from the file, standing for a torch storage."""
+
+    def __init__(self, array):
+        self.array = array
+
+
+class _NumpyArray:
+    """What ``numpy.core.multiarray._reconstruct`` returns here; BUILD fills it."""
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("unexpected numpy array state")
+        _version, shape, dtype, is_fortran, raw = state
+        if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMPY_KINDS:
+            raise pickle.UnpicklingError(f"numpy array of dtype {dtype!r} refused")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError("numpy array without raw data refused")
+        shape = tuple(int(s) for s in shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize != len(raw):
+            raise pickle.UnpicklingError("numpy array data of the wrong length")
+        flat = np.frombuffer(raw, dtype=dtype, count=count)
+        self.array = flat.reshape(shape, order="F" if is_fortran else "C").copy()
+
+
+def _numpy_reconstruct(cls, shape, typecode):
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("numpy _reconstruct of a non-ndarray refused")
+    return _NumpyArray()
+
+
+def _numpy_dtype(spec, align=False, copy=False):
+    dtype = np.dtype(str(spec)) if isinstance(spec, str) else None
+    if dtype is None or dtype.kind not in _NUMPY_KINDS:
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r} refused")
+    return dtype
+
+
+def _numpy_scalar(dtype, raw=None):
+    if not isinstance(dtype, np.dtype) or not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError("numpy scalar refused")
+    if len(raw) != dtype.itemsize:
+        raise pickle.UnpicklingError("numpy scalar data of the wrong length")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+def _to_native(array):
+    """Big-endian storages (a ``byteorder`` of "big") become native arrays."""
+    return array.astype(array.dtype.newbyteorder("="), copy=False)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_ignored):
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
+    flat = storage.array
+    size = tuple(int(s) for s in size)
+    stride = tuple(int(s) for s in stride)
+    offset = int(offset)
+    if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
+        raise pickle.UnpicklingError(f"bad tensor geometry size={size} stride={stride}")
+    if any(s == 0 for s in size):
+        return np.zeros(size, dtype=flat.dtype)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= flat.size:
+        # as_strided would read past the buffer: a corrupt or hostile file.
+        raise pickle.UnpicklingError(
+            f"tensor of size {size} (stride {stride}, offset {offset}) reaches past "
+            f"its storage of {flat.size} elements"
+        )
+    item = flat.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        flat[offset:], shape=size, strides=tuple(st * item for st in stride),
+        writeable=False,
+    )
+    return np.array(view, copy=True)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
+    return data
+
+
+# (module, name) -> what it builds. Nothing else may be named by a checkpoint.
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+}
+_ALLOWED.update({("torch", name): _StorageType(name) for name in _STORAGE_DTYPES})
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module, name):
+        super().__init__(f"{module}.{name}")
+        self.qualname = f"{module}.{name}"
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED` names."""
+
+    def __init__(self, file, load_storage=None, overrides=None):
+        super().__init__(file)
+        self._load_storage = load_storage
+        self._overrides = overrides or {}
+
+    def find_class(self, module, name):
+        if (module, name) in self._overrides:
+            return self._overrides[(module, name)]
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(module, name) from None
+
+    def persistent_load(self, pid):
+        if self._load_storage is None:
+            raise pickle.UnpicklingError("persistent id outside a checkpoint body")
+        if not (isinstance(pid, tuple) and pid and pid[0] in ("storage", b"storage")):
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
+        return self._load_storage(pid[1:])
+
+
+def load_pickle(data, path, load_storage=None, overrides=None):
+    """Unpickles ``data`` (bytes or a binary file) with the allow-list.
+
+    Args:
+        data: bytes or binary file object positioned at a pickle.
+        path: str or Path. Named in error messages.
+        load_storage: callable or None. Receives the fields of a
+            ``("storage", ...)`` persistent id and returns a ``_Storage``.
+        overrides: dict or None. Replaces some allowed names' builders
+            (never adds a name outside the allow-list).
+
+    Returns:
+        The unpickled object (numpy arrays in place of tensors).
+
+    Raises:
+        Esc50Error: a refused global, a malformed pickle or tensor.
+    """
+    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    try:
+        return _RestrictedUnpickler(file, load_storage, overrides).load()
+    except _RefusedGlobal as err:
+        raise Esc50Error(
+            f"{path}: refusing to load this checkpoint: its pickle calls "
+            f"{err.qualname}, which a file of tensors never needs (only tensor, "
+            "storage and plain-container types are allowed); it may be malicious"
+        ) from None
+    except Esc50Error:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
+            IndexError, AttributeError, struct.error, OverflowError,
+            MemoryError) as err:
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def _storage_array(raw, dtype, numel, path, key, byteorder="little"):
+    if dtype == "bfloat16":
+        # bfloat16 is the upper half of a float32.
+        half = np.frombuffer(raw, dtype="<u2" if byteorder == "little" else ">u2")
+        array = (half.astype(np.uint32) << 16).view(np.float32)
+    else:
+        np_dtype = np.dtype(dtype).newbyteorder("<" if byteorder == "little" else ">")
+        array = _to_native(np.frombuffer(raw, dtype=np_dtype))
+    if array.size != numel:
+        raise Esc50Error(
+            f"{path}: storage {key} holds {array.size} elements, the pickle says {numel}"
+        )
+    return array
+
+
+def _read_zip(path, zf):
+    pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise Esc50Error(f"{path}: a zip file, but not a PyTorch checkpoint (no data.pkl)")
+    prefix = pickles[0][: -len("data.pkl")]
+    names = set(zf.namelist())
+    byteorder = "little"
+    if prefix + "byteorder" in names:
+        byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise Esc50Error(f"{path}: unknown byte order {byteorder!r}")
+    loaded = {}
+
+    def load_storage(fields):
+        storage_type, key, _location, numel = fields[:4]
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError("storage of an unknown type")
+        key = str(key)
+        if key not in loaded:
+            member = f"{prefix}data/{key}"
+            if member not in names:
+                raise Esc50Error(f"{path}: storage {key} is missing from the archive")
+            loaded[key] = _storage_array(zf.read(member), storage_type.dtype,
+                                         int(numel), path, key, byteorder)
+        return _Storage(loaded[key])
+
+    return load_pickle(zf.read(pickles[0]), path, load_storage)
+
+
+def _read_legacy(path, f):
+    magic = load_pickle(f, path)
+    if magic != _LEGACY_MAGIC:
+        raise Esc50Error(f"{path}: not a PyTorch checkpoint (wrong magic number)")
+    protocol = load_pickle(f, path)
+    if protocol != _LEGACY_PROTOCOL:
+        raise Esc50Error(f"{path}: unsupported legacy PyTorch protocol {protocol!r}")
+    sys_info = load_pickle(f, path)
+    little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+    byteorder = "little" if little else "big"
+    # Storages are read after the pickle that names them: hand out placeholders
+    # now, fill them once the raw data has been read, then rebuild tensors.
+    storages, pending = {}, []
+
+    def load_storage(fields):
+        storage_type, key, _location, numel = fields[:4]
+        view = fields[4] if len(fields) > 4 else None
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError("storage of an unknown type")
+        if view is not None:
+            raise Esc50Error(f"{path}: storage views (pre-1.0 PyTorch files) are not supported")
+        key = str(key)
+        storages.setdefault(key, [storage_type.dtype, int(numel), None])
+        placeholder = _Storage(None)
+        pending.append((key, placeholder))
+        return placeholder
+
+    # Tensors cannot be built before their data is read: record the calls.
+    deferred = []
+
+    def deferred_rebuild(*args):
+        box = _Deferred(args)
+        deferred.append(box)
+        return box
+
+    overrides = {
+        k: deferred_rebuild if "tensor" in k[1] else _rebuild_parameter
+        for k in _ALLOWED if k[0] == "torch._utils"
+    }
+    obj = load_pickle(f, path, load_storage, overrides)
+    keys = load_pickle(f, path)
+    if not isinstance(keys, list):
+        raise Esc50Error(f"{path}: malformed legacy checkpoint (storage key list)")
+    for key in keys:
+        key = str(key)
+        if key not in storages:
+            raise Esc50Error(f"{path}: unknown storage {key} in the key list")
+        dtype, numel, _ = storages[key]
+        header = f.read(8)
+        if len(header) != 8:
+            raise Esc50Error(f"{path}: truncated (storage {key} missing)")
+        (count,) = struct.unpack("<q", header)
+        if count != numel:
+            raise Esc50Error(f"{path}: storage {key} holds {count} elements, the pickle says {numel}")
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        raw = f.read(count * itemsize)
+        if len(raw) != count * itemsize:
+            raise Esc50Error(f"{path}: truncated inside storage {key}")
+        storages[key][2] = _storage_array(raw, dtype, count, path, key, byteorder)
+    for key, placeholder in pending:
+        placeholder.array = storages[key][2]
+        if placeholder.array is None:
+            raise Esc50Error(f"{path}: storage {key} has no data in the file")
+    try:
+        for box in deferred:
+            box.value = _rebuild_tensor(*box.args)
+    except pickle.UnpicklingError as err:
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    return _resolve(obj)
+
+
+class _Deferred:
+    """A tensor of a legacy file, rebuilt once the storages have been read."""
+
+    def __init__(self, args):
+        self.args = args
+        self.value = None
+
+
+def _resolve(obj):
+    """Replaces deferred tensors and numpy placeholders by their arrays."""
+    if isinstance(obj, _Deferred):
+        return obj.value
+    if isinstance(obj, _NumpyArray):
+        return obj.array
+    if isinstance(obj, dict):
+        resolved = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            resolved[k] = _resolve(v)
+        return resolved
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve(v) for v in obj)
+    return obj
+
+
+def _unwrap(obj, path):
+    """The state dict inside what was saved ({"model": sd, ...} or sd itself)."""
+    if isinstance(obj, dict) and not any(isinstance(v, np.ndarray) for v in obj.values()):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise Esc50Error(f"{path}: holds no state dict (a mapping of names to tensors)")
+    bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
+    if bad:
+        raise Esc50Error(f"{path}: the state dict has a non-tensor entry {bad[0]!r}")
+    return dict(obj)
+
+
+def read_torch_checkpoint(path):
+    """Reads a PyTorch checkpoint's state dict as numpy arrays, without torch.
+
+    Args:
+        path: str or Path. A ``.pth``/``.pt`` file in the zip or the legacy
+            format. A file holding ``{"model": state_dict, ...}`` (as the
+            official PANNs files do), ``{"state_dict": ...}`` or the state
+            dict itself is unwrapped.
+
+    Returns:
+        dict mapping each state-dict key to a numpy array (native byte order;
+        bfloat16 becomes float32).
+
+    Raises:
+        Esc50Error: the file is missing, truncated, not a checkpoint, or its
+            pickle names anything beyond tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Esc50Error(f"{path}: no such checkpoint file")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                obj = _resolve(_read_zip(path, zf))
+        else:
+            with open(path, "rb") as f:
+                obj = _read_legacy(path, f)
+    except zipfile.BadZipFile as err:
+        raise Esc50Error(f"{path}: damaged zip checkpoint ({err})") from None
+    except OSError as err:
+        raise Esc50Error(f"{path}: cannot read ({err})") from None
+    return _unwrap(obj, path)
