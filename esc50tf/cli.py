@@ -14,6 +14,7 @@ import sys
 
 from esc50tf import __version__
 from esc50tf.errors import Esc50Error
+from esc50tf.pretrained import cli as pretrained_cli
 
 
 def _positive_int(text):
@@ -914,6 +915,7 @@ def build_parser():
                 _add_tune, _add_evaluate, _add_predict, _add_features, _add_demo, _add_compare,
                 _add_study, _add_data_service):
         add(sub)
+    pretrained_cli.add_parser(sub)
     return parser
 
 

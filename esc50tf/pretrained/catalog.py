@@ -1,0 +1,136 @@
+"""The pretrained checkpoints esc50tf knows: the official PANNs files.
+
+The authors published their AudioSet-trained checkpoints on Zenodo, record
+3987831 (https://zenodo.org/records/3987831). What is recorded here and
+where it comes from:
+
+- file names and URLs: the Zenodo record's file list (the names carry the
+  AudioSet mAP the authors report: `Cnn14_mAP=0.431.pth`...);
+- md5: the digest Zenodo publishes for each file (Zenodo publishes md5
+  only; no sha256 of these files is published by the authors or Zenodo, so
+  none is recorded: a download's sha256 is computed and kept with the
+  converted weights instead);
+- size: in bytes where a published figure was found (Cnn14 only);
+- licence: the record's licence, Creative Commons Attribution 4.0 (as its
+  metadata `license.id = cc-by-4.0` is quoted by users of the record; it
+  was not fetched from Zenodo here, which this machine cannot reach).
+
+More entries (a mirror, a checkpoint of your own in the same layout) can be
+added without editing esc50tf: point the `ESC50TF_PRETRAINED_CATALOG`
+environment variable at a JSON file holding a list of objects with the
+fields of :class:`Checkpoint`. The tests use this for a reduced-width
+checkpoint served from a `file://` URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from esc50tf.errors import Esc50Error
+
+__all__ = ["CATALOG_ENV", "Checkpoint", "CHECKPOINTS", "checkpoints", "get"]
+
+CATALOG_ENV = "ESC50TF_PRETRAINED_CATALOG"
+ZENODO_RECORD = "https://zenodo.org/records/3987831"
+_LICENCE = "CC BY 4.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One downloadable checkpoint.
+
+    Args:
+        name: str. What users type (`pretrained download NAME`,
+            `train --weights NAME`).
+        architecture: str. A key of `esc50tf.models.panns.ARCHITECTURES`.
+        file_name: str. The file's name at its source.
+        url: str. Where to download it (http(s):// or file://).
+        md5: str or None. Published md5 of the file.
+        sha256: str or None. Published sha256 of the file.
+        size: int or None. Size in bytes.
+        licence: str. Licence of the weights.
+        audioset_map: float or None. AudioSet mAP the authors report.
+        widths: tuple of ints or None. Conv widths, None for the
+            architecture's own (only reduced test checkpoints set it).
+        note: str. Shown by `pretrained list`.
+    """
+
+    name: str
+    architecture: str
+    file_name: str
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    licence: str = _LICENCE
+    audioset_map: float | None = None
+    widths: tuple | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        if self.widths is not None:
+            object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+
+def _zenodo(file_name):
+    return f"{ZENODO_RECORD}/files/{file_name.replace('=', '%3D')}?download=1"
+
+
+CHECKPOINTS = {
+    c.name: c
+    for c in (
+        Checkpoint("cnn14", "cnn14", "Cnn14_mAP=0.431.pth", _zenodo("Cnn14_mAP=0.431.pth"),
+                   md5="541141fa2ee191a88f24a3219fff024e", size=327_428_481,
+                   audioset_map=0.431, note="CNN14, 32 kHz"),
+        Checkpoint("cnn14_16k", "cnn14_16k", "Cnn14_16k_mAP=0.438.pth",
+                   _zenodo("Cnn14_16k_mAP=0.438.pth"),
+                   md5="362fc5ff18f1d6ad2f6d464b45893f2c", audioset_map=0.438,
+                   note="CNN14, 16 kHz front end (512 / 160, 50-8000 Hz)"),
+        Checkpoint("cnn14_sed", "cnn14_sed", "Cnn14_DecisionLevelMax_mAP=0.385.pth",
+                   _zenodo("Cnn14_DecisionLevelMax_mAP=0.385.pth"),
+                   md5="70539c43c18b6a289b3199c503a82c5a", audioset_map=0.385,
+                   note="CNN14 decision-level max (frame-wise outputs), 32 kHz"),
+    )
+}
+"""The official checkpoints, by esc50tf name."""
+
+
+def _extra(path):
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise Esc50Error(f"{CATALOG_ENV}={path}: cannot read the extra catalog ({err})") from None
+    if not isinstance(entries, list):
+        raise Esc50Error(f"{CATALOG_ENV}={path}: expected a JSON list of checkpoints")
+    fields = {f.name for f in dataclasses.fields(Checkpoint)}
+    extra = {}
+    for i, entry in enumerate(entries):
+        unknown = set(entry) - fields if isinstance(entry, dict) else {"(not an object)"}
+        if unknown:
+            raise Esc50Error(f"{CATALOG_ENV}={path}: entry {i}: unknown field(s) "
+                             f"{', '.join(sorted(unknown))}; allowed: {', '.join(sorted(fields))}")
+        try:
+            c = Checkpoint(**entry)
+        except TypeError as err:
+            raise Esc50Error(f"{CATALOG_ENV}={path}: entry {i}: {err}") from None
+        extra[c.name] = c
+    return extra
+
+
+def checkpoints():
+    """Every known checkpoint: the official ones, then those of `$ESC50TF_PRETRAINED_CATALOG`."""
+    found = dict(CHECKPOINTS)
+    if os.environ.get(CATALOG_ENV):
+        found.update(_extra(os.environ[CATALOG_ENV]))
+    return found
+
+
+def get(name):
+    """The checkpoint called `name`; Esc50Error listing the known names otherwise."""
+    known = checkpoints()
+    if name not in known:
+        raise Esc50Error(f"unknown pretrained checkpoint {name!r}; known: {', '.join(known)}")
+    return known[name]
