@@ -282,6 +282,7 @@ TRAIN_OPTIONS = [
     ("--lr", "train", "lr", dict(type=_positive_float, help="learning rate")),
     ("--weight-decay", "train", "weight_decay", dict(type=float, help="decoupled weight decay (adamw, sgd)")),
     ("--momentum", "train", "momentum", dict(type=float, help="SGD momentum (default 0.9)")),
+    ("--trunk-lr-scale", "train", "trunk_lr_scale", dict(type=_positive_float, help="learning-rate factor of a pretrained PANNs trunk, in (0, 1] (adam/adamw; the finetune preset: 0.1)")),
     ("--lr-patience", "train", "lr_patience", dict(type=_positive_int, help="ReduceLROnPlateau patience (default 5, factor 0.2)")),
     ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=_positive_int, help="EarlyStopping patience on validation loss, best weights restored (default 10)")),
     ("--mixed-precision", "train", "mixed_precision", dict(choices=["auto", "off", "bf16", "fp16"], help="auto: bf16 on TPUs and GPUs that support it, off on CPU")),
@@ -295,7 +296,8 @@ TRAIN_OPTIONS = [
 ]
 
 MODEL_OPTIONS = [
-    ("--weights", "model", "weights", dict(help="local weights file for the CNN backbone (e.g. ImageNet notop .h5)")),
+    ("--weights", "model", "weights", dict(metavar="NAME|FILE", help="pretrained weights: for cnn14*, hybrid --backbone cnn14 and --classic-features embeddings a PANNs checkpoint name (esc50tf pretrained list) or converted file; for keras.applications backbones a local weights file (e.g. ImageNet notop .h5)")),
+    ("--backbone", "model", "backbone", dict(choices=["densenet121", "cnn14", "cnn14_16k"], help="hybrid trunk (default densenet121; cnn14: the PANNs conv blocks, pretrained with --weights)")),
     ("--image-size", "model", "image_size", dict(type=_positive_int, help="resize the spectrogram to a square image (the study: 224)")),
     ("--image-channels", "model", "image_channels", dict(type=int, choices=[1, 3], help="image channels (default 3 with --weights, else 1)")),
     ("--normalization", "model", "normalization", dict(choices=["frequency", "instance", "batch", "none"], help="feature normalisation (default: per-frequency stats from the training folds)")),
@@ -303,7 +305,8 @@ MODEL_OPTIONS = [
     ("--dense-units", "model", "dense_units", dict(type=_positive_int, help="width of the dense head")),
     ("--rnn-units", "model", "rnn_units", dict(type=_positive_int, help="recurrent units per direction (default 64)")),
     ("--attention-units", "model", "attention_units", dict(type=_positive_int, help="attention size of the hybrid (default 64)")),
-    ("--classic-features", "model", "classic_features", dict(choices=["stats", "image"], help="knn/svm/random_forest input: band statistics or the study's image")),
+    ("--classic-features", "model", "classic_features", dict(choices=["stats", "image", "embeddings"], help="knn/svm/random_forest/logreg input: band statistics, the study's image, or PANNs embeddings of --weights (a linear probe)")),
+    ("--logreg-c", "model", "logreg_c", dict(type=_positive_float, help="inverse L2 strength of logreg (default 1)")),
 ]
 
 AUGMENT_OPTIONS = [
@@ -394,8 +397,9 @@ def _add_train(sub):
     p.add_argument("--data", help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", help="run folder to write")
     p.add_argument("--config", help="a config.json of an earlier run to repeat (flags override it)")
-    p.add_argument("--preset", choices=["default", "seed"], default=None,
-                   help="default: a strong recipe from the literature; seed: the study's settings for the model")
+    p.add_argument("--preset", choices=["default", "seed", "finetune"], default=None,
+                   help="default: a strong recipe from the literature; seed: the study's settings for the model; "
+                   "finetune: for pretrained PANNs trunks (chosen automatically when --weights is given)")
     proto = p.add_mutually_exclusive_group()
     proto.add_argument("--cv", action="store_true", help="k-fold cross-validation over all folds (default)")
     proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")
@@ -403,7 +407,7 @@ def _add_train(sub):
     p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="TensorFlow op determinism: bit-identical reruns with the same --seed (slower)")
-    p.add_argument("--freeze-backbone", action="store_true", default=None, help="keep the CNN backbone's weights fixed")
+    p.add_argument("--freeze-backbone", action="store_true", default=None, help="keep the CNN backbone's (or PANNs trunk's) weights fixed; train only the new head")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     p.add_argument("--overwrite", action="store_true", help="replace a run folder holding another configuration")
@@ -899,6 +903,42 @@ def _run_data_service(args):
     return 0
 
 
+# --- embed ------------------------------------------------------------------------------
+
+def _add_embed(sub):
+    p = sub.add_parser(
+        "embed",
+        help="clip embeddings from a pretrained PANNs model into an .npz (for linear probes)",
+        description="Compute the fc1 embedding of every clip once (inference mode, no "
+        "augmentation) with pretrained PANNs weights, and write an .npz with 'embeddings' "
+        "[clips, dim] and 'filenames' (plus 'labels' and 'folds' for a TFRecord folder). "
+        "Audio is mixed to mono and resampled to the model's rate.",
+        epilog="examples:\n  esc50tf embed cnn14 tfrecords --out embeddings.npz\n"
+        "  esc50tf embed weights/cnn14.npz dog.wav recordings/ --out mine.npz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("weights", metavar="WEIGHTS",
+                   help="a checkpoint name from `esc50tf pretrained list` (downloaded) or a converted weights file")
+    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_TFRECORDS",
+                   help="audio files and folders, or one TFRecord folder")
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per batch for TFRecords (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_embed)
+
+
+def _run_embed(args):
+    from esc50tf.embed import embed
+
+    n, errors = embed(args.weights, args.inputs, args.out, overwrite=args.overwrite,
+                      batch_size=args.batch_size, progress=not args.no_progress)
+    for path, message in errors:
+        print(f"esc50tf embed: skipped {message}", file=sys.stderr)
+    print(f"wrote {n} embeddings to {args.out}")
+    return 1 if errors else 0
+
+
 # --- entry point --------------------------------------------------------------------
 
 def build_parser():
@@ -916,6 +956,7 @@ def build_parser():
                 _add_study, _add_data_service):
         add(sub)
     pretrained_cli.add_parser(sub)
+    _add_embed(sub)
     return parser
 
 

@@ -22,13 +22,21 @@ epochs, 224x224 RGB input, frozen backbones when weights are given; the RNNs
 with Adam (Bi-GRU with the study's shift + noise audio augmentation, now on
 the fly and on training batches only); the hybrid with Adam, 100 epochs;
 KNN / SVM / random forest on the flattened 224x224 spectrogram image.
+
+finetune: fine-tuning an AudioSet-pretrained PANNs trunk (chosen
+automatically for `default` when a PANNs model gets `--weights`): the
+model's own front end and bn0 (no other normalisation), a new head trained
+at 1e-3 while the pretrained layers learn 10x slower (1e-4, the rate Kong
+et al. fine-tuned with), Adam(W) without weight decay, batch 32, 30 epochs,
+and PANNs' augmentation: SpecAugment with two time masks of up to 64
+frames and two frequency masks of up to 8 bins, and mixup with alpha 1.0.
 """
 
 from __future__ import annotations
 
 from esc50tf.errors import Esc50Error
 
-PRESETS = ("default", "seed")
+PRESETS = ("default", "seed", "finetune")
 
 _DEFAULT = {
     "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "epochs": 100,
@@ -37,6 +45,15 @@ _DEFAULT = {
     "model": {"normalization": "frequency"},
     "augment": {"time_shift_seconds": 0.5, "freq_mask_param": 16, "time_mask_param": 40,
                 "num_freq_masks": 2, "num_time_masks": 2, "mix": "mixup", "mixup_alpha": 0.2},
+}
+
+_FINETUNE = {
+    "train": {"optimizer": "adamw", "lr": 1e-3, "trunk_lr_scale": 0.1, "weight_decay": 0.0,
+              "epochs": 30, "batch_size": 32},
+    "features": {},  # the PANNs architecture's own (esc50tf.models.panns.feature_settings)
+    "model": {"normalization": "none"},
+    "augment": {"freq_mask_param": 8, "time_mask_param": 64, "num_freq_masks": 2,
+                "num_time_masks": 2, "mix": "mixup", "mixup_alpha": 1.0},
 }
 
 _SEED_COMMON = {
@@ -72,6 +89,8 @@ def preset(name, model):
         raise Esc50Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     if name == "default":
         return {k: dict(v) for k, v in _DEFAULT.items()}
+    if name == "finetune":
+        return {k: dict(v) for k, v in _FINETUNE.items()}
     out = {k: dict(v) for k, v in _SEED_COMMON.items()}
     for section, values in _SEED_PER_MODEL.get(model, {}).items():
         out[section].update(values)

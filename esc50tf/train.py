@@ -60,6 +60,8 @@ class TrainConfig:
         epochs, batch_size: ints. batch_size is per replica.
         optimizer: str. adam, adamw, sgd (with momentum) or adagrad.
         lr, weight_decay, momentum: floats.
+        trunk_lr_scale: float in (0, 1]. Learning-rate factor of a pretrained PANNs
+            trunk (adam/adamw only); the new head learns at `lr`. 1.0: one rate.
         lr_factor, lr_patience, min_lr: ReduceLROnPlateau (the study: 0.2, 5, 1e-5).
         early_stopping_patience: int. EarlyStopping on validation loss, restoring the
             best weights (the study: 10). The best-val-accuracy checkpoint is kept too.
@@ -91,6 +93,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
+    trunk_lr_scale: float = 1.0
     lr_factor: float = 0.2
     lr_patience: int = 5
     min_lr: float = 1e-5
@@ -118,6 +121,9 @@ class TrainConfig:
             (self.lr > 0, "lr", self.lr, "a number > 0"),
             (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
             (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
+            (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
+            (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
+             self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
         ]
         for ok, name, value, allowed in checks:
             if not ok:
@@ -172,13 +178,16 @@ def resolve_config(model, preset="default", base=None, overrides=None):
 
     Args:
         model: str. Registered model name.
-        preset: str. "default" or "seed".
+        preset: str. "default", "seed" or "finetune" ("default" becomes "finetune"
+            for a PANNs model given pretrained weights).
         base: dict or None. A saved config.json (sections train/model/...).
         overrides: dict or None. Same sections; only keys the user set.
     """
     from esc50tf import models, presets
+    from esc50tf.models import panns
 
     models.get(model)  # unknown names fail here, listing the valid ones
+    preset = panns.effective_preset(model, preset, base, overrides)
     merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
     for layer in (presets.preset(preset, model), base or {}, overrides or {}):
         for section, values in layer.items():
@@ -187,6 +196,7 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             merged[section].update(values)
     merged["model"]["name"] = model
     merged["train"]["preset"] = preset
+    panns.fix_settings(merged, overrides)
     # The study froze ImageNet backbones; a random backbone is never frozen by a preset.
     if preset == "seed" and merged["model"].get("weights") and model in (
             "vgg16", "resnet50", "densenet121"):
@@ -216,6 +226,11 @@ def protocol_splits(cfg, index):
 def make_optimizer(t):
     import keras
 
+    if t.trunk_lr_scale != 1.0:
+        from esc50tf.models.optimizers import TrunkScaledAdamW
+
+        return TrunkScaledAdamW(t.trunk_lr_scale, learning_rate=t.lr,
+                                weight_decay=t.weight_decay if t.optimizer == "adamw" else 0.0)
     if t.optimizer == "adam":
         return keras.optimizers.Adam(t.lr)
     if t.optimizer == "adamw":
@@ -383,6 +398,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     from esc50tf import distribute, evaluate, models
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
+    from esc50tf.models.panns import check_sample_rate
 
     t = cfg.train
     if not t.data:
@@ -396,6 +412,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                                  deterministic=t.deterministic, data_service=t.data_service)
     manifest = tfr.read_manifest(t.data)
     tfr.verify_shards(t.data, manifest)
+    check_sample_rate(cfg.model, manifest, t.data)
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
@@ -756,12 +773,15 @@ def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
     from esc50tf.models import classic
 
     t = cfg.train
-    featurize = classic.make_featurizer(cfg.features, cfg.model)
+    if cfg.model.classic_features == "embeddings":
+        features_of = _embedding_rows(cfg, split_dir.parent)
+    else:
+        featurize = classic.make_featurizer(cfg.features, cfg.model)
 
-    def features_of(selection):
-        ds = make_dataset(t.data, selection, training=False, batch_size=64, with_metadata=True,
-                          manifest=manifest, cache=False)
-        return classic.extract(ds, featurize)
+        def features_of(selection):
+            ds = make_dataset(t.data, selection, training=False, batch_size=64,
+                              with_metadata=True, manifest=manifest, cache=False)
+            return classic.extract(ds, featurize)
 
     start = time.perf_counter()
     x_train, y_train, _ = features_of(split.train)
@@ -784,3 +804,13 @@ def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
                   num_train_clips=int(len(y_train)), best_val_accuracy=val_acc,
                   feature_dim=int(x_train.shape[1]))
     return result
+
+
+def _embedding_rows(cfg, run_dir):
+    """`selection -> (X, y, filenames)` from PANNs embeddings computed once per run, cached."""
+    from esc50tf import embed
+    from esc50tf.data.splits import load_index
+
+    table = embed.embedding_table(cfg.train.data, cfg.model, Path(run_dir) / "embeddings.npz")
+    index = load_index(cfg.train.data)
+    return lambda selection: embed.select(table, selection, index)

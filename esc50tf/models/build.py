@@ -55,9 +55,29 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
         if spec_aug is not None:
             x = spec_aug(x)
     x = spec.builder(x, model_config, num_classes)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                 name="predictions")(x)
-    return keras.Model(inputs, outputs, name=spec.name)
+    outputs = x if spec.own_head else keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=spec.name)
+    _pretrained_trunk(model, model_config, feature_config)
+    return model
+
+
+def _pretrained_trunk(model, model_config, feature_config):
+    """PANNs trunks: check the front end, load `--weights`, apply `--freeze-backbone`."""
+    from esc50tf.models import panns
+
+    arch = panns.architecture_of(model_config)
+    if arch is None:
+        return
+    wanted = panns.feature_settings(arch)
+    wrong = {k: v for k, v in feature_config.to_dict().items() if k in wanted and wanted[k] != v}
+    if wrong:
+        raise ValueError(f"{model_config.name} on the {arch} trunk needs its own front end; "
+                         f"got {wrong}, needs {({k: wanted[k] for k in wrong})}")
+    if model_config.weights:
+        panns.load_pretrained(model, model_config)
+    if model_config.freeze_backbone:
+        panns.freeze_trunk(model)
 
 
 def normalization_layer(kind):

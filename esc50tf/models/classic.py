@@ -1,10 +1,12 @@
-"""scikit-learn models on fixed features: KNN, linear SVM, random forest.
+"""scikit-learn models on fixed features: KNN, linear SVM, random forest, logistic regression.
 
-Two inputs (ModelConfig.classic_features):
+Three inputs (ModelConfig.classic_features):
 - "image": the study's input, a log-Mel spectrogram (dB relative to the
   clip's max) resized to a square image and flattened, then standardised;
 - "stats": per-band mean and standard deviation over time of the log-Mel
-  and of its MFCC, a compact summary that works much better.
+  and of its MFCC, a compact summary that works much better;
+- "embeddings": the fc1 embedding of an AudioSet-pretrained PANNs model
+  (`weights`), a linear probe when the model is `svm` or `logreg`.
 Features are computed with the same front-end layers as the Keras models, in
 the tf.data pipeline, batch by batch.
 """
@@ -48,12 +50,39 @@ def build_random_forest(config, seed=0):
     )
 
 
+@register("logreg", "classic",
+          "multinomial logistic regression (C=1) on standardised features; the usual linear probe",
+          keras=False)
+def build_logreg(config, seed=0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(),
+                         LogisticRegression(C=config.logreg_c, max_iter=2000, random_state=seed))
+
+
 def make_featurizer(feature_config, model_config):
-    """A tf function `waveforms [b, samples] -> features [b, D]` for the classic models."""
+    """A function `waveforms [b, samples] -> features [b, D]` for the classic models."""
     import tensorflow as tf
 
     from esc50tf import features as feat
 
+    if model_config.classic_features == "embeddings":
+        from esc50tf.data.audio import resample
+        from esc50tf.embed import load_embedder
+        from esc50tf.models.panns import architecture
+
+        embedder, arch = load_embedder(model_config.weights)
+        rate, have = architecture(arch)["sample_rate"], feature_config.sample_rate
+
+        def embeddings(x):
+            x = np.asarray(x, np.float32)
+            if have != rate:  # the PANNs front end is tied to its own rate
+                x = np.stack([resample(w, have, rate) for w in x]).astype(np.float32)
+            return tf.convert_to_tensor(embedder(x, training=False))
+
+        return embeddings
     if model_config.classic_features == "image":
         # The study: librosa power_to_db(ref=max) Mel, drawn as a picture.
         mel_cfg = dataclasses.replace(feature_config, kind="mel", ref="max", log="db")

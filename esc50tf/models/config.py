@@ -7,7 +7,8 @@ import dataclasses
 from esc50tf.errors import Esc50Error
 
 NORMALIZATIONS = ("frequency", "instance", "batch", "none")
-CLASSIC_FEATURES = ("stats", "image")
+CLASSIC_FEATURES = ("stats", "image", "embeddings")
+HYBRID_BACKBONES = ("densenet121", "cnn14", "cnn14_16k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,9 @@ class ModelConfig:
         weights: str or None. Local weights file for the CNN backbone (e.g.
             ImageNet weights for keras.applications); None trains from scratch.
         freeze_backbone: bool. Keep the backbone's weights fixed.
+        backbone: str or None. The hybrid's trunk: "densenet121" (None, the
+            default) or a PANNs CNN14 ("cnn14", "cnn14_16k"; with `weights`
+            the AudioSet-pretrained one).
         image_size: int or None. Resize the spectrogram to a square image of
             this size (the study used 224) before a CNN; None keeps its own
             `[frames, bins]` shape.
@@ -31,12 +35,14 @@ class ModelConfig:
             given (ImageNet backbones need 3), else 1.
         normalization: str. "frequency" (per-frequency mean/std from the
             training folds, stored in the model), "instance", "batch" or "none".
-        classic_features: str. For knn/svm/random_forest: "stats" (per-band
-            mean/std of log-Mel and MFCC) or "image" (the study's flattened,
-            standardised spectrogram image).
+        classic_features: str. For knn/svm/random_forest/logreg: "stats" (per-band
+            mean/std of log-Mel and MFCC), "image" (the study's flattened,
+            standardised spectrogram image) or "embeddings" (a pretrained PANNs
+            model's fc1 embedding, from `weights`: a linear probe).
         knn_neighbors: int. Defaults to 5 (the study).
         svm_c: float. Defaults to 1.0 (the study: linear kernel, C=1).
         n_trees: int. Random-forest size. Defaults to 100 (the study).
+        logreg_c: float. Inverse L2 strength of `logreg`. Defaults to 1.0.
     """
 
     name: str = "hybrid"
@@ -47,6 +53,7 @@ class ModelConfig:
     l2: float | None = None
     weights: str | None = None
     freeze_backbone: bool = False
+    backbone: str | None = None
     image_size: int | None = None
     image_channels: int | None = None
     normalization: str = "frequency"
@@ -54,6 +61,7 @@ class ModelConfig:
     knn_neighbors: int = 5
     svm_c: float = 1.0
     n_trees: int = 100
+    logreg_c: float = 1.0
 
     def __post_init__(self):
         if self.dropout is not None and not 0 <= self.dropout < 1:
@@ -79,8 +87,13 @@ class ModelConfig:
                 f"classic_features must be one of {', '.join(CLASSIC_FEATURES)}, "
                 f"got {self.classic_features!r}"
             )
+        if self.backbone is not None and self.backbone not in HYBRID_BACKBONES:
+            raise Esc50Error(f"backbone must be one of {', '.join(HYBRID_BACKBONES)}, "
+                             f"got {self.backbone!r}")
         if not self.svm_c > 0:
             raise Esc50Error(f"svm_c must be > 0, got {self.svm_c!r}")
+        if not self.logreg_c > 0:
+            raise Esc50Error(f"logreg_c must be > 0, got {self.logreg_c!r}")
 
     def channels(self):
         if self.image_channels is not None:

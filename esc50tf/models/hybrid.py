@@ -6,6 +6,12 @@
 a 5 s ESC-50 clip at hop 512), additive attention pooling over them, Dense 64,
 dropout 0.5.
 
+With `backbone="cnn14"` (or "cnn14_16k") the trunk is the PANNs CNN14's
+batch norm over Mel bins and six conv blocks (AudioSet-pretrained with
+`weights`), on CNN14's own log-Mel front end: `[b, T', F', 2048]` with
+T' = frames // 32 (15 for a 5 s clip at 32 kHz), averaged over frequency
+only, then the same Bi-GRU and attention.
+
 `hybrid_seed` reproduces the study's exact graph for comparison: the trunk is
 pooled globally (time included) before the Bi-GRU, so the recurrent layer sees
 a sequence of length 1 and the attention weight is always 1. Use it only to
@@ -34,13 +40,20 @@ def _head(x, config):
 
 
 @register("hybrid", "hybrid",
-          "DenseNet121 trunk pooled over frequency only, Bi-GRU over time, attention pooling (time kept)")
+          "DenseNet121 (or --backbone cnn14) trunk pooled over frequency only, Bi-GRU over time, "
+          "attention pooling (time kept)")
 def build_hybrid(x, config, num_classes):
+    from esc50tf.models import panns
     from esc50tf.models.layers import MeanOverAxis
 
-    x = image_input(x, config)  # [b, frames, mels, C]
-    x = backbone("DenseNet121", x, config)  # [b, T', F', 1024]
-    x = MeanOverAxis(axis=2, name="frequency_pool")(x)  # [b, T', 1024]
+    arch = panns.architecture_of(config)
+    if arch is not None:
+        widths, _ = panns.trunk_settings(config, arch)
+        x = panns.conv_trunk(x, widths)  # [b, T', F', 2048]
+    else:
+        x = image_input(x, config)  # [b, frames, mels, C]
+        x = backbone("DenseNet121", x, config)  # [b, T', F', 1024]
+    x = MeanOverAxis(axis=2, name="frequency_pool")(x)  # [b, T', C]
     return _head(x, config)
 
 

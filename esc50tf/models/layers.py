@@ -1,4 +1,4 @@
-"""Layers the model families share: pooling over one axis, attention pooling."""
+"""Layers the model families share: pooling over one axis, attention pooling, PANNs' pooling."""
 
 from __future__ import annotations
 
@@ -85,3 +85,77 @@ class AttentionPooling(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "return_attention": self.return_attention}
+
+
+@keras.saving.register_keras_serializable(package="esc50tf")
+class TimeMaxPlusMean(keras.layers.Layer):
+    """CNN14's clip pooling: max over time plus mean over time, `[b, T, C] -> [b, C]`.
+
+    Args:
+        **kwargs: Base layer arguments.
+
+    Example:
+    >>> TimeMaxPlusMean()(np.ones((2, 15, 8), "float32")).shape
+    (2, 8)
+    """
+
+    def call(self, inputs):
+        return ops.max(inputs, axis=1) + ops.mean(inputs, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="esc50tf")
+class SEDSmoothing(keras.layers.Layer):
+    """The SED variant's smoothing over time: `max_pool1d(3, 1, 1) + avg_pool1d(3, 1, 1)`.
+
+    As PyTorch's defaults: the max ignores the padding, the average counts
+    it (zeros, divided by 3 at both ends). `[b, T, C] -> [b, T, C]`.
+
+    Args:
+        **kwargs: Base layer arguments.
+    """
+
+    def call(self, inputs):
+        padded = ops.pad(inputs, [[0, 0], [1, 1], [0, 0]])  # zeros at both ends of time
+        mean = (padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]) / 3.0
+        low = ops.full_like(inputs[:, :1], float("-inf"))
+        padded = ops.concatenate([low, inputs, low], axis=1)
+        peak = ops.maximum(ops.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
+        return peak + mean
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="esc50tf")
+class FramewiseUpsample(keras.layers.Layer):
+    """Segment-wise output back to the frame rate, as the reference does it.
+
+    Each of the T' segments is repeated `ratio` times, then the last one is
+    repeated up to the number of frames of `frames_like` (the log-Mel):
+    `([b, T', C], [b, frames, M]) -> [b, frames, C]`.
+
+    Args:
+        ratio: int. Frames per segment. Defaults to 32 (five 2x poolings).
+        **kwargs: Base layer arguments.
+    """
+
+    def __init__(self, ratio=32, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = int(ratio)
+
+    def call(self, inputs):
+        segments, frames_like = inputs
+        frames = ops.shape(frames_like)[1]
+        last = ops.shape(segments)[1] - 1
+        index = ops.minimum(ops.arange(frames) // self.ratio, last)
+        return ops.take(segments, index, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        segments, frames_like = input_shape
+        return (segments[0], frames_like[1], segments[2])
+
+    def get_config(self):
+        return {**super().get_config(), "ratio": self.ratio}

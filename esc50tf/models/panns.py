@@ -34,9 +34,6 @@ dataset's classes (see `esc50tf.models.build`).
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
 from esc50tf.errors import Esc50Error
 from esc50tf.models.registry import register
 
@@ -82,102 +79,31 @@ def build_frontend(name, layer_name="frontend"):
     return feat.MelSpectrogram(**settings, name=layer_name)
 
 
-@keras.saving.register_keras_serializable(package="esc50tf")
-class TimeMaxPlusMean(keras.layers.Layer):
-    """CNN14's clip pooling: max over time plus mean over time, `[b, T, C] -> [b, C]`.
-
-    Args:
-        **kwargs: Base layer arguments.
-
-    Example:
-    >>> TimeMaxPlusMean()(np.ones((2, 15, 8), "float32")).shape
-    (2, 8)
-    """
-
-    def call(self, inputs):
-        return ops.max(inputs, axis=1) + ops.mean(inputs, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[2])
-
-
-@keras.saving.register_keras_serializable(package="esc50tf")
-class SEDSmoothing(keras.layers.Layer):
-    """The SED variant's smoothing over time: `max_pool1d(3, 1, 1) + avg_pool1d(3, 1, 1)`.
-
-    As PyTorch's defaults: the max ignores the padding, the average counts
-    it (zeros, divided by 3 at both ends). `[b, T, C] -> [b, T, C]`.
-
-    Args:
-        **kwargs: Base layer arguments.
-    """
-
-    def call(self, inputs):
-        padded = ops.pad(inputs, [[0, 0], [1, 1], [0, 0]])  # zeros at both ends of time
-        mean = (padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]) / 3.0
-        low = ops.full_like(inputs[:, :1], float("-inf"))
-        padded = ops.concatenate([low, inputs, low], axis=1)
-        peak = ops.maximum(ops.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
-        return peak + mean
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-
-@keras.saving.register_keras_serializable(package="esc50tf")
-class FramewiseUpsample(keras.layers.Layer):
-    """Segment-wise output back to the frame rate, as the reference does it.
-
-    Each of the T' segments is repeated `ratio` times, then the last one is
-    repeated up to the number of frames of `frames_like` (the log-Mel):
-    `([b, T', C], [b, frames, M]) -> [b, frames, C]`.
-
-    Args:
-        ratio: int. Frames per segment. Defaults to 32 (five 2x poolings).
-        **kwargs: Base layer arguments.
-    """
-
-    def __init__(self, ratio=SED_RATIO, **kwargs):
-        super().__init__(**kwargs)
-        self.ratio = int(ratio)
-
-    def call(self, inputs):
-        segments, frames_like = inputs
-        frames = ops.shape(frames_like)[1]
-        last = ops.shape(segments)[1] - 1
-        index = ops.minimum(ops.arange(frames) // self.ratio, last)
-        return ops.take(segments, index, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        segments, frames_like = input_shape
-        return (segments[0], frames_like[1], segments[2])
-
-    def get_config(self):
-        return {**super().get_config(), "ratio": self.ratio}
-
-
 def _batch_norm(name, axis=-1):
+    import keras
+
     return keras.layers.BatchNormalization(axis=axis, epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                            name=name)
 
 
-def conv_trunk(x, widths, prefix="", dropout=0.2, last_pool=False):
+def conv_trunk(x, widths, dropout=0.2, last_pool=False):
     """bn0 and the conv blocks: log-Mel `[b, frames, mels]` -> `[b, T', F', widths[-1]]`.
 
     Args:
         x: tensor `[b, frames, mels]`, the log-Mel.
         widths: sequence of ints. Output channels of each conv block.
-        prefix: str. Prepended to every layer name (empty: the checkpoint's names).
         dropout: float. Dropout after each block (0.2 in the reference).
         last_pool: bool. Whether the last block pools 2x2 too (the reference
             pools it 1x1, i.e. not at all). Defaults to False.
     """
+    import keras
+
     from esc50tf import features as feat
 
-    x = _batch_norm(f"{prefix}bn0")(x)  # over the Mel bins, as PANNs' transposed BatchNorm2d
-    x = feat.AddChannelAxis(name=f"{prefix}channel_axis")(x)  # [b, frames, mels, 1]
+    x = _batch_norm("bn0")(x)  # over the Mel bins, as PANNs' transposed BatchNorm2d
+    x = feat.AddChannelAxis(name="channel_axis")(x)  # [b, frames, mels, 1]
     for i, width in enumerate(widths, 1):
-        block = f"{prefix}conv_block{i}"
+        block = f"conv_block{i}"
         for j in (1, 2):
             x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                                     name=f"{block}_conv{j}")(x)
@@ -186,12 +112,14 @@ def conv_trunk(x, widths, prefix="", dropout=0.2, last_pool=False):
         if i < len(widths) or last_pool:
             x = keras.layers.AveragePooling2D(2, name=f"{block}_pool")(x)
         x = keras.layers.Dropout(dropout, name=f"{block}_dropout")(x)
-    return x  # [b, frames // 2^k, mels // 2^k, widths[-1]]
+    return x  # [b, frames // 32, mels // 32, widths[-1]]
 
 
 def _clip_embedding(x, embedding_size, dropout=0.5):
     """CNN14's pooling and fc1: `[b, T', F', C]` -> embedding `[b, D]`."""
-    from esc50tf.models.layers import MeanOverAxis
+    import keras
+
+    from esc50tf.models.layers import MeanOverAxis, TimeMaxPlusMean
 
     x = MeanOverAxis(axis=2, name="frequency_pool")(x)  # [b, T', C]
     x = TimeMaxPlusMean(name="time_pool")(x)  # [b, C]
@@ -201,7 +129,9 @@ def _clip_embedding(x, embedding_size, dropout=0.5):
 
 def _segment_embeddings(x, embedding_size, dropout=0.5):
     """The SED variant's pooling and fc1 per time step: `[b, T', F', C]` -> `[b, T', D]`."""
-    from esc50tf.models.layers import MeanOverAxis
+    import keras
+
+    from esc50tf.models.layers import MeanOverAxis, SEDSmoothing
 
     x = MeanOverAxis(axis=2, name="frequency_pool")(x)  # [b, T', C]
     x = SEDSmoothing(name="time_smoothing")(x)
@@ -234,10 +164,12 @@ def build_reference(name, widths=None, embedding_size=None, classes_num=527, num
     >>> {k: v.shape for k, v in model(np.zeros((2, 32000), "float32")).items()}
     {'logmel': (2, 101, 64), 'embedding': (2, 16), 'clipwise': (2, 527)}
     """
+    import keras
+
+    from esc50tf.models.layers import FramewiseUpsample
+
     a = architecture(name)
-    widths = tuple(a["widths"] if widths is None else widths)
-    if len(widths) != 6 or any(int(w) < 1 for w in widths):
-        raise ValueError(f"widths must be 6 positive integers, got {widths!r}")
+    widths = _check_widths(a["widths"] if widths is None else widths)
     embedding_size = int(embedding_size or a["embedding_size"])
     inputs = keras.Input((num_samples,), name="waveform", dtype="float32")
     logmel = build_frontend(name)(inputs)  # [b, frames, mels]
@@ -250,7 +182,7 @@ def build_reference(name, widths=None, embedding_size=None, classes_num=527, num
         seg_out = keras.layers.Activation("sigmoid", name="segmentwise")(fc_audioset(x))
         outputs["embedding"] = keras.layers.GlobalMaxPooling1D(name="embedding")(segments)
         outputs["clipwise"] = keras.layers.GlobalMaxPooling1D(name="clipwise")(seg_out)
-        outputs["framewise"] = FramewiseUpsample(name="framewise")([seg_out, logmel])
+        outputs["framewise"] = FramewiseUpsample(SED_RATIO, name="framewise")([seg_out, logmel])
     else:
         embedding = _clip_embedding(x, embedding_size)
         outputs["embedding"] = keras.layers.Identity(name="embedding")(embedding)
@@ -259,7 +191,244 @@ def build_reference(name, widths=None, embedding_size=None, classes_num=527, num
     return keras.Model(inputs, outputs, name=f"{name}_audioset")
 
 
-def build_embedder(name, widths=None, embedding_size=None, num_samples=None):
-    """The reference model up to the embedding: waveform `[b, samples]` -> `[b, D]`."""
-    ref = build_reference(name, widths, embedding_size, num_samples=num_samples)
-    return keras.Model(ref.input, ref.output["embedding"], name=f"{name}_embedder")
+def _check_widths(widths):
+    widths = tuple(widths)
+    if len(widths) != 6 or any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths must be 6 positive integers, got {widths!r}")
+    return widths
+
+
+# --- the registered classifiers ------------------------------------------------------
+
+TRUNK_PREFIXES = ("bn0", "conv_block", "fc1")
+"""Names (prefixes) of the pretrained layers; everything else is the new head."""
+
+
+def is_trunk_layer(name):
+    return name.startswith(TRUNK_PREFIXES) and not name.endswith("_dropout")
+
+
+def architecture_of(model_config):
+    """The PANNs architecture a ModelConfig is built on, or None (see `architecture_for`)."""
+    return architecture_for(model_config.name, getattr(model_config, "backbone", None))
+
+
+def architecture_for(model, backbone=None):
+    """The PANNs architecture of model `model` with trunk `backbone`, or None.
+
+    A registered PANNs model (`cnn14`...) is its own; another model (the
+    `hybrid`) is built on one when `backbone` names one.
+    """
+    from esc50tf.models import registry
+
+    spec = registry.get(model)
+    if backbone is not None and model != "hybrid":
+        raise Esc50Error(f"backbone {backbone!r}: only the hybrid model takes a --backbone")
+    if spec.pretrained:
+        return spec.pretrained
+    return backbone if backbone in ARCHITECTURES else None
+
+
+def trunk_settings(model_config, arch):
+    """(widths, embedding_size) of the trunk: the weights file's if `--weights`, else `arch`'s.
+
+    A converted file records the architecture it holds, so reduced-width
+    checkpoints (the test fixtures) build a trunk of their own size.
+    """
+    a = architecture(arch)
+    if not model_config.weights:
+        return tuple(a["widths"]), int(a["embedding_size"])
+    _path, meta = _resolve(model_config, arch)
+    held = meta.get("architecture") or {}
+    return (_check_widths(held.get("widths", a["widths"])),
+            int(held.get("embedding_size", a["embedding_size"])))
+
+
+def _resolve(model_config, arch):
+    from esc50tf.pretrained import store
+
+    path, meta = store.resolve_weights(model_config.weights)
+    source = meta.get("model")
+    if source is not None and source != arch:
+        raise Esc50Error(
+            f"--weights {model_config.weights}: {path} holds {source} weights; model "
+            f"{model_config.name} needs {arch} weights (e.g. --weights {arch})"
+        )
+    return path, meta
+
+
+def _classifier(x, config, name):
+    """Trunk of `name` up to fc1 (the embedding) + dropout; build.py adds the head."""
+    import keras
+
+    widths, embedding_size = trunk_settings(config, name)
+    x = conv_trunk(x, widths)
+    x = _clip_embedding(x, embedding_size)  # [b, 2048]
+    return keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
+                                name="head_dropout1")(x)
+
+
+@register("cnn14", "panns",
+          "PANNs CNN14 (AudioSet, 32 kHz, 80.8M parameters): conv trunk + fc1 embedding, new head",
+          pretrained="cnn14")
+def build_cnn14(x, config, num_classes):
+    return _classifier(x, config, "cnn14")
+
+
+@register("cnn14_16k", "panns",
+          "PANNs CNN14 at 16 kHz (512-point FFT, hop 160, 50-8000 Hz), new head",
+          pretrained="cnn14_16k")
+def build_cnn14_16k(x, config, num_classes):
+    return _classifier(x, config, "cnn14_16k")
+
+
+@register("cnn14_sed", "panns",
+          "PANNs CNN14 decision-level max (SED): per-step class scores, max over time, new head",
+          pretrained="cnn14_sed", own_head=True)
+def build_cnn14_sed(x, config, num_classes):
+    import keras
+
+    widths, embedding_size = trunk_settings(config, "cnn14_sed")
+    x = conv_trunk(x, widths)
+    x = _segment_embeddings(x, embedding_size)  # [b, T', 2048]
+    x = keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
+                             name="head_dropout1")(x)
+    x = keras.layers.Dense(num_classes, name="segment_logits", dtype="float32")(x)  # [b, T', K]
+    x = keras.layers.GlobalMaxPooling1D(name="decision_max")(x)  # [b, K]
+    return keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
+
+
+def freeze_trunk(model):
+    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics)."""
+    frozen = 0
+    for layer in model.layers:
+        if is_trunk_layer(layer.name):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def load_pretrained(model, model_config):
+    """Loads `model_config.weights` (a cache name or a converted file) into the trunk by name.
+
+    The file must hold the trunk's architecture (its metadata says which);
+    the AudioSet head `fc_audioset` and the new head are left out. Returns
+    the names of the layers loaded.
+    """
+    from esc50tf.pretrained import convert, store
+
+    path, _meta = _resolve(model_config, architecture_of(model_config))
+    converted, _meta = store.load_weights(path)
+    names = [layer.name for layer in model.layers]
+    skip = ["fc_audioset"] + [n for n in names if not is_trunk_layer(n)]
+    if "fc1" not in names:  # the hybrid uses the conv blocks only
+        skip.append("fc1")
+    return convert.load_into(model, converted, skip=skip)
+
+
+# --- run settings a PANNs trunk fixes ---------------------------------------------------
+
+def _setting(section, key, *layers):
+    """The last value of `section.key` among config layers (dicts or None)."""
+    value = None
+    for layer in layers:
+        if layer and key in layer.get(section, {}):
+            value = layer[section][key]
+    return value
+
+
+def run_architecture(model, model_settings):
+    """The PANNs architecture a run of `model` with these model settings needs, or None.
+
+    The registered PANNs models and `hybrid --backbone cnn14` are built on
+    one; the classic models are when they read `embeddings`, from the
+    architecture the `weights` file holds.
+    """
+    from esc50tf.models import registry
+
+    if registry.get(model).keras:
+        return architecture_for(model, model_settings.get("backbone"))
+    if model_settings.get("classic_features") != "embeddings":
+        return None
+    weights = model_settings.get("weights")
+    if not weights:
+        raise Esc50Error(f"{model} on embeddings needs --weights NAME|FILE (a PANNs checkpoint "
+                         "from `esc50tf pretrained list`, or a converted file)")
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights)
+    return meta.get("model")
+
+
+def effective_preset(model, preset, base=None, overrides=None):
+    """"finetune" for "default" when a Keras model on a PANNs trunk gets pretrained weights."""
+    from esc50tf.models import registry
+
+    if preset != "default" or not registry.get(model).keras:
+        return preset
+    weights = _setting("model", "weights", base, overrides)
+    backbone = _setting("model", "backbone", base, overrides)
+    if weights and architecture_for(model, backbone):
+        return "finetune"
+    return preset
+
+
+def fix_settings(merged, overrides=None):
+    """Sets the front end and normalisation a PANNs trunk needs in a merged config dict.
+
+    The trunk was trained on its own log-Mel and normalises it with bn0, so
+    the run's FeatureConfig becomes the architecture's and no other
+    normalisation runs. Flags that ask for something else are refused
+    (Esc50Error naming them) rather than silently ignored.
+    """
+    arch = run_architecture(merged["model"]["name"], merged["model"])
+    if arch is None:
+        return None
+    wanted = feature_settings(arch)
+    asked = (overrides or {}).get("features", {})
+    wrong = {k: v for k, v in asked.items() if k in wanted and k != "sample_rate" and v != wanted[k]}
+    if wrong:
+        key, value = sorted(wrong.items())[0]
+        raise Esc50Error(
+            f"{merged['model']['name']} uses the {arch} front end ({key}={wanted[key]!r}); "
+            f"got {key}={value!r}: leave out the feature flags for this model"
+        )
+    norm = (overrides or {}).get("model", {}).get("normalization")
+    if norm not in (None, "none"):
+        raise Esc50Error(f"{merged['model']['name']} normalises its log-Mel with its own bn0; "
+                         f"got normalization={norm!r}: leave it out")
+    merged["features"] = dict(wanted)
+    merged["model"]["normalization"] = "none"
+    return arch
+
+
+def check_sample_rate(model_config, manifest, data):
+    """Stops a run whose TFRecords are not at the PANNs trunk's sample rate.
+
+    The trunk's front end and filters are tied to its rate; clips at
+    another rate would be read as the wrong frequencies without an error.
+    Esc50Error gives the command that rebuilds the TFRecords at the right rate.
+    (The classic models' embeddings resample the clips instead: `esc50tf.embed`.)
+    """
+    from esc50tf.models import registry
+
+    if not registry.get(model_config.name).keras:
+        return  # embeddings for the classic models are computed from resampled clips
+    arch = run_architecture(model_config.name, model_config.to_dict())
+    if arch is None:
+        return
+    wanted = architecture(arch)["sample_rate"]
+    have = int(manifest["config"]["sample_rate"])
+    if have == wanted:
+        return
+    source = manifest.get("source", {}).get("data_dir", "DATASET_DIR")
+    build = manifest["config"]
+    extra = f" --clip-seconds {build['clip_seconds']:g}" if "clip_seconds" in build else ""
+    if build.get("compression", "none") != "none":
+        extra += f" --compression {build['compression']}"
+    out = f"{str(data).rstrip('/')}-{wanted // 1000}k"
+    raise Esc50Error(
+        f"{data} holds {have} Hz clips but {model_config.name} ({arch}) takes {wanted} Hz "
+        f"audio; rebuild the TFRecords at its rate:\n  esc50tf build-tfrecords --data-dir "
+        f"{source} --out {out} --sample-rate {wanted}{extra}\nthen pass --data {out}"
+    )

@@ -18,7 +18,7 @@ from typing import Callable
 
 from esc50tf.errors import Esc50Error
 
-FAMILIES = ("classic", "cnn", "rnn", "hybrid")
+FAMILIES = ("classic", "cnn", "rnn", "hybrid", "panns")
 _FAMILY_MODULES = tuple(f"esc50tf.models.{f}" for f in FAMILIES)
 _REGISTRY: dict[str, "ModelSpec"] = {}
 
@@ -35,6 +35,11 @@ class ModelSpec:
             num_samples) -> keras.Model`, where `config` is a ModelConfig;
             classic: `builder(config) -> sklearn estimator`.
         keras: bool. Whether it is a Keras model (else scikit-learn).
+        pretrained: str or None. The PANNs architecture (`models.panns.ARCHITECTURES`)
+            whose converted checkpoints `--weights` loads; it fixes the front end and
+            the sample rate. None for models without one.
+        own_head: bool. The builder returns the class probabilities itself
+            (layer "predictions"), e.g. the SED model's max over time steps.
     """
 
     name: str
@@ -42,9 +47,11 @@ class ModelSpec:
     description: str
     builder: Callable
     keras: bool = True
+    pretrained: str | None = None
+    own_head: bool = False
 
 
-def register(name, family, description, keras=True):
+def register(name, family, description, keras=True, pretrained=None, own_head=False):
     """Decorator registering a builder under `name`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -52,7 +59,7 @@ def register(name, family, description, keras=True):
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras)
+        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras, pretrained, own_head)
         return fn
 
     return wrap

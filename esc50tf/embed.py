@@ -1,0 +1,223 @@
+"""`esc50tf embed`: clip embeddings from a pretrained PANNs model, for linear probes.
+
+The embedding is the model's `fc1` output (2048-d for CNN14; for the SED
+variant, the max over time steps of the per-step fc1 outputs), computed once
+per clip with the model in inference mode and no augmentation. Inputs are
+audio files (any rate, length and channel count: mixed to mono, resampled to
+the model's rate with soxr; clips shorter than a second are zero-padded to
+one) or a TFRecord folder (every stored clip, resampled when the folder is at
+another rate). The result is an `.npz` with `embeddings` `[clips, dim]`
+float32 and `filenames`, plus `labels` and `folds` for a TFRecord folder.
+
+`embedding_table` is the cached form the classic models train on
+(`esc50tf train --model logreg --classic-features embeddings --weights
+cnn14`): all clips of a folder embedded once into the run folder, so every
+split and every resumed run reads the same rows, and fitting costs
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
+
+
+def load_embedder(weights):
+    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file."""
+    import keras
+
+    from esc50tf.models import panns
+    from esc50tf.pretrained import convert, store
+
+    path, meta = store.resolve_weights(weights)
+    arch = meta.get("model")
+    if arch not in panns.ARCHITECTURES:
+        raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
+                         f"({', '.join(panns.ARCHITECTURES)})")
+    held = meta.get("architecture") or {}
+    converted, _ = store.load_weights(path)
+    model = panns.build_reference(arch, widths=held.get("widths"),
+                                  embedding_size=held.get("embedding_size"),
+                                  classes_num=held.get("classes_num", 527))
+    convert.load_into(model, converted)
+    embedder = keras.Model(model.input, model.output["embedding"], name=f"{arch}_embedder")
+    return embedder, arch
+
+
+def _embed_batch(embedder, batch):
+    return np.asarray(embedder(np.asarray(batch, np.float32), training=False), np.float32)
+
+
+def embed_files(embedder, sample_rate, paths, progress=True):
+    """Embeds audio files one by one. Returns (embeddings [n, D], filenames, errors).
+
+    A file that cannot be decoded is reported in `errors` as (path, message)
+    and left out; the others are still embedded.
+    """
+    from tqdm import tqdm
+
+    from esc50tf.data.audio import fix_length, load_audio
+
+    rows, names, errors = [], [], []
+    minimum = int(MIN_SECONDS * sample_rate)
+    for p in tqdm(paths, desc="embed", unit="file", disable=not progress, file=sys.stderr):
+        try:
+            wave, _ = load_audio(p, sample_rate=sample_rate)
+        except Esc50Error as err:
+            errors.append((str(p), str(err)))
+            continue
+        if len(wave) < minimum:
+            wave = fix_length(wave, minimum)
+        rows.append(_embed_batch(embedder, wave[None])[0])
+        names.append(str(p))
+    dim = int(embedder.output_shape[-1])
+    out = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    return out, names, errors
+
+
+def embed_tfrecords(embedder, sample_rate, data, selection=None, batch_size=32, progress=True):
+    """Embeds the clips of a TFRecord folder (all folds unless `selection`).
+
+    Returns a dict: embeddings [n, D], filenames, labels, folds. Clips stored
+    at another rate are resampled to `sample_rate` (soxr) first.
+    """
+    from esc50tf.data import splits
+    from esc50tf.data import tfrecords as tfr
+    from tqdm import tqdm
+
+    from esc50tf.data.audio import resample
+    from esc50tf.data.pipeline import make_dataset
+
+    manifest = tfr.read_manifest(data)
+    tfr.verify_shards(data, manifest)
+    index = splits.load_index(data)
+    if selection is None:
+        selection = splits.Selection(tuple(sorted(int(f) for f in index["fold"].unique())))
+    rate = int(manifest["config"]["sample_rate"])
+    total = len(selection.rows(index))
+    ds = make_dataset(data, selection, training=False, batch_size=batch_size, with_metadata=True,
+                      manifest=manifest, cache=False)
+    rows, names, labels, folds = [], [], [], []
+    with tqdm(total=total, desc="embed", unit="clip", disable=not progress,
+              file=sys.stderr) as pbar:
+        for x, y, meta in ds:
+            x = x.numpy()
+            if rate != sample_rate:
+                x = np.stack([resample(w, rate, sample_rate) for w in x]).astype(np.float32)
+            rows.append(_embed_batch(embedder, x))
+            labels.append(y.numpy())
+            folds.append(meta["fold"].numpy())
+            names.extend(n.decode() for n in meta["filename"].numpy())
+            pbar.update(len(x))
+    return {"embeddings": np.concatenate(rows), "filenames": np.array(names),
+            "labels": np.concatenate(labels).astype(np.int64),
+            "folds": np.concatenate(folds).astype(np.int64)}
+
+
+def write_npz(path, arrays, overwrite=False):
+    """Writes `arrays` to `path` (.npz) atomically; refuses to replace a file without `overwrite`."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise Esc50Error(f"{path}: the output must be an .npz file")
+    if path.exists() and not overwrite:
+        raise Esc50Error(f"{path} exists; choose another --out or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True):
+    """`esc50tf embed`: embeds audio files / folders or one TFRecord folder into `out`.
+
+    Args:
+        weights: str. A cache name (`esc50tf pretrained list`) or a converted file.
+        inputs: list of str. Audio files and folders of audio files, or one
+            TFRecord folder (holding manifest.json).
+        out: str. The `.npz` to write.
+
+    Returns:
+        (number of clips written, list of (path, error) for files left out).
+    """
+    from esc50tf.models import panns
+
+    out = Path(out)
+    if out.exists() and not overwrite:  # before minutes of work
+        raise Esc50Error(f"{out} exists; choose another --out or pass --overwrite")
+    embedder, arch = load_embedder(weights)
+    rate = panns.architecture(arch)["sample_rate"]
+    meta = {"weights": str(weights), "model": arch, "sample_rate": rate}
+    if len(inputs) == 1 and Path(inputs[0], "manifest.json").is_file():
+        arrays = embed_tfrecords(embedder, rate, inputs[0], batch_size=batch_size,
+                                 progress=progress)
+        errors = []
+    else:
+        files = _audio_files(inputs)
+        emb, names, errors = embed_files(embedder, rate, files, progress=progress)
+        if not names:
+            raise Esc50Error("no input file could be decoded; nothing was written: "
+                             + "; ".join(msg for _, msg in errors[:3]))
+        arrays = {"embeddings": emb, "filenames": np.array(names)}
+    arrays["metadata"] = np.array(json.dumps(meta))
+    write_npz(out, arrays, overwrite=overwrite)
+    return len(arrays["filenames"]), errors
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+
+def _audio_files(inputs):
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise Esc50Error(f"{p}: no audio files ({', '.join(AUDIO_SUFFIXES)}) and no "
+                                 "manifest.json (not a TFRecord folder)")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise Esc50Error(f"{p}: no such file or folder")
+    return files
+
+
+def embedding_table(data, model_config, cache_path, progress=False):
+    """Every clip of TFRecord folder `data` embedded once, cached at `cache_path`.
+
+    The cache records the weights and folder it was made from and is reused
+    only when both match (a resumed run, the next split). Returns the dict
+    of `embed_tfrecords`.
+    """
+    from esc50tf.models import panns
+
+    cache_path = Path(cache_path)
+    key = {"weights": str(model_config.weights), "data": str(Path(data).resolve())
+           if "://" not in str(data) else str(data)}
+    if cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as f:
+            if json.loads(str(f["key"])) == key:
+                return {k: f[k] for k in ("embeddings", "filenames", "labels", "folds")}
+    embedder, arch = load_embedder(model_config.weights)
+    table = embed_tfrecords(embedder, panns.architecture(arch)["sample_rate"], data,
+                            progress=progress)
+    write_npz(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)
+    return table
+
+
+def select(table, selection, index):
+    """The rows of `table` in `selection`: (X [n, D], y [n], filenames)."""
+    wanted = set(selection.rows(index)["filename"])
+    keep = np.array([n in wanted for n in table["filenames"]], dtype=bool)
+    return (table["embeddings"][keep], table["labels"][keep],
+            [str(n) for n in table["filenames"][keep]])
