@@ -3,9 +3,10 @@
 A ``.pth`` file is a pickle, and unpickling runs whatever callables the file
 names. :func:`read_torch_checkpoint` therefore unpickles with an allow-list:
 the few torch functions that rebuild a tensor from a storage, the storage
-types, ``collections.OrderedDict``, and numpy scalars/arrays of plain numeric
-dtypes (some training scripts store an epoch counter or a sampler state as
-numpy). Nothing of torch is imported or called: each allowed name maps to a
+types, ``collections.OrderedDict``, ``_codecs.encode`` (protocol 2 writes
+bytes as ``encode(str, "latin1")``; nothing else is accepted), and numpy
+scalars/arrays of plain numeric dtypes (some training scripts store an epoch
+counter or a sampler state as numpy). Nothing of torch is imported or called: each allowed name maps to a
 small function here that builds the numpy equivalent. Any other global
 (``os.system``, ``builtins.eval``, ``subprocess.Popen``...) stops the load
 with an :class:`Esc50Error` naming the file and the global, before anything
@@ -122,6 +123,13 @@ def _numpy_scalar(dtype, raw=None):
     return np.frombuffer(raw, dtype=dtype)[0]
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    """Protocol-2 pickles write bytes as `_codecs.encode(str, "latin1")`."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode other than str -> latin1 bytes refused")
+    return text.encode("latin1")
+
+
 def _to_native(array):
     """Big-endian storages (a ``byteorder`` of "big") become native arrays."""
     return array.astype(array.dtype.newbyteorder("="), copy=False)
@@ -164,6 +172,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,

@@ -232,7 +232,8 @@ def load_into(model, converted, skip=()):
     if missing:
         raise Esc50Error(f"missing key: the checkpoint has no weights for layer {missing[0]!r} "
                          f"(PyTorch module {missing[0]!r} with '_' for '.')")
-    loaded = []
+    # Every shape is checked before any weight is set: an error loads nothing.
+    todo = []
     for name, arrays in converted.items():
         if name in skip:
             continue
@@ -240,14 +241,13 @@ def load_into(model, converted, skip=()):
         expected = [tuple(w.shape) for w in layer.weights]
         if len(expected) != len(arrays):
             raise Esc50Error(f"layer {name!r} holds {len(expected)} weights, the checkpoint "
-                             f"gives {len(arrays)} ({', '.join(converted.sources.get(name, []))})"
-                             if hasattr(converted, "sources") else
-                             f"layer {name!r} holds {len(expected)} weights, got {len(arrays)}")
+                             f"gives {len(arrays)} ({source(name, 0)}...)")
         for i, (shape, array) in enumerate(zip(expected, arrays)):
             if tuple(array.shape) != shape:
                 raise Esc50Error(f"shape mismatch for {source(name, i)}: the checkpoint "
                                  f"gives {tuple(array.shape)} (Keras layout), the model's "
                                  f"{layer.weights[i].path} is {shape}")
+        todo.append((layer, arrays))
+    for layer, arrays in todo:
         layer.set_weights(arrays)
-        loaded.append(name)
-    return loaded
+    return [layer.name for layer, _ in todo]

@@ -102,6 +102,9 @@ def save_weights(converted, path, metadata, overwrite=False):
         metadata: dict. Provenance and model description (JSON-serialisable).
         overwrite: bool. Replace an existing file.
 
+    Returns:
+        The metadata as written (with its format fields).
+
     Raises:
         Esc50Error: `path` exists and `overwrite` is False.
     """
@@ -123,6 +126,7 @@ def save_weights(converted, path, metadata, overwrite=False):
 
     _atomic_write_bytes(path, write_npz)
     _atomic_write_bytes(side, lambda tmp: tmp.write_text(text + "\n"))
+    return metadata
 
 
 def load_weights(path):
@@ -272,7 +276,7 @@ def convert_checkpoint(architecture, checkpoint, out, *, name=None, widths=None,
         "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "esc50tf_version": __version__,
     }
-    save_weights(converted, out, metadata, overwrite=overwrite)
+    metadata = save_weights(converted, out, metadata, overwrite=overwrite)
     log(f"{out}: {architecture} weights ({len(converted)} layers) from {checkpoint.name} "
         f"(sha256 {digests['sha256'][:12]}...)")
     return out, metadata

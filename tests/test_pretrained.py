@@ -1,0 +1,612 @@
+"""esc50tf.pretrained: reading PyTorch checkpoints without torch, conversion,
+parity with the reference implementation, the catalog, the cache and download.
+
+The fixtures in tests/fixtures/panns/ were made by tools/make_panns_fixtures.py
+with the reference code itself (panns-inference + PyTorch, in a separate
+environment): reduced-width CNN14 / CNN14-16k / CNN14-SED checkpoints in both
+PyTorch formats and the reference outputs for three waveforms. None of these
+tests needs PyTorch.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import http.server
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esc50tf.errors import Esc50Error
+from esc50tf.pretrained import catalog, store
+from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+from esc50tf.pretrained.convert import check_frontend, convert_state_dict, load_into
+
+FIXTURES = Path(__file__).parent / "fixtures" / "panns"
+ARCHS = {"cnn14": "32k", "cnn14_16k": "16k", "cnn14_sed": "32k"}
+FORMATS = ("zip", "legacy")
+
+# Parameter counts of the full-size reference models, printed by
+# tools/make_panns_fixtures.py from panns_inference.models.Cnn14 /
+# Cnn14_DecisionLevelMax (classes_num=527) with torch 2.14: trainable
+# parameters (the torchlibrosa front end is frozen), and the state dict without
+# the front end buffers and `num_batches_tracked` (adds the batch-norm running
+# statistics).
+REFERENCE_TRAINABLE = {"cnn14": 80_753_615, "cnn14_16k": 80_753_615, "cnn14_sed": 80_753_615}
+REFERENCE_STATE = {"cnn14": 80_769_871, "cnn14_16k": 80_769_871, "cnn14_sed": 80_769_871}
+
+LOGMEL_DB_TOLERANCE = 0.01
+LOGMEL_RANGE_DB = 80.0
+RELATIVE_TOLERANCE = 1e-4
+
+
+def _checkpoint(arch, fmt):
+    return FIXTURES / f"{arch}.{fmt}.pth"
+
+
+def _reference(arch):
+    with np.load(FIXTURES / f"{arch}.outputs.npz") as data:
+        ref = {k: data[k] for k in data.files}
+    with np.load(FIXTURES / f"waveforms_{ARCHS[arch]}.npz") as data:
+        ref["waveform"] = data["pcm"].astype(np.float32) / 32768.0
+    ref["widths"] = tuple(int(w) for w in ref["widths"])
+    ref["embedding_size"] = int(ref["embedding_size"])
+    return ref
+
+
+def _relative_error(got, want):
+    """max |got - want| / max |want|: one number per output tensor."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+# --------------------------------------------------------------------------
+# Reading checkpoints
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_both_formats_read_the_same_state_dict(arch):
+    zipped = read_torch_checkpoint(_checkpoint(arch, "zip"))
+    legacy = read_torch_checkpoint(_checkpoint(arch, "legacy"))
+    assert zipfile.is_zipfile(_checkpoint(arch, "zip"))
+    assert not zipfile.is_zipfile(_checkpoint(arch, "legacy"))
+    assert sorted(zipped) == sorted(legacy)
+    # 6 blocks x (2 convs + 2 BNs x 5 entries) + bn0 (5) + 2 Linear x 2 + melW.
+    assert len(zipped) == 6 * (2 + 10) + 5 + 4 + 1
+    for key in zipped:
+        assert zipped[key].dtype == legacy[key].dtype
+        np.testing.assert_array_equal(zipped[key], legacy[key])
+    assert zipped["conv_block1.conv1.weight"].shape == (4, 1, 3, 3)
+    assert zipped["conv_block6.bn2.running_var"].dtype == np.float32
+    assert zipped["bn0.num_batches_tracked"].dtype == np.int64
+    assert zipped["fc_audioset.weight"].shape == (527, 32)
+
+
+@contextlib.contextmanager
+def _fake_torch():
+    """Stand-ins for the torch globals a checkpoint names, while pickling only.
+
+    Lets the tests write checkpoints (and hostile variants) without PyTorch:
+    pickle records globals by module and name, which is all a reader sees.
+    """
+    saved = {name: sys.modules.get(name) for name in ("torch", "torch._utils")}
+    torch_mod, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while writing")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    storages = {}
+    for name in ("FloatStorage", "LongStorage", "BFloat16Storage"):
+        cls = type(name, (), {"__module__": "torch"})
+        setattr(torch_mod, name, cls)
+        storages[name] = cls
+    sys.modules["torch"], sys.modules["torch._utils"] = torch_mod, utils
+    try:
+        yield _rebuild_tensor_v2, storages
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+class _Tensor:
+    """Pickles as torch does: `_rebuild_tensor_v2(storage, offset, size, stride, ...)`."""
+
+    def __init__(self, rebuild, storage, offset, size, stride):
+        self.rebuild, self.args = rebuild, (storage, offset, size, stride)
+
+    def __reduce__(self):
+        return self.rebuild, self.args + (False, collections.OrderedDict())
+
+
+class _StorageRef:
+    def __init__(self, kind, key, data):
+        self.kind, self.key, self.data = kind, key, data
+
+
+def _write_zip_checkpoint(path, build):
+    """`build(rebuild, storages) -> (object, [_StorageRef])`, written as torch's zip format."""
+    with _fake_torch() as (rebuild, storage_types):
+        obj, refs = build(rebuild, storage_types)
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, o):
+                if isinstance(o, _StorageRef):
+                    numel = o.data.size
+                    return ("storage", storage_types[o.kind], o.key, "cpu", numel)
+                return None
+
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", buffer.getvalue())
+        zf.writestr("archive/byteorder", "little")
+        for ref in refs:
+            zf.writestr(f"archive/data/{ref.key}", ref.data.tobytes())
+    return path
+
+
+def test_strided_views_and_bfloat16_are_rebuilt(tmp_path):
+    flat = np.arange(24, dtype=np.float32)
+    bf16 = (np.array([1.5, -2.25], np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+    def build(rebuild, types_):
+        s0, s1 = _StorageRef("FloatStorage", "0", flat), _StorageRef("BFloat16Storage", "1", bf16)
+        state = collections.OrderedDict(
+            transposed=_Tensor(rebuild, s0, 0, (6, 4), (1, 6)),
+            sliced=_Tensor(rebuild, s0, 5, (3,), (2,)),
+            half=_Tensor(rebuild, s1, 0, (2,), (1,)),
+        )
+        return {"state_dict": state, "epoch": 3}, [s0, s1]
+
+    state = read_torch_checkpoint(_write_zip_checkpoint(tmp_path / "v.pth", build))
+    np.testing.assert_array_equal(state["transposed"], flat.reshape(4, 6).T)
+    np.testing.assert_array_equal(state["sliced"], [5.0, 7.0, 9.0])
+    np.testing.assert_array_equal(state["half"], [1.5, -2.25])
+    assert state["half"].dtype == np.float32
+
+
+@pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3)])
+def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
+    size, stride, offset = geometry
+    flat = np.arange(24, dtype=np.float32)
+
+    def build(rebuild, types_):
+        s0 = _StorageRef("FloatStorage", "0", flat)
+        return {"w": _Tensor(rebuild, s0, offset, size, stride)}, [s0]
+
+    path = _write_zip_checkpoint(tmp_path / "bad.pth", build)
+    with pytest.raises(Esc50Error, match=r"bad\.pth"):
+        read_torch_checkpoint(path)
+
+
+class _Command:
+    """A pickle payload: unpickling it would run `call(*args)`."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _payloads(marker):
+    touch = f"touch {marker}"
+    return {
+        "os.system": _Command(os.system, touch),
+        "builtins.eval": _Command(eval, f"__import__('os').system({touch!r})"),
+        "subprocess.call": _Command(subprocess.call, ["touch", str(marker)]),
+    }
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("payload", ["os.system", "builtins.eval", "subprocess.call"])
+def test_a_checkpoint_that_would_run_a_command_is_refused_and_runs_nothing(tmp_path, fmt,
+                                                                           payload):
+    marker = tmp_path / "pwned"
+    evil = {"model": collections.OrderedDict(w=np.zeros(1)), "hook": _payloads(marker)[payload]}
+    path = tmp_path / f"evil.{fmt}.pth"
+    body = pickle.dumps(evil, protocol=2)
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", body)
+    else:
+        with open(path, "wb") as f:
+            for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+                pickle.dump(header, f, protocol=2)
+            f.write(body)
+            pickle.dump([], f, protocol=2)
+    # The payload is real: plain pickle would have run it.
+    assert payload.split(".")[1] in body.decode("latin-1")
+    with pytest.raises(Esc50Error) as err:
+        read_torch_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "refusing" in message
+    assert payload.split(".")[1] in message  # names the refused global (posix.system...)
+    assert not marker.exists()
+
+
+def test_a_hostile_header_in_a_legacy_file_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(_payloads(marker)["os.system"], protocol=2))
+    with pytest.raises(Esc50Error, match="refusing"):
+        read_torch_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken"])
+def test_garbage_files_give_a_clear_error(tmp_path, content):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(content)
+    with pytest.raises(Esc50Error, match=r"junk\.pth"):
+        read_torch_checkpoint(path)
+
+
+def test_truncated_checkpoints_are_refused(tmp_path):
+    for fmt in FORMATS:
+        data = _checkpoint("cnn14", fmt).read_bytes()
+        path = tmp_path / f"cut.{fmt}.pth"
+        path.write_bytes(data[: len(data) * 2 // 3])
+        with pytest.raises(Esc50Error, match=r"cut\."):
+            read_torch_checkpoint(path)
+
+
+# --------------------------------------------------------------------------
+# Conversion and parity with the reference implementation
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_parity_with_the_reference_in_both_formats(arch):
+    import keras
+
+    from esc50tf.models import panns
+
+    ref = _reference(arch)
+    model = panns.build_reference(arch, widths=ref["widths"], embedding_size=ref["embedding_size"])
+    logits_model = keras.Model(model.input, model.get_layer("fc_audioset").output)
+    x = ref["waveform"]
+    for fmt in FORMATS:
+        converted = convert_state_dict(arch, read_torch_checkpoint(_checkpoint(arch, fmt)),
+                                       widths=ref["widths"])
+        for layer in model.layers:  # scramble first: what passes must come from the file
+            if layer.name in converted:
+                layer.set_weights([np.full(w.shape, 0.5, "float32") for w in layer.weights])
+        load_into(model, converted)
+        out = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+        logmel = out["logmel"]
+        assert logmel.shape == ref["logmel"].shape
+        # Bins within 80 dB of each clip's peak (the log floor is not compared).
+        near = ref["logmel"] >= ref["logmel"].max(axis=(1, 2), keepdims=True) - LOGMEL_RANGE_DB
+        assert near.mean() > 0.95
+        assert np.max(np.abs(logmel - ref["logmel"])[near]) < LOGMEL_DB_TOLERANCE
+        embedding = ref["embedding"]
+        if arch == "cnn14_sed":  # per-segment fc1 in the reference: max over time
+            embedding = embedding.max(axis=1)
+            assert _relative_error(out["framewise"], ref["framewise"]) < RELATIVE_TOLERANCE
+        assert _relative_error(out["embedding"], embedding) < RELATIVE_TOLERANCE
+        assert _relative_error(logits_model(x), ref["logits"]) < RELATIVE_TOLERANCE
+        assert _relative_error(out["clipwise"], ref["clipwise"]) < RELATIVE_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_full_size_parameter_counts_match_the_reference(arch):
+    import keras
+
+    from esc50tf import features
+    from esc50tf.models import panns
+
+    model = panns.build_reference(arch)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == REFERENCE_TRAINABLE[arch]
+    # Everything but the front end's constants: what the checkpoint provides.
+    stored = sum(int(np.prod(w.shape)) for layer in model.layers for w in layer.weights
+                 if not isinstance(layer, features.MelSpectrogram))
+    assert stored == REFERENCE_STATE[arch]
+    del model
+    keras.backend.clear_session()
+
+
+def _state(arch="cnn14"):
+    return read_torch_checkpoint(_checkpoint(arch, "zip"))
+
+
+def test_the_front_end_of_another_architecture_is_refused():
+    with pytest.raises(Esc50Error, match=r"melW has shape \(513, 64\).*\(257, 64\)"):
+        convert_state_dict("cnn14_16k", _state("cnn14"))
+    # Same shape, other Mel range: 32 kHz / 1024 but a 0-16 kHz filterbank.
+    from esc50tf import features
+
+    state = _state("cnn14")
+    state["logmel_extractor.melW"] = features.mel_filterbank(32000, 1024, 64, 0.0, 16000.0).T
+    with pytest.raises(Esc50Error, match="differs from the cnn14 front end"):
+        convert_state_dict("cnn14", state)
+    state = _state("cnn14")
+    state["logmel_extractor.melW"] = state["logmel_extractor.melW"] + 1e-5
+    with pytest.raises(Esc50Error, match="differs"):
+        check_frontend("cnn14", state)
+    del state["logmel_extractor.melW"]
+    with pytest.raises(Esc50Error, match="no logmel_extractor.melW"):
+        check_frontend("cnn14", state)
+
+
+def test_the_stft_window_is_checked_when_present():
+    from esc50tf import features
+
+    state = _state("cnn14")
+    hann = features.window_array("hann", 1024)
+    # Row 0 of torchlibrosa's real DFT kernel is the window itself (cos 0 = 1).
+    state["spectrogram_extractor.stft.conv_real.weight"] = np.tile(hann, (513, 1, 1))
+    assert check_frontend("cnn14", state) < 1e-6
+    state["spectrogram_extractor.stft.conv_real.weight"] = np.ones((513, 1, 1024), "float32")
+    with pytest.raises(Esc50Error, match="not a 1024-point Hann STFT"):
+        check_frontend("cnn14", state)
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn14():
+    from esc50tf.models import panns
+
+    ref = _reference("cnn14")
+    return panns.build_reference("cnn14", widths=ref["widths"], embedding_size=32)
+
+
+def test_layouts_are_transposed_as_keras_expects():
+    state = _state("cnn14")
+    converted = convert_state_dict("cnn14", state, widths=(4, 8, 8, 16, 16, 32))
+    conv = state["conv_block2.conv1.weight"]  # (O, I, kh, kw)
+    np.testing.assert_array_equal(converted["conv_block2_conv1"][0][1, 2, 3, 5], conv[5, 3, 1, 2])
+    np.testing.assert_array_equal(converted["fc1"][0], state["fc1.weight"].T)
+    np.testing.assert_array_equal(converted["fc1"][1], state["fc1.bias"])
+    gamma, beta, mean, var = converted["conv_block3_bn2"]
+    np.testing.assert_array_equal(var, state["conv_block3.bn2.running_var"])
+    np.testing.assert_array_equal(gamma, state["conv_block3.bn2.weight"])
+    assert not any(k.startswith(("logmel", "spectrogram")) for k in converted)
+    assert converted.sources["bn0"] == ["bn0.weight", "bn0.bias", "bn0.running_mean",
+                                        "bn0.running_var"]
+
+
+def test_other_widths_are_refused_by_name():
+    with pytest.raises(Esc50Error, match=r"conv_block1\.conv1\.weight has 4 output channels"):
+        convert_state_dict("cnn14", _state("cnn14"), widths=(64, 128, 256, 512, 1024, 2048))
+
+
+def test_missing_unexpected_and_misshapen_keys_are_named(tiny_cnn14):
+    converted = convert_state_dict("cnn14", _state("cnn14"))
+    before = [w.copy() for w in tiny_cnn14.get_layer("conv_block1_conv1").get_weights()]
+
+    missing = type(converted)(converted, sources=converted.sources)
+    del missing["conv_block3_bn2"]
+    with pytest.raises(Esc50Error, match="missing key.*conv_block3_bn2"):
+        load_into(tiny_cnn14, missing)
+
+    extra = type(converted)(converted, sources=dict(converted.sources))
+    extra["fc2"] = [np.zeros((32, 8), "float32"), np.zeros(8, "float32")]
+    extra.sources["fc2"] = ["fc2.weight", "fc2.bias"]
+    with pytest.raises(Esc50Error, match="unexpected key 'fc2.weight'"):
+        load_into(tiny_cnn14, extra)
+
+    wrong = type(converted)(converted, sources=converted.sources)
+    wrong["fc_audioset"] = [np.zeros((32, 10), "float32"), np.zeros(10, "float32")]
+    with pytest.raises(Esc50Error, match=r"fc_audioset\.weight.*\(32, 10\).*\(32, 527\)"):
+        load_into(tiny_cnn14, wrong)
+    # Nothing was loaded by the failed attempts.
+    for a, b in zip(before, tiny_cnn14.get_layer("conv_block1_conv1").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # A new head: skip the AudioSet one on both sides.
+    loaded = load_into(tiny_cnn14, wrong, skip=("fc_audioset",))
+    assert "fc_audioset" not in loaded and "conv_block6_bn2" in loaded
+
+
+# --------------------------------------------------------------------------
+# Weights files, the cache, the catalog
+# --------------------------------------------------------------------------
+
+
+def test_convert_writes_weights_that_know_their_model(tmp_path, tiny_cnn14):
+    out = tmp_path / "tiny.weights.npz"
+    path, meta = store.convert_checkpoint("cnn14", _checkpoint("cnn14", "legacy"), out, log=print)
+    assert path == out and out.is_file() and store.sidecar_path(out).is_file()
+    digest = hashlib.sha256(_checkpoint("cnn14", "legacy").read_bytes()).hexdigest()
+    side = json.loads(store.sidecar_path(out).read_text())
+    assert side == meta
+    assert meta["model"] == "cnn14" and meta["source"]["sha256"] == digest
+    assert meta["source"]["file"] == "cnn14.legacy.pth"
+    assert meta["architecture"]["widths"] == [4, 8, 8, 16, 16, 32]
+    assert meta["architecture"]["sample_rate"] == 32000
+    assert meta["architecture"]["embedding_size"] == 32
+    assert meta["converted_at"] and meta["esc50tf_version"]
+    # The npz alone holds the same metadata (no pickle needed to read it).
+    store.sidecar_path(out).unlink()
+    converted, meta_npz = store.load_weights(out)
+    assert meta_npz == meta
+    assert store.resolve_weights(out)[1] == meta
+    reference = convert_state_dict("cnn14", _state("cnn14"))
+    assert sorted(converted) == sorted(reference)
+    for layer in reference:
+        for a, b in zip(converted[layer], reference[layer]):
+            np.testing.assert_array_equal(a, b)
+    load_into(tiny_cnn14, converted)
+    with pytest.raises(Esc50Error, match="already exists"):
+        store.convert_checkpoint("cnn14", _checkpoint("cnn14", "zip"), out)
+
+
+def test_a_failed_conversion_writes_nothing(tmp_path):
+    out = tmp_path / "x.weights.npz"
+    with pytest.raises(Esc50Error):
+        store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resolve_weights_explains_how_to_get_missing_ones(tmp_path):
+    with pytest.raises(Esc50Error, match="esc50tf pretrained download cnn14"):
+        store.resolve_weights("cnn14", cache_dir=tmp_path)
+    with pytest.raises(Esc50Error, match="known: cnn14, cnn14_16k, cnn14_sed"):
+        store.resolve_weights("vggish", cache_dir=tmp_path)
+    (tmp_path / "bogus.weights.npz").write_bytes(b"nope")
+    with pytest.raises(Esc50Error, match="bogus"):
+        store.resolve_weights(tmp_path / "bogus.weights.npz")
+
+
+def test_default_cache_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert store.weights_path("cnn14") == tmp_path / "esc50tf" / "pretrained" / "cnn14.weights.npz"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert store.default_cache_dir() == tmp_path / "home" / ".cache" / "esc50tf"
+
+
+def test_catalog_lists_the_official_checkpoints():
+    official = catalog.CHECKPOINTS
+    assert set(official) == {"cnn14", "cnn14_16k", "cnn14_sed"}
+    maps = {name: c.audioset_map for name, c in official.items()}
+    assert maps == {"cnn14": 0.431, "cnn14_16k": 0.438, "cnn14_sed": 0.385}
+    for c in official.values():
+        assert c.url.startswith("https://zenodo.org/records/3987831/files/")
+        assert f"mAP%3D{c.audioset_map:.3f}.pth" in c.url and c.file_name in c.url.replace("%3D", "=")
+        assert len(c.md5) == 32 and c.sha256 is None and c.licence == "CC BY 4.0"
+    from esc50tf.models import panns
+
+    assert {c.architecture for c in official.values()} <= set(panns.ARCHITECTURES)
+
+
+# --------------------------------------------------------------------------
+# Download (file:// and a local HTTP server) and the command line
+# --------------------------------------------------------------------------
+
+
+def _extra_catalog(tmp_path, monkeypatch, source, **overrides):
+    entry = dict(name="cnn14_tiny", architecture="cnn14", file_name="cnn14_tiny.pth",
+                 url=source.as_uri(), md5=hashlib.md5(source.read_bytes()).hexdigest(),
+                 size=source.stat().st_size, widths=[4, 8, 8, 16, 16, 32],
+                 note="reduced-width test checkpoint")
+    entry.update(overrides)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps([entry]))
+    monkeypatch.setenv(catalog.CATALOG_ENV, str(path))
+    return entry
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "esc50tf", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_pretrained_list_shows_source_checksum_licence_and_map(tmp_path, monkeypatch):
+    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14", "zip"))
+    result = _cli("pretrained", "list", "--json", "--cache-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["cnn14"]["md5"] == "541141fa2ee191a88f24a3219fff024e"
+    assert rows["cnn14"]["size"] == 327_428_481 and rows["cnn14"]["sha256"] == "not published"
+    assert rows["cnn14_sed"]["audioset_map"] == 0.385 and rows["cnn14"]["licence"] == "CC BY 4.0"
+    assert rows["cnn14_tiny"]["cached"] is False
+    table = _cli("pretrained", "list").stdout
+    assert "Cnn14_16k_mAP=0.438.pth" in table and "zenodo.org/records/3987831" in table
+
+
+@pytest.mark.slow
+def test_download_from_a_file_url_end_to_end(tmp_path, monkeypatch):
+    source = _checkpoint("cnn14", "zip")
+    _extra_catalog(tmp_path, monkeypatch, source)
+    cache = tmp_path / "cache"
+    result = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
+    assert result.returncode == 0, result.stderr
+    weights = cache / "cnn14_tiny.weights.npz"
+    assert result.stdout.strip() == str(weights)
+    assert sorted(p.name for p in cache.iterdir()) == ["cnn14_tiny.weights.json",
+                                                      "cnn14_tiny.weights.npz", "downloads"]
+    assert list((cache / "downloads").iterdir()) == []  # no .part, checkpoint removed
+    path, meta = store.resolve_weights("cnn14_tiny", cache_dir=cache)
+    assert path == weights and meta["name"] == "cnn14_tiny" and meta["model"] == "cnn14"
+    assert meta["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert meta["source"]["url"] == source.as_uri()
+    again = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
+    assert again.returncode == 0 and "already in the cache" in again.stderr
+
+
+def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
+    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14", "zip"), md5="0" * 32)
+    cache = tmp_path / "cache"
+    result = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
+    assert result.returncode == 1
+    assert "md5 is" in result.stderr and "0" * 32 in result.stderr
+    assert not (cache / "cnn14_tiny.weights.npz").exists()
+    assert list((cache / "downloads").iterdir()) == []
+
+
+def test_download_refuses_a_hostile_checkpoint_with_a_matching_checksum(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(_payloads(marker)["os.system"]))
+    _extra_catalog(tmp_path, monkeypatch, evil)
+    cache = tmp_path / "cache"
+    result = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
+    assert result.returncode == 1 and "refusing" in result.stderr
+    assert not marker.exists() and not (cache / "cnn14_tiny.weights.npz").exists()
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file, honouring `Range: bytes=N-` as a resuming client needs."""
+
+    payload = b""
+    ranges = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        data, status = self.payload, 200
+        header = self.headers.get("Range")
+        type(self).ranges.append(header)
+        if header and header.startswith("bytes="):
+            start = int(header[len("bytes="):].rstrip("-"))
+            data, status = data[start:], 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_download_resumes_a_partial_file_over_http(tmp_path, monkeypatch):
+    source = _checkpoint("cnn14_sed", "legacy")
+    data = source.read_bytes()
+    _RangeHandler.payload, _RangeHandler.ranges = data, []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/cnn14_sed.pth"
+        _extra_catalog(tmp_path, monkeypatch, source, architecture="cnn14_sed", url=url)
+        cache = tmp_path / "cache"
+        part = cache / "downloads" / "cnn14_tiny.pth.part"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[:100_000])  # what an interrupted download left
+        path, meta = store.download("cnn14_tiny", cache_dir=cache, progress=False,
+                                    log=lambda m: None)
+    finally:
+        server.shutdown()
+    assert _RangeHandler.ranges == ["bytes=100000-"]
+    assert meta["source"]["md5"] == hashlib.md5(data).hexdigest()
+    assert meta["model"] == "cnn14_sed" and path.is_file() and not part.exists()
