@@ -610,3 +610,38 @@ def test_download_resumes_a_partial_file_over_http(tmp_path, monkeypatch):
     assert _RangeHandler.ranges == ["bytes=100000-"]
     assert meta["source"]["md5"] == hashlib.md5(data).hexdigest()
     assert meta["model"] == "cnn14_sed" and path.is_file() and not part.exists()
+
+
+@pytest.mark.slow
+def test_download_then_train_with_weights_by_name(tiny_esc50, tmp_path, monkeypatch):
+    """file:// download into the default cache, then `train --weights NAME --freeze-backbone`:
+    the frozen trunk of the trained model holds exactly the checkpoint's weights."""
+    import keras
+
+    from esc50tf.cli import main
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14_16k", "legacy"),
+                   architecture="cnn14_16k")
+    assert main(["pretrained", "download", "cnn14_tiny"]) == 0
+    assert (tmp_path / "xdg" / "esc50tf" / "pretrained" / "cnn14_tiny.weights.npz").is_file()
+
+    data = tmp_path / "tfr16k"
+    build_tfrecords(tiny_esc50, data, BuildConfig(sample_rate=16000, clip_seconds=1.0,
+                                                  shards_per_fold=1),
+                    workers=1, progress=False, log=lambda _: None)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "cnn14_16k", "--weights", "cnn14_tiny", "--freeze-backbone",
+                 "--data", str(data), "--out", str(out), "--test-fold", "1", "--epochs", "1",
+                 "--batch-size", "8", "--no-export", "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["weights"] == "cnn14_tiny"
+    trained = keras.models.load_model(next(out.rglob("model.keras")))
+    state = read_torch_checkpoint(_checkpoint("cnn14_16k", "legacy"))
+    np.testing.assert_array_equal(trained.get_layer("conv_block4_conv2").get_weights()[0],
+                                  np.transpose(state["conv_block4.conv2.weight"], (2, 3, 1, 0)))
+    np.testing.assert_array_equal(trained.get_layer("conv_block6_bn1").get_weights()[3],
+                                  state["conv_block6.bn1.running_var"])
+    np.testing.assert_array_equal(trained.get_layer("fc1").get_weights()[0],
+                                  state["fc1.weight"].T)
