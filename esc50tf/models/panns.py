@@ -381,9 +381,11 @@ def fix_settings(merged, overrides=None):
     normalisation runs. Flags that ask for something else are refused
     (Esc50Error naming them) rather than silently ignored.
     """
+    from esc50tf.models import registry
+
     arch = run_architecture(merged["model"]["name"], merged["model"])
-    if arch is None:
-        return None
+    if arch is None or not registry.get(merged["model"]["name"]).keras:
+        return arch  # embeddings for the classic models resample to the trunk's rate themselves
     wanted = feature_settings(arch)
     asked = (overrides or {}).get("features", {})
     wrong = {k: v for k, v in asked.items() if k in wanted and k != "sample_rate" and v != wanted[k]}
