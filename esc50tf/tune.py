@@ -67,7 +67,8 @@ TRIAL_META = "esc50tf.json"
 _RNN_MODELS = ("lstm", "bilstm", "gru", "bigru", "hybrid", "hybrid_seed")
 _ATTENTION_MODELS = ("hybrid", "hybrid_seed")
 _DENSE_HEAD_MODELS = ("alexnet", "vgg16", "resnet50", "densenet121")
-_BACKBONE_MODELS = ("vgg16", "resnet50", "densenet121", "hybrid", "hybrid_seed")
+_PANNS_MODELS = ("cnn14", "cnn14_16k", "cnn14_sed")  # their front end is fixed (models/panns.py)
+_BACKBONE_MODELS = ("vgg16", "resnet50", "densenet121", "hybrid", "hybrid_seed") + _PANNS_MODELS
 
 _TYPES_FOR_KIND = {
     "real": ("float", "choice", "fixed"),
@@ -167,6 +168,14 @@ PARAMS = {p.name: p for p in [
     # Searched only when --weights names pretrained backbone weights.
     Param("freeze_backbone", "model", "freeze_backbone", "bool", lambda v: True, "true or false",
           {"type": "boolean"}, when=("model", _BACKBONE_MODELS)),
+    # With PANNs --weights: the hybrid's trunk, pretrained CNN14 or DenseNet121 from scratch.
+    Param("backbone", "model", "backbone", "str", lambda v: v in ("densenet121", "cnn14", "cnn14_16k"),
+          "densenet121, cnn14, cnn14_16k", _choice(["densenet121", "cnn14"]),
+          when=("model", ("hybrid",))),
+    # With --weights: how much slower the pretrained trunk learns than the new head.
+    Param("trunk_lr_scale", "train", "trunk_lr_scale", "real", lambda v: 0 < v <= 1,
+          "a number in (0, 1]", _choice([0.03, 0.1, 0.3, 1.0]),
+          when=("optimizer", ("adam", "adamw"))),
 ]}
 
 DEFAULT_SPACE = {name: p.default for name, p in PARAMS.items() if p.default is not None}
@@ -398,7 +407,8 @@ def describe_space(space, models):
 
 
 _NOTES = {"noise_snr": "SNR range in dB; off: no noise", "mixup_alpha": "0: no mixup",
-          "freeze_backbone": "only with --weights"}
+          "freeze_backbone": "only with --weights", "backbone": "only with PANNs --weights",
+          "trunk_lr_scale": "only with --weights; PANNs trunks"}
 
 
 def _entry_text(entry):
@@ -445,7 +455,9 @@ class SearchSpace:
         self._base_configs = {m: resolve_config(m, preset, base=self.base) for m in self.models}
         self.base_config = self._base_configs[self.models[0]]
         if not any(c.model.weights for c in self._base_configs.values()):
-            self.space.pop("freeze_backbone", None)  # only pretrained backbones are frozen
+            # Only pretrained backbones are frozen or learn more slowly than the head.
+            for name in ("freeze_backbone", "backbone", "trunk_lr_scale"):
+                self.space.pop(name, None)
 
     def _candidates(self, name):
         """Every value `name` can take in this search."""
@@ -539,6 +551,7 @@ class SearchSpace:
                     over["augment"]["mixup_alpha"] = value
                 continue
             over[p.section][p.key] = value
+        _fit_trunk(model, base, over)
         return self._resolve(model, self.preset, base=base, overrides=over)
 
     def default_values(self):
@@ -546,6 +559,24 @@ class SearchSpace:
         import keras_tuner as kt
 
         return self.declare(kt.HyperParameters())
+
+
+def _fit_trunk(model, base, over):
+    """Drops trial values a PANNs trunk cannot take (in place).
+
+    A PANNs trunk has its own front end, so searched front-end settings do not
+    apply to it; a hybrid on DenseNet121 trains from scratch when the weights
+    are PANNs weights (they fit the CNN14 trunk only).
+    """
+    from esc50tf.models import panns
+
+    backbone = over["model"].get("backbone", base.get("model", {}).get("backbone"))
+    if panns.architecture_for(model, backbone) is not None:
+        over["features"] = {}
+        base.pop("features", None)
+    elif model == "hybrid" and panns.is_panns_weights(base.get("model", {}).get("weights")):
+        over["model"]["weights"] = None
+        over["model"].pop("freeze_backbone", None)
 
 
 # --------------------------------------------------------------------------
@@ -589,12 +620,14 @@ class _TrialRunner:
         from esc50tf import distribute
         from esc50tf.data.pipeline import make_dataset
         from esc50tf.models import build as model_build
+        from esc50tf.models.panns import check_sample_rate
         from esc50tf.train import make_optimizer
 
         trial_dir = self.out / PROJECT / f"trial_{self.trial_id}"
         cfg = self.space.run_config(self.space.declare(hp), out=str(trial_dir), epochs=self.epochs)
         self.config = cfg
         self.meta = {"config": cfg.to_dict()}
+        check_sample_rate(cfg.model, self.manifest, self.data)  # a PANNs trunk's own rate
         # KerasTuner clears the Keras session before every build, and with it the dtype policy.
         keras.mixed_precision.set_global_policy(self.policy)
         t = cfg.train
@@ -870,8 +903,11 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     base.setdefault("train", {}).update(data=str(c.data), protocol="test-fold", test_fold=test_fold)
     base.setdefault("features", {})["sample_rate"] = int(manifest["config"]["sample_rate"])
     search_space = SearchSpace(space, models, base, c.preset)
+    from esc50tf.models.panns import check_sample_rate
+
     for model in models:  # each model with every entry at its default makes a valid config
-        search_space.run_config({**search_space.default_values(), "model": model})
+        cfg = search_space.run_config({**search_space.default_values(), "model": model})
+        check_sample_rate(cfg.model, manifest, c.data)
     t = search_space.base_config.train
     distribute.check_options(t.strategy, tpu=t.tpu, devices=t.devices,
                              mixed_precision=t.mixed_precision, jit_compile=t.jit_compile,

@@ -326,3 +326,27 @@ def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, t
         assert f["embeddings"].shape == (40, 32)
     result = json.loads((out / "fold1" / "result.json").read_text())
     assert result["feature_dim"] == 32 and result["num_train_clips"] > 0
+
+
+def test_tune_searches_pretrained_and_scratch_hybrid_trunks(weights_16k):
+    from esc50tf import tune as tune_mod
+
+    base = {"train": {"data": "d", "protocol": "test-fold", "test_fold": 1},
+            "model": {"weights": str(weights_16k)}, "features": {"sample_rate": 16000}}
+    space = tune_mod.SearchSpace(tune_mod.resolve_space(), ("hybrid", "cnn14_16k"), base)
+    assert {"backbone", "trunk_lr_scale", "freeze_backbone"} <= set(space.space)
+    assert space.condition("backbone") == ("model", ["hybrid"])
+    values = {"optimizer": "adamw", "lr": 0.001, "n_mels": 128, "features": "mfcc",
+              "trunk_lr_scale": 0.3, "freeze_backbone": False}
+    pretrained = space.run_config({**values, "model": "hybrid", "backbone": "cnn14_16k"})
+    assert pretrained.model.weights == str(weights_16k) and pretrained.train.preset == "finetune"
+    assert pretrained.features == _features("cnn14_16k")  # front-end values do not apply
+    assert pretrained.train.trunk_lr_scale == 0.3
+    scratch = space.run_config({**values, "model": "hybrid", "backbone": "densenet121"})
+    assert scratch.model.weights is None and scratch.train.preset == "default"
+    assert (scratch.features.kind, scratch.features.n_mels) == ("mfcc", 128)
+    cnn = space.run_config({**values, "model": "cnn14_16k"})
+    assert cnn.features == _features("cnn14_16k") and cnn.model.weights
+    # Without weights nothing pretrained is searched.
+    plain = tune_mod.SearchSpace(tune_mod.resolve_space(), ("hybrid",), {"train": {"data": "d"}})
+    assert not {"backbone", "trunk_lr_scale"} & set(plain.space)

@@ -360,6 +360,21 @@ def run_architecture(model, model_settings):
     return meta.get("model")
 
 
+def is_panns_weights(weights):
+    """Whether `weights` (a cache name or file) holds PANNs weights; False for None/other files."""
+    if not weights:
+        return False
+    from esc50tf.pretrained import catalog, store
+
+    if str(weights) in catalog.checkpoints():
+        return True
+    try:
+        _path, meta = store.resolve_weights(weights)
+    except Esc50Error:
+        return False
+    return meta.get("model") in ARCHITECTURES
+
+
 def effective_preset(model, preset, base=None, overrides=None):
     """"finetune" for "default" when a Keras model on a PANNs trunk gets pretrained weights."""
     from esc50tf.models import registry
