@@ -117,6 +117,16 @@ def select_models(spec="all"):
     return out
 
 
+def _rate_of(model):
+    from esc50tf.models import panns, registry
+
+    return panns.architecture(registry.get(model).pretrained)["sample_rate"]
+
+
+def _rate_fits(model, manifest):
+    return _rate_of(model) == int(manifest["config"]["sample_rate"])
+
+
 def parse_kinds(spec):
     """`"mel,mfcc"` -> ["mel", "mfcc"]; Esc50Error for anything else."""
     kinds = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
@@ -162,6 +172,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
     from esc50tf import presets, train
     from esc50tf.data import tfrecords as tfr
     from esc50tf.models import registry
+    from esc50tf.models.panns import check_sample_rate
 
     from esc50tf.augment import AugmentConfig
 
@@ -189,9 +200,17 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
     overrides.setdefault("features", {})["sample_rate"] = int(manifest["config"]["sample_rate"])
     overrides.setdefault("train", {})["data"] = str(data)
     runs = []
+    named = set(models if isinstance(models, (list, tuple)) else str(models).split(","))
     for model in select_models(models):
         spec = registry.get(model)
-        if spec.keras:
+        if spec.pretrained and model not in named and not _rate_fits(model, manifest):
+            _log(f"study: {model} left out: it takes {_rate_of(model)} Hz audio, {data} holds "
+                 f"{manifest['config']['sample_rate']} Hz clips (name it to see how to rebuild)")
+            continue
+        if spec.pretrained:
+            model_kinds = ["mel"]  # its own log-Mel front end (esc50tf.models.panns)
+            points = ([(o, lr) for o in optimizers for lr in lrs] if grid else [(None, None)])
+        elif spec.keras:
             model_kinds = kinds or [presets.preset(preset, model)["features"].get("kind", "mel")]
             points = ([(o, lr) for o in optimizers for lr in lrs] if grid else [(None, None)])
         else:
@@ -205,6 +224,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
                     over["train"].update(optimizer=optimizer, lr=float(lr))
                 try:
                     cfg = train.resolve_config(model, preset, overrides=over)
+                    check_sample_rate(cfg.model, manifest, data)
                 except Esc50Error as err:
                     raise Esc50Error(f"{model} ({kind or 'classic'}): {err}") from None
                 label = kind if kind is not None else cfg.model.classic_features

@@ -350,3 +350,17 @@ def test_tune_searches_pretrained_and_scratch_hybrid_trunks(weights_16k):
     # Without weights nothing pretrained is searched.
     plain = tune_mod.SearchSpace(tune_mod.resolve_space(), ("hybrid",), {"train": {"data": "d"}})
     assert not {"backbone", "trunk_lr_scale"} & set(plain.space)
+
+
+def test_study_plans_panns_models_on_their_own_front_end(tfrecords_16k, tiny_tfrecords,
+                                                          tmp_path):
+    from esc50tf import study
+
+    runs = study.plan_study(tfrecords_16k, tmp_path, models="cnn14_16k,gru", preset="default",
+                            kinds=["mel", "mfcc"])
+    assert [r.name for r in runs] == ["cnn14_16k-mel-default", "gru-mel-default",
+                                      "gru-mfcc-default"]
+    assert runs[0].config.features == _features("cnn14_16k")
+    # Named explicitly on clips of another rate: the plan stops with the rebuild command.
+    with pytest.raises(Esc50Error, match="build-tfrecords .*--sample-rate 16000"):
+        study.plan_study(tiny_tfrecords, tmp_path, models="cnn14_16k", preset="default")

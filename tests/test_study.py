@@ -110,7 +110,9 @@ def test_plan_names_every_grid_point(tiny_tfrecords, tmp_path):
 def test_every_model_resolves_under_both_presets(tiny_tfrecords, tmp_path):
     for preset in ("seed", "default"):
         runs = study.plan_study(tiny_tfrecords, tmp_path, models="all", preset=preset)
-        assert {r.model for r in runs} == set(study.select_models("all"))
+        # The PANNs models (32 / 16 kHz) are left out of "all" on these 8 kHz clips.
+        assert {r.model for r in runs} == {m for m in study.select_models("all")
+                                            if not m.startswith("cnn14")}
 
 
 @pytest.mark.parametrize("args, message", [
