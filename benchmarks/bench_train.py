@@ -18,6 +18,13 @@ manual loop, one synchronised step at a time:
   shuffled, cached, prefetched). When the two match, the input pipeline keeps
   the device busy.
 
+The PANNs models (`cnn14`, `cnn14_16k`, `cnn14_sed`; esc50tf.models.panns)
+run on their own front end at their own rate (32 or 16 kHz): their in-memory
+batch is the data's clips cut to the model's length, and their `tfrecord` feed
+runs only when `--data` holds clips at that rate (otherwise it is listed as
+skipped). They are built at full size (80.8M parameters), from random weights
+(pretrained weights cost the same per step), with every layer trainable.
+
 The first steps (tracing, compilation, pipeline start) are warm-up and are not
 timed. Each entry reports the median step time, examples/s, the time of one
 ESC-50 training epoch (1,600 clips = 4 folds, `floor(1600 / batch)` steps)
@@ -201,17 +208,26 @@ class TFRecordFeed:
 # --------------------------------------------------------------------------
 
 
+def model_rate(name, sample_rate):
+    """The rate `name` runs at: its own for a PANNs model, else the data's."""
+    from esc50tf.models import panns
+    from esc50tf.train import resolve_config
+
+    arch = panns.architecture_of(resolve_config(name, "default").model)
+    return panns.architecture(arch)["sample_rate"] if arch else sample_rate
+
+
 def build(name, policy, jit, num_samples, sample_rate, num_classes):
     """The compiled model; the global policy is restored before returning."""
-    from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
     from esc50tf.train import make_optimizer, resolve_config
 
     cfg = resolve_config(name, "default")
-    # The default preset's front end (log-Mel 128, n_fft 2048, hop 512) at the data's rate.
-    features = dataclasses.replace(cfg.features, sample_rate=sample_rate)
+    # The default preset's front end (log-Mel 128, n_fft 2048, hop 512) at the data's rate;
+    # a PANNs model's own front end (resolve_config sets it) at its own rate.
+    features = dataclasses.replace(cfg.features, sample_rate=model_rate(name, sample_rate))
     with _frontend_module().global_policy(policy):
-        model = build_model(ModelConfig(name=name), features, num_classes, num_samples)
+        model = build_model(cfg.model, features, num_classes, num_samples)
         model.compile(make_optimizer(cfg.train), loss="categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=jit)
     return model, features, cfg
@@ -236,19 +252,21 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
 
     label = f"{name}-{policy}-{'xla' if jit else 'noxla'}-b{batch}"
     common.log(f"{label}: building")
+    rate = model_rate(name, data["sample_rate"])
+    num_samples = int(round(data["num_samples"] * rate / data["sample_rate"]))
     t0 = time.perf_counter()
     try:
-        model, features, cfg = build(name, policy, jit, data["num_samples"],
-                                     data["sample_rate"], data["num_classes"])
+        model, features, cfg = build(name, policy, jit, num_samples, data["sample_rate"],
+                                     data["num_classes"])
     except Exception as e:  # noqa: BLE001 - recorded, the rest still runs
         skipped.append({"variant": label, "reason": f"build failed: {type(e).__name__}: {e}"})
         return [], None
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     if data["clips"] is not None:
-        x = np.resize(data["clips"], (batch, data["num_samples"])).astype(np.float32)
+        x = np.resize(data["clips"][:, :num_samples], (batch, num_samples)).astype(np.float32)
     else:
-        x = (0.1 * rng.standard_normal((batch, data["num_samples"]))).astype(np.float32)
+        x = (0.1 * rng.standard_normal((batch, num_samples))).astype(np.float32)
     y = np.eye(data["num_classes"], dtype=np.float32)[rng.integers(0, data["num_classes"], batch)]
     xm, ym = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
     feeds = {}
@@ -257,6 +275,11 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
     if "tfrecord" in args.feeds:
         if data["tfrecord_dir"] is None:
             skipped.append({"variant": f"{label}-tfrecord", "reason": data["tfrecord_reason"]})
+        elif rate != data["sample_rate"]:
+            skipped.append({"variant": f"{label}-tfrecord",
+                            "reason": f"the TFRecords hold {data['sample_rate']} Hz clips; {name} "
+                                      f"takes {rate} Hz (pass --data built with --sample-rate "
+                                      f"{rate})"})
         else:
             try:
                 feeds["tfrecord"] = TFRecordFeed(data["tfrecord_dir"], data["manifest"], batch,
