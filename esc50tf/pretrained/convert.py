@@ -76,13 +76,13 @@ def _convert_module(module, params):
         extra = names - set(_BN_PARAMS)
         if extra:
             raise Esc50Error(f"unexpected key {module}.{sorted(extra)[0]!r} in a batch norm")
-        return ([params[p].astype(np.float32) for p in _BN_PARAMS],
+        return ([params[p].astype(np.float32, copy=False) for p in _BN_PARAMS],
                 [f"{module}.{p}" for p in _BN_PARAMS])
     if "weight" not in names or names - {"weight", "bias"}:
         odd = sorted(names - {"weight", "bias"}) or ["weight"]
         raise Esc50Error(f"unexpected or missing key {module}.{odd[0]} (not a conv, "
                          "linear or batch-norm module)")
-    weight = params["weight"].astype(np.float32)
+    weight = params["weight"].astype(np.float32, copy=False)
     if weight.ndim == 4:
         arrays = [np.transpose(weight, (2, 3, 1, 0))]  # (O, I, kh, kw) -> (kh, kw, I, O)
     elif weight.ndim == 2:
@@ -92,7 +92,7 @@ def _convert_module(module, params):
                          "(4-D) or linear (2-D) weight")
     keys = [f"{module}.weight"]
     if "bias" in params:
-        arrays.append(params["bias"].astype(np.float32))
+        arrays.append(params["bias"].astype(np.float32, copy=False))
         keys.append(f"{module}.bias")
     return [np.ascontiguousarray(a) for a in arrays], keys
 

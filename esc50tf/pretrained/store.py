@@ -260,6 +260,7 @@ def convert_checkpoint(architecture, checkpoint, out, *, name=None, widths=None,
         raise Esc50Error(f"{out}: already exists; pass --overwrite to replace it")
     state = read_torch_checkpoint(checkpoint)
     converted = convert_state_dict(architecture, state, widths=widths)
+    del state  # the converted copies are all that is needed from here on
     found_widths, embedding, classes = _infer_sizes(converted)
     # Loading into the model itself proves that every key and shape fits.
     model = panns.build_reference(architecture, widths=found_widths, embedding_size=embedding,
