@@ -183,6 +183,21 @@ def test_strided_views_and_bfloat16_are_rebuilt(tmp_path):
     assert state["half"].dtype == np.float32
 
 
+def test_numpy_values_beside_the_state_dict_are_read(tmp_path):
+    """Training scripts store counters and sampler state as numpy next to the weights."""
+    flat = np.arange(6, dtype=np.float32)
+
+    def build(rebuild, types_):
+        s0 = _StorageRef("FloatStorage", "0", flat)
+        return {"model": {"w": _Tensor(rebuild, s0, 0, (2, 3), (3, 1))},
+                "test_mAP": np.float64(0.431), "iteration": 500_000,
+                "sampler": {"indexes": np.arange(5, dtype=np.int64), "name": b"balanced"}}, [s0]
+
+    state = read_torch_checkpoint(_write_zip_checkpoint(tmp_path / "np.pth", build))
+    assert list(state) == ["w"]
+    np.testing.assert_array_equal(state["w"], flat.reshape(2, 3))
+
+
 @pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3)])
 def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
     size, stride, offset = geometry
