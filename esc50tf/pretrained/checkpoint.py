@@ -102,8 +102,14 @@ class _NumpyArray:
         self.array = flat.reshape(shape, order="F" if is_fortran else "C").copy()
 
 
+class _NdarrayName:
+    """Stands for ``numpy.ndarray`` in a pickle: only `_numpy_reconstruct` accepts it
+    (the real class would let NEWOBJ call ``ndarray.__new__`` with arguments of the
+    file's choosing)."""
+
+
 def _numpy_reconstruct(cls, shape, typecode):
-    if cls is not np.ndarray:
+    if cls is not _NdarrayName:
         raise pickle.UnpicklingError("numpy _reconstruct of a non-ndarray refused")
     return _NumpyArray()
 
@@ -174,7 +180,7 @@ _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayName,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
