@@ -540,15 +540,15 @@ def test_pretrained_list_shows_source_checksum_licence_and_map(tmp_path, monkeyp
     assert "Cnn14_16k_mAP=0.438.pth" in table and "zenodo.org/records/3987831" in table
 
 
-@pytest.mark.slow
-def test_download_from_a_file_url_end_to_end(tmp_path, monkeypatch):
+def test_download_from_a_file_url_end_to_end(tmp_path, monkeypatch, capsys):
+    from esc50tf.cli import main
+
     source = _checkpoint("cnn14", "zip")
     _extra_catalog(tmp_path, monkeypatch, source)
     cache = tmp_path / "cache"
-    result = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
-    assert result.returncode == 0, result.stderr
+    assert main(["pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache)]) == 0
     weights = cache / "cnn14_tiny.weights.npz"
-    assert result.stdout.strip() == str(weights)
+    assert capsys.readouterr().out.strip() == str(weights)
     assert sorted(p.name for p in cache.iterdir()) == ["cnn14_tiny.weights.json",
                                                       "cnn14_tiny.weights.npz", "downloads"]
     assert list((cache / "downloads").iterdir()) == []  # no .part, checkpoint removed
