@@ -499,7 +499,8 @@ def test_catalog_lists_the_official_checkpoints():
     for c in official.values():
         assert c.url.startswith("https://zenodo.org/records/3987831/files/")
         assert f"mAP%3D{c.audioset_map:.3f}.pth" in c.url and c.file_name in c.url.replace("%3D", "=")
-        assert len(c.md5) == 32 and c.sha256 is None and c.licence == "CC BY 4.0"
+        assert len(c.md5) == 32 and len(c.sha256) == 64 and c.size > 300_000_000
+        assert c.licence == "CC BY 4.0"
     from esc50tf.models import panns
 
     assert {c.architecture for c in official.values()} <= set(panns.ARCHITECTURES)
@@ -533,7 +534,8 @@ def test_pretrained_list_shows_source_checksum_licence_and_map(tmp_path, monkeyp
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["cnn14"]["md5"] == "541141fa2ee191a88f24a3219fff024e"
-    assert rows["cnn14"]["size"] == 327_428_481 and rows["cnn14"]["sha256"] == "not published"
+    assert rows["cnn14"]["size"] == 327_428_481 and rows["cnn14"]["sha256"].startswith("0dc499e4")
+    assert rows["cnn14_tiny"]["sha256"] == "not recorded"
     assert rows["cnn14_sed"]["audioset_map"] == 0.385 and rows["cnn14"]["licence"] == "CC BY 4.0"
     assert rows["cnn14_tiny"]["cached"] is False
     table = _cli("pretrained", "list").stdout
@@ -560,12 +562,13 @@ def test_download_from_a_file_url_end_to_end(tmp_path, monkeypatch, capsys):
     assert again.returncode == 0 and "already in the cache" in again.stderr
 
 
-def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
-    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14", "zip"), md5="0" * 32)
+@pytest.mark.parametrize("field,wrong", [("md5", "0" * 32), ("sha256", "f" * 64), ("size", 123)])
+def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path, monkeypatch, field, wrong):
+    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14", "zip"), **{field: wrong})
     cache = tmp_path / "cache"
     result = _cli("pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache))
     assert result.returncode == 1
-    assert "md5 is" in result.stderr and "0" * 32 in result.stderr
+    assert f"{field} is" in result.stderr and str(wrong) in result.stderr
     assert not (cache / "cnn14_tiny.weights.npz").exists()
     assert list((cache / "downloads").iterdir()) == []
 

