@@ -141,7 +141,7 @@ class _StorageRef:
         self.kind, self.key, self.data = kind, key, data
 
 
-def _write_zip_checkpoint(path, build):
+def _write_zip_checkpoint(path, build, byteorder="little"):
     """`build(rebuild, storages) -> (object, [_StorageRef])`, written as torch's zip format."""
     with _fake_torch() as (rebuild, storage_types):
         obj, refs = build(rebuild, storage_types)
@@ -157,9 +157,10 @@ def _write_zip_checkpoint(path, build):
         Pickler(buffer, protocol=2).dump(obj)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("archive/data.pkl", buffer.getvalue())
-        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/byteorder", byteorder)
         for ref in refs:
-            zf.writestr(f"archive/data/{ref.key}", ref.data.tobytes())
+            data = ref.data.astype(ref.data.dtype.newbyteorder("<" if byteorder == "little" else ">"))
+            zf.writestr(f"archive/data/{ref.key}", data.tobytes())
     return path
 
 
@@ -181,6 +182,17 @@ def test_strided_views_and_bfloat16_are_rebuilt(tmp_path):
     np.testing.assert_array_equal(state["sliced"], [5.0, 7.0, 9.0])
     np.testing.assert_array_equal(state["half"], [1.5, -2.25])
     assert state["half"].dtype == np.float32
+
+
+def test_big_endian_archives_are_read(tmp_path):
+    flat = np.linspace(-1, 1, 6).astype(np.float32)
+
+    def build(rebuild, types_):
+        s0 = _StorageRef("FloatStorage", "0", flat)
+        return {"w": _Tensor(rebuild, s0, 0, (2, 3), (3, 1))}, [s0]
+
+    path = _write_zip_checkpoint(tmp_path / "be.pth", build, byteorder="big")
+    np.testing.assert_array_equal(read_torch_checkpoint(path)["w"], flat.reshape(2, 3))
 
 
 def test_numpy_values_beside_the_state_dict_are_read(tmp_path):
