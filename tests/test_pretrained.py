@@ -159,7 +159,8 @@ def _write_zip_checkpoint(path, build, byteorder="little"):
         zf.writestr("archive/data.pkl", buffer.getvalue())
         zf.writestr("archive/byteorder", byteorder)
         for ref in refs:
-            data = ref.data.astype(ref.data.dtype.newbyteorder("<" if byteorder == "little" else ">"))
+            order = "<" if byteorder == "little" else ">"
+            data = ref.data.astype(ref.data.dtype.newbyteorder(order))
             zf.writestr(f"archive/data/{ref.key}", data.tobytes())
     return path
 
@@ -510,7 +511,8 @@ def test_catalog_lists_the_official_checkpoints():
     assert maps == {"cnn14": 0.431, "cnn14_16k": 0.438, "cnn14_sed": 0.385}
     for c in official.values():
         assert c.url.startswith("https://zenodo.org/records/3987831/files/")
-        assert f"mAP%3D{c.audioset_map:.3f}.pth" in c.url and c.file_name in c.url.replace("%3D", "=")
+        assert f"mAP%3D{c.audioset_map:.3f}.pth" in c.url
+        assert c.file_name in c.url.replace("%3D", "=")
         assert len(c.md5) == 32 and len(c.sha256) == 64 and c.size > 300_000_000
         assert c.licence == "CC BY 4.0"
     from esc50tf.models import panns

@@ -6,8 +6,9 @@ the few torch functions that rebuild a tensor from a storage, the storage
 types, ``collections.OrderedDict``, ``_codecs.encode`` (protocol 2 writes
 bytes as ``encode(str, "latin1")``; nothing else is accepted), and numpy
 scalars/arrays of plain numeric dtypes (some training scripts store an epoch
-counter or a sampler state as numpy). Nothing of torch is imported or called: each allowed name maps to a
-small function here that builds the numpy equivalent. Any other global
+counter or a sampler state as numpy). Nothing of torch is imported or
+called: each allowed name maps to a small function here that builds the
+numpy equivalent. Any other global
 (``os.system``, ``builtins.eval``, ``subprocess.Popen``...) stops the load
 with an :class:`Esc50Error` naming the file and the global, before anything
 it names has been looked up, let alone called.
@@ -350,7 +351,8 @@ def _read_legacy(path, f):
             raise Esc50Error(f"{path}: truncated (storage {key} missing)")
         (count,) = struct.unpack("<q", header)
         if count != numel:
-            raise Esc50Error(f"{path}: storage {key} holds {count} elements, the pickle says {numel}")
+            raise Esc50Error(f"{path}: storage {key} holds {count} elements, "
+                             f"the pickle says {numel}")
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
         raw = f.read(count * itemsize)
         if len(raw) != count * itemsize:

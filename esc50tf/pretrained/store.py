@@ -69,7 +69,9 @@ def weights_path(name, cache_dir=None):
 def sidecar_path(path):
     """`x.weights.npz` -> `x.weights.json` (any other name: `<name>.json`)."""
     path = Path(path)
-    return path.with_suffix(".json") if path.suffix == ".npz" else path.with_name(path.name + ".json")
+    if path.suffix == ".npz":
+        return path.with_suffix(".json")
+    return path.with_name(path.name + ".json")
 
 
 def file_digests(path, chunk=1 << 20):
