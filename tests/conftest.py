@@ -27,16 +27,20 @@ def tiny_esc50(tmp_path_factory):
     return root
 
 
+def build_tiny_tfrecords(tiny_esc50, out, sample_rate=8000, shards_per_fold=2):
+    """TFRecords of `tiny_esc50` at `sample_rate` (1 s clips) in the folder `out`."""
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=sample_rate, clip_seconds=1.0,
+                                                  shards_per_fold=shards_per_fold),
+                    workers=1, progress=False, log=lambda _: None)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_tfrecords(tiny_esc50, tmp_path_factory):
     """TFRecords of `tiny_esc50` (2 shards per fold). Treat as read-only."""
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
-
-    out = tmp_path_factory.mktemp("tiny_tfr") / "tfr"
-    build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=8000, clip_seconds=1.0,
-                                                  shards_per_fold=2),
-                    workers=1, progress=False, log=lambda _: None)
-    return out
+    return build_tiny_tfrecords(tiny_esc50, tmp_path_factory.mktemp("tiny_tfr") / "tfr")
 
 
 @pytest.fixture

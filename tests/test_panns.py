@@ -41,13 +41,10 @@ def weights_sed(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tfrecords_16k(tiny_esc50, tmp_path_factory):
     """The tiny dataset at 16 kHz (cnn14_16k's rate), 1 s clips."""
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from conftest import build_tiny_tfrecords
 
-    out = tmp_path_factory.mktemp("tfr16k") / "tfr"
-    build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=16000, clip_seconds=1.0,
-                                                  shards_per_fold=1),
-                    workers=1, progress=False, log=lambda _: None)
-    return out
+    return build_tiny_tfrecords(tiny_esc50, tmp_path_factory.mktemp("tfr16k") / "tfr",
+                                sample_rate=16000, shards_per_fold=1)
 
 
 def _features(arch):
