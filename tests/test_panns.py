@@ -204,6 +204,7 @@ def test_pretrained_weights_select_the_finetune_preset(weights_16k):
     ({"features": {"hop_length": 512}}, "hop_length=320"),
     ({"model": {"normalization": "frequency"}}, "own bn0"),
     ({"model": {"backbone": "cnn14"}}, "only the hybrid"),
+    ({"model": {"freeze_backbone": True}}, "random trunk"),
 ])
 def test_conflicting_settings_are_refused(over, match):
     from esc50tf.train import resolve_config

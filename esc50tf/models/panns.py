@@ -414,6 +414,9 @@ def fix_settings(merged, overrides=None):
     if norm not in (None, "none"):
         raise Esc50Error(f"{merged['model']['name']} normalises its log-Mel with its own bn0; "
                          f"got normalization={norm!r}: leave it out")
+    if merged["model"].get("freeze_backbone") and not merged["model"].get("weights"):
+        raise Esc50Error(f"--freeze-backbone without --weights would keep {arch}'s random trunk "
+                         f"as it is; give pretrained weights (e.g. --weights {arch})")
     merged["features"] = dict(wanted)
     merged["model"]["normalization"] = "none"
     return arch
