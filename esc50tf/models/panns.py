@@ -448,7 +448,8 @@ def check_sample_rate(model_config, manifest, data):
         extra += f" --compression {build['compression']}"
     out = f"{str(data).rstrip('/')}-{wanted // 1000}k"
     raise Esc50Error(
-        f"{data} holds {have} Hz clips but {model_config.name} ({arch}) takes {wanted} Hz "
+        f"{data} holds {have} Hz clips but {model_config.name}"
+        f"{'' if arch == model_config.name else f' (on {arch})'} takes {wanted} Hz "
         f"audio; rebuild the TFRecords at its rate:\n  esc50tf build-tfrecords --data-dir "
         f"{source} --out {out} --sample-rate {wanted}{extra}\nthen pass --data {out}"
     )
