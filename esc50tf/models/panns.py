@@ -269,7 +269,8 @@ def _classifier(x, config, name):
 
 
 @register("cnn14", "panns",
-          "PANNs CNN14 (AudioSet, 32 kHz, 80.8M parameters): conv trunk + fc1 embedding, new head",
+          "PANNs CNN14 (AudioSet-pretrained, 32 kHz, 79.7M-parameter trunk): conv blocks + fc1 "
+          "embedding, new head",
           pretrained="cnn14")
 def build_cnn14(x, config, num_classes):
     return _classifier(x, config, "cnn14")
