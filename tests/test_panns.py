@@ -317,6 +317,13 @@ def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, t
         assert f["embeddings"].shape == (40, 32)
     result = json.loads((out / "fold1" / "result.json").read_text())
     assert result["feature_dim"] == 32 and result["num_train_clips"] > 0
+    # `evaluate` embeds the test clips again (make_featurizer, resampled on the fly):
+    # the same predictions as the cached table gave.
+    from esc50tf.cli import main
+
+    assert main(["evaluate", str(out)]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["accuracy"] == pytest.approx(report["accuracy"])
 
 
 def test_tune_searches_pretrained_and_scratch_hybrid_trunks(weights_16k):
