@@ -23,7 +23,10 @@ class ModelConfig:
         attention_units: int. Size of the additive attention (hybrid). Defaults to 64.
         l2: float or None. L2 penalty on dense-head kernels.
         weights: str or None. Local weights file for the CNN backbone (e.g.
-            ImageNet weights for keras.applications); None trains from scratch.
+            ImageNet weights for keras.applications); for a PANNs trunk (`cnn14`...,
+            `hybrid` with a CNN14 `backbone`, `classic_features="embeddings"`) a
+            checkpoint name from the cache or a converted weights file
+            (`esc50tf.pretrained`); None trains from scratch.
         freeze_backbone: bool. Keep the backbone's weights fixed.
         backbone: str or None. The hybrid's trunk: "densenet121" (None, the
             default) or a PANNs CNN14 ("cnn14", "cnn14_16k"; with `weights`
