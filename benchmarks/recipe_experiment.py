@@ -55,6 +55,13 @@ RECIPES = {
             "augment": {}},
     "new": {"train": {}, "augment": {}},
     "new_crops": {"train": {}, "augment": {"crop_seconds": 0.75, "test_crops": 5}},
+    # Ablations: the new schedule without averaging; warmup + constant rate with averaging;
+    # the old schedule with averaging.
+    "new_last": {"train": {"final_weights": "last"}, "augment": {}},
+    "new_constant": {"train": {"schedule": "constant"}, "augment": {}},
+    "old_swa": {"train": {"schedule": "plateau", "warmup_epochs": 0.0,
+                          "early_stopping_patience": 10, "min_val_per_class": 0.0,
+                          "final_weights": "swa"}, "augment": {}},
 }
 FULL = dict(classes=50, clips_per_class=8, epochs=30, seeds=3, models=("cnn_small", "gru"))
 QUICK = dict(classes=10, clips_per_class=8, epochs=3, seeds=1, models=("cnn_small", "gru"))

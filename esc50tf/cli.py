@@ -284,6 +284,7 @@ TRAIN_OPTIONS = [
     ("--lr-patience", "train", "lr_patience", dict(type=_positive_int, help="ReduceLROnPlateau patience (default 5, factor 0.2)")),
     ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=int, help="EarlyStopping patience on validation loss; 0: off (default preset: 0; seed: 10)")),
     ("--schedule", "train", "schedule", dict(choices=list(recipe.SCHEDULES), help="learning rate: plateau (ReduceLROnPlateau on validation), cosine decay over the epoch budget, or constant (default preset: cosine; seed: plateau)")),
+    ("--min-lr", "train", "min_lr", dict(type=float, help="floor of the cosine and plateau schedules (default 1e-5)")),
     ("--warmup-epochs", "train", "warmup_epochs", dict(type=float, help="linear warmup epochs before cosine or constant (default preset: 5)")),
     ("--min-val-per-class", "train", "min_val_per_class", dict(type=float, help="validation clips per class below which early stopping and plateau cuts are off (default preset: 5; seed: 0)")),
     ("--final-weights", "train", "final_weights", dict(choices=list(recipe.FINAL_WEIGHTS), help="the evaluated and saved model: best by validation, last epoch, ema or swa average (default preset: swa; seed: best)")),
