@@ -86,6 +86,9 @@ def parse_args(argv=None):
                         help=f"comma-separated, from {', '.join(RECIPES)} (default: old,new)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per recipe")
     parser.add_argument("--epochs", type=int, default=None, help="epoch budget of every run")
+    parser.add_argument("--label", default=None,
+                        help="suffix of the report's name, e.g. ablation: "
+                             "recipe_experiment-ablation-<mode>-cpu.json")
     args = parser.parse_args(argv)
     for name in ("seeds", "epochs"):
         common.check_positive(parser, "--" + name, getattr(args, name))
@@ -185,7 +188,7 @@ def render_markdown(payload):
     ])
     env = payload["environment"]
     lines = [
-        f"# {SCRIPT} ({payload['mode']}, {payload['device']})",
+        f"# {payload['benchmark']} ({payload['mode']}, {payload['device']})",
         "",
         f"{payload['created']}; {payload['cpu'].get('model', '?')} "
         f"({env['usable_cpus']} usable CPUs, shared); load average {env['loadavg_at_start']} at "
@@ -222,7 +225,7 @@ def main(argv=None):
                     runs.append(result)
                     common.log(f"{model} {recipe} seed {seed}: {100 * result['accuracy']:.1f}% "
                                f"({result['epochs_run']} epochs, {result['wall_s']:.0f} s)")
-    payload = common.new_payload(SCRIPT, args.quick)
+    payload = common.new_payload(SCRIPT + (f"-{args.label}" if args.label else ""), args.quick)
     environment = common.finish_environment(environment)
     payload.update({
         "device": "cpu",
