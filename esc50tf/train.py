@@ -4,9 +4,10 @@ For each split of the protocol (every fold for k-fold CV, one test fold, or a
 grouped ratio split): build the tf.data pipelines (training side only for
 fitting, validation carved from it by src_file), build the model in the
 distribution strategy's scope under the chosen precision, adapt the
-per-frequency normalisation on the training clips, fit with the study's
-callbacks plus CSV history, TensorBoard and BackupAndRestore, then predict the
-test side once, save `model.keras` and a SavedModel export, and write the
+per-frequency normalisation on the training clips, fit with the recipe's
+callbacks (esc50tf.recipe: schedule, decisions the validation side is big
+enough for, weight averaging) plus CSV history, TensorBoard and
+BackupAndRestore, then predict the test side once (averaged over test crops), save `model.keras` and a SavedModel export, and write the
 split's results. Finally aggregate everything into the run's report.
 
 A run folder is resumable: finished splits are skipped, an interrupted one
