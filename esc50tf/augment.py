@@ -237,8 +237,14 @@ class RandomCrop(_AugmentLayer):
     are deterministic. Inputs shorter than `num_samples` are zero-padded at
     the end. Works on any rank >= 2, cropping axis 1.
 
+    Evaluation over several crops (EnvNet, Tokozume et al., 2017) happens
+    outside the layer: `esc50tf.models.build.predict_crops` averages the
+    model's probabilities over `test_crops` evenly spaced windows.
+
     Args:
         num_samples: int. Length of the output along axis 1.
+        test_crops: int. Evenly spaced windows whose predictions are averaged
+            at evaluation (read by `predict_crops`). Defaults to 1 (centre).
         seed: int or None. Seed of the layer's random generator.
             Defaults to None.
 
@@ -249,10 +255,12 @@ class RandomCrop(_AugmentLayer):
     (8, 88200)
     """
 
-    def __init__(self, num_samples, seed=None, **kwargs):
+    def __init__(self, num_samples, test_crops=1, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         _check_int("num_samples", num_samples, low=1)
+        _check_int("test_crops", test_crops, low=1)
         self.num_samples = num_samples
+        self.test_crops = test_crops
 
     def call(self, inputs, training=None):
         if inputs.shape[1] == self.num_samples:
@@ -274,7 +282,7 @@ class RandomCrop(_AugmentLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_samples": self.num_samples})
+        config.update({"num_samples": self.num_samples, "test_crops": self.test_crops})
         return config
 
 
@@ -1048,6 +1056,8 @@ class AugmentConfig:
     Waveform (applied in this order by `build_waveform_augmenter`):
         crop_seconds: random window of this length, centre crop at
             inference; 0 = no crop.
+        test_crops: with a crop, evaluate and predict by averaging the
+            model over this many evenly spaced windows.
         time_shift_seconds: largest circular shift either way; 0 = off.
         gain_db: `(min_db, max_db)` random gain, or None = off.
         noise_snr_db: `(min_db, max_db)` SNR of additive noise, or None = off.
@@ -1066,6 +1076,7 @@ class AugmentConfig:
     """
 
     crop_seconds: float = 0.0
+    test_crops: int = 1
     time_shift_seconds: float = 0.0
     gain_db: tuple[float, float] | None = None
     noise_snr_db: tuple[float, float] | None = None
@@ -1127,6 +1138,7 @@ class AugmentConfig:
                 fail(name, value, "True or False")
 
         number("crop_seconds", 0.0)
+        integer("test_crops", 1)
         number("time_shift_seconds", 0.0)
         pair("gain_db", -60.0, 60.0)
         pair("noise_snr_db", -30.0, 100.0)
@@ -1212,7 +1224,8 @@ def build_waveform_augmenter(config, sample_rate, seed=None):
     layers = []
     if config.crop_seconds > 0:
         num_samples = max(1, int(round(config.crop_seconds * sample_rate)))
-        layers.append(RandomCrop(num_samples, seed=_layer_seed(seed, 0)))
+        layers.append(RandomCrop(num_samples, test_crops=config.test_crops,
+                                 seed=_layer_seed(seed, 0)))
     if config.time_shift_seconds > 0:
         layers.append(
             RandomTimeShift(

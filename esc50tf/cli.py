@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from esc50tf import __version__
+from esc50tf import __version__, recipe
 from esc50tf.errors import Esc50Error
 from esc50tf.pretrained import cli as pretrained_cli
 
@@ -275,7 +275,7 @@ FEATURE_OPTIONS = [
 ]
 
 TRAIN_OPTIONS = [
-    ("--val-fraction", "train", "val_fraction", dict(type=float, help="validation share carved from the training side by src_file (default 0.1)")),
+    ("--val-fraction", "train", "val_fraction", dict(type=float, help="validation share carved from the training side by src_file (default 0.1; 0: train on all of it)")),
     ("--epochs", "train", "epochs", dict(type=_positive_int, help="maximum epochs (early stopping may end sooner)")),
     ("--batch-size", "train", "batch_size", dict(type=_positive_int, help="batch size per replica")),
     ("--optimizer", "train", "optimizer", dict(choices=["adam", "adamw", "sgd", "adagrad"], help="optimizer")),
@@ -284,7 +284,16 @@ TRAIN_OPTIONS = [
     ("--momentum", "train", "momentum", dict(type=float, help="SGD momentum (default 0.9)")),
     ("--trunk-lr-scale", "train", "trunk_lr_scale", dict(type=_positive_float, help="learning-rate factor of a pretrained PANNs trunk, in (0, 1] (adam/adamw; the finetune preset: 0.1)")),
     ("--lr-patience", "train", "lr_patience", dict(type=_positive_int, help="ReduceLROnPlateau patience (default 5, factor 0.2)")),
-    ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=_positive_int, help="EarlyStopping patience on validation loss, best weights restored (default 10)")),
+    ("--early-stopping-patience", "train", "early_stopping_patience", dict(type=int, help="EarlyStopping patience on validation loss; 0: off (default preset: 0; seed: 10)")),
+    ("--schedule", "train", "schedule", dict(choices=list(recipe.SCHEDULES), help="learning rate: plateau (ReduceLROnPlateau on validation), cosine decay over the epoch budget, or constant (default preset: cosine; seed: plateau)")),
+    ("--min-lr", "train", "min_lr", dict(type=float, help="floor of the cosine and plateau schedules (default 1e-5)")),
+    ("--warmup-epochs", "train", "warmup_epochs", dict(type=float, help="linear warmup epochs before cosine or constant (default preset: 5)")),
+    ("--min-val-per-class", "train", "min_val_per_class", dict(type=float, help="validation clips per class below which early stopping and plateau cuts are off (default preset: 5; seed: 0)")),
+    ("--final-weights", "train", "final_weights", dict(choices=list(recipe.FINAL_WEIGHTS), help="the evaluated and saved model: best by validation, last epoch, ema or swa average (default preset: swa; seed: best)")),
+    ("--ema-momentum", "train", "ema_momentum", dict(type=float, help="momentum of --final-weights ema (default 0.99)")),
+    ("--swa-fraction", "train", "swa_fraction", dict(type=float, help="share of the last epochs averaged by --final-weights swa (default 0.25)")),
+    ("--label-smoothing", "train", "label_smoothing", dict(type=float, help="cross-entropy label smoothing (default 0)")),
+    ("--balance", "train", "balance", dict(choices=list(recipe.BALANCE), help="class_weights: weight classes by n / (k * count) for unbalanced data (default none)")),
     ("--mixed-precision", "train", "mixed_precision", dict(choices=["auto", "off", "bf16", "fp16"], help="auto: bf16 on TPUs and GPUs that support it, off on CPU")),
     ("--strategy", "train", "strategy", dict(choices=["auto", "default", "one_device", "mirrored", "multiworker", "tpu"], help="tf.distribute strategy (default auto)")),
     ("--devices", "train", "devices", dict(metavar="DEVICES", help="devices for mirrored / one_device, e.g. gpu:0,gpu:1 (default: all local GPUs)")),
@@ -312,6 +321,7 @@ MODEL_OPTIONS = [
 AUGMENT_OPTIONS = [
     ("--time-shift", "augment", "time_shift_seconds", dict(type=float, help="random circular shift up to this many seconds (the study: 0.1)")),
     ("--crop-seconds", "augment", "crop_seconds", dict(type=float, help="train on random crops of this length")),
+    ("--test-crops", "augment", "test_crops", dict(type=_positive_int, help="with --crop-seconds: evaluate and predict on this many evenly spaced crops, averaged (default preset: 5)")),
     ("--noise-snr", "augment", "noise_snr_db", dict(type=_pair, metavar="MIN,MAX", help="additive noise at a random SNR in dB")),
     ("--study-noise", "augment", "study_noise_factor", dict(type=float, help="the study's fixed noise factor (0.05)")),
     ("--gain-db", "augment", "gain_db", dict(type=_pair, metavar="MIN,MAX", help="random gain in dB")),

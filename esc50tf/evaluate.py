@@ -110,6 +110,7 @@ def report_markdown(report):
         + (f"; training {report['train_examples_per_s']:.1f} examples/s"
            if report.get("train_examples_per_s") else ""),
         f"- device: {report.get('device', '?')}; precision: {report.get('precision', '?')}",
+        *_recipe_lines(report),
         "",
         "| split | accuracy | macro F1 | weighted F1 | epochs | train s | examples/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -124,11 +125,50 @@ def report_markdown(report):
     lines += [f"- {p['true']} -> {p['predicted']}: {p['count']}" for p in report["most_confused"]]
     if not report["most_confused"]:
         lines.append("- none")
-    lines += ["", "## Per-class accuracy", "", "| class | accuracy |", "| --- | --- |"]
+    counts = _train_class_counts(report["folds"])
+    lines += ["", "## Per-class accuracy", ""]
+    lines += (["| class | accuracy | training clips |", "| --- | --- | --- |"] if counts else
+              ["| class | accuracy |", "| --- | --- |"])
     ranked = sorted(report["per_class_accuracy"].items(),
                     key=lambda kv: (kv[1] is None, kv[1] if kv[1] is not None else 0))
-    lines += [f"| {name} | {_fmt(acc)} |" for name, acc in ranked]
+    lines += [f"| {name} | {_fmt(acc)} |" + (f" {counts.get(name, 0):g} |" if counts else "")
+              for name, acc in ranked]
     return "\n".join(lines) + "\n"
+
+
+def _train_class_counts(folds):
+    """Training clips per class (mean over splits), or {} for runs from before they were kept."""
+    per_fold = [f["train_class_counts"] for f in folds if f.get("train_class_counts")]
+    if not per_fold:
+        return {}
+    names = per_fold[0]
+    return {n: round(float(np.mean([c.get(n, 0) for c in per_fold])), 1) for n in names}
+
+
+def _recipe_lines(report):
+    """What the reported model is and how it was trained and evaluated (Keras runs)."""
+    t = report.get("config", {}).get("train", {})
+    folds = report["folds"]
+    if not any("reported_model" in f for f in folds):
+        return []
+    schedule = t.get("schedule", "plateau")
+    if t.get("warmup_epochs"):
+        schedule += f" after {t['warmup_epochs']:g} warmup epochs"
+    extras = []
+    if t.get("label_smoothing"):
+        extras.append(f"label smoothing {t['label_smoothing']:g}")
+    if t.get("balance", "none") != "none":
+        extras.append(f"balance {t['balance']}")
+    counts = _train_class_counts(folds)
+    if counts:
+        extras.append(f"training clips per class {min(counts.values()):g}-{max(counts.values()):g}")
+    lines = [f"- learning rate: {schedule}" + ("; " + ", ".join(extras) if extras else "")]
+    for f in folds:
+        crops = f.get("test_crops", 1)
+        lines.append(f"- {f['split']}: reported model {f.get('reported_model', '?')}; evaluated "
+                     f"on {crops} crop{'s' if crops != 1 else ''} per clip; "
+                     f"{f.get('validation', {}).get('note', 'no validation note')}")
+    return lines
 
 
 def _plt():

@@ -4,7 +4,9 @@ MODEL is a run folder (every split's `model.keras` is loaded and their
 probabilities averaged, a k-fold ensemble) or one `.keras` file. Any sample
 rate, length and channel count works: files are mixed to mono, resampled to
 the model's rate, zero-padded when short, and cut into half-overlapping
-windows of the model's length when long, whose probabilities are averaged.
+windows of the model's length when long, whose probabilities are averaged. A
+model trained on random crops is also averaged over its evenly spaced test
+crops within each window (`esc50tf.models.build.predict_crops`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class Predictor:
 
     def predict_waveform(self, waveform):
         batch = self.windows(np.asarray(waveform, dtype=np.float32))
-        probs = [np.asarray(m.predict_on_batch(batch), dtype=np.float64) for m in self.models]
+        from esc50tf.models.build import predict_crops
+
+        # Each window is itself averaged over the model's test crops, if it was trained on crops.
+        probs = [np.asarray(predict_crops(m, batch), dtype=np.float64) for m in self.models]
         return np.mean(probs, axis=(0, 1))  # over models and windows
 
 

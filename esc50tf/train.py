@@ -4,9 +4,10 @@ For each split of the protocol (every fold for k-fold CV, one test fold, or a
 grouped ratio split): build the tf.data pipelines (training side only for
 fitting, validation carved from it by src_file), build the model in the
 distribution strategy's scope under the chosen precision, adapt the
-per-frequency normalisation on the training clips, fit with the study's
-callbacks plus CSV history, TensorBoard and BackupAndRestore, then predict the
-test side once, save `model.keras` and a SavedModel export, and write the
+per-frequency normalisation on the training clips, fit with the recipe's
+callbacks (esc50tf.recipe: schedule, decisions the validation side is big
+enough for, weight averaging) plus CSV history, TensorBoard and
+BackupAndRestore, then predict the test side once (averaged over test crops), save `model.keras` and a SavedModel export, and write the
 split's results. Finally aggregate everything into the run's report.
 
 A run folder is resumable: finished splits are skipped, an interrupted one
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esc50tf import recipe
 from esc50tf.errors import Esc50Error
 
 PROTOCOLS = ("cv", "test-fold", "split")
@@ -63,8 +65,21 @@ class TrainConfig:
         trunk_lr_scale: float in (0, 1]. Learning-rate factor of a pretrained PANNs
             trunk (adam/adamw only); the new head learns at `lr`. 1.0: one rate.
         lr_factor, lr_patience, min_lr: ReduceLROnPlateau (the study: 0.2, 5, 1e-5).
-        early_stopping_patience: int. EarlyStopping on validation loss, restoring the
-            best weights (the study: 10). The best-val-accuracy checkpoint is kept too.
+        early_stopping_patience: int. EarlyStopping on validation loss (the study: 10);
+            0 = off. The best-val-accuracy checkpoint is kept too.
+        schedule: str. "plateau" (ReduceLROnPlateau, the study's), "cosine" (decay to
+            min_lr over the epoch budget) or "constant". See esc50tf.recipe.
+        warmup_epochs: float. Linear warmup from 0 to lr (cosine and constant), at most
+            half the epoch budget.
+        min_val_per_class: float. Validation clips per class (mean) below which early
+            stopping, plateau cuts and best-epoch restore are off; 0 = always on.
+        final_weights: str. The evaluated and saved model: "best" (by validation loss,
+            restored by early stopping), "last", "ema" or "swa".
+        ema_momentum: float. For final_weights "ema" (Keras optimizer `use_ema`).
+        swa_fraction: float. For final_weights "swa": share of the epochs at the end
+            whose weights are averaged.
+        label_smoothing: float. Cross-entropy label smoothing (0 = off).
+        balance: str. "none" or "class_weights" (n / (k * count) per class).
         mixed_precision: str. auto, off, bf16 or fp16.
         strategy: str. See esc50tf.distribute.STRATEGIES.
         devices: str or None. Devices for mirrored / one_device, e.g. "gpu:0,gpu:1".
@@ -98,6 +113,15 @@ class TrainConfig:
     lr_patience: int = 5
     min_lr: float = 1e-5
     early_stopping_patience: int = 10
+    # Defaults reproduce runs from before these fields; the default preset sets its own.
+    schedule: str = "plateau"
+    warmup_epochs: float = 0.0
+    min_val_per_class: float = 0.0
+    final_weights: str = "best"
+    ema_momentum: float = 0.99
+    swa_fraction: float = 0.25
+    label_smoothing: float = 0.0
+    balance: str = "none"
     mixed_precision: str = "auto"
     strategy: str = "auto"
     devices: str | None = None
@@ -124,6 +148,21 @@ class TrainConfig:
             (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
             (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
              self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
+            (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
+             "early_stopping_patience", self.early_stopping_patience, "an integer >= 0 (0: off)"),
+            (self.schedule in recipe.SCHEDULES, "schedule", self.schedule,
+             ", ".join(recipe.SCHEDULES)),
+            (self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a number >= 0"),
+            (self.schedule != "plateau" or self.warmup_epochs == 0, "warmup_epochs",
+             self.warmup_epochs, "0 with --schedule plateau (warm up with cosine or constant)"),
+            (self.min_val_per_class >= 0, "min_val_per_class", self.min_val_per_class,
+             "a number >= 0"),
+            (self.final_weights in recipe.FINAL_WEIGHTS, "final_weights", self.final_weights,
+             ", ".join(recipe.FINAL_WEIGHTS)),
+            (0 < self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "(0, 1)"),
+            (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
+            (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
         ]
         for ok, name, value, allowed in checks:
             if not ok:
@@ -223,22 +262,26 @@ def protocol_splits(cfg, index):
     return chosen
 
 
-def make_optimizer(t):
+def make_optimizer(t, steps_per_epoch=None):
+    """The configured optimizer: its learning rate schedule, and EMA when it is reported."""
     import keras
 
+    lr = recipe.learning_rate(t, t.lr, steps_per_epoch)
+    ema = dict(use_ema=True, ema_momentum=t.ema_momentum) if t.final_weights == "ema" else {}
     if t.trunk_lr_scale != 1.0:
         from esc50tf.models.optimizers import TrunkScaledAdamW
 
-        return TrunkScaledAdamW(t.trunk_lr_scale, learning_rate=t.lr,
-                                weight_decay=t.weight_decay if t.optimizer == "adamw" else 0.0)
+        return TrunkScaledAdamW(t.trunk_lr_scale, learning_rate=lr,
+                                weight_decay=t.weight_decay if t.optimizer == "adamw" else 0.0,
+                                **ema)
     if t.optimizer == "adam":
-        return keras.optimizers.Adam(t.lr)
+        return keras.optimizers.Adam(lr, **ema)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(t.lr, weight_decay=t.weight_decay)
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay, **ema)
     if t.optimizer == "sgd":
-        return keras.optimizers.SGD(t.lr, momentum=t.momentum,
-                                    weight_decay=t.weight_decay or None)
-    return keras.optimizers.Adagrad(t.lr)
+        return keras.optimizers.SGD(lr, momentum=t.momentum,
+                                    weight_decay=t.weight_decay or None, **ema)
+    return keras.optimizers.Adagrad(lr, **ema)
 
 
 def prepare_run_dir(out, config_dict, overwrite=False):
@@ -485,7 +528,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                     split_callbacks.append(remote.callback())
                 result = _train_keras_split(cfg, spec, split, split_dir, manifest, strategy,
                                             class_names, split_callbacks, verbose, sizes,
-                                            kind=kind)
+                                            kind=kind, index=index)
             else:
                 result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
             result["split"] = split.name
@@ -602,6 +645,7 @@ def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_aug
                                     sample_rate=manifest["config"]["sample_rate"]))
     train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
                             seed=t.seed, batch_fns=train_fns, manifest=manifest,
+                            one_hot=one_hot and cfg.augment.mix == "none",
                             num_workers=num_workers, repeat=repeat, data_service=data_service,
                             data_service_job=data_service_job)
     val_ds = None
@@ -613,7 +657,7 @@ def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_aug
 
 
 def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_names,
-                       extra_callbacks, verbose, sizes, kind="default"):
+                       extra_callbacks, verbose, sizes, kind="default", index=None):
     import hashlib
     import warnings
 
@@ -622,10 +666,10 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     from esc50tf import distribute
     from esc50tf import features as feat
     from esc50tf.data.pipeline import make_dataset
-    from esc50tf.models.build import adapt_normalization, build_model
+    from esc50tf.models.build import adapt_normalization, build_model, test_crops
 
     t = cfg.train
-    one_hot = cfg.augment.mix != "none"
+    one_hot = recipe.soft_labels(cfg)
     num_samples = int(manifest["config"]["num_samples"])
     replicas = distribute.num_replicas(strategy)
     global_batch = distribute.global_batch_size(t.batch_size, replicas)
@@ -648,6 +692,15 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     if t.data_service and repeat:  # the trainers share one service job
         job = "esc50tf-" + hashlib.sha1(f"{t.out}/{split.name}".encode()).hexdigest()[:16]
     host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
+    if index is None:
+        from esc50tf.data.splits import load_index
+
+        index = load_index(t.data)
+    train_counts = recipe.class_counts(split.train.rows(index)["label"], len(class_names))
+    validation = recipe.judge_validation(
+        [] if split.val is None else split.val.rows(index)["label"], len(class_names),
+        t.min_val_per_class)
+    _log(f"{split.name}: {validation['note']}")
     with strategy.scope():
         model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
                             cfg.augment, seed=t.seed)
@@ -658,10 +711,11 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         trainable = model
         if host_featurize is not None:
             trainable = _classifier_part(model)
-        loss = "categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy"
+        loss = recipe.loss(cfg)
         lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
-        trainable.compile(make_optimizer(dataclasses.replace(t, lr=lr)), loss=loss,
-                          metrics=["accuracy"], jit_compile=t.jit_compile)
+        trainable.compile(make_optimizer(dataclasses.replace(t, lr=lr),
+                                         steps_per_epoch=sizes["train"] // global_batch),
+                          loss=loss, metrics=["accuracy"], jit_compile=t.jit_compile)
     wave_augmenter = None
     if host_featurize is not None:
         try:
@@ -680,13 +734,16 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
              f"workers, {sizes['train'] // global_batch} steps of {global_batch} per epoch")
     monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
     monitor_loss = "val_loss" if val_ds is not None else "loss"
+    # Training clips without augmentation, for batch-norm statistics of averaged weights.
+    averaging = recipe.averaging_callbacks(
+        t, split_dir / "swa_state.npz",
+        lambda: make_dataset(t.data, split.train, training=False, batch_size=global_batch,
+                             manifest=manifest, batch_fns=[lambda x, y: (host_featurize(x), y)]
+                             if host_featurize is not None else ()))
     cbs = [
         keras.callbacks.BackupAndRestore(str(split_dir / "backup")),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor_loss, factor=t.lr_factor,
-                                          patience=t.lr_patience, min_lr=t.min_lr, verbose=0),
-        # Keras restores the best (lowest validation loss) weights when fit ends.
-        keras.callbacks.EarlyStopping(monitor=monitor_loss, patience=t.early_stopping_patience,
-                                      restore_best_weights=True),
+        *recipe.decision_callbacks(t, monitor_loss, validation["trusted"]),
+        *averaging,
         keras.callbacks.ModelCheckpoint(str(split_dir / "best.keras"), monitor=monitor_acc,
                                         save_best_only=True),
         keras.callbacks.CSVLogger(str(split_dir / "history.csv"), append=True),
@@ -702,6 +759,8 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
             warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = trainable.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=cbs,
                                 steps_per_epoch=steps_per_epoch, verbose=verbose,
+                                class_weight=(recipe.class_weights(train_counts)
+                                              if t.balance == "class_weights" else None),
                                 shuffle=False)  # tf.data already shuffles
     fit_seconds = time.perf_counter() - fit_start
     epochs_this_session = len(history.history.get("loss", []))
@@ -725,6 +784,11 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         num_train_clips=sizes["train"],
         num_val_clips=sizes.get("val", 0),
         best_val_accuracy=float(max(history.history.get(monitor_acc, [np.nan]))),
+        validation=validation,
+        reported_model=recipe.reported_weights(
+            t, validation["trusted"], averaging[0].averaged_epochs if averaging else None),
+        test_crops=test_crops(model),
+        train_class_counts=dict(zip(class_names, train_counts.tolist())),
     )
     return result
 
@@ -745,9 +809,11 @@ def _classifier_part(model):
 
 
 def _predict(model, dataset):
+    from esc50tf.models.build import predict_crops
+
     ys, probs, names = [], [], []
     for x, y, meta in dataset:
-        probs.append(np.asarray(model(x, training=False), dtype=np.float32))
+        probs.append(np.asarray(predict_crops(model, x), dtype=np.float32))
         ys.append(y.numpy())
         names.extend(n.decode() for n in meta["filename"].numpy())
     return np.concatenate(ys), np.concatenate(probs), names

@@ -620,6 +620,8 @@ class _TrialRunner:
         from esc50tf import distribute
         from esc50tf.data.pipeline import make_dataset
         from esc50tf.models import build as model_build
+        from esc50tf import recipe
+        from esc50tf.data.splits import load_index
         from esc50tf.models.panns import check_sample_rate
         from esc50tf.train import make_optimizer
 
@@ -638,19 +640,19 @@ class _TrialRunner:
         stats_ds = make_dataset(self.data, self.split.train, training=False, batch_size=64,
                                 manifest=self.manifest)
         model_build.adapt_normalization(model, stats_ds)
-        loss = ("categorical_crossentropy" if cfg.augment.mix != "none"
-                else "sparse_categorical_crossentropy")
         lr = distribute.scaled_learning_rate(t.lr, distribute.num_replicas(self.strategy),
                                              t.scale_lr)
-        model.compile(make_optimizer(dataclasses.replace(t, lr=lr)), loss=loss,
-                      metrics=["accuracy"], jit_compile=t.jit_compile)
+        global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
+        steps = len(self.split.train.rows(load_index(self.data))) // global_batch
+        model.compile(make_optimizer(dataclasses.replace(t, lr=lr), steps_per_epoch=steps),
+                      loss=recipe.loss(cfg), metrics=["accuracy"], jit_compile=t.jit_compile)
         return model
 
     # HyperModel.fit
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
         import keras
 
-        from esc50tf import distribute
+        from esc50tf import distribute, recipe
         from esc50tf import train as train_mod
 
         cfg = self.config  # set by build() for this trial
@@ -659,14 +661,13 @@ class _TrialRunner:
         cfg_global = dataclasses.replace(cfg, train=dataclasses.replace(t, batch_size=global_batch))
         # TPUs need static shapes, so whole validation batches there.
         train_ds, val_ds = train_mod._datasets(cfg_global, self.split, self.manifest,
-                                               one_hot=cfg.augment.mix != "none",
+                                               one_hot=recipe.soft_labels(cfg),
                                                drop_val_remainder=self.kind == "tpu")
+        # Tuning is choosing by validation: its decisions always follow it; no weights restored.
         cbs = [
             keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t.lr_factor,
-                                              patience=t.lr_patience, min_lr=t.min_lr, verbose=0),
-            keras.callbacks.EarlyStopping(monitor="val_loss",
-                                          patience=t.early_stopping_patience),
+            *recipe.decision_callbacks(dataclasses.replace(t, final_weights="last"), "val_loss",
+                                       trusted=True),
             *callbacks,
         ]
         history = model.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,

@@ -14,6 +14,8 @@ exported SavedModel take raw waveforms at the dataset's sample rate.
 
 from __future__ import annotations
 
+import numpy as np
+
 from esc50tf.models import registry
 
 
@@ -125,3 +127,62 @@ def image_input(x, config, default_size=None):
     if channels == 3:
         x = keras.layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
     return x
+
+
+def _crop_layer(model):
+    from esc50tf.augment import RandomCrop
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, RandomCrop):
+            return layer
+    return None
+
+
+def crop_starts(length, crop, num_crops):
+    """Starts of `num_crops` evenly spaced windows of `crop` samples in `length`.
+
+    One window is the centre crop `RandomCrop` takes at inference; several
+    run from the start to the end of the clip. Clips no longer than the crop
+    give one window.
+    """
+    room = max(0, int(length) - int(crop))
+    if num_crops <= 1 or room == 0:
+        return [room // 2]
+    return sorted({int(round(s)) for s in np.linspace(0, room, num_crops)})
+
+
+def test_crops(model, length=None):
+    """How many windows `predict_crops` averages for `model` (1 without a crop layer)."""
+    layer = _crop_layer(model)
+    if layer is None:
+        return 1
+    length = length or model.input_shape[-1]
+    return len(crop_starts(length, layer.num_samples, layer.test_crops))
+
+
+def predict_crops(model, waveforms, num_crops=None):
+    """Class probabilities averaged over evenly spaced crops, `[batch, classes]`.
+
+    A model trained on random crops (`RandomCrop` in its waveform augmenter)
+    sees only its centre crop at inference. Here the clip is rolled so that
+    the centre crop falls on each of `num_crops` evenly spaced windows in turn
+    (`crop_starts`), and the softmax outputs are averaged (multi-crop testing,
+    Tokozume et al., 2017). Models without a crop give `model(waveforms)`.
+
+    Args:
+        model: keras.Model taking `[batch, samples]` waveforms.
+        waveforms: array or tensor `[batch, samples]`.
+        num_crops: int or None. Defaults to the crop layer's `test_crops`.
+    """
+    from keras import ops
+
+    layer = _crop_layer(model)
+    if layer is None:
+        return model(waveforms, training=False)
+    length = int(waveforms.shape[1])
+    starts = crop_starts(length, layer.num_samples, num_crops or layer.test_crops)
+    if len(starts) == 1:
+        return model(waveforms, training=False)
+    centre = max(0, length - layer.num_samples) // 2
+    probs = [model(ops.roll(waveforms, centre - s, axis=1), training=False) for s in starts]
+    return ops.mean(ops.stack(probs, axis=0), axis=0)
