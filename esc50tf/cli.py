@@ -97,7 +97,12 @@ def _add_build(sub):
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="decoding processes (default: number of CPUs)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="leave out clips that are missing or fail to decode (listed, and recorded in the manifest)")
+                   help="leave out clips that are missing, truncated or fail to decode (listed, and "
+                   "recorded in the manifest)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse suspicious clips: silent or constant, clipped throughout, at a sample "
+                   "rate far from the others', or a duplicate of another clip (by default they are "
+                   "kept, listed, and recorded in the manifest)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing build made with other settings or inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,7 +120,7 @@ def _run_build(args):
     )
     build_tfrecords(
         args.data_dir, args.out, config, workers=args.workers, skip_bad=args.skip_bad,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, strict=args.strict,
     )
     return 0
 
@@ -150,12 +155,17 @@ def _run_inspect(args):
     manifest = tfr.read_manifest(args.data)
     tfr.verify_shards(args.data, manifest, full=args.verify)
     index = splits.load_index(args.data)
+    warnings = splits.fold_warnings(index)
+    if index["fold"].nunique() < 2 and args.test_fold is None and args.split is None:
+        args.split = 0.8  # the one protocol a single fold allows
     chosen = _protocol_splits(args, index)
     sizes = {s.name: splits.check_disjoint(s, index) for s in chosen}
+    issues = manifest.get("issues", [])
     if args.json:
         print(json.dumps({"counts": manifest["counts"], "folds": manifest["folds"],
                           "num_classes": manifest["num_classes"], "config": manifest["config"],
-                          "skipped": manifest["skipped"], "splits": sizes}, indent=2))
+                          "skipped": manifest["skipped"], "issues": issues,
+                          "warnings": warnings, "splits": sizes}, indent=2))
         return 0
     cfg = manifest["config"]
     print(f"{args.data}: {manifest['counts']['total']} clips, {manifest['num_classes']} classes, "
@@ -165,6 +175,15 @@ def _run_inspect(args):
     print("  clips per fold: " + ", ".join(f"{k}: {v}" for k, v in manifest["counts"]["per_fold"].items()))
     if manifest["skipped"]:
         print(f"  skipped at build time: {len(manifest['skipped'])} clip(s)")
+        for item in manifest["skipped"][:10]:
+            print(f"    {item['error']}")
+    if issues:
+        print(f"  suspicious clips kept at build time: {len(issues)} suspicious clip(s) "
+              "(build-tfrecords --strict refuses them)")
+        for line in tfr.describe_issues(issues):
+            print(f"    {line}")
+    for line in warnings:
+        print(f"  warning: {line}")
     print("  splits (no src_file on two sides):")
     for name, size in sizes.items():
         print(f"    {name:>10}: " + ", ".join(f"{k} {v}" for k, v in size.items()))
