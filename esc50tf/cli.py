@@ -933,14 +933,24 @@ def build_parser():
                 _add_tune, _add_evaluate, _add_predict, _add_features, _add_demo, _add_compare,
                 _add_study, _add_data_service):
         add(sub)
+    for p in sub.choices.values():
+        p.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's own start-up and log messages (also: "
+                       "ESC50TF_VERBOSE=1)")
     return parser
 
 
+# Commands that run TensorFlow; their start-up log lines are dropped (esc50tf.startup).
+_TF_COMMANDS = ("build-tfrecords", "train", "tune", "evaluate", "predict", "features", "demo",
+                "study", "data-service")
+
+
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter hides our own messages; users can override.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from esc50tf import startup
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = not startup.verbose_requested(getattr(args, "verbose", False))
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
         # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
@@ -948,6 +958,8 @@ def main(argv=None):
 
         os.environ.setdefault(INTER_OP_ENV, "1")
     try:
+        if quiet and (args.command in _TF_COMMANDS or getattr(args, "verify", False)):
+            startup.quiet_tensorflow()
         return args.handler(args)
     except Esc50Error as err:
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
