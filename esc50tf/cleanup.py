@@ -5,7 +5,7 @@ Example:
 >>> try:
 ...     work()
 ... except BaseException:
-...     remove_created(created)           # only what this command made, and only if empty
+...     remove_created(created)           # only the folders this command made, if empty
 ...     raise
 """
 
@@ -34,24 +34,34 @@ def make_dirs(path):
     return missing[::-1]
 
 
-def remove_created(created, contents=False):
+def remove_created(created):
     """Undoes `make_dirs`: removes the folders it created, deepest first, while empty.
 
     Args:
         created: list of Path from `make_dirs`.
-        contents: bool. Also delete what was written into the deepest folder
-            (a run folder that never got going); outer folders go only if empty.
     """
     with interrupts_deferred():
-        for i, p in enumerate(reversed(created)):
-            if i == 0 and contents:
-                shutil.rmtree(p, ignore_errors=True)
-                continue
+        for p in reversed(created):
             try:
                 p.rmdir()
             except OSError:  # not empty (something else was put there) or already gone
                 if p.exists():
                     return
+
+
+def discard(folder, created):
+    """Deletes what a failed command wrote into `folder`, then the folders it created.
+
+    For a command that failed or was interrupted before it made anything worth
+    keeping (no finished epoch or trial): `folder` is emptied, and removed
+    with its parents if `make_dirs` created them.
+    """
+    folder = Path(folder)
+    with interrupts_deferred():
+        if folder.is_dir():
+            for p in list(folder.iterdir()):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        remove_created(created)
 
 
 @contextlib.contextmanager

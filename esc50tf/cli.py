@@ -158,15 +158,19 @@ def _run_inspect(args):
     warnings = splits.fold_warnings(index)
     if index["fold"].nunique() < 2 and args.test_fold is None and args.split is None:
         args.split = 0.8  # the one protocol a single fold allows
-    chosen = _protocol_splits(args, index)
-    sizes = {s.name: splits.check_disjoint(s, index) for s in chosen}
+    try:  # the summary and the warnings are shown even when the protocol cannot be made
+        chosen = _protocol_splits(args, index)
+        sizes, split_error = {s.name: splits.check_disjoint(s, index) for s in chosen}, None
+    except Esc50Error as err:
+        sizes, split_error = {}, str(err)
     issues = manifest.get("issues", [])
     if args.json:
         print(json.dumps({"counts": manifest["counts"], "folds": manifest["folds"],
                           "num_classes": manifest["num_classes"], "config": manifest["config"],
                           "skipped": manifest["skipped"], "issues": issues,
-                          "warnings": warnings, "splits": sizes}, indent=2))
-        return 0
+                          "warnings": warnings, "splits": sizes, "split_error": split_error},
+                         indent=2))
+        return 1 if split_error else 0
     cfg = manifest["config"]
     print(f"{args.data}: {manifest['counts']['total']} clips, {manifest['num_classes']} classes, "
           f"{len(manifest['shards'])} shards ({'verified' if args.verify else 'present'})")
@@ -184,6 +188,9 @@ def _run_inspect(args):
             print(f"    {line}")
     for line in warnings:
         print(f"  warning: {line}")
+    if split_error:
+        print(f"  splits: cannot be made: {split_error}")
+        return 1
     print("  splits (no src_file on two sides):")
     for name, size in sizes.items():
         print(f"    {name:>10}: " + ", ".join(f"{k} {v}" for k, v in size.items()))
@@ -825,6 +832,9 @@ def _add_tune(sub):
     p.add_argument("--cv", action="store_true",
                    help="evaluate the best settings with k-fold CV over every fold (only the "
                    "test fold's score is untouched by the search)")
+    p.add_argument("--split", type=_ratio, default=None,
+                   help="instead of a test fold, hold out the test side of a grouped, stratified "
+                   "ratio split, e.g. 0.8 (for uneven folds or a single fold)")
     p.add_argument("--space", metavar="FILE", help="search-space file (JSON, or YAML with PyYAML)")
     p.add_argument("--preset", choices=["default", "seed"], default="default",
                    help="settings every trial starts from (default: %(default)s)")
@@ -860,6 +870,7 @@ def _run_tune(args):
         data=args.data, out=args.out, models=tuple(args.model.split(",")), tuner=args.tuner,
         max_trials=args.max_trials, epochs=args.epochs, final_epochs=args.final_epochs,
         objective=args.objective, test_fold=args.test_fold, cv=args.cv, preset=args.preset,
+        split_ratio=args.split,
         space=read_space_file(args.space) if args.space else None, overrides=over,
         max_failures=args.max_failures, retrain=not args.no_retrain)
     tune(config, resume=args.resume, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
