@@ -742,7 +742,8 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     history_rows = _history_length(split_dir / "history.csv")
     test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
                            with_metadata=True, manifest=manifest)
-    y_true, y_prob, names = _predict(model, test_ds)
+    _log(f"{split.name}: predicting {sizes['test']} test clips")
+    y_true, y_prob, names = _predict(model, test_ds, verbose=verbose)
     model.save(split_dir / "model.keras")
     if t.export:
         export_model(model, split_dir / "saved_model")
@@ -778,13 +779,18 @@ def _classifier_part(model):
     return keras.Model(frontend.output, model.output, name=f"{model.name}_on_features")
 
 
-def _predict(model, dataset):
-    ys, probs, names = [], [], []
-    for x, y, meta in dataset:
-        probs.append(np.asarray(model(x, training=False), dtype=np.float32))
+def _predict(model, dataset, verbose=1):
+    """(labels, probabilities, filenames) of a `(x, y, meta)` dataset in its fixed order.
+
+    The model runs through Keras' compiled, batched `predict` (progress bar
+    with verbose=1); labels and names come from a second, model-free pass.
+    """
+    probs = model.predict(dataset.map(lambda x, y, meta: x), verbose=verbose)
+    ys, names = [], []
+    for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):
         ys.append(y.numpy())
-        names.extend(n.decode() for n in meta["filename"].numpy())
-    return np.concatenate(ys), np.concatenate(probs), names
+        names.extend(n.decode() for n in filenames.numpy())
+    return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names
 
 
 def export_model(model, path):
