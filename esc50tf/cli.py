@@ -524,7 +524,8 @@ def _run_evaluate(args):
 def _add_predict(sub):
     p = sub.add_parser(
         "predict", help="top-k classes for audio files with a saved model",
-        description="Predict with a run folder (averaging its split models) or one .keras file. "
+        description="Predict with a run folder (averaging its split models; Keras or scikit-learn "
+        "runs, whose features are computed as in training) or one .keras file. "
         "Any sample rate, length and channel count: mixed to mono, resampled, padded, or cut "
         "into half-overlapping windows whose probabilities are averaged.")
     p.add_argument("model", help="run folder or .keras file")

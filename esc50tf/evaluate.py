@@ -243,7 +243,6 @@ def evaluate_run(run_dir, data=None, log=None):
     timings are kept from the original run.
     """
     import dataclasses
-    import pickle
     import time
 
     from esc50tf.data import splits as split_lib
@@ -285,8 +284,7 @@ def evaluate_run(run_dir, data=None, log=None):
         elif (split_dir / "model.pkl").is_file():
             from esc50tf.models import classic
 
-            with open(split_dir / "model.pkl", "rb") as f:
-                estimator = pickle.load(f)
+            estimator = classic.load_estimator(split_dir / "model.pkl")
             x, y_true, names = classic.extract(ds, classic.make_featurizer(cfg.features, cfg.model))
             y_prob = classic.predict_proba(estimator, x, len(class_names))
         else:
