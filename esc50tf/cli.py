@@ -249,10 +249,13 @@ def _add_demo(sub):
         description="Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at "
         "16 kHz), build TFRecords, check the splits, stream the tf.data pipeline back, then train "
         "cnn_small on folds 2-5 and evaluate it on the held-out fold 1, writing the full report "
-        "(report.md, confusion matrix, curves). A few minutes on 2 CPU cores.",
+        "(report.md, confusion matrix, curves) into --out. A few minutes on 2 CPU cores.",
     )
-    p.add_argument("--out", default=None,
-                   help="keep everything in this folder (default: a temporary folder, deleted)")
+    p.add_argument("--out", default="esc50tf-demo",
+                   help="folder for the data, TFRecords and the run's report, kept afterwards; "
+                   "run again, finished steps are reused (default: %(default)s)")
+    p.add_argument("--temporary", action="store_true",
+                   help="work in a temporary folder, deleted at exit (nothing is kept)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
@@ -260,7 +263,7 @@ def _add_demo(sub):
 def _run_demo(args):
     from esc50tf.demo import run_demo
 
-    run_demo(out=args.out, seed=args.seed)
+    run_demo(out=None if args.temporary else args.out, seed=args.seed)
     return 0
 
 
@@ -349,11 +352,24 @@ AUGMENT_OPTIONS = [
 
 def _add_options(p, table, title):
     group = p.add_argument_group(title)
-    for flag, _section, key, kwargs in table:
+    for flag, section, key, kwargs in table:
         if "choices" not in kwargs and "metavar" not in kwargs:
-            kwargs = {**kwargs, "metavar": key.split("_")[0].upper()}
+            kwargs = {**kwargs, "metavar": key.upper()}
+        if "default" not in kwargs.get("help", ""):
+            kwargs = {**kwargs, "help": kwargs.get("help", "") + _preset_default(section, key)}
         group.add_argument(flag, dest=f"opt_{key}", default=None, **kwargs)
     return group
+
+
+def _preset_default(section, key):
+    """' (default: V; ...)' for a setting the default preset fixes, else ''."""
+    from esc50tf import presets
+
+    value = presets.preset("default", "cnn_small").get(section, {}).get(key)
+    if section != "train" or value is None:
+        return ""
+    shown = value if isinstance(value, str) else f"{value:g}"
+    return f" (default: {shown}; --preset seed sets it per model)"
 
 
 def _overrides(args, *tables):
@@ -404,6 +420,8 @@ def _run_models(args):
 def _add_train(sub):
     p = sub.add_parser(
         "train",
+        usage="esc50tf train --model MODEL --data DIR --out DIR [options]\n"
+        "       esc50tf train --config RUN/config.json [--out DIR] [options]",
         help="train and evaluate a model (k-fold CV, a test fold or a grouped ratio split)",
         description="Train MODEL on TFRecords under the official protocol (k-fold CV over every "
         "fold by default), with validation carved from the training side only, and write "
@@ -415,9 +433,11 @@ def _add_train(sub):
         "  esc50tf train --config runs/hybrid/config.json --out runs/hybrid-again",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help=f"one of: {', '.join(_model_names())}")
-    p.add_argument("--data", help="TFRecord folder made by build-tfrecords")
-    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--model", help=f"one of: {', '.join(_model_names())} (required unless "
+                   "--config names one)")
+    p.add_argument("--data", help="TFRecord folder made by build-tfrecords (required unless "
+                   "--config names one)")
+    p.add_argument("--out", help="run folder to write (required unless --config names one)")
     p.add_argument("--config", help="a config.json of an earlier run to repeat (flags override it)")
     p.add_argument("--preset", choices=["default", "seed"], default=None,
                    help="default: a strong recipe from the literature; seed: the study's settings for the model")
@@ -481,6 +501,13 @@ def train_config_from_args(args):
         if getattr(args, key):
             over["train"][key] = getattr(args, key)
     cfg = resolve_config(model, preset, base=base, overrides=over)
+    if args.opt_weights is not None:
+        from esc50tf.models import registry
+
+        takers = [s.name for s in registry.specs() if s.backbone]
+        if not registry.get(model).backbone:
+            raise Esc50Error(f"--weights loads a keras.applications backbone, which {model} does "
+                             f"not have; models that take it: {', '.join(takers)}")
     if args.no_augment:
         import dataclasses
 
@@ -565,8 +592,8 @@ def _add_features(sub):
         "draws waveform and features per file.")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--kind", choices=["stft", "mel", "mfcc"], default="mel", help="feature kind (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--plot", help="also draw the features to this PNG")
+    p.add_argument("--out", help="output .npz file (--out, --plot or both)")
+    p.add_argument("--plot", help="draw waveform and features per file to this PNG")
     p.add_argument("--sample-rate", type=_positive_int, default=None,
                    help="resample to this rate (default: the first file's rate)")
     p.add_argument("--clip-seconds", type=_positive_float, default=None,
@@ -584,6 +611,8 @@ def _run_features(args):
     from esc50tf.features import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
 
+    if not (args.out or args.plot):
+        raise Esc50Error("nothing to write: give --out FILE.npz, --plot FILE.png or both")
     for target in (args.out, args.plot):
         if target and os.path.exists(target) and not args.overwrite:
             raise Esc50Error(f"{target}: exists; pass --overwrite to replace it")
@@ -601,16 +630,16 @@ def _run_features(args):
         return_waveforms=True)
     for path, message in errors:
         print(f"esc50tf features: error: {message}", file=sys.stderr)
-    if names:
+    if names and args.out:
         tmp = args.out + ".tmp.npz"
         np.savez(tmp, features=feats, filenames=np.array(names),
                  config=json.dumps(config.to_dict()))
         os.replace(tmp, args.out)
         print(f"wrote {len(names)} x {feats.shape[1]} frames x {feats.shape[2]} bins to {args.out}",
               file=sys.stderr)
-        if args.plot:
-            plot_features(waves, feats, names, config, args.plot)
-            print(f"plotted to {args.plot}", file=sys.stderr)
+    if names and args.plot:
+        plot_features(waves, feats, names, config, args.plot)
+        print(f"plotted to {args.plot}", file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -715,10 +744,10 @@ def _add_study(sub):
     )
     p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", required=True, help="study folder (runs/, failures.json, comparison)")
-    p.add_argument("--models", default="all",
+    p.add_argument("--models", default="classic,cnn_small,gru",
                    help="all, or comma-separated models and/or families "
                    f"(classic, cnn, rnn, hybrid); models: {', '.join(_model_names())} "
-                   "(default: %(default)s)")
+                   "(default: %(default)s, the quick ones: hours on a CPU; all is days)")
     p.add_argument("--preset", choices=["seed", "default"], default="seed",
                    help="seed: the study's settings per model; default: the strong recipe "
                    "(default: %(default)s)")
@@ -746,7 +775,7 @@ def _add_study(sub):
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel exports")
     p.add_argument("--overwrite", action="store_true", help="redo every run, finished or not")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines, only progress lines")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     _add_options(p, TRAIN_OPTIONS, "training (every run)")
     _add_options(p, MODEL_OPTIONS, "model (every run)")
     _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"],
@@ -772,7 +801,7 @@ def _run_study(args):
     print(f"esc50tf study: {len(runs)} run(s) into {os.path.join(args.out, 'runs')}",
           file=sys.stderr)
     result = study.run_study(runs, args.out, overwrite=args.overwrite,
-                             verbose=0 if args.quiet else 2)
+                             verbose=2 if args.quiet else 1)
     return 1 if result.failed else 0
 
 
@@ -812,10 +841,10 @@ def _add_tune(sub):
         "choice (values), fixed (value), boolean; null: not searched (preset or flag value).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="hybrid",
+    p.add_argument("--model", default="cnn_small",
                    help="a model, several separated by commas (searched as a choice), or auto "
                    f"(every Keras model): {', '.join(s.name for s in registry.specs() if s.keras)} "
-                   "(default: %(default)s)")
+                   "(default: %(default)s, the quickest to train)")
     p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", required=True, help="search folder to write")
     p.add_argument("--tuner", choices=TUNERS, default="random",

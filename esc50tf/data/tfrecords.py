@@ -217,7 +217,8 @@ def _decoded_stream(jobs, workers):
         return
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(workers, initializer=_ignore_interrupts)
+    with cleanup.interrupts_deferred():  # workers start with Ctrl-C ignored (kept across exec)
+        pool = ctx.Pool(workers, initializer=_ignore_interrupts)
     try:
         chunk = max(1, min(16, len(jobs) // (workers * 8)))
         yield from pool.imap(_decode_job, jobs, chunksize=chunk)

@@ -35,6 +35,8 @@ class ModelSpec:
             num_samples) -> keras.Model`, where `config` is a ModelConfig;
             classic: `builder(config) -> sklearn estimator`.
         keras: bool. Whether it is a Keras model (else scikit-learn).
+        backbone: bool. Whether it runs a keras.applications backbone, the
+            only part that reads `--weights` and `--freeze-backbone`.
     """
 
     name: str
@@ -42,9 +44,10 @@ class ModelSpec:
     description: str
     builder: Callable
     keras: bool = True
+    backbone: bool = False
 
 
-def register(name, family, description, keras=True):
+def register(name, family, description, keras=True, backbone=False):
     """Decorator registering a builder under `name`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -52,7 +55,7 @@ def register(name, family, description, keras=True):
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras)
+        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras, backbone)
         return fn
 
     return wrap
