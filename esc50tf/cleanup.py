@@ -11,9 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -66,12 +68,48 @@ def discard(folder, created):
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Ignores Ctrl-C (SIGINT) inside the block, so a second Ctrl-C cannot cut cleanup short."""
+    """Holds Ctrl-C (SIGINT) back inside the block and delivers it when the block ends.
+
+    A Ctrl-C that arrives meanwhile is not lost: it raises KeyboardInterrupt
+    right after the block, so cleanup inside cannot be cut short. SIGINT is
+    also blocked in this thread, so processes started inside begin with it
+    blocked (the mask survives fork and exec), leaving Ctrl-C to their parent.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    mask = (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            if hasattr(signal, "pthread_sigmask") else None)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def keep_interrupts():
+    """Makes sure a Ctrl-C is never dropped (installed by the `esc50tf` command).
+
+    Python turns SIGINT into KeyboardInterrupt in whatever code runs at that
+    moment; inside a garbage-collector callback or a `__del__` (JAX and
+    TensorFlow run such code) the exception is printed as "Exception ignored"
+    and the program goes on as if nothing happened. This raises it again in
+    the main thread instead.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "keeps_interrupts", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _thread.interrupt_main()
+            return
+        previous(unraisable)
+
+    hook.keeps_interrupts = True
+    sys.unraisablehook = hook

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from esc50tf import __version__
@@ -189,7 +190,7 @@ def _run_inspect(args):
     for line in warnings:
         print(f"  warning: {line}")
     if split_error:
-        print(f"  splits: cannot be made: {split_error}")
+        print(f"esc50tf inspect: error: splits cannot be made: {split_error}", file=sys.stderr)
         return 1
     print("  splits (no src_file on two sides):")
     for name, size in sizes.items():
@@ -987,10 +988,11 @@ _TF_COMMANDS = ("build-tfrecords", "train", "tune", "evaluate", "predict", "feat
 
 
 def main(argv=None):
-    from esc50tf import startup
+    from esc50tf import cleanup, startup
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    cleanup.keep_interrupts()
     quiet = not startup.verbose_requested(getattr(args, "verbose", False))
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
@@ -1006,6 +1008,9 @@ def main(argv=None):
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # Stopping now: a second Ctrl-C (or one re-raised late by cleanup.keep_interrupts)
+        # must not turn this clean exit into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"esc50tf {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -217,19 +217,22 @@ def _decoded_stream(jobs, workers):
         return
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
-    with cleanup.interrupts_deferred():  # workers start with Ctrl-C ignored (kept across exec)
-        pool = ctx.Pool(workers, initializer=_ignore_interrupts)
+    pool = None
     try:
+        with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
+            pool = ctx.Pool(workers, initializer=_ignore_interrupts)
         chunk = max(1, min(16, len(jobs) // (workers * 8)))
         yield from pool.imap(_decode_job, jobs, chunksize=chunk)
         pool.close()
     except BaseException:
-        with cleanup.interrupts_deferred():
-            pool.terminate()
+        if pool is not None:
+            with cleanup.interrupts_deferred():
+                pool.terminate()
         raise
     finally:
-        with cleanup.interrupts_deferred():
-            pool.join()
+        if pool is not None:
+            with cleanup.interrupts_deferred():
+                pool.join()
 
 
 def make_example(pcm_bytes, row, label, config):
