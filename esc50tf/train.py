@@ -553,8 +553,8 @@ def _check_can_start(cfg, spec, chosen, index, strategy):
         n = len(split.train.rows(index))
         if n < batch:
             fix = splits.SPLIT_ADVICE if advice else "lower --batch-size"
-            raise Esc50Error(f"{split.name}: {n} training clips, fewer than one batch of {batch}; "
-                             f"{fix}")
+            raise Esc50Error(f"{split.name}: {n} training clips, fewer than one global batch of "
+                             f"{batch}; {fix}")
 
 
 def _enable_determinism():

@@ -911,17 +911,17 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
         return _search_and_retrain(c, out, resumed, models, fixed, space, manifest,
                                    search_space, split, sizes, test_fold, verbose, callbacks)
     except BaseException:
-        if not resumed and not _completed_trials(out):
+        if not resumed and not _ended_trials(out):
             # Nothing a --resume would use: leave no folder that blocks the next command.
             cleanup.discard(out, created)
         raise
 
 
-def _completed_trials(out):
-    """True when OUT holds a finished trial (KerasTuner's trial.json with status COMPLETED)."""
+def _ended_trials(out):
+    """True when OUT holds a trial that ended (completed or failed: trials.md reports it)."""
     for path in Path(out).glob("*/trial_*/trial.json"):
         try:
-            if json.loads(path.read_text()).get("status") == "COMPLETED":
+            if json.loads(path.read_text()).get("status") in ("COMPLETED", "FAILED", "INVALID"):
                 return True
         except (OSError, ValueError):
             continue

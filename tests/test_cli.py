@@ -293,3 +293,8 @@ def test_help_shows_setting_names_and_defaults(capsys):
     flat = " ".join(text.split())
     assert "--epochs EPOCHS maximum epochs (early stopping may end sooner) (default: 100" in flat
     assert "learning rate (default: 0.001" in flat
+
+
+def test_demo_keeps_its_report_by_default():
+    args = build_parser().parse_args(["demo"])
+    assert args.out == "esc50tf-demo" and not args.temporary

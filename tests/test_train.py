@@ -335,7 +335,7 @@ def test_determinism_warns_when_tensorflow_already_runs():
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--model", "gru", "--batch-size", "100000"], "fewer than one batch of 100000"),
+    (["--model", "gru", "--batch-size", "100000"], "fewer than one global batch of 100000"),
     (["--model", "vgg16", "--weights", "no/such/weights.h5"], "no/such/weights.h5"),
     (["--model", "gru", "--weights", "w.h5"], "models that take it: vgg16, resnet50, densenet121"),
     (["--model", "gru", "--hop-length", "5000", "--n-fft", "1024"], "hop_length=5000"),
@@ -376,7 +376,7 @@ def test_uneven_folds_refuse_with_the_split_advice_not_a_smaller_batch(tmp_path,
                  "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "warning: fold(s) 1 (1), 2 (1), 3 (1), 5 (1)" in err
-    assert "4 training clips, fewer than one batch of 8; use --split 0.8" in err
+    assert "4 training clips, fewer than one global batch of 8; use --split 0.8" in err
     assert "lower --batch-size" not in err
     assert not out.exists()
 
