@@ -994,6 +994,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cleanup.keep_interrupts()
     quiet = not startup.verbose_requested(getattr(args, "verbose", False))
+    if quiet:  # also for commands that load TensorFlow only now and then
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
         # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
