@@ -66,6 +66,9 @@ def discard(folder, created):
         remove_created(created)
 
 
+_deferring = []  # non-empty while an interrupts_deferred block runs
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
     """Holds Ctrl-C (SIGINT) back inside the block and delivers it when the block ends.
@@ -75,9 +78,10 @@ def interrupts_deferred():
     also blocked in this thread, so processes started inside begin with it
     blocked (the mask survives fork and exec), leaving Ctrl-C to their parent.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield  # an enclosing block already holds Ctrl-C back
         return
+    _deferring.append(True)
     pending = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     mask = (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -88,6 +92,7 @@ def interrupts_deferred():
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        _deferring.clear()
     if pending:
         raise KeyboardInterrupt
 
