@@ -298,3 +298,22 @@ def test_help_shows_setting_names_and_defaults(capsys):
 def test_demo_keeps_its_report_by_default():
     args = build_parser().parse_args(["demo"])
     assert args.out == "esc50tf-demo" and not args.temporary
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_after_a_finished_epoch_keeps_the_run_to_resume(tiny_tfrecords, tmp_path):
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    history = out / "fold1" / "history.csv"
+
+    def one_epoch_done(proc):
+        return history.is_file() and len(history.read_text().splitlines()) >= 2
+
+    rc, err = _interrupt(["train", "--model", "gru", "--test-fold", "1", "--data",
+                          str(tiny_tfrecords), "--out", str(out), "--epochs", "200",
+                          "--batch-size", "8", "--n-fft", "256", "--hop-length", "64",
+                          "--n-mels", "32", "--quiet"], one_epoch_done, log)
+    assert rc == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    assert (out / "config.json").is_file() and len(history.read_text().splitlines()) >= 2
