@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from esc50tf import __version__, recipe
@@ -98,7 +99,12 @@ def _add_build(sub):
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="decoding processes (default: number of CPUs)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="leave out clips that are missing or fail to decode (listed, and recorded in the manifest)")
+                   help="leave out clips that are missing, truncated or fail to decode (listed, and "
+                   "recorded in the manifest)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse suspicious clips: silent or constant, clipped throughout, at a sample "
+                   "rate far from the others', or a duplicate of another clip (by default they are "
+                   "kept, listed, and recorded in the manifest)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing build made with other settings or inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,7 +122,7 @@ def _run_build(args):
     )
     build_tfrecords(
         args.data_dir, args.out, config, workers=args.workers, skip_bad=args.skip_bad,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, strict=args.strict,
     )
     return 0
 
@@ -151,13 +157,22 @@ def _run_inspect(args):
     manifest = tfr.read_manifest(args.data)
     tfr.verify_shards(args.data, manifest, full=args.verify)
     index = splits.load_index(args.data)
-    chosen = _protocol_splits(args, index)
-    sizes = {s.name: splits.check_disjoint(s, index) for s in chosen}
+    warnings = splits.fold_warnings(index)
+    if index["fold"].nunique() < 2 and args.test_fold is None and args.split is None:
+        args.split = 0.8  # the one protocol a single fold allows
+    try:  # the summary and the warnings are shown even when the protocol cannot be made
+        chosen = _protocol_splits(args, index)
+        sizes, split_error = {s.name: splits.check_disjoint(s, index) for s in chosen}, None
+    except Esc50Error as err:
+        sizes, split_error = {}, str(err)
+    issues = manifest.get("issues", [])
     if args.json:
         print(json.dumps({"counts": manifest["counts"], "folds": manifest["folds"],
                           "num_classes": manifest["num_classes"], "config": manifest["config"],
-                          "skipped": manifest["skipped"], "splits": sizes}, indent=2))
-        return 0
+                          "skipped": manifest["skipped"], "issues": issues,
+                          "warnings": warnings, "splits": sizes, "split_error": split_error},
+                         indent=2))
+        return 1 if split_error else 0
     cfg = manifest["config"]
     print(f"{args.data}: {manifest['counts']['total']} clips, {manifest['num_classes']} classes, "
           f"{len(manifest['shards'])} shards ({'verified' if args.verify else 'present'})")
@@ -166,6 +181,18 @@ def _run_inspect(args):
     print("  clips per fold: " + ", ".join(f"{k}: {v}" for k, v in manifest["counts"]["per_fold"].items()))
     if manifest["skipped"]:
         print(f"  skipped at build time: {len(manifest['skipped'])} clip(s)")
+        for item in manifest["skipped"][:10]:
+            print(f"    {item['error']}")
+    if issues:
+        print(f"  suspicious clips kept at build time: {len(issues)} suspicious clip(s) "
+              "(build-tfrecords --strict refuses them)")
+        for line in tfr.describe_issues(issues):
+            print(f"    {line}")
+    for line in warnings:
+        print(f"  warning: {line}")
+    if split_error:
+        print(f"esc50tf inspect: error: splits cannot be made: {split_error}", file=sys.stderr)
+        return 1
     print("  splits (no src_file on two sides):")
     for name, size in sizes.items():
         print(f"    {name:>10}: " + ", ".join(f"{k} {v}" for k, v in size.items()))
@@ -224,10 +251,13 @@ def _add_demo(sub):
         description="Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at "
         "16 kHz), build TFRecords, check the splits, stream the tf.data pipeline back, then train "
         "cnn_small on folds 2-5 and evaluate it on the held-out fold 1, writing the full report "
-        "(report.md, confusion matrix, curves). A few minutes on 2 CPU cores.",
+        "(report.md, confusion matrix, curves) into --out. A few minutes on 2 CPU cores.",
     )
-    p.add_argument("--out", default=None,
-                   help="keep everything in this folder (default: a temporary folder, deleted)")
+    p.add_argument("--out", default="esc50tf-demo",
+                   help="folder for the data, TFRecords and the run's report, kept afterwards; "
+                   "run again, finished steps are reused (default: %(default)s)")
+    p.add_argument("--temporary", action="store_true",
+                   help="work in a temporary folder, deleted at exit (nothing is kept)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
@@ -235,7 +265,7 @@ def _add_demo(sub):
 def _run_demo(args):
     from esc50tf.demo import run_demo
 
-    run_demo(out=args.out, seed=args.seed)
+    run_demo(out=None if args.temporary else args.out, seed=args.seed)
     return 0
 
 
@@ -337,11 +367,24 @@ AUGMENT_OPTIONS = [
 
 def _add_options(p, table, title):
     group = p.add_argument_group(title)
-    for flag, _section, key, kwargs in table:
+    for flag, section, key, kwargs in table:
         if "choices" not in kwargs and "metavar" not in kwargs:
-            kwargs = {**kwargs, "metavar": key.split("_")[0].upper()}
+            kwargs = {**kwargs, "metavar": key.upper()}
+        if "default" not in kwargs.get("help", ""):
+            kwargs = {**kwargs, "help": kwargs.get("help", "") + _preset_default(section, key)}
         group.add_argument(flag, dest=f"opt_{key}", default=None, **kwargs)
     return group
+
+
+def _preset_default(section, key):
+    """' (default: V; ...)' for a setting the default preset fixes, else ''."""
+    from esc50tf import presets
+
+    value = presets.preset("default", "cnn_small").get(section, {}).get(key)
+    if section != "train" or value is None:
+        return ""
+    shown = value if isinstance(value, str) else f"{value:g}"
+    return f" (default: {shown}; --preset seed sets it per model)"
 
 
 def _overrides(args, *tables):
@@ -392,6 +435,8 @@ def _run_models(args):
 def _add_train(sub):
     p = sub.add_parser(
         "train",
+        usage="esc50tf train --model MODEL --data DIR --out DIR [options]\n"
+        "       esc50tf train --config RUN/config.json [--out DIR] [options]",
         help="train and evaluate a model (k-fold CV, a test fold or a grouped ratio split)",
         description="Train MODEL on TFRecords under the official protocol (k-fold CV over every "
         "fold by default), with validation carved from the training side only, and write "
@@ -403,9 +448,11 @@ def _add_train(sub):
         "  esc50tf train --config runs/hybrid/config.json --out runs/hybrid-again",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help=f"one of: {', '.join(_model_names())}")
-    p.add_argument("--data", help="TFRecord folder made by build-tfrecords")
-    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--model", help=f"one of: {', '.join(_model_names())} (required unless "
+                   "--config names one)")
+    p.add_argument("--data", help="TFRecord folder made by build-tfrecords (required unless "
+                   "--config names one)")
+    p.add_argument("--out", help="run folder to write (required unless --config names one)")
     p.add_argument("--config", help="a config.json of an earlier run to repeat (flags override it)")
     p.add_argument("--preset", choices=["default", "seed", "finetune"], default=None,
                    help="default: a strong recipe from the literature; seed: the study's settings for the model; "
@@ -470,6 +517,19 @@ def train_config_from_args(args):
         if getattr(args, key):
             over["train"][key] = getattr(args, key)
     cfg = resolve_config(model, preset, base=base, overrides=over)
+    if args.opt_weights is not None:
+        from esc50tf.models import registry
+
+        def takes_weights(spec):
+            return spec.backbone or spec.pretrained is not None or (
+                not spec.keras and spec.name == model and cfg.model.classic_features == "embeddings")
+
+        if not takes_weights(registry.get(model)):
+            takers = [s.name for s in registry.specs() if s.backbone or s.pretrained]
+            raise Esc50Error(
+                f"--weights loads a backbone or a pretrained trunk, which {model} does not have; "
+                f"models that take it: {', '.join(takers)}, and the classic models with "
+                "--classic-features embeddings")
     if args.no_augment:
         import dataclasses
 
@@ -513,7 +573,8 @@ def _run_evaluate(args):
 def _add_predict(sub):
     p = sub.add_parser(
         "predict", help="top-k classes for audio files with a saved model",
-        description="Predict with a run folder (averaging its split models) or one .keras file. "
+        description="Predict with a run folder (averaging its split models; Keras or scikit-learn "
+        "runs, whose features are computed as in training) or one .keras file. "
         "Any sample rate, length and channel count: mixed to mono, resampled, padded, or cut "
         "into half-overlapping windows whose probabilities are averaged.")
     p.add_argument("model", help="run folder or .keras file")
@@ -553,8 +614,8 @@ def _add_features(sub):
         "draws waveform and features per file.")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--kind", choices=["stft", "mel", "mfcc"], default="mel", help="feature kind (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--plot", help="also draw the features to this PNG")
+    p.add_argument("--out", help="output .npz file (--out, --plot or both)")
+    p.add_argument("--plot", help="draw waveform and features per file to this PNG")
     p.add_argument("--sample-rate", type=_positive_int, default=None,
                    help="resample to this rate (default: the first file's rate)")
     p.add_argument("--clip-seconds", type=_positive_float, default=None,
@@ -572,6 +633,8 @@ def _run_features(args):
     from esc50tf.features import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
 
+    if not (args.out or args.plot):
+        raise Esc50Error("nothing to write: give --out FILE.npz, --plot FILE.png or both")
     for target in (args.out, args.plot):
         if target and os.path.exists(target) and not args.overwrite:
             raise Esc50Error(f"{target}: exists; pass --overwrite to replace it")
@@ -589,16 +652,16 @@ def _run_features(args):
         return_waveforms=True)
     for path, message in errors:
         print(f"esc50tf features: error: {message}", file=sys.stderr)
-    if names:
+    if names and args.out:
         tmp = args.out + ".tmp.npz"
         np.savez(tmp, features=feats, filenames=np.array(names),
                  config=json.dumps(config.to_dict()))
         os.replace(tmp, args.out)
         print(f"wrote {len(names)} x {feats.shape[1]} frames x {feats.shape[2]} bins to {args.out}",
               file=sys.stderr)
-        if args.plot:
-            plot_features(waves, feats, names, config, args.plot)
-            print(f"plotted to {args.plot}", file=sys.stderr)
+    if names and args.plot:
+        plot_features(waves, feats, names, config, args.plot)
+        print(f"plotted to {args.plot}", file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -703,10 +766,10 @@ def _add_study(sub):
     )
     p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", required=True, help="study folder (runs/, failures.json, comparison)")
-    p.add_argument("--models", default="all",
+    p.add_argument("--models", default="classic,cnn_small,gru",
                    help="all, or comma-separated models and/or families "
                    f"(classic, cnn, rnn, hybrid); models: {', '.join(_model_names())} "
-                   "(default: %(default)s)")
+                   "(default: %(default)s, the quick ones: hours on a CPU; all is days)")
     p.add_argument("--preset", choices=["seed", "default"], default="seed",
                    help="seed: the study's settings per model; default: the strong recipe "
                    "(default: %(default)s)")
@@ -734,7 +797,7 @@ def _add_study(sub):
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel exports")
     p.add_argument("--overwrite", action="store_true", help="redo every run, finished or not")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines, only progress lines")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     _add_options(p, TRAIN_OPTIONS, "training (every run)")
     _add_options(p, MODEL_OPTIONS, "model (every run)")
     _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"],
@@ -760,7 +823,7 @@ def _run_study(args):
     print(f"esc50tf study: {len(runs)} run(s) into {os.path.join(args.out, 'runs')}",
           file=sys.stderr)
     result = study.run_study(runs, args.out, overwrite=args.overwrite,
-                             verbose=0 if args.quiet else 2)
+                             verbose=2 if args.quiet else 1)
     return 1 if result.failed else 0
 
 
@@ -800,10 +863,10 @@ def _add_tune(sub):
         "choice (values), fixed (value), boolean; null: not searched (preset or flag value).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="hybrid",
+    p.add_argument("--model", default="cnn_small",
                    help="a model, several separated by commas (searched as a choice), or auto "
                    f"(every Keras model): {', '.join(s.name for s in registry.specs() if s.keras)} "
-                   "(default: %(default)s)")
+                   "(default: %(default)s, the quickest to train)")
     p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", required=True, help="search folder to write")
     p.add_argument("--tuner", choices=TUNERS, default="random",
@@ -821,6 +884,9 @@ def _add_tune(sub):
     p.add_argument("--cv", action="store_true",
                    help="evaluate the best settings with k-fold CV over every fold (only the "
                    "test fold's score is untouched by the search)")
+    p.add_argument("--split", type=_ratio, default=None,
+                   help="instead of a test fold, hold out the test side of a grouped, stratified "
+                   "ratio split, e.g. 0.8 (for uneven folds or a single fold)")
     p.add_argument("--space", metavar="FILE", help="search-space file (JSON, or YAML with PyYAML)")
     p.add_argument("--preset", choices=["default", "seed"], default="default",
                    help="settings every trial starts from (default: %(default)s)")
@@ -856,6 +922,7 @@ def _run_tune(args):
         data=args.data, out=args.out, models=tuple(args.model.split(",")), tuner=args.tuner,
         max_trials=args.max_trials, epochs=args.epochs, final_epochs=args.final_epochs,
         objective=args.objective, test_fold=args.test_fold, cv=args.cv, preset=args.preset,
+        split_ratio=args.split,
         space=read_space_file(args.space) if args.space else None, overrides=over,
         max_failures=args.max_failures, retrain=not args.no_retrain)
     tune(config, resume=args.resume, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
@@ -967,14 +1034,27 @@ def build_parser():
         add(sub)
     pretrained_cli.add_parser(sub)
     _add_embed(sub)
+    for p in sub.choices.values():
+        p.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's own start-up and log messages (also: "
+                       "ESC50TF_VERBOSE=1)")
     return parser
 
 
+# Commands that run TensorFlow; their start-up log lines are dropped (esc50tf.startup).
+_TF_COMMANDS = ("build-tfrecords", "train", "tune", "evaluate", "predict", "features", "demo",
+                "study", "data-service")
+
+
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter hides our own messages; users can override.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from esc50tf import cleanup, startup
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    cleanup.keep_interrupts()
+    quiet = not startup.verbose_requested(getattr(args, "verbose", False))
+    if quiet:  # also for commands that load TensorFlow only now and then
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
         # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
@@ -982,11 +1062,16 @@ def main(argv=None):
 
         os.environ.setdefault(INTER_OP_ENV, "1")
     try:
+        if quiet and (args.command in _TF_COMMANDS or getattr(args, "verify", False)):
+            startup.quiet_tensorflow()
         return args.handler(args)
     except Esc50Error as err:
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # Stopping now: a second Ctrl-C (or one re-raised late by cleanup.keep_interrupts)
+        # must not turn this clean exit into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"esc50tf {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -134,6 +134,10 @@ def find_runs(paths, log=None):
                 reason = failures.get(run_dir.name, "not finished (no report.json)")
                 skipped.append((run_dir, reason))
                 log(f"warning: {run_dir}: skipped, {reason}")
+            # A run that failed before its first epoch leaves no folder, only its failure.
+            for name in sorted(set(failures) - {p.name for p in members}):
+                skipped.append((path / "runs" / name, failures[name]))
+                log(f"warning: {path / 'runs' / name}: skipped, {failures[name]}")
         elif (path / "config.json").is_file():
             raise Esc50Error(f"{path}: no report.json; the run has not finished (resume it "
                              f"with `esc50tf train --config {path / 'config.json'} --out {path}`)")

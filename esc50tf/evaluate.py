@@ -3,7 +3,8 @@
 A run folder holds one sub-folder per split (`fold1`, ..., or `ratio0.9`), each
 with `predictions.npz` (y_true, y_prob, filenames), `result.json` and
 `history.csv`. `write_report` turns them into `report.json`, `report.md`,
-`confusion_matrix.png`, `curves.png` and `per_class_accuracy.png`.
+`confusion_matrix.png`, `curves.png` (runs that train in epochs) and
+`per_class_accuracy.png`.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def report_markdown(report):
     for f in report["folds"]:
         lines.append(
             f"| {f['split']} | {_fmt(f['accuracy'])} | {_fmt(f['macro_f1'], False)} | "
-            f"{_fmt(f['weighted_f1'], False)} | {f.get('epochs_run', '-')} | "
+            f"{_fmt(f['weighted_f1'], False)} | {f.get('epochs_run') or '-'} | "
             f"{f.get('train_seconds', 0):.1f} | {f.get('train_examples_per_s') or 0:.1f} |"
         )
     lines += ["", "## Most confused pairs (true -> predicted, count over all test folds)", ""]
@@ -223,12 +224,7 @@ def plot_curves(histories, path, title):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-    if axes[1].lines:
-        axes[1].legend(fontsize=7, ncol=2)
-    else:  # scikit-learn models have no epochs
-        for ax in axes:
-            ax.text(0.5, 0.5, "no training epochs (scikit-learn model)", ha="center",
-                    va="center", transform=ax.transAxes)
+    axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -236,11 +232,19 @@ def plot_curves(histories, path, title):
 
 
 def plot_per_class(per_class, path, title):
+    """Horizontal bars, worst class at the bottom; a class with no test clips is shown
+    as an empty hatched bar marked "no test clips" (not as 0%), at the top."""
     plt = _plt()
-    items = sorted(((v if v is not None else 0.0), k) for k, v in per_class.items())
+    items = sorted(((v if v is not None else 2.0), k) for k, v in per_class.items())
     n = len(items)
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * n + 1)))
-    ax.barh(range(n), [v for v, _ in items], color="tab:blue")
+    tested = [i for i, (v, _) in enumerate(items) if v <= 1.0]
+    untested = [i for i, (v, _) in enumerate(items) if v > 1.0]
+    ax.barh(tested, [items[i][0] for i in tested], color="tab:blue")
+    if untested:
+        ax.barh(untested, [1.0] * len(untested), color="none", edgecolor="0.6", hatch="//")
+        for i in untested:
+            ax.text(0.5, i, "no test clips", ha="center", va="center", fontsize=7, color="0.3")
     ax.set_yticks(range(n), [k for _, k in items], fontsize=7 if n > 20 else 9)
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy (recall) over all test folds")
@@ -270,7 +274,8 @@ def write_report(run_dir, report):
     plot_confusion(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png",
                    f"{title}: confusion over all test folds")
     histories = {f["split"]: read_history(run_dir / f["split"] / "history.csv") for f in report["folds"]}
-    plot_curves(histories, run_dir / "curves.png", title)
+    if any(histories.values()):  # scikit-learn runs have no epochs to draw
+        plot_curves(histories, run_dir / "curves.png", title)
     plot_per_class(report["per_class_accuracy"], run_dir / "per_class_accuracy.png", title)
 
 
@@ -283,7 +288,6 @@ def evaluate_run(run_dir, data=None, log=None):
     timings are kept from the original run.
     """
     import dataclasses
-    import pickle
     import time
 
     from esc50tf.data import splits as split_lib
@@ -325,8 +329,7 @@ def evaluate_run(run_dir, data=None, log=None):
         elif (split_dir / "model.pkl").is_file():
             from esc50tf.models import classic
 
-            with open(split_dir / "model.pkl", "rb") as f:
-                estimator = pickle.load(f)
+            estimator = classic.load_estimator(split_dir / "model.pkl")
             x, y_true, names = classic.extract(ds, classic.make_featurizer(cfg.features, cfg.model))
             y_prob = classic.predict_proba(estimator, x, len(class_names))
         else:

@@ -285,6 +285,10 @@ def _check_args(values, error, where):
         n_fft = values.get("n_fft")
         if not (_is_int(values["win_length"]) and 1 <= values["win_length"] <= n_fft):
             bad("win_length", f"allowed: None or an integer in [1, n_fft={n_fft}]")
+    if _is_int(values.get("hop_length")) and _is_int(values.get("n_fft")):
+        window = values.get("win_length") or values["n_fft"]
+        if values["hop_length"] > window:  # frames would skip samples that no window covers
+            bad("hop_length", f"allowed: an integer in [1, win_length or n_fft = {window}]")
     nyquist = values.get("sample_rate", 0) / 2.0
     if "fmin" in values and not (_is_real(values["fmin"]) and 0 <= values["fmin"] < nyquist):
         bad("fmin", f"allowed: a frequency in Hz in [0, sample_rate / 2 = {nyquist:g})")

@@ -159,6 +159,8 @@ def plot_features(waveforms, features, filenames, config, path):
     axes = fig.subplots(max(n, 1), 2, squeeze=False, width_ratios=[1, 1.3])
     if config.kind == "mfcc":
         colorbar = "MFCC (of dB Mel)" if config.log == "db" else "MFCC"
+        if config.n_mfcc > 1:
+            colorbar += "; colours span c1 and up, c0 saturates"
     else:
         colorbar = _COLORBAR_LABELS[config.log]
     for i in range(n):
@@ -183,9 +185,15 @@ def plot_features(waveforms, features, filenames, config, path):
             y_extent, ylabel = (-0.5, bins - 0.5), "Mel band"
         else:
             y_extent, ylabel = (-0.5, bins - 0.5), "coefficient"
+        limits = {}
+        if config.kind == "mfcc" and config.n_mfcc > 1:
+            # c0 (the frame's overall level) is an order of magnitude larger than the
+            # rest and would flatten them into one colour: scale by c1 and up.
+            rest = np.delete(image, np.arange(0, bins, config.n_mfcc), axis=0)
+            limits = dict(zip(("vmin", "vmax"), np.percentile(rest, [1, 99])))
         im = ax_f.imshow(
             image, origin="lower", aspect="auto", interpolation="nearest",
-            extent=(*x_extent, *y_extent), cmap="magma",
+            extent=(*x_extent, *y_extent), cmap="magma", **limits,
         )
         ax_f.set_xlabel("time (s)")
         ax_f.set_ylabel(ylabel)

@@ -1,6 +1,7 @@
 """`esc50tf predict`: class probabilities for new audio files from a saved model.
 
-MODEL is a run folder (every split's `model.keras` is loaded and their
+MODEL is a run folder (every split's `model.keras`, or for a scikit-learn
+run every `model.pkl` with the run's features, is loaded and their
 probabilities averaged, a k-fold ensemble) or one `.keras` file. Any sample
 rate, length and channel count works: files are mixed to mono, resampled to
 the model's rate, zero-padded when short, and cut into half-overlapping
@@ -53,6 +54,52 @@ class Predictor:
         return np.mean(probs, axis=(0, 1))  # over models and windows
 
 
+class ClassicModel:
+    """A scikit-learn split model (`model.pkl`) behind the interface Predictor uses.
+
+    Args:
+        estimator: fitted scikit-learn classifier.
+        featurize: callable `waveforms [b, num_samples] -> features [b, D]`,
+            the run's `classic.make_featurizer`.
+        num_samples: int. Clip length the run was trained on.
+        num_classes: int.
+    """
+
+    def __init__(self, estimator, featurize, num_samples, num_classes):
+        self.estimator = estimator
+        self.featurize = featurize
+        self.num_classes = int(num_classes)
+        self.input_shape = (None, int(num_samples))
+        self.output_shape = (None, self.num_classes)
+
+    def predict_on_batch(self, batch):
+        import tensorflow as tf
+
+        from esc50tf.models import classic
+
+        features = np.asarray(self.featurize(tf.constant(batch, tf.float32)))
+        return classic.predict_proba(self.estimator, features, self.num_classes)
+
+
+def _load_classic(folder, files):
+    """The split models of a scikit-learn run folder, with the run's own features."""
+    from esc50tf.models import classic
+    from esc50tf.train import RunConfig
+
+    try:
+        cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        report = json.loads((folder / "report.json").read_text())
+        num_samples = int(report["dataset"]["num_samples"])
+    except (OSError, ValueError, KeyError) as err:
+        raise Esc50Error(f"{folder}: a scikit-learn run without a readable config.json and "
+                         f"report.json ({err}); finish it with esc50tf train first") from None
+    names = _class_names(folder)
+    featurize = classic.make_featurizer(cfg.features, cfg.model)
+    models = [ClassicModel(classic.load_estimator(f), featurize, num_samples, len(names))
+              for f in files]
+    return Predictor(models, names, cfg.features.sample_rate)
+
+
 def _class_names(folder):
     for candidate in (folder / "classes.json", folder.parent / "classes.json"):
         if candidate.is_file():
@@ -71,7 +118,7 @@ def _sample_rate(folder, model):
 
 
 def load_predictor(path, sample_rate=None):
-    """Loads a run folder or a `.keras` file; Esc50Error if it holds no Keras model."""
+    """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
     import keras
 
     import esc50tf.augment  # noqa: F401  (registers custom layers)
@@ -84,7 +131,7 @@ def load_predictor(path, sample_rate=None):
         files = sorted(path.glob("*/model.keras"))
         if not files:
             if list(path.glob("*/model.pkl")):
-                raise Esc50Error(f"{path}: a scikit-learn run; predict needs a Keras model run")
+                return _load_classic(path, sorted(path.glob("*/model.pkl")))
             raise Esc50Error(f"{path}: no */model.keras found; is it an esc50tf run folder?")
         folder = path
     elif path.is_file() and path.suffix == ".keras":

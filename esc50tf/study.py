@@ -38,6 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
+from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
 
 FEATURE_KINDS = ("mel", "mfcc", "stft")
@@ -299,7 +300,7 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
         runs: list of StudyRun from `plan_study`.
         out: str. The study folder (the runs' folders are under OUT/runs).
         overwrite: bool. Redo every run, finished or not.
-        verbose: int. Keras fit verbosity per run (0 silent, 2 one line per epoch).
+        verbose: int. Keras fit verbosity per run (1 progress bars, 2 one line per epoch).
         log: callable taking a str (progress lines).
         compare: bool. Write the comparison into OUT when done.
 
@@ -312,7 +313,7 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
     out = Path(out)
     if not overwrite:
         check_run_folders(runs)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    created = cleanup.make_dirs(out / "runs")
     first = runs[0].config.train if runs else None
     _write_json(out / "study.json", {
         "data": first.data if first else None,
@@ -354,6 +355,11 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
             result.failed.append(run.name)
             log(f"{tag}: FAILED after {format_duration(time.perf_counter() - start)}: "
                 f"{type(err).__name__}: {err} (recorded in {failures_path}; continuing)")
+        except BaseException:  # Ctrl-C stops the study; a study this command began and
+            # that has no run folder yet (train removes one without a finished epoch) goes too.
+            if out in created and not any((out / "runs").iterdir()):
+                cleanup.discard(out, created)
+            raise
         else:
             seconds = time.perf_counter() - start
             durations.setdefault(run.model, []).append(seconds)

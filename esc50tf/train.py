@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esc50tf import recipe
+from esc50tf import cleanup, recipe
 from esc50tf.errors import Esc50Error
 
 PROTOCOLS = ("cv", "test-fold", "split")
@@ -284,12 +284,17 @@ def make_optimizer(t, steps_per_epoch=None):
     return keras.optimizers.Adagrad(lr, **ema)
 
 
-def prepare_run_dir(out, config_dict, overwrite=False):
-    """Creates RUN or checks that an existing RUN holds the same configuration."""
+def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
+    """Creates RUN or checks that an existing RUN holds the same configuration.
+
+    With `check_only`, only the checks: nothing is created or removed.
+    """
     out = Path(out)
     cfg_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
         if overwrite:
+            if check_only:
+                return False
             shutil.rmtree(out)
         elif not cfg_path.is_file():
             raise Esc50Error(f"{out}: folder is not empty and is not an esc50tf run; "
@@ -301,6 +306,8 @@ def prepare_run_dir(out, config_dict, overwrite=False):
                 raise Esc50Error(f"{out}: holds a run with another configuration ({diff}); "
                                  "choose another --out or pass --overwrite")
             return True  # resume
+    if check_only:
+        return False
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".config.json.tmp"
     tmp.write_text(json.dumps(config_dict, indent=2) + "\n")
@@ -471,12 +478,17 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     out = t.out
     if not distribute.is_chief(kind):
         out = distribute.worker_dir(t.out, distribute.task_index(kind))
+    if not tfr.is_remote(out):
+        prepare_run_dir(out, config_dict, overwrite, check_only=True)
+    _check_can_start(cfg, spec, chosen, index, strategy)
     remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
+    created = [] if remote else cleanup.make_dirs(out)
     try:
         resumed = prepare_run_dir(remote.local if remote else out, config_dict, overwrite)
     except BaseException:
         if remote:
             remote.discard()
+        cleanup.remove_created(created)
         raise
     if remote:
         remote.start()
@@ -544,9 +556,14 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                  f"{result['train_seconds']:.1f} s"
                  + (f", {result['train_examples_per_s']:.1f} examples/s"
                     if result.get("train_examples_per_s") else ""))
-    except BaseException:
+    except BaseException as err:
         if remote:
             remote.finish()  # upload what there is: a resume continues from it
+        elif not resumed and not _has_progress(run_dir):
+            # Nothing worth resuming: leave no folder that would block the corrected command.
+            cleanup.discard(run_dir, created)
+        elif isinstance(err, KeyboardInterrupt):
+            _log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
         raise
     finally:
         if spec.keras:
@@ -564,6 +581,39 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
          f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
     return report
+
+
+def _has_progress(run_dir):
+    """True when a run folder holds a finished epoch or split (something a resume would use)."""
+    return any(_history_length(p) > 0 for p in Path(run_dir).glob("*/history.csv")) or any(
+        Path(run_dir).glob("*/result.json"))
+
+
+def _check_can_start(cfg, spec, chosen, index, strategy):
+    """Refuses, before any folder is made, what would fail before the first epoch.
+
+    Training sides smaller than one global batch fail with the protocol that
+    fits uneven folds (`--split`), a missing `--weights` file is named, and
+    folds that do not suit a fold-based protocol get a warning.
+    """
+    from esc50tf import distribute
+    from esc50tf.data import splits
+
+    t = cfg.train
+    if cfg.model.weights and not os.path.isfile(cfg.model.weights) and "://" not in cfg.model.weights:
+        raise Esc50Error(f"{cfg.model.weights}: --weights file not found")
+    advice = splits.fold_warnings(index) if t.protocol != "split" else []
+    for line in advice:
+        _log(f"warning: {line}")
+    if not spec.keras:
+        return
+    batch = distribute.global_batch_size(t.batch_size, distribute.num_replicas(strategy))
+    for split in chosen:
+        n = len(split.train.rows(index))
+        if n < batch:
+            fix = splits.SPLIT_ADVICE if advice else "lower --batch-size"
+            raise Esc50Error(f"{split.name}: {n} training clips, fewer than one global batch of "
+                             f"{batch}; {fix}")
 
 
 def _enable_determinism():
@@ -767,7 +817,8 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     history_rows = _history_length(split_dir / "history.csv")
     test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
                            with_metadata=True, manifest=manifest)
-    y_true, y_prob, names = _predict(model, test_ds)
+    _log(f"{split.name}: predicting {sizes['test']} test clips")
+    y_true, y_prob, names = _predict(model, test_ds, verbose=verbose)
     model.save(split_dir / "model.keras")
     if t.export:
         export_model(model, split_dir / "saved_model")
@@ -808,15 +859,30 @@ def _classifier_part(model):
     return keras.Model(frontend.output, model.output, name=f"{model.name}_on_features")
 
 
-def _predict(model, dataset):
-    from esc50tf.models.build import predict_crops
+def _predict(model, dataset, verbose=1):
+    """(labels, probabilities, filenames) of a `(x, y, meta)` dataset in its fixed order.
 
-    ys, probs, names = [], [], []
-    for x, y, meta in dataset:
-        probs.append(np.asarray(predict_crops(model, x), dtype=np.float32))
+    The model runs through Keras' compiled, batched `predict` (progress bar
+    with verbose=1), once per evaluation crop of a multi-crop model
+    (`models.build.crop_rolls`), and the softmax outputs are averaged; labels
+    and names come from a second, model-free pass.
+    """
+    import tensorflow as tf
+
+    from esc50tf.models.build import crop_rolls
+
+    waves = dataset.map(lambda x, y, meta: x)
+    probs = 0.0
+    rolls = crop_rolls(model, waves.element_spec.shape[-1])
+    for shift in rolls:
+        crop = waves.map(lambda x, s=shift: tf.roll(x, s, axis=1)) if shift else waves
+        probs = probs + model.predict(crop, verbose=verbose)
+    probs = probs / len(rolls)
+    ys, names = [], []
+    for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):
         ys.append(y.numpy())
-        names.extend(n.decode() for n in meta["filename"].numpy())
-    return np.concatenate(ys), np.concatenate(probs), names
+        names.extend(n.decode() for n in filenames.numpy())
+    return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names
 
 
 def export_model(model, path):

@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -790,6 +791,9 @@ class TuneConfig:
         objective: str. "val_accuracy" (maximised) or "val_loss" (minimised).
         test_fold: int or None. Fold held out from the search; None: the first.
         cv: bool. Evaluate the best settings with k-fold CV instead of on `test_fold`.
+        split_ratio: float or None. Instead of a test fold, hold out the test
+            side of a grouped, stratified ratio split (e.g. 0.8), for data
+            whose folds are uneven or a single fold.
         preset: str. Preset every trial starts from.
         space: dict or None. Search-space entries overriding DEFAULT_SPACE.
         overrides: dict or None. Config sections set by flags; a searched
@@ -808,6 +812,7 @@ class TuneConfig:
     objective: str = "val_accuracy"
     test_fold: int | None = None
     cv: bool = False
+    split_ratio: float | None = None
     preset: str = "default"
     space: dict | None = None
     overrides: dict | None = None
@@ -829,6 +834,9 @@ class TuneConfig:
         for ok, name, value, allowed in checks:
             if not ok:
                 raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
+        if self.split_ratio is not None and (self.cv or self.test_fold is not None):
+            raise Esc50Error("--split holds out a ratio split's test side; it cannot go with "
+                             "--test-fold or --cv")
 
 
 _NOT_COMPARED = ("out", "max_trials", "final_epochs", "cv", "max_failures", "retrain")
@@ -880,8 +888,6 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
         dict: "best_trial", "objective", "best_config" (RunConfig dict),
         "trials" (rows as in trials.csv), "report" (retraining report or None).
     """
-    import keras
-
     from esc50tf import distribute
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
@@ -900,8 +906,11 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     index = splits.load_index(c.data)
     folds = sorted(int(f) for f in index["fold"].unique())
     test_fold = folds[0] if c.test_fold is None else int(c.test_fold)
+    protocol = dict(protocol="test-fold", test_fold=test_fold)
+    if c.split_ratio is not None:
+        test_fold, protocol = None, dict(protocol="split", split_ratio=c.split_ratio)
     base = copy.deepcopy(overrides)
-    base.setdefault("train", {}).update(data=str(c.data), protocol="test-fold", test_fold=test_fold)
+    base.setdefault("train", {}).update(data=str(c.data), **protocol)
     base.setdefault("features", {})["sample_rate"] = int(manifest["config"]["sample_rate"])
     search_space = SearchSpace(space, models, base, c.preset)
     from esc50tf.models.panns import check_sample_rate
@@ -919,12 +928,50 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     if t.val_fraction <= 0:
         raise Esc50Error("tuning scores trials on a validation set carved from the training "
                          "folds; --val-fraction must be > 0")
-    split = splits.test_fold_split(index, test_fold, t.val_fraction, t.seed)
+    if test_fold is None:
+        split = splits.ratio_split(index, c.split_ratio, t.val_fraction, t.seed)
+    else:
+        split = splits.test_fold_split(index, test_fold, t.val_fraction, t.seed)
+        for line in splits.fold_warnings(index):
+            _log(f"tune: warning: {line}")
     sizes = splits.check_disjoint(split, index)
     data = c.data if tfr.is_remote(c.data) else str(Path(c.data).resolve())
     settings = json.loads(json.dumps({**dataclasses.asdict(c), "data": data, "models": models,
                                       "test_fold": test_fold, "space": space}))
-    resumed = _prepare_out(out, settings, resume, overwrite)
+    created = cleanup.make_dirs(out)
+    try:
+        resumed = _prepare_out(out, settings, resume, overwrite)
+    except BaseException:
+        cleanup.remove_created(created)
+        raise
+    try:
+        return _search_and_retrain(c, out, resumed, models, fixed, space, manifest,
+                                   search_space, split, sizes, test_fold, verbose, callbacks)
+    except BaseException:
+        if not resumed and not _ended_trials(out):
+            # Nothing a --resume would use: leave no folder that blocks the next command.
+            cleanup.discard(out, created)
+        raise
+
+
+def _ended_trials(out):
+    """True when OUT holds a trial that ended (completed or failed: trials.md reports it)."""
+    for path in Path(out).glob("*/trial_*/trial.json"):
+        try:
+            if json.loads(path.read_text()).get("status") in ("COMPLETED", "FAILED", "INVALID"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_space,
+                        split, sizes, test_fold, verbose, callbacks):
+    import keras
+
+    from esc50tf import distribute
+
+    t = search_space.base_config.train
     _write_json(out / "space.json", space)
     max_trials = c.max_trials or (None if c.tuner == "hyperband" else 10)
 
@@ -943,8 +990,8 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     _log(f"tune: {c.tuner} search over {', '.join(models)}, "
          f"{max_trials or 'Hyperband'} trial(s) of up to {c.epochs} epoch(s), objective "
          f"{c.objective}; training folds {','.join(map(str, split.train.folds))} "
-         f"({sizes['train']} clips, validation {sizes['val']} carved by src_file), test fold "
-         f"{test_fold} held out; {kind} strategy, "
+         f"({sizes['train']} clips, validation {sizes['val']} carved by src_file), "
+         f"{_held_out(test_fold)} ({sizes['test']} clips) held out; {kind} strategy, "
          f"{distribute.num_replicas(strategy)} replica(s), precision {policy}"
          + (" (resuming)" if resumed else ""))
     tuner = None
@@ -986,7 +1033,9 @@ def _retrain(cfg, run_dir, verbose):
     same = saved.is_file() and json.loads(saved.read_text()) == wanted
     t = cfg.train
     how = ("with k-fold CV over every fold" if t.protocol == "cv" else
-           f"on the training folds, then testing on fold {t.test_fold}")
+           f"on the training folds, then testing on fold {t.test_fold}"
+           if t.protocol == "test-fold" else
+           f"on the training side of the {t.split_ratio:g} ratio split, then testing on its test side")
     _log(f"tune: retraining the best settings {how}, into {run_dir}")
     return train_mod.train(cfg, overwrite=not same, verbose=verbose)
 
@@ -1048,8 +1097,8 @@ def _write_markdown(out, rows, names, objective, models, space, test_fold, cv, f
               for s in ("completed", "failed", "interrupted")}
     lines = [f"# Hyperparameter search: {', '.join(models)}", "",
              f"- objective: {objective} ({'max' if objective == 'val_accuracy' else 'min'}) on a "
-             f"validation set carved by src_file from the training folds; test fold {test_fold} "
-             "was not read during the search",
+             f"validation set carved by src_file from the training folds; "
+             f"{_held_out(test_fold)} was not read during the search",
              f"- trials: {len(rows)} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})"]
     done = [r for r in rows if r["status"] == "completed"]
     if done:
@@ -1077,7 +1126,7 @@ def _write_markdown(out, rows, names, objective, models, space, test_fold, cv, f
 
 
 def _append_test_result(out, report, cv, test_fold):
-    where = "k-fold CV" if cv else f"test fold {test_fold}"
+    where = "k-fold CV" if cv else _held_out(test_fold)
     text = (f"\n## Best settings retrained\n\n{where}: accuracy {100 * report['accuracy']:.1f}%"
             + (f" +- {100 * report['accuracy_std']:.1f}" if cv else "")
             + f", macro F1 {report['macro_f1']:.3f} ({BEST_RUN}/report.md)\n")
@@ -1087,6 +1136,10 @@ def _append_test_result(out, report, cv, test_fold):
                  f"{100 * own[0]['accuracy']:.1f}%, macro F1 {own[0]['macro_f1']:.3f}\n")
     with open(out / "trials.md", "a") as f:
         f.write(text)
+
+
+def _held_out(test_fold):
+    return f"test fold {test_fold}" if test_fold is not None else "the ratio split's test side"
 
 
 def _plot_objective(path, rows, objective):

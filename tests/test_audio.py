@@ -128,3 +128,58 @@ def test_bad_files_raise_naming_the_file(tmp_path, content, expect):
         load_audio(path)
     assert str(path) in str(err.value)
     assert expect in str(err.value)
+
+
+def _cut(tmp_path, fmt, keep):
+    """Writes a 1 s noise file in `fmt` and keeps `keep(size)` of its bytes."""
+    x = 0.3 * np.random.default_rng(3).standard_normal(8000)
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(whole, x, 8000, format=fmt)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(data[:keep(len(data))])
+    return cut
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+@pytest.mark.parametrize("keep", [lambda n: 60, lambda n: n // 2, lambda n: n - 3],
+                         ids=["60 bytes", "half", "last 3 bytes gone"])
+def test_truncated_files_are_refused_naming_the_file(tmp_path, fmt, keep):
+    cut = _cut(tmp_path, fmt, keep)
+    with pytest.raises(Esc50Error) as err:
+        load_clip(cut, 8000, 8000)
+    assert str(cut) in str(err.value)
+    assert "truncated" in str(err.value) or "cannot decode" in str(err.value)
+
+
+def test_truncated_wav_says_how_much_is_missing(tmp_path):
+    cut = _cut(tmp_path, "WAV", lambda n: 60)  # 44-byte header + 8 samples
+    with pytest.raises(Esc50Error, match="declares 8000 frames, only 8 are present"):
+        load_audio(cut)
+
+
+def test_wav_with_a_streaming_placeholder_size_still_reads(tmp_path):
+    # Writers that stream set the data size to 0xFFFFFFFF: "until the end of the file".
+    path = tmp_path / "stream.wav"
+    sf.write(path, _pcm(n=800), 8000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_clip(path, 8000, 800), _pcm(n=800))
+
+
+def test_clip_stats_flag_silence_constants_and_clipping():
+    from esc50tf.data.audio import clip_stats
+
+    noise = 0.1 * np.random.default_rng(0).standard_normal((8000, 1))
+    assert clip_stats(noise, 8000) == {"sample_rate": 8000, "seconds": 1.0, "constant": False,
+                                       "silent": False, "clipped_share": 0.0}
+    assert clip_stats(np.zeros((800, 2)), 8000)["silent"]
+    dc = clip_stats(np.full((800, 1), 0.25), 8000)
+    assert dc["constant"] and not dc["silent"]
+    hot = np.clip(12 * noise, -1, 1)
+    assert clip_stats(hot, 8000)["clipped_share"] > 0.3
+    burst = noise.copy()
+    burst[:400] = 1.0  # one loud moment at the start is not "clipped throughout"
+    assert clip_stats(burst, 8000)["clipped_share"] == 0.0

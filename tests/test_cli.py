@@ -1,8 +1,12 @@
 """The command line: light imports, help on every command, inspect, synth, demo."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +109,211 @@ def test_features_command_writes_npz_and_plot(tmp_path, capsys):
     assert plot.stat().st_size > 0
     assert main(["features", str(a), "--out", str(out)]) == 1  # no silent overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+# --- Ctrl-C: a terminal sends SIGINT to the whole process group -------------------------
+
+
+def _group_members(pgid):
+    """Live (not zombie) processes of process group `pgid`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _children(pid):
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _interrupt(args, ready, log, timeout=300):
+    """Runs `esc50tf ARGS` in its own process group, sends the group SIGINT once
+    `ready(proc)` holds, and returns (exit status, stderr). Fails instead of hanging."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "esc50tf", *args], stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(proc):
+            assert proc.poll() is None, f"ended before Ctrl-C:\n{Path(log).read_text()}"
+            assert time.monotonic() < deadline, "never got ready"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after Ctrl-C:\n{Path(log).read_text()}")
+        for _ in range(100):  # orphaned workers would outlive the parent
+            if not _group_members(proc.pid):
+                break
+            time.sleep(0.1)
+        assert not _group_members(proc.pid), "processes left behind after Ctrl-C"
+    finally:
+        if _group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, Path(log).read_text()
+
+
+def _says(log, text):
+    return lambda proc: text in Path(log).read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_stops_a_build_with_workers_and_leaves_nothing(tmp_path):
+    from esc50tf.data.synth import synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, num_classes=4, clips_per_class=16, sample_rate=44100, clip_seconds=5.0,
+               progress=False)
+    out = tmp_path / "nested" / "tfr"
+    log = tmp_path / "stderr.txt"
+
+    def workers_busy(proc):
+        spawned = [c for c in _children(proc.pid)
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        return len(spawned) >= 2
+
+    rc, err = _interrupt(["build-tfrecords", "--data-dir", str(data), "--out", str(out),
+                          "--workers", "2", "--sample-rate", "16001", "--no-progress"],
+                         workers_busy, log)
+    assert rc == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "nested").exists()  # no staging, no shards, no empty parents
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("command", ["train", "tune", "study"])
+def test_ctrl_c_stops_train_tune_and_study_and_leaves_nothing(tiny_tfrecords, tmp_path,
+                                                              command):
+    out = tmp_path / "a" / "out"
+    log = tmp_path / "stderr.txt"
+    common = ["--data", str(tiny_tfrecords), "--out", str(out), "--epochs", "50",
+              "--batch-size", "8", "--n-fft", "256", "--hop-length", "64", "--n-mels", "32",
+              "--quiet"]
+    args, marker = {
+        "train": (["train", "--model", "gru", "--test-fold", "1"], "[1/1] fold1"),
+        "tune": (["tune", "--model", "gru", "--max-trials", "2"], "tune: random search"),
+        "study": (["study", "--models", "gru", "--test-fold", "1"], "training ("),
+    }[command]
+    rc, err = _interrupt([*args, *common], _says(log, marker), log)
+    assert rc == 130, err
+    assert f"esc50tf {command}: interrupted" in err and "Traceback" not in err
+    # Stopped before a first finished epoch: nothing to resume, so nothing is kept.
+    assert not (tmp_path / "a").exists(), list(out.rglob("*"))
+
+
+def _uneven_tfrecords(root):
+    """4 classes; fold 4 holds 40 clips, folds 1, 2, 3 and 5 one clip each."""
+    from conftest import rows_for, write_dataset
+
+    rows = rows_for([4], classes=4, per_group=2, groups_per_class_fold=5)
+    rows += [r for r in rows_for([1, 2, 3, 5], classes=4, per_group=1) if r["target"] == 0]
+    write_dataset(root / "data", rows, seconds=0.25)
+    assert main(["build-tfrecords", "--data-dir", str(root / "data"), "--out", str(root / "tfr"),
+                 "--sample-rate", "8000", "--clip-seconds", "0.25", "--workers", "1",
+                 "--no-progress"]) == 0
+    return root / "tfr"
+
+
+def test_inspect_warns_about_uneven_folds_and_suggests_split(tmp_path, capsys):
+    tfr = _uneven_tfrecords(tmp_path)
+    capsys.readouterr()
+    main(["inspect", str(tfr)])
+    out = capsys.readouterr().out
+    assert "clips per fold: 1: 1, 2: 1, 3: 1, 4: 40, 5: 1" in out
+    assert "warning: fold(s) 1 (1), 2 (1), 3 (1), 5 (1)" in out and "too small to test on" in out
+    assert "--split 0.8" in out
+    assert main(["inspect", str(tfr), "--split", "0.8"]) == 0
+    assert "ratio0.8" in capsys.readouterr().out
+
+
+def test_inspect_summarises_a_single_fold_build(tmp_path, capsys):
+    from conftest import rows_for, write_dataset
+
+    write_dataset(tmp_path / "data", rows_for([1], classes=2, groups_per_class_fold=10),
+                  seconds=0.25)
+    assert main(["build-tfrecords", "--data-dir", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "tfr"), "--sample-rate", "8000", "--clip-seconds", "0.25",
+                 "--workers", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "tfr")]) == 0
+    out = capsys.readouterr().out
+    assert "40 clips, 2 classes" in out and "only one fold" in out and "--split 0.8" in out
+    assert "ratio0.8: train" in out  # the one protocol it allows, shown instead of k-fold CV
+
+
+def test_features_can_plot_without_out(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 8000)
+    plot = tmp_path / "a.png"
+    assert main(["features", str(wav), "--kind", "mfcc", "--n-fft", "256", "--hop-length", "128",
+                 "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0 and not list(tmp_path.glob("*.npz"))
+    assert main(["features", str(wav)]) == 1
+    assert "--out" in capsys.readouterr().err
+
+
+def test_plain_command_prints_no_tensorflow_log_lines(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 8000)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                            "ESC50TF_VERBOSE")}
+    args = [sys.executable, "-m", "esc50tf", "features", str(wav), "--out", str(tmp_path / "f.npz")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "E0000" not in done.stderr and "I0000" not in done.stderr
+    assert "absl::InitializeLog" not in done.stderr
+    assert "wrote 1 x" in done.stderr  # our own messages still come through
+
+
+def test_help_shows_setting_names_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "usage: esc50tf train --model MODEL --data DIR --out DIR" in text
+    for shown in ("--lr-patience LR_PATIENCE", "--image-size IMAGE_SIZE",
+                  "--weight-decay WEIGHT_DECAY"):
+        assert shown in text
+    flat = " ".join(text.split())
+    assert "--epochs EPOCHS maximum epochs (early stopping may end sooner) (default: 100" in flat
+    assert "learning rate (default: 0.001" in flat
+
+
+def test_demo_keeps_its_report_by_default():
+    args = build_parser().parse_args(["demo"])
+    assert args.out == "esc50tf-demo" and not args.temporary
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_after_a_finished_epoch_keeps_the_run_to_resume(tiny_tfrecords, tmp_path):
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    history = out / "fold1" / "history.csv"
+
+    def one_epoch_done(proc):
+        return history.is_file() and len(history.read_text().splitlines()) >= 2
+
+    rc, err = _interrupt(["train", "--model", "gru", "--test-fold", "1", "--data",
+                          str(tiny_tfrecords), "--out", str(out), "--epochs", "200",
+                          "--batch-size", "8", "--n-fft", "256", "--hop-length", "64",
+                          "--n-mels", "32", "--quiet"], one_epoch_done, log)
+    assert rc == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    assert (out / "config.json").is_file() and len(history.read_text().splitlines()) >= 2

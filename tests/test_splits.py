@@ -119,3 +119,21 @@ def test_splits_on_real_tfrecords(tiny_tfrecords):
     index = splits.load_index(tiny_tfrecords)
     for split in all_splits(index):
         _assert_no_leak(split, index)
+
+
+def test_fold_warnings_flag_uneven_folds_and_suggest_a_ratio_split():
+    even = make_index(num_classes=4, groups_per_class_fold=2)
+    assert splits.fold_warnings(even) == []
+    # fold 4 holds nearly everything; the others one clip each
+    big = make_index(num_classes=4, folds=(4,), groups_per_class_fold=5)
+    small = make_index(num_classes=4, folds=(1, 2, 3, 5), groups_per_class_fold=1)
+    small = small.groupby("fold").head(1)
+    warnings = splits.fold_warnings(pd.concat([big, small], ignore_index=True))
+    text = " ".join(warnings)
+    assert "fold(s) 1 (1), 2 (1), 3 (1), 5 (1)" in text and "too small to test on" in text
+    assert "testing on fold(s) 4 (4)" in text and "too few to train from" in text
+    assert "uneven" in text and warnings[-1].endswith(splits.SPLIT_ADVICE)
+    single = splits.fold_warnings(even[even["fold"] == 1])
+    assert len(single) == 1 and "only one fold" in single[0] and "--split" in single[0]
+    with pytest.raises(Esc50Error, match="--split"):
+        splits.test_fold_split(even[even["fold"] == 1], 1)

@@ -276,3 +276,67 @@ def test_manifest_is_json_with_build_rate(tiny_tfrecords):
     manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
     assert manifest["build"]["clips_per_s"] > 0
     assert manifest["clips_csv_sha256"] == tfr.sha256_file(tiny_tfrecords / "clips.csv")
+
+
+def _truncate(path, fmt, keep):
+    """Rewrites `path` as `fmt` and cuts it to `keep(size)` bytes (a partial copy)."""
+    x, rate = sf.read(path)
+    sf.write(path, x, rate, format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep(len(data))])
+
+
+@pytest.mark.parametrize("fmt,keep", [("WAV", lambda n: 60), ("WAV", lambda n: n // 2),
+                                      ("FLAC", lambda n: n // 2)],
+                         ids=["wav-60-bytes", "wav-half", "flac-half"])
+def test_truncated_clip_is_refused_by_name_and_skip_bad_lists_it(esc50_copy, tmp_path, capsys,
+                                                                 fmt, keep):
+    victim = sorted((esc50_copy / "audio").iterdir())[4]
+    _truncate(victim, fmt, keep)
+    out = tmp_path / "a" / "b" / "tfr"
+    assert build(esc50_copy, out) == 1
+    err = capsys.readouterr().err
+    assert victim.name in err and "--skip-bad" in err
+    assert not (tmp_path / "a").exists()  # nested folders the failed build made are gone
+    assert build(esc50_copy, out, "--skip-bad") == 0
+    assert victim.name in capsys.readouterr().err
+    manifest = tfr.read_manifest(out)
+    assert [s["filename"] for s in manifest["skipped"]] == [victim.name]
+    assert victim.name not in pd.read_csv(out / "clips.csv")["filename"].tolist()
+
+
+def test_suspicious_clips_are_recorded_shown_and_refused_with_strict(esc50_copy, tmp_path,
+                                                                    capsys):
+    audio = sorted((esc50_copy / "audio").iterdir())
+    rng = np.random.default_rng(0)
+    sf.write(audio[0], np.zeros(8000), 8000, subtype="PCM_16")
+    sf.write(audio[1], np.full(8000, 0.25), 8000, subtype="PCM_16")
+    sf.write(audio[2], np.clip(3 * rng.standard_normal(8000), -1, 1), 8000, subtype="PCM_16")
+    audio[4].write_bytes(audio[3].read_bytes())
+    x, _ = sf.read(audio[5])
+    sf.write(audio[5], np.repeat(x, 4), 32000, subtype="PCM_16")  # 4x the others' rate
+    expected = {(audio[0].name, "silent"), (audio[1].name, "constant"),
+                (audio[2].name, "clipped"), (audio[4].name, "duplicate"),
+                (audio[5].name, "sample_rate")}
+    out = tmp_path / "tfr"
+    assert build(esc50_copy, out, "--strict") == 1
+    err = capsys.readouterr().err
+    assert "--strict" in err and all(name in err for name, _ in expected)
+    assert not out.exists()
+
+    assert build(esc50_copy, out) == 0
+    assert "5 suspicious clip(s) kept" in capsys.readouterr().err
+    manifest = tfr.read_manifest(out)
+    assert {(i["filename"], i["kind"]) for i in manifest["issues"]} == expected
+    assert audio[3].name in next(i["detail"] for i in manifest["issues"]
+                                 if i["kind"] == "duplicate")
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "5 suspicious clip(s)" in shown and all(name in shown for name, _ in expected)
+    # The finished build is up to date, but --strict still refuses what it holds.
+    assert build(esc50_copy, out, "--strict") == 1
+    assert audio[2].name in capsys.readouterr().err
+
+
+def test_clean_data_has_no_issues(tiny_tfrecords):
+    assert tfr.read_manifest(tiny_tfrecords)["issues"] == []

@@ -332,3 +332,91 @@ def test_determinism_warns_when_tensorflow_already_runs():
     run = _determinism_run("late")
     assert run.returncode != 0
     assert "TF_NUM_INTEROP_THREADS=1" in run.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "gru", "--batch-size", "100000"], "fewer than one global batch of 100000"),
+    (["--model", "vgg16", "--weights", "no/such/weights.h5"], "no/such/weights.h5"),
+    (["--model", "gru", "--weights", "w.h5"], "models that take it: vgg16, resnet50, densenet121"),
+    (["--model", "gru", "--hop-length", "5000", "--n-fft", "1024"], "hop_length=5000"),
+])
+def test_failed_start_leaves_no_folder_and_the_fix_runs(tiny_tfrecords, tmp_path, capsys, flags,
+                                                        message):
+    out = tmp_path / "a" / "b" / "run"
+    base = ["train", "--data", str(tiny_tfrecords), "--out", str(out), "--test-fold", "1",
+            "--epochs", "1", "--quiet"]
+    assert main([*base, *flags]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # nor the nested parents it would have made
+
+
+def test_failure_after_the_folder_exists_removes_it(tiny_tfrecords, tmp_path, monkeypatch):
+    import esc50tf.models.build as build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure while building the model")
+
+    monkeypatch.setattr(build, "build_model", broken)
+    out = tmp_path / "a" / "run"
+    with pytest.raises(RuntimeError):
+        train(_cfg(tiny_tfrecords, out, model="gru", epochs=1))
+    assert not (tmp_path / "a").exists()
+    monkeypatch.undo()
+    report = train(_cfg(tiny_tfrecords, out, model="gru", epochs=1), verbose=0)  # the fix runs
+    assert report["folds"][0]["epochs_run"] == 1
+
+
+def test_uneven_folds_refuse_with_the_split_advice_not_a_smaller_batch(tmp_path, capsys):
+    from test_cli import _uneven_tfrecords
+
+    tfr = _uneven_tfrecords(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gru", "--data", str(tfr), "--out", str(out),
+                 "--test-fold", "4", "--batch-size", "8", "--epochs", "1", "--val-fraction", "0",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: fold(s) 1 (1), 2 (1), 3 (1), 5 (1)" in err
+    assert "4 training clips, fewer than one global batch of 8; use --split 0.8" in err
+    assert "lower --batch-size" not in err
+    assert not out.exists()
+
+
+def test_predict_with_a_scikit_learn_run(tiny_tfrecords, tmp_path, capsys):
+    from esc50tf.data.synth import synthesize
+
+    out = tmp_path / "knn"
+    assert main(["train", "--model", "knn", "--data", str(tiny_tfrecords), "--out", str(out),
+                 "--test-fold", "1", "--quiet", *SMALL_FRONT]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert not (out / "curves.png").exists()  # no epochs: no empty placeholder plot
+    assert "| fold1 |" in (out / "report.md").read_text() and "None" not in (
+        out / "report.md").read_text()
+    fresh = tmp_path / "fresh"  # clips the run never saw, one per class
+    synthesize(fresh, num_classes=4, clips_per_class=1, num_folds=1, sample_rate=8000, clip_seconds=1.0,
+               seed=7, progress=False)
+    clips = sorted((fresh / "audio").iterdir())
+    capsys.readouterr()
+    assert main(["predict", str(out), *map(str, clips), "--json", "--top-k", "4"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["file"] for r in results] == [str(c) for c in clips]
+    for r in results:
+        probs = [t["probability"] for t in r["top"]]
+        assert sorted(t["class"] for t in r["top"]) == sorted(report["classes"])
+        assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-5
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    import pickle
+
+    from esc50tf.errors import Esc50Error
+    from esc50tf.models import classic
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(Esc50Error, match="not a scikit-learn model"):
+        classic.load_estimator(path)
+    assert not (tmp_path / "pwned").exists()

@@ -329,3 +329,29 @@ def test_existing_search_needs_resume_with_the_same_settings(searched, tiny_tfre
     assert main(argv + ["--epochs", "3", "--resume"]) == 1
     err = capsys.readouterr().err
     assert "holds a search with other settings" in err and "epochs 1 -> 3" in err
+
+
+def test_split_holds_out_a_ratio_split_instead_of_a_fold(tiny_tfrecords, tmp_path, monkeypatch):
+    """--split: the search reads only the ratio split's training side; the retrain tests on
+    its test side."""
+    index = splits.load_index(tiny_tfrecords)
+    held = splits.ratio_split(index, 0.8, 0.1, 0).test.filenames
+    seen = []
+    real_make = pipeline.make_dataset
+
+    def spy(tfrecord_dir, selection, **kwargs):
+        seen.append(selection)
+        return real_make(tfrecord_dir, selection, **kwargs)
+
+    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    out = tmp_path / "out"
+    result = tune_mod.tune(_config(tiny_tfrecords, out, split_ratio=0.8, max_trials=1,
+                                   retrain=True, final_epochs=1), verbose=0)
+    assert result["best_config"]["train"]["protocol"] == "split"
+    assert result["best_config"]["train"]["split_ratio"] == 0.8
+    search = seen[:-1]  # the last dataset is the retraining's test side
+    assert search and all(s.filenames and not (s.filenames & held) for s in search)
+    assert seen[-1].filenames == held and result["report"]["folds"][0]["split"] == "ratio0.8"
+    assert "the ratio split's test side was not read" in (out / "trials.md").read_text()
+    with pytest.raises(Esc50Error, match="--split"):
+        tune_mod.TuneConfig(data="d", out="o", split_ratio=0.8, test_fold=1)

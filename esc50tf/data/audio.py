@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 
@@ -35,8 +36,38 @@ def load_audio(path, sample_rate=None):
         rate it is at.
 
     Raises:
-        Esc50Error: the file is missing, empty, unreadable or not audio; the
-            message names the file.
+        Esc50Error: the file is missing, empty, unreadable, not audio or
+            truncated (see `read_checked`); the message names the file.
+    """
+    path = os.fspath(path)
+    data, file_rate = read_checked(path)
+    rate = file_rate if sample_rate is None else int(sample_rate)
+    return _mono_at(data, file_rate, rate).astype(np.float32), rate
+
+
+def _mono_at(data, file_rate, sample_rate):
+    """`[samples, channels]` -> `[samples]` (equal-weight mix of all channels) at `sample_rate`."""
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if int(sample_rate) != int(file_rate):
+        mono = resample(mono, file_rate, sample_rate)
+    return mono
+
+
+def read_checked(path):
+    """Decodes a whole file and checks that nothing the container declares is missing.
+
+    libsndfile decodes a WAV whose data chunk is cut short (a partial copy or
+    download) without complaint, returning only the samples present. Here the
+    frames the container declares (the WAV data chunk's size, FLAC's
+    STREAMINFO count) are compared with the frames decoded, and an Ogg stream
+    must end with a complete end-of-stream page; a shortfall is an error.
+
+    Returns:
+        (data, sample_rate): float64 `[samples, channels]` and the file's rate.
+
+    Raises:
+        Esc50Error: missing, empty, undecodable, truncated or non-finite audio,
+            naming the file.
     """
     import soundfile as sf
 
@@ -46,20 +77,105 @@ def load_audio(path, sample_rate=None):
     if os.path.getsize(path) == 0:
         raise Esc50Error(f"{path}: file is empty (0 bytes)")
     try:
+        info = sf.info(path)
         # float64 keeps 24- and 32-bit integer PCM exact until we quantise.
         data, file_rate = sf.read(path, dtype="float64", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad files
         raise Esc50Error(f"{path}: cannot decode audio ({err})") from None
+    declared = _wav_declared_frames(path) if info.format == "WAV" else info.frames
+    if declared and data.shape[0] < declared:
+        missing = 100.0 * (declared - data.shape[0]) / declared
+        raise Esc50Error(
+            f"{path}: truncated: the {info.format} header declares {declared} frames, "
+            f"only {data.shape[0]} are present ({missing:.0f}% missing; file cut short?)"
+        )
+    if info.format == "OGG" and not _ogg_ends_cleanly(path):
+        raise Esc50Error(
+            f"{path}: truncated: the Ogg stream has no complete end-of-stream page "
+            "(file cut short?)"
+        )
     if data.shape[0] == 0:
         raise Esc50Error(f"{path}: audio has no samples")
     if not np.all(np.isfinite(data)):
         raise Esc50Error(f"{path}: audio contains NaN or infinite samples")
-    # [samples, channels] -> [samples]: equal-weight mix of all channels.
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sample_rate is not None and int(sample_rate) != int(file_rate):
-        mono = resample(mono, file_rate, sample_rate)
-        file_rate = int(sample_rate)
-    return mono.astype(np.float32), int(file_rate)
+    return data, int(file_rate)
+
+
+def _wav_declared_frames(path):
+    """Frames the RIFF `data` chunk declares, or None when it says nothing usable.
+
+    None for RF64/W64 and for streaming writers' placeholder sizes (0 or
+    0xFFFFFFFF), which mean "until the end of the file".
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX"):
+            return None
+        order = "<" if head[:4] == b"RIFF" else ">"
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_id, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                fmt = f.read(min(size, 16))
+                if len(fmt) < 14:
+                    return None
+                block_align = struct.unpack(order + "H", fmt[12:14])[0]
+                f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+            elif chunk_id == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _ogg_ends_cleanly(path):
+    """True when the file's last Ogg page is complete and flagged end-of-stream."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 65307 - 27))  # the largest page fits in this tail
+        tail = f.read()
+    start = tail.rfind(b"OggS")
+    if start < 0 or len(tail) - start < 27:
+        return False
+    header_type, segments = tail[start + 5], tail[start + 26]
+    table = tail[start + 27:start + 27 + segments]
+    if len(table) < segments:
+        return False
+    page_end = start + 27 + segments + sum(table)
+    return bool(header_type & 0x04) and page_end == len(tail)
+
+
+def clip_stats(data, sample_rate):
+    """What a build records about a decoded file, to flag suspicious clips.
+
+    Args:
+        data: float `[samples, channels]` as `read_checked` returns it.
+        sample_rate: int. The file's own rate.
+
+    Returns:
+        dict: `sample_rate`, `seconds`, `constant` (every sample equal),
+        `silent` (every sample zero) and `clipped_share` (share of samples at
+        full scale, counted only when clipping runs through the clip: in at
+        least half of ten equal segments; else 0.0).
+    """
+    peak_hit = np.abs(data).max(axis=1) >= CLIP_LEVEL  # [samples]
+    segments = np.array_split(peak_hit, 10) if len(peak_hit) >= 10 else [peak_hit]
+    throughout = sum(bool(s.any()) for s in segments) >= len(segments) / 2
+    return {
+        "sample_rate": int(sample_rate),
+        "seconds": round(data.shape[0] / sample_rate, 3),
+        "constant": bool(np.all(data == data[0, 0])),
+        "silent": bool(not np.any(data)),
+        "clipped_share": round(float(peak_hit.mean()), 4) if throughout else 0.0,
+    }
+
+
+# A sample this close to full scale is counted as clipped (int16 +32767 is 0.99997).
+CLIP_LEVEL = 0.999
 
 
 def resample(waveform, orig_rate, target_rate):
@@ -106,7 +222,7 @@ def to_int16(waveform):
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
-def load_clip(path, sample_rate, num_samples):
+def load_clip(path, sample_rate, num_samples, with_stats=False):
     """Decodes a file to the fixed-format int16 PCM that TFRecords store.
 
     Args:
@@ -114,8 +230,12 @@ def load_clip(path, sample_rate, num_samples):
         sample_rate: int. Target rate; resampled only if the file differs.
         num_samples: int. Output length (pad with zeros or crop the end).
 
+        with_stats: bool. Also return `clip_stats` of the file as decoded.
+
     Returns:
-        int16 numpy array `[num_samples]`.
+        int16 numpy array `[num_samples]`, and with `with_stats` the stats dict.
     """
-    waveform, _ = load_audio(path, sample_rate=sample_rate)
-    return to_int16(fix_length(waveform, num_samples))
+    data, file_rate = read_checked(path)
+    stats = clip_stats(data, file_rate) if with_stats else None
+    pcm = to_int16(fix_length(_mono_at(data, file_rate, sample_rate), num_samples))
+    return (pcm, stats) if with_stats else pcm

@@ -172,7 +172,8 @@ def test_fold_split(index, test_fold, val_fraction=0.1, seed=0):
             f"{', '.join(map(str, folds))}"
         )
     if len(folds) < 2:
-        raise Esc50Error("need at least two folds to hold one out for testing")
+        raise Esc50Error(f"need at least two folds to hold one out for testing; this data has "
+                         f"only fold {folds[0]}: {SPLIT_ADVICE}")
     train_folds = tuple(f for f in folds if f != int(test_fold))
     return _with_validation(
         f"fold{test_fold}", index, train_folds, Selection((int(test_fold),)), val_fraction, seed
@@ -215,6 +216,46 @@ def ratio_split(index, train_ratio, val_fraction=0.1, seed=0):
         return Split(name, Selection(folds, train_names), None, test)
     kept, held = grouped_holdout(train_rows, val_fraction, seed + 1)
     return Split(name, Selection(folds, kept), Selection(folds, held), test)
+
+
+# What to use when the folds cannot carry a fold-based protocol.
+SPLIT_ADVICE = ("use --split 0.8 instead (a ratio split over all clips, stratified by class "
+                "and grouped by src_file)")
+# A fold-based protocol is doubtful when a fold is this many times larger than another.
+UNEVEN_FACTOR = 4
+
+
+def fold_warnings(index):
+    """Why the folds of `index` may not suit k-fold CV or a test fold.
+
+    Flags a single fold; folds too small to test on (fewer clips than there
+    are classes, so some class cannot be tested); folds whose complement is
+    too small to train from (fewer than two clips per class); and fold sizes
+    that differ by more than UNEVEN_FACTOR. Each message ends with the
+    protocol that fits (SPLIT_ADVICE).
+
+    Returns:
+        A list of str, empty when the folds look fine.
+    """
+    counts = index["fold"].value_counts().sort_index()
+    total, classes = int(counts.sum()), int(index["label"].nunique())
+    if len(counts) < 2:
+        return [f"only one fold (fold {counts.index[0]}, {total} clips): k-fold CV and "
+                f"--test-fold need two or more; {SPLIT_ADVICE}"]
+    out = []
+    small = [f"{f} ({n})" for f, n in counts.items() if n < classes]
+    if small:
+        out.append(f"fold(s) {', '.join(small)} hold fewer clips than there are classes "
+                   f"({classes}): too small to test on")
+    thin = [f"{f} ({total - n})" for f, n in counts.items() if total - n < 2 * classes]
+    if thin:
+        out.append(f"testing on fold(s) {', '.join(thin)} leaves fewer than 2 training clips "
+                   f"per class (numbers: training clips): too few to train from")
+    if counts.max() > UNEVEN_FACTOR * counts.min():
+        out.append(f"fold sizes are uneven: {counts.min()} to {counts.max()} clips")
+    if out:
+        out[-1] += f"; {SPLIT_ADVICE}"
+    return out
 
 
 def check_disjoint(split, index):

@@ -28,14 +28,15 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from esc50tf import __version__
+from esc50tf import cleanup
 from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
@@ -48,6 +49,13 @@ COMPRESSIONS = {"none": "", "gzip": "GZIP"}
 _SHARD_RE = re.compile(r"^fold.+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 # Fixed seed for spreading each fold's clips over its shards (class-mixed shards).
 _SHARD_SEED = 20151006
+# Suspicious but decodable clips (recorded in the manifest; --strict refuses them).
+ISSUE_KINDS = ("silent", "constant", "clipped", "sample_rate", "duplicate")
+# A clip is "clipped" when this share of its samples sits at full scale, all through it.
+CLIPPED_SHARE = 0.01
+# A file's rate is far off when it differs from the collection's usual rate by more
+# than this factor (22050 in a 44100 Hz collection is; 48000 is not).
+RATE_FACTOR = 1.5
 
 FEATURE_KEYS = (
     "audio/pcm", "audio/sample_rate", "audio/num_samples", "label", "target",
@@ -179,32 +187,52 @@ def assign_shards(meta, shards_per_fold):
 
 
 def _decode_job(job):
-    """Worker: decode one clip. Returns (position, pcm bytes or None, error or None)."""
+    """Worker: decode one clip. Returns (position, pcm bytes or None, error or None, stats or None)."""
     position, path, sample_rate, num_samples = job
     try:
-        pcm = audio_lib.load_clip(path, sample_rate, num_samples)
-        return position, pcm.astype("<i2").tobytes(), None
+        pcm, stats = audio_lib.load_clip(path, sample_rate, num_samples, with_stats=True)
+        return position, pcm.astype("<i2").tobytes(), None, stats
     except Esc50Error as err:
-        return position, None, str(err)
+        return position, None, str(err), None
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad clip
-        return position, None, f"{path}: cannot decode audio ({type(err).__name__}: {err})"
+        return position, None, f"{path}: cannot decode audio ({type(err).__name__}: {err})", None
+
+
+def _ignore_interrupts():
+    # Workers leave Ctrl-C to the parent, which stops them; a terminal sends
+    # SIGINT to the whole process group, and a worker dying of it mid-task
+    # would leave the pool waiting for a result that never comes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _decoded_stream(jobs, workers):
-    """Yields decode results in job order, using a spawn-based process pool."""
+    """Yields decode results in job order, using a spawn-based process pool.
+
+    However the stream ends (exhausted, closed early, an error, Ctrl-C), the
+    worker processes are gone when it returns.
+    """
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
             yield _decode_job(job)
         return
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = None
+    try:
+        with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
+            pool = ctx.Pool(workers, initializer=_ignore_interrupts)
         chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        try:
-            yield from pool.map(_decode_job, jobs, chunksize=chunk)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        yield from pool.imap(_decode_job, jobs, chunksize=chunk)
+        pool.close()
+    except BaseException:
+        if pool is not None:
+            with cleanup.interrupts_deferred():
+                pool.terminate()
+        raise
+    finally:
+        if pool is not None:
+            with cleanup.interrupts_deferred():
+                pool.join()
 
 
 def make_example(pcm_bytes, row, label, config):
@@ -397,6 +425,7 @@ def build_tfrecords(
     overwrite=False,
     progress=True,
     log=None,
+    strict=False,
 ):
     """Builds TFRecord shards, one set per fold, plus `clips.csv` and `manifest.json`.
 
@@ -405,11 +434,16 @@ def build_tfrecords(
         out_dir: output folder (created).
         config: BuildConfig. Defaults to BuildConfig().
         workers: int. Decoding processes. Defaults to the number of CPUs.
-        skip_bad: bool. Leave out clips that fail to decode or are missing,
-            list them (and record them in the manifest) instead of failing.
+        skip_bad: bool. Leave out clips that fail to decode, are truncated or
+            are missing, list them (and record them in the manifest) instead
+            of failing.
         overwrite: bool. Replace an existing build of another configuration.
         progress: bool. Show a progress bar on stderr.
         log: callable(str) for status lines. Defaults to printing to stderr.
+        strict: bool. Refuse the build when a clip is suspicious (silent,
+            constant, clipped throughout, at a far-off sample rate, or a
+            duplicate of another clip); otherwise such clips are kept, listed,
+            and recorded under `issues` in the manifest.
 
     Returns:
         The manifest dict. `manifest["up_to_date"]` is True when nothing had
@@ -430,6 +464,11 @@ def build_tfrecords(
     fingerprint = inputs_fingerprint(meta, data_dir)
     existing = _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite)
     if existing is not None:
+        if strict and existing.get("issues", []):
+            raise Esc50Error(_strict_message(existing["issues"], out_dir))
+        if strict and "issues" not in existing:
+            raise Esc50Error(f"{out_dir}: built by an esc50tf without clip checks; pass "
+                             "--overwrite to rebuild it with them")
         log(f"{out_dir}: up to date ({existing['counts']['total']} clips); nothing to do")
         return {**existing, "up_to_date": True}
 
@@ -445,8 +484,7 @@ def build_tfrecords(
                  config.sample_rate, config.num_samples)
             )
 
-    created_out = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = cleanup.make_dirs(out_dir)
     staging = out_dir / f".esc50tf-staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -455,16 +493,20 @@ def build_tfrecords(
         import tensorflow  # noqa: F401  (imported before timing the build)
 
         start = time.perf_counter()
-        shards, index_rows, skipped = _write_shards(
+        shards, index_rows, skipped, issues = _write_shards(
             staging, meta, plan, jobs, label_of, config, workers, skip_bad, progress
         )
         seconds = time.perf_counter() - start
         if not index_rows:
             raise Esc50Error(f"{data_dir}: no clip could be decoded; nothing was written")
+        if strict and issues:
+            for item in skipped:
+                log(f"skipped: {item['error']}")
+            raise Esc50Error(_strict_message(issues, data_dir))
         _write_clips_csv(staging / CLIPS_CSV, index_rows)
         manifest = _make_manifest(
             data_dir, meta, config, classes, fingerprint, skip_bad, shards,
-            index_rows, skipped, seconds, workers, sha256_file(staging / CLIPS_CSV),
+            index_rows, skipped, seconds, workers, sha256_file(staging / CLIPS_CSV), issues,
         )
         # Commit: drop the old build's manifest first (so it no longer looks
         # complete), then its files, then move the new files in; manifest last.
@@ -479,14 +521,19 @@ def build_tfrecords(
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, out_dir / MANIFEST)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_out and out_dir.exists() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        with cleanup.interrupts_deferred():
+            shutil.rmtree(staging, ignore_errors=True)
+            cleanup.remove_created(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
 
     for item in skipped:
         log(f"skipped: {item['error']}")
+    if issues:
+        log(f"{len(issues)} suspicious clip(s) kept (recorded in the manifest; "
+            "--strict refuses them):")
+        for line in describe_issues(issues):
+            log(f"  {line}")
     log(
         f"wrote {manifest['counts']['total']} clips in {len(shards)} shards to {out_dir} "
         f"({seconds:.1f} s, {manifest['build']['clips_per_s']:.0f} clips/s, {workers} workers)"
@@ -503,7 +550,7 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
     stream = _decoded_stream(jobs, workers)
     bar = tqdm(total=len(jobs), unit="clip", desc="decode+write", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    shards, index_rows, skipped = [], [], []
+    shards, index_rows, skipped, checked = [], [], [], []
     try:
         for fold, index, count, rows in plan:
             name = shard_name(fold, index, count, config.compression)
@@ -511,7 +558,7 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
             written = 0
             with tf.io.TFRecordWriter(str(path), options) as writer:
                 for r in rows:
-                    _, pcm, error = next(stream)
+                    _, pcm, error, stats = next(stream)
                     bar.update(1)
                     row = meta.loc[r]
                     if error is not None:
@@ -527,6 +574,7 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
                     # processes, and with it every shard's bytes and sha256.
                     example = make_example(pcm, row, label, config)
                     writer.write(example.SerializeToString(deterministic=True))
+                    checked.append((row["filename"], stats, hashlib.sha1(pcm).hexdigest()))
                     index_rows.append(
                         (row["filename"], int(row["fold"]), label, int(row["target"]), row["category"],
                          row["src_file"], row["take"], bool(row["esc10"]), name)
@@ -539,7 +587,60 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
     finally:
         bar.close()
         stream.close()
-    return shards, index_rows, skipped
+    return shards, index_rows, skipped, find_issues(checked)
+
+
+def find_issues(checked):
+    """Flags decodable but suspicious clips (ISSUE_KINDS).
+
+    Args:
+        checked: list of `(filename, clip_stats dict, sha1 of the stored PCM)`
+            in build order.
+
+    Returns:
+        A list of `{"filename", "kind", "detail"}`, in build order.
+    """
+    from collections import Counter
+
+    issues = []
+    rates = Counter(stats["sample_rate"] for _, stats, _ in checked)
+    usual = rates.most_common(1)[0][0] if rates else None
+    first_of = {}
+    for filename, stats, digest in checked:
+        def flag(kind, detail, filename=filename):
+            issues.append({"filename": filename, "kind": kind, "detail": detail})
+
+        if stats["silent"]:
+            flag("silent", "every sample is zero")
+        elif stats["constant"]:
+            flag("constant", "every sample has the same value (no sound)")
+        elif digest in first_of:
+            flag("duplicate", f"the same audio as {first_of[digest]}")
+        else:
+            first_of[digest] = filename
+        if stats["clipped_share"] >= CLIPPED_SHARE:
+            flag("clipped", f"{100 * stats['clipped_share']:.1f}% of samples at full scale, "
+                            "all through the clip")
+        rate = stats["sample_rate"]
+        if max(rate, usual) > RATE_FACTOR * min(rate, usual):
+            flag("sample_rate", f"recorded at {rate} Hz; most clips are at {usual} Hz")
+    return issues
+
+
+def describe_issues(issues, limit=10):
+    """Lines for a log: one per issue (up to `limit`), then how many more."""
+    lines = [f"{i['filename']}: {i['kind']}: {i['detail']}" for i in issues[:limit]]
+    if len(issues) > limit:
+        lines.append(f"... and {len(issues) - limit} more (see manifest.json, `issues`)")
+    return lines
+
+
+def _strict_message(issues, where):
+    kinds = ", ".join(f"{n} {k}" for k in ISSUE_KINDS
+                      if (n := sum(i["kind"] == k for i in issues)))
+    return (f"{where}: --strict: {len(issues)} suspicious clip(s) ({kinds}); nothing was "
+            "written:\n  " + "\n  ".join(describe_issues(issues))
+            + "\nfix or remove them, or build without --strict to keep and record them")
 
 
 def _write_clips_csv(path, rows):
@@ -553,7 +654,7 @@ def _write_clips_csv(path, rows):
 
 
 def _make_manifest(data_dir, meta, config, classes, fingerprint, skip_bad, shards,
-                   index_rows, skipped, seconds, workers, clips_sha256):
+                   index_rows, skipped, seconds, workers, clips_sha256, issues):
     folds = sorted({s["fold"] for s in shards})
     per_fold = {str(f): sum(s["num_records"] for s in shards if s["fold"] == f) for f in folds}
     per_class = {c["category"]: 0 for c in classes}
@@ -581,6 +682,7 @@ def _make_manifest(data_dir, meta, config, classes, fingerprint, skip_bad, shard
         "shards": shards,
         "clips_csv_sha256": clips_sha256,
         "skipped": skipped,
+        "issues": issues,
         "build": {
             "seconds": round(seconds, 3),
             "clips_per_s": round(total / seconds, 1) if seconds > 0 else None,

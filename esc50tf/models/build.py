@@ -151,6 +151,22 @@ def crop_starts(length, crop, num_crops):
     return sorted({int(round(s)) for s in np.linspace(0, room, num_crops)})
 
 
+def crop_rolls(model, length=None, num_crops=None):
+    """Circular shifts that put the model's centre crop on each evaluation window.
+
+    `[0]` for a model without a crop layer or with one window; `predict_crops`
+    and the batched prediction of `train` average the model over these shifts.
+    `num_crops` defaults to the crop layer's `test_crops`.
+    """
+    layer = _crop_layer(model)
+    length = int(length or model.input_shape[-1])
+    if layer is None:
+        return [0]
+    centre = max(0, length - layer.num_samples) // 2
+    starts = crop_starts(length, layer.num_samples, num_crops or layer.test_crops)
+    return [centre - s for s in starts]
+
+
 def test_crops(model, length=None):
     """How many windows `predict_crops` averages for `model` (1 without a crop layer)."""
     layer = _crop_layer(model)
@@ -176,13 +192,8 @@ def predict_crops(model, waveforms, num_crops=None):
     """
     from keras import ops
 
-    layer = _crop_layer(model)
-    if layer is None:
+    rolls = crop_rolls(model, waveforms.shape[1], num_crops)
+    if rolls == [0]:
         return model(waveforms, training=False)
-    length = int(waveforms.shape[1])
-    starts = crop_starts(length, layer.num_samples, num_crops or layer.test_crops)
-    if len(starts) == 1:
-        return model(waveforms, training=False)
-    centre = max(0, length - layer.num_samples) // 2
-    probs = [model(ops.roll(waveforms, centre - s, axis=1), training=False) for s in starts]
+    probs = [model(ops.roll(waveforms, r, axis=1), training=False) for r in rolls]
     return ops.mean(ops.stack(probs, axis=0), axis=0)

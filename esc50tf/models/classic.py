@@ -134,3 +134,40 @@ def predict_proba(estimator, X, num_classes):
     out = np.zeros((len(X), num_classes), dtype=np.float32)
     out[:, classes] = scores
     return out
+
+
+# What a fitted pipeline of the three models pickles to. A model.pkl naming anything
+# else (os.system, subprocess...) is refused instead of run: unpickling executes the
+# callables a file names, so an untrusted file must not pick them.
+_SAFE_MODULES = ("sklearn.ensemble.", "sklearn.metrics._dist_metrics", "sklearn.neighbors.",
+                 "sklearn.pipeline", "sklearn.preprocessing.", "sklearn.svm.", "sklearn.tree.",
+                 "numpy.core.multiarray", "numpy._core.multiarray", "numpy.random.")
+_SAFE_EXACT = {("numpy", "dtype"), ("numpy", "ndarray")}
+
+
+def load_estimator(path):
+    """Loads a `model.pkl` written by `esc50tf train`, refusing foreign code.
+
+    Raises:
+        Esc50Error: unreadable, or the pickle names something other than the
+            scikit-learn and NumPy classes the three models are made of.
+    """
+    import pickle
+
+    from esc50tf.errors import Esc50Error
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module + ".").startswith(_SAFE_MODULES) or (module, name) in _SAFE_EXACT:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+    try:
+        with open(path, "rb") as f:
+            estimator = _Restricted(f).load()
+    except Exception as err:  # noqa: BLE001 - pickle raises many types
+        raise Esc50Error(f"{path}: not a scikit-learn model saved by esc50tf ({err})") from None
+    if not hasattr(estimator, "classes_"):
+        raise Esc50Error(f"{path}: not a fitted scikit-learn classifier")
+    return estimator
+

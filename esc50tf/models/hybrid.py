@@ -41,7 +41,7 @@ def _head(x, config):
 
 @register("hybrid", "hybrid",
           "DenseNet121 (or --backbone cnn14) trunk pooled over frequency only, Bi-GRU over time, "
-          "attention pooling (time kept)")
+          "attention pooling (time kept)", backbone=True)
 def build_hybrid(x, config, num_classes):
     from esc50tf.models import panns
     from esc50tf.models.layers import MeanOverAxis
@@ -58,7 +58,8 @@ def build_hybrid(x, config, num_classes):
 
 
 @register("hybrid_seed", "hybrid",
-          "the study's exact hybrid, for reproduction: global pooling leaves the Bi-GRU one time step")
+          "the study's exact hybrid, for reproduction: global pooling leaves the Bi-GRU one time step",
+          backbone=True)
 def build_hybrid_seed(x, config, num_classes):
     import keras
 

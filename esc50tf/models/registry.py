@@ -40,6 +40,8 @@ class ModelSpec:
             the sample rate. None for models without one.
         own_head: bool. The builder returns the class probabilities itself
             (layer "predictions"), e.g. the SED model's max over time steps.
+        backbone: bool. Whether it runs a keras.applications backbone (or the
+            hybrid's trunk), which reads `--weights` and `--freeze-backbone`.
     """
 
     name: str
@@ -49,9 +51,11 @@ class ModelSpec:
     keras: bool = True
     pretrained: str | None = None
     own_head: bool = False
+    backbone: bool = False
 
 
-def register(name, family, description, keras=True, pretrained=None, own_head=False):
+def register(name, family, description, keras=True, pretrained=None, own_head=False,
+             backbone=False):
     """Decorator registering a builder under `name`."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -59,7 +63,8 @@ def register(name, family, description, keras=True, pretrained=None, own_head=Fa
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras, pretrained, own_head)
+        _REGISTRY[name] = ModelSpec(name, family, description, fn, keras, pretrained, own_head,
+                                    backbone)
         return fn
 
     return wrap
