@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import threading
@@ -211,7 +212,8 @@ def test_numpy_values_beside_the_state_dict_are_read(tmp_path):
     np.testing.assert_array_equal(state["w"], flat.reshape(2, 3))
 
 
-@pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3)])
+@pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3),
+                                      ((4096, 8192), (0, 0), 0), ((5, 5), (1, 1), 0)])
 def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
     size, stride, offset = geometry
     flat = np.arange(24, dtype=np.float32)
@@ -222,6 +224,156 @@ def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
 
     path = _write_zip_checkpoint(tmp_path / "bad.pth", build)
     with pytest.raises(Esc50Error, match=r"bad\.pth"):
+        read_torch_checkpoint(path)
+
+
+def _u(text):
+    """A pickle SHORT/BINUNICODE string opcode."""
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _g(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _zip_of(path, pickle_bytes, members=(), compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr("archive/data.pkl", pickle_bytes)
+        for name, data in members:
+            zf.writestr(f"archive/data/{name}", data)
+    return path
+
+
+# BUILD (set state) on what the allow-list hands out: a storage type's dtype, a
+# builder function's defaults (slot state), numpy's own float32 dtype object.
+_STATE_ATTACKS = {
+    "storage-dtype": _g("torch", "FloatStorage") + b"}" + _u("dtype") + _u("int32") + b"sb.",
+    "function-defaults": (_g("torch._utils", "_rebuild_parameter") + b"N}" + _u("__defaults__")
+                          + b"(K\x07ts\x86b."),
+    "ndarray-name": _g("numpy", "ndarray") + b"}" + _u("x") + b"K\x01sb.",
+    "numpy-dtype": (_g("numpy", "dtype") + _u("f4") + b"\x89\x88\x87R(K\x03" + _u(">")
+                    + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb."),
+}
+
+
+@pytest.mark.parametrize("attack", list(_STATE_ATTACKS))
+def test_a_hostile_pickle_cannot_change_how_later_files_load(tmp_path, attack):
+    fixture = _checkpoint("cnn14", "zip")
+    good = read_torch_checkpoint(fixture)
+    path = _zip_of(tmp_path / "hostile.pth", b"\x80\x02" + _STATE_ATTACKS[attack])
+    try:
+        read_torch_checkpoint(path)
+    except Esc50Error as err:
+        assert "hostile.pth" in str(err)
+    again = read_torch_checkpoint(fixture)
+    for key, value in good.items():
+        assert again[key].dtype == value.dtype
+        np.testing.assert_array_equal(again[key], value)
+    assert np.dtype("f4").byteorder == "="
+    assert np.array([1.0], "f4").tobytes() == np.array([1.0], "<f4").tobytes()
+
+
+def test_a_big_endian_numpy_value_still_loads(tmp_path):
+    flat = np.arange(3, dtype=np.float32)
+
+    def build(rebuild, types_):
+        s0 = _StorageRef("FloatStorage", "0", flat)
+        return {"model": {"w": _Tensor(rebuild, s0, 0, (3,), (1,))},
+                "sampler": {"big": np.arange(3, dtype=">i4")}, "step": np.float64(2.5)}, [s0]
+
+    state = read_torch_checkpoint(_write_zip_checkpoint(tmp_path / "be.pth", build))
+    np.testing.assert_array_equal(state["w"], flat)
+    assert np.dtype("i4").byteorder == "="
+
+
+def _shared_lists(depth):
+    """A list that holds the previous one twice, `depth` deep: 2**depth paths."""
+    out = b"\x80\x02K\x01r" + struct.pack("<I", 0)
+    for i in range(1, depth + 1):
+        out += (b"]r" + struct.pack("<I", i) + b"(j" + struct.pack("<I", i - 1)
+                + b"j" + struct.pack("<I", i - 1) + b"e")
+        if i < depth:
+            out += b"0"
+    return out + b"."
+
+
+def test_shared_containers_are_resolved_once(tmp_path):
+    from esc50tf.pretrained import checkpoint
+
+    path = _zip_of(tmp_path / "dag.pth", _shared_lists(40))  # 2**40 paths: hangs if walked
+    with zipfile.ZipFile(path) as zf:
+        top = checkpoint._resolve(checkpoint._read_zip(path, zf))
+    assert top[0] is top[1] and top[0][0] is top[0][1]
+    with pytest.raises(Esc50Error, match=r"dag\.pth.*no state dict"):
+        read_torch_checkpoint(path)
+
+
+def test_deeply_nested_pickles_give_a_clear_error(tmp_path):
+    path = _zip_of(tmp_path / "deep.pth", b"\x80\x02K\x00" + b"\x85" * 100_000 + b".")
+    with pytest.raises(Esc50Error, match=r"deep\.pth"):
+        read_torch_checkpoint(path)
+
+
+def _tensor_at(storage_key, numel, offset, size, stride):
+    ints = lambda values: b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+    return (_g("torch._utils", "_rebuild_tensor_v2") + b"((" + _u("storage")
+            + _g("torch", "FloatStorage") + _u(storage_key) + _u("cpu")
+            + b"J" + struct.pack("<i", numel) + b"tQJ" + struct.pack("<i", offset)
+            + ints(size) + ints(stride) + b"\x89" + _g("collections", "OrderedDict") + b")RtR")
+
+
+def test_tensors_may_not_hold_more_than_their_storages(tmp_path):
+    data = np.arange(4, dtype=np.float32).tobytes()
+    # Five views of all 4 elements, each its own geometry: 20 > 4 x 4 elements.
+    body = b"\x80\x02}(" + b"".join(_u(f"w{i}") + _tensor_at("0", 4, 0, (4, 1), (1, i))
+                                    for i in range(5)) + b"u."
+    path = _zip_of(tmp_path / "views.pth", body, [("0", data)])
+    with pytest.raises(Esc50Error, match=r"views\.pth.*more elements than its storages"):
+        read_torch_checkpoint(path)
+    # The same tensor named twice (tied weights) costs nothing more.
+    tied = b"\x80\x02}(" + b"".join(_u(k) + _tensor_at("0", 4, 0, (4,), (1,))
+                                    for k in ("a", "b")) + b"u."
+    state = read_torch_checkpoint(_zip_of(tmp_path / "tied.pth", tied, [("0", data)]))
+    np.testing.assert_array_equal(state["b"], np.arange(4))
+
+
+def test_compressed_or_misdeclared_storages_are_refused_unread(tmp_path, monkeypatch):
+    body = b"\x80\x02}(" + _u("w") + _tensor_at("0", 1, 0, (1,), (1,)) + b"u."
+    bomb = _zip_of(tmp_path / "bomb.pth", body, [("0", bytes(8 << 20))], zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 1 << 20
+    reads = []
+    monkeypatch.setattr(zipfile.ZipFile, "read",
+                        lambda self, name, *a: reads.append(name) or b"")
+    with pytest.raises(Esc50Error, match=r"bomb\.pth.*compressed"):
+        read_torch_checkpoint(bomb)
+    assert reads == []
+    monkeypatch.undo()
+    big = _zip_of(tmp_path / "big.pth", body, [("0", bytes(8 << 20))])
+    with pytest.raises(Esc50Error, match=r"big\.pth: storage 0 holds 8388608 bytes"):
+        read_torch_checkpoint(big)
+    from esc50tf.pretrained import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_MAX_PICKLE_BYTES", 16)
+    with pytest.raises(Esc50Error, match=r"big\.pth: its data\.pkl is over"):
+        read_torch_checkpoint(big)
+
+
+def _legacy_bytes(numel, count, size=(1,), stride=(1,)):
+    out = b"".join(pickle.dumps(h, 2) for h in (0x1950A86A20F9469CFC6C, 1001,
+                                                 {"little_endian": True}))
+    body = b"\x80\x02}(" + _u("w") + _tensor_at("0", numel, 0, size, stride) + b"u."
+    return out + body + pickle.dumps(["0"], 2) + struct.pack("<q", count)
+
+
+def test_legacy_storage_sizes_are_checked_against_the_file(tmp_path):
+    path = tmp_path / "huge.pth"
+    path.write_bytes(_legacy_bytes(2**31 - 1, 2**31 - 1) + bytes(16))
+    with pytest.raises(Esc50Error, match=r"huge\.pth: storage 0 says it holds 2147483647"):
+        read_torch_checkpoint(path)
+    path = tmp_path / "geometry.pth"
+    path.write_bytes(_legacy_bytes(2, 2, size=(2, 2), stride=(0, 0)) + bytes(8))
+    with pytest.raises(Esc50Error, match=r"geometry\.pth"):
         read_torch_checkpoint(path)
 
 
