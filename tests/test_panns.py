@@ -205,12 +205,28 @@ def test_pretrained_weights_select_the_finetune_preset(weights_16k):
     ({"model": {"normalization": "frequency"}}, "own bn0"),
     ({"model": {"backbone": "cnn14"}}, "only the hybrid"),
     ({"model": {"freeze_backbone": True}}, "random trunk"),
+    ({"train": {"trunk_lr_scale": 0.1}}, "without --weights would only slow cnn14's random"),
 ])
 def test_conflicting_settings_are_refused(over, match):
     from esc50tf.train import resolve_config
 
     with pytest.raises(Esc50Error, match=match):
         resolve_config("cnn14", overrides=over)
+
+
+@pytest.mark.parametrize("model, over", [
+    ("resnet50", {"model": {"weights": "imagenet"}}),
+    ("gru", {}),
+    ("svm", {}),
+    ("hybrid", {"model": {"backbone": "densenet121"}}),
+])
+def test_trunk_lr_scale_is_refused_where_no_pretrained_trunk_takes_it(model, over):
+    from esc50tf.train import resolve_config
+
+    with pytest.raises(Esc50Error, match=f"trunk_lr_scale=0.5 .*{model} has none"):
+        resolve_config(model, overrides={**over, "train": {"trunk_lr_scale": 0.5}})
+    with pytest.raises(Esc50Error, match="set by --preset finetune"):
+        resolve_config(model, "finetune", overrides=over)
 
 
 def test_trunk_lr_scale_needs_adam():
