@@ -638,6 +638,43 @@ def test_a_failed_conversion_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_weights_and_their_sidecar_are_written_together_or_not_at_all(tmp_path, monkeypatch):
+    converted = convert_state_dict("cnn14", _state("cnn14"))
+    out = tmp_path / "w.weights.npz"
+
+    def broken(self, *args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the sidecar is written
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_text", broken)
+        with pytest.raises(KeyboardInterrupt):
+            store.save_weights(converted, out, {"model": "cnn14"})
+    assert list(tmp_path.iterdir()) == []
+    store.save_weights(converted, out, {"model": "cnn14"})  # a retry is not "already exists"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.json", "w.weights.npz"]
+
+
+def test_embed_output_is_whole_or_absent(tmp_path, monkeypatch):
+    from esc50tf import embed
+
+    def interrupted(f, **arrays):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed.write_npz(tmp_path / "x.npz", {"a": np.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_metadata_inside_the_weights_file_is_what_counts(tmp_path):
+    out = tmp_path / "w.weights.npz"
+    store.save_weights(convert_state_dict("cnn14", _state("cnn14")), out, {"model": "cnn14"})
+    side = store.sidecar_path(out)
+    side.write_text(json.dumps({**json.loads(side.read_text()), "model": "cnn14_16k"}))
+    assert store.resolve_weights(out)[1]["model"] == "cnn14"
+
+
 def test_resolve_weights_explains_how_to_get_missing_ones(tmp_path):
     with pytest.raises(Esc50Error, match="esc50tf pretrained download cnn14"):
         store.resolve_weights("cnn14", cache_dir=tmp_path)
