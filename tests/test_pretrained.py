@@ -576,8 +576,14 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tiny_cnn14):
 
     missing = type(converted)(converted, sources=converted.sources)
     del missing["conv_block3_bn2"]
-    with pytest.raises(Esc50Error, match="missing key.*conv_block3_bn2"):
+    with pytest.raises(Esc50Error, match=r"missing key 'conv_block3\.bn2\.weight'.*conv_block3_bn2"):
         load_into(tiny_cnn14, missing)
+    for layer, key in (("fc1", "fc1.weight"), ("fc_audioset", "fc_audioset.weight"),
+                       ("bn0", "bn0.weight"), ("conv_block6_conv2", "conv_block6.conv2.weight")):
+        partial = type(converted)(converted, sources=converted.sources)
+        del partial[layer]
+        with pytest.raises(Esc50Error, match=f"missing key {key!r}"):
+            load_into(tiny_cnn14, partial)
 
     extra = type(converted)(converted, sources=dict(converted.sources))
     extra["fc2"] = [np.zeros((32, 8), "float32"), np.zeros(8, "float32")]
