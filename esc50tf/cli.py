@@ -1001,6 +1001,7 @@ def _add_embed(sub):
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="clips per batch for TFRecords (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--skip-bad", action="store_true", help="leave out audio files that do not decode (listed on stderr); by default the first one stops the command before anything is written")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_embed)
 
@@ -1009,11 +1010,12 @@ def _run_embed(args):
     from esc50tf.embed import embed
 
     n, errors = embed(args.weights, args.inputs, args.out, overwrite=args.overwrite,
-                      batch_size=args.batch_size, progress=not args.no_progress)
+                      batch_size=args.batch_size, progress=not args.no_progress,
+                      skip_bad=args.skip_bad)
     for path, message in errors:
         print(f"esc50tf embed: skipped {message}", file=sys.stderr)
-    print(f"wrote {n} embeddings to {args.out}")
-    return 1 if errors else 0
+    print(f"wrote {n} embeddings to {args.out}" + (f" ({len(errors)} files skipped)" if errors else ""))
+    return 0
 
 
 # --- entry point --------------------------------------------------------------------

@@ -18,14 +18,16 @@ milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_path
 
 MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
 
@@ -56,11 +58,11 @@ def _embed_batch(embedder, batch):
     return np.asarray(embedder(np.asarray(batch, np.float32), training=False), np.float32)
 
 
-def embed_files(embedder, sample_rate, paths, progress=True):
+def embed_files(embedder, sample_rate, paths, progress=True, skip_bad=False):
     """Embeds audio files one by one. Returns (embeddings [n, D], filenames, errors).
 
-    A file that cannot be decoded is reported in `errors` as (path, message)
-    and left out; the others are still embedded.
+    A file that cannot be decoded stops the work (Esc50Error naming it), or
+    with `skip_bad` is reported in `errors` as (path, message) and left out.
     """
     from tqdm import tqdm
 
@@ -72,6 +74,9 @@ def embed_files(embedder, sample_rate, paths, progress=True):
         try:
             wave, _ = load_audio(p, sample_rate=sample_rate)
         except Esc50Error as err:
+            if not skip_bad:
+                raise Esc50Error(f"{err}; nothing was written (--skip-bad leaves such "
+                                 "files out)") from None
             errors.append((str(p), str(err)))
             continue
         if len(wave) < minimum:
@@ -130,13 +135,12 @@ def write_npz(path, arrays, overwrite=False):
     if path.exists() and not overwrite:
         raise Esc50Error(f"{path} exists; choose another --out or pass --overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
-def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True):
+def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
+          skip_bad=False):
     """`esc50tf embed`: embeds audio files / folders or one TFRecord folder into `out`.
 
     Args:
@@ -144,6 +148,8 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True):
         inputs: list of str. Audio files and folders of audio files, or one
             TFRecord folder (holding manifest.json).
         out: str. The `.npz` to write.
+        skip_bad: bool. Leave out audio files that do not decode (else the
+            first one stops the work before anything is written).
 
     Returns:
         (number of clips written, list of (path, error) for files left out).
@@ -162,7 +168,8 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True):
         errors = []
     else:
         files = _audio_files(inputs)
-        emb, names, errors = embed_files(embedder, rate, files, progress=progress)
+        emb, names, errors = embed_files(embedder, rate, files, progress=progress,
+                                         skip_bad=skip_bad)
         if not names:
             raise Esc50Error("no input file could be decoded; nothing was written: "
                              + "; ".join(msg for _, msg in errors[:3]))
@@ -195,24 +202,43 @@ def _audio_files(inputs):
 def embedding_table(data, model_config, cache_path, progress=False):
     """Every clip of TFRecord folder `data` embedded once, cached at `cache_path`.
 
-    The cache records the weights and folder it was made from and is reused
-    only when both match (a resumed run, the next split). Returns the dict
+    The cache records the weights (checkpoint checksum, conversion time) and
+    the folder (path, manifest) it was made from and is reused only when all
+    match (a resumed run, the next split). Returns the dict
     of `embed_tfrecords`.
     """
     from esc50tf.models import panns
 
     cache_path = Path(cache_path)
-    key = {"weights": str(model_config.weights), "data": str(Path(data).resolve())
-           if "://" not in str(data) else str(data)}
+    key = _table_key(data, model_config.weights)
     if cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as f:
-            if json.loads(str(f["key"])) == key:
-                return {k: f[k] for k in ("embeddings", "filenames", "labels", "folds")}
+        try:
+            with np.load(cache_path, allow_pickle=False) as f:
+                if json.loads(str(f["key"])) == key:
+                    return {k: f[k] for k in ("embeddings", "filenames", "labels", "folds")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # unreadable or from an older version: made again
     embedder, arch = load_embedder(model_config.weights)
     table = embed_tfrecords(embedder, panns.architecture(arch)["sample_rate"], data,
                             progress=progress)
     write_npz(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)
     return table
+
+
+def _table_key(data, weights):
+    """What an embedding table depends on: the weights (by the checkpoint's
+    checksum and conversion time, so a re-converted file under the same name
+    is new) and the TFRecord folder (by its path and manifest)."""
+    from esc50tf.data import tfrecords as tfr
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights)
+    manifest = json.dumps(tfr.read_manifest(data), sort_keys=True, default=str)
+    return {"weights": str(weights),
+            "weights_sha256": (meta.get("source") or {}).get("sha256"),
+            "converted_at": meta.get("converted_at"),
+            "data": str(Path(data).resolve()) if "://" not in str(data) else str(data),
+            "manifest_sha256": hashlib.sha256(manifest.encode()).hexdigest()}
 
 
 def select(table, selection, index):

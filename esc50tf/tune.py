@@ -567,7 +567,7 @@ def _fit_trunk(model, base, over):
 
     A PANNs trunk has its own front end, so searched front-end settings do not
     apply to it; a hybrid on DenseNet121 trains from scratch when the weights
-    are PANNs weights (they fit the CNN14 trunk only).
+    are PANNs weights (they fit the CNN14 trunk only), at one learning rate.
     """
     from esc50tf.models import panns
 
@@ -578,6 +578,7 @@ def _fit_trunk(model, base, over):
     elif model == "hybrid" and panns.is_panns_weights(base.get("model", {}).get("weights")):
         over["model"]["weights"] = None
         over["model"].pop("freeze_backbone", None)
+        over["train"].pop("trunk_lr_scale", None)  # no pretrained trunk to slow
 
 
 # --------------------------------------------------------------------------

@@ -205,12 +205,28 @@ def test_pretrained_weights_select_the_finetune_preset(weights_16k):
     ({"model": {"normalization": "frequency"}}, "own bn0"),
     ({"model": {"backbone": "cnn14"}}, "only the hybrid"),
     ({"model": {"freeze_backbone": True}}, "random trunk"),
+    ({"train": {"trunk_lr_scale": 0.1}}, "without --weights would only slow cnn14's random"),
 ])
 def test_conflicting_settings_are_refused(over, match):
     from esc50tf.train import resolve_config
 
     with pytest.raises(Esc50Error, match=match):
         resolve_config("cnn14", overrides=over)
+
+
+@pytest.mark.parametrize("model, over", [
+    ("resnet50", {"model": {"weights": "imagenet"}}),
+    ("gru", {}),
+    ("svm", {}),
+    ("hybrid", {"model": {"backbone": "densenet121"}}),
+])
+def test_trunk_lr_scale_is_refused_where_no_pretrained_trunk_takes_it(model, over):
+    from esc50tf.train import resolve_config
+
+    with pytest.raises(Esc50Error, match=f"trunk_lr_scale=0.5 .*{model} has none"):
+        resolve_config(model, overrides={**over, "train": {"trunk_lr_scale": 0.5}})
+    with pytest.raises(Esc50Error, match="set by --preset finetune"):
+        resolve_config(model, "finetune", overrides=over)
 
 
 def test_trunk_lr_scale_needs_adam():
@@ -272,7 +288,7 @@ def test_finetune_run_from_the_command_line(weights_16k, tfrecords_16k, tmp_path
 
 
 def test_embed_writes_embeddings_for_tfrecords_and_audio_files(weights_16k, tiny_tfrecords,
-                                                                tiny_esc50, tmp_path):
+                                                                tiny_esc50, tmp_path, capsys):
     from esc50tf.cli import main
 
     out = tmp_path / "emb.npz"
@@ -286,13 +302,19 @@ def test_embed_writes_embeddings_for_tfrecords_and_audio_files(weights_16k, tiny
     # Existing output is kept without --overwrite.
     assert main(["embed", str(weights_16k), str(tiny_tfrecords), "--out", str(out),
                  "--no-progress"]) == 1
-    # Audio files: one good, one broken (reported, left out, exit status 1).
+    # Audio files: one good, one broken: by default nothing is written and the error
+    # names the broken file; --skip-bad leaves it out (listed) and succeeds.
     wav = sorted((Path(tiny_esc50) / "audio").glob("*.wav"))[0]
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio")
     out2 = tmp_path / "files.npz"
     assert main(["embed", str(weights_16k), str(wav), str(bad), "--out", str(out2),
                  "--no-progress"]) == 1
+    assert not out2.exists() and "bad.wav" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "emb.npz"]
+    assert main(["embed", str(weights_16k), str(wav), str(bad), "--out", str(out2),
+                 "--no-progress", "--skip-bad"]) == 0
+    assert "skipped" in capsys.readouterr().err
     with np.load(out2) as f:
         assert f["embeddings"].shape == (1, 32) and list(f["filenames"]) == [str(wav)]
         row = names.tolist().index(wav.name)
@@ -324,6 +346,48 @@ def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, t
     assert main(["evaluate", str(out)]) == 0
     again = json.loads((out / "report.json").read_text())
     assert again["accuracy"] == pytest.approx(report["accuracy"])
+
+
+def test_the_embedding_cache_follows_the_weights_and_the_data(weights_16k, tiny_tfrecords,
+                                                              tmp_path, monkeypatch):
+    import shutil
+    import types as types_mod
+
+    from esc50tf import embed
+    from esc50tf.pretrained import store
+
+    weights = tmp_path / "w.weights.npz"
+    shutil.copy(weights_16k, weights)
+    config = types_mod.SimpleNamespace(weights=str(weights))
+    cache = tmp_path / "run" / "embeddings.npz"
+    made = []
+    real = embed.embed_tfrecords
+    monkeypatch.setattr(embed, "embed_tfrecords", lambda *a, **k: made.append(1) or real(*a, **k))
+    first = embed.embedding_table(tiny_tfrecords, config, cache)
+    embed.embedding_table(tiny_tfrecords, config, cache)
+    assert len(made) == 1  # the same weights and data: the cache
+    # The same name, converted again (another checkpoint): embedded again.
+    converted, meta = store.load_weights(weights)
+    store.save_weights(converted, weights, {**meta, "converted_at": "2031-01-01T00:00:00"},
+                       overwrite=True)
+    embed.embedding_table(tiny_tfrecords, config, cache)
+    assert len(made) == 2
+    # A damaged or keyless cache is made again, not an error.
+    for junk in (b"not an npz", None):
+        if junk is None:
+            np.savez(cache, embeddings=first["embeddings"])
+        else:
+            cache.write_bytes(junk)
+        table = embed.embedding_table(tiny_tfrecords, config, cache)
+        np.testing.assert_allclose(table["embeddings"], first["embeddings"], rtol=1e-5, atol=1e-6)
+    assert len(made) == 4
+    # Another manifest at the same path (the folder rebuilt) is another key.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_tfrecords, data)
+    key = embed._table_key(data, str(weights))
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "rebuilt": True}))
+    assert embed._table_key(data, str(weights)) != key
 
 
 def test_tune_searches_pretrained_and_scratch_hybrid_trunks(weights_16k):

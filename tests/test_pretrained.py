@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import threading
@@ -211,7 +212,8 @@ def test_numpy_values_beside_the_state_dict_are_read(tmp_path):
     np.testing.assert_array_equal(state["w"], flat.reshape(2, 3))
 
 
-@pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3)])
+@pytest.mark.parametrize("geometry", [((5, 6), (6, 1), 0), ((4,), (1,), 21), ((2,), (-1,), 3),
+                                      ((4096, 8192), (0, 0), 0), ((5, 5), (1, 1), 0)])
 def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
     size, stride, offset = geometry
     flat = np.arange(24, dtype=np.float32)
@@ -222,6 +224,156 @@ def test_tensors_reaching_past_their_storage_are_refused(tmp_path, geometry):
 
     path = _write_zip_checkpoint(tmp_path / "bad.pth", build)
     with pytest.raises(Esc50Error, match=r"bad\.pth"):
+        read_torch_checkpoint(path)
+
+
+def _u(text):
+    """A pickle SHORT/BINUNICODE string opcode."""
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _g(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _zip_of(path, pickle_bytes, members=(), compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr("archive/data.pkl", pickle_bytes)
+        for name, data in members:
+            zf.writestr(f"archive/data/{name}", data)
+    return path
+
+
+# BUILD (set state) on what the allow-list hands out: a storage type's dtype, a
+# builder function's defaults (slot state), numpy's own float32 dtype object.
+_STATE_ATTACKS = {
+    "storage-dtype": _g("torch", "FloatStorage") + b"}" + _u("dtype") + _u("int32") + b"sb.",
+    "function-defaults": (_g("torch._utils", "_rebuild_parameter") + b"N}" + _u("__defaults__")
+                          + b"(K\x07ts\x86b."),
+    "ndarray-name": _g("numpy", "ndarray") + b"}" + _u("x") + b"K\x01sb.",
+    "numpy-dtype": (_g("numpy", "dtype") + _u("f4") + b"\x89\x88\x87R(K\x03" + _u(">")
+                    + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb."),
+}
+
+
+@pytest.mark.parametrize("attack", list(_STATE_ATTACKS))
+def test_a_hostile_pickle_cannot_change_how_later_files_load(tmp_path, attack):
+    fixture = _checkpoint("cnn14", "zip")
+    good = read_torch_checkpoint(fixture)
+    path = _zip_of(tmp_path / "hostile.pth", b"\x80\x02" + _STATE_ATTACKS[attack])
+    try:
+        read_torch_checkpoint(path)
+    except Esc50Error as err:
+        assert "hostile.pth" in str(err)
+    again = read_torch_checkpoint(fixture)
+    for key, value in good.items():
+        assert again[key].dtype == value.dtype
+        np.testing.assert_array_equal(again[key], value)
+    assert np.dtype("f4").byteorder == "="
+    assert np.array([1.0], "f4").tobytes() == np.array([1.0], "<f4").tobytes()
+
+
+def test_a_big_endian_numpy_value_still_loads(tmp_path):
+    flat = np.arange(3, dtype=np.float32)
+
+    def build(rebuild, types_):
+        s0 = _StorageRef("FloatStorage", "0", flat)
+        return {"model": {"w": _Tensor(rebuild, s0, 0, (3,), (1,))},
+                "sampler": {"big": np.arange(3, dtype=">i4")}, "step": np.float64(2.5)}, [s0]
+
+    state = read_torch_checkpoint(_write_zip_checkpoint(tmp_path / "be.pth", build))
+    np.testing.assert_array_equal(state["w"], flat)
+    assert np.dtype("i4").byteorder == "="
+
+
+def _shared_lists(depth):
+    """A list that holds the previous one twice, `depth` deep: 2**depth paths."""
+    out = b"\x80\x02K\x01r" + struct.pack("<I", 0)
+    for i in range(1, depth + 1):
+        out += (b"]r" + struct.pack("<I", i) + b"(j" + struct.pack("<I", i - 1)
+                + b"j" + struct.pack("<I", i - 1) + b"e")
+        if i < depth:
+            out += b"0"
+    return out + b"."
+
+
+def test_shared_containers_are_resolved_once(tmp_path):
+    from esc50tf.pretrained import checkpoint
+
+    path = _zip_of(tmp_path / "dag.pth", _shared_lists(40))  # 2**40 paths: hangs if walked
+    with zipfile.ZipFile(path) as zf:
+        top = checkpoint._resolve(checkpoint._read_zip(path, zf))
+    assert top[0] is top[1] and top[0][0] is top[0][1]
+    with pytest.raises(Esc50Error, match=r"dag\.pth.*no state dict"):
+        read_torch_checkpoint(path)
+
+
+def test_deeply_nested_pickles_give_a_clear_error(tmp_path):
+    path = _zip_of(tmp_path / "deep.pth", b"\x80\x02K\x00" + b"\x85" * 100_000 + b".")
+    with pytest.raises(Esc50Error, match=r"deep\.pth"):
+        read_torch_checkpoint(path)
+
+
+def _tensor_at(storage_key, numel, offset, size, stride):
+    ints = lambda values: b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+    return (_g("torch._utils", "_rebuild_tensor_v2") + b"((" + _u("storage")
+            + _g("torch", "FloatStorage") + _u(storage_key) + _u("cpu")
+            + b"J" + struct.pack("<i", numel) + b"tQJ" + struct.pack("<i", offset)
+            + ints(size) + ints(stride) + b"\x89" + _g("collections", "OrderedDict") + b")RtR")
+
+
+def test_tensors_may_not_hold_more_than_their_storages(tmp_path):
+    data = np.arange(4, dtype=np.float32).tobytes()
+    # Five views of all 4 elements, each its own geometry: 20 > 4 x 4 elements.
+    body = b"\x80\x02}(" + b"".join(_u(f"w{i}") + _tensor_at("0", 4, 0, (4, 1), (1, i))
+                                    for i in range(5)) + b"u."
+    path = _zip_of(tmp_path / "views.pth", body, [("0", data)])
+    with pytest.raises(Esc50Error, match=r"views\.pth.*more elements than its storages"):
+        read_torch_checkpoint(path)
+    # The same tensor named twice (tied weights) costs nothing more.
+    tied = b"\x80\x02}(" + b"".join(_u(k) + _tensor_at("0", 4, 0, (4,), (1,))
+                                    for k in ("a", "b")) + b"u."
+    state = read_torch_checkpoint(_zip_of(tmp_path / "tied.pth", tied, [("0", data)]))
+    np.testing.assert_array_equal(state["b"], np.arange(4))
+
+
+def test_compressed_or_misdeclared_storages_are_refused_unread(tmp_path, monkeypatch):
+    body = b"\x80\x02}(" + _u("w") + _tensor_at("0", 1, 0, (1,), (1,)) + b"u."
+    bomb = _zip_of(tmp_path / "bomb.pth", body, [("0", bytes(8 << 20))], zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 1 << 20
+    reads = []
+    monkeypatch.setattr(zipfile.ZipFile, "read",
+                        lambda self, name, *a: reads.append(name) or b"")
+    with pytest.raises(Esc50Error, match=r"bomb\.pth.*compressed"):
+        read_torch_checkpoint(bomb)
+    assert reads == []
+    monkeypatch.undo()
+    big = _zip_of(tmp_path / "big.pth", body, [("0", bytes(8 << 20))])
+    with pytest.raises(Esc50Error, match=r"big\.pth: storage 0 holds 8388608 bytes"):
+        read_torch_checkpoint(big)
+    from esc50tf.pretrained import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_MAX_PICKLE_BYTES", 16)
+    with pytest.raises(Esc50Error, match=r"big\.pth: its data\.pkl is over"):
+        read_torch_checkpoint(big)
+
+
+def _legacy_bytes(numel, count, size=(1,), stride=(1,)):
+    out = b"".join(pickle.dumps(h, 2) for h in (0x1950A86A20F9469CFC6C, 1001,
+                                                 {"little_endian": True}))
+    body = b"\x80\x02}(" + _u("w") + _tensor_at("0", numel, 0, size, stride) + b"u."
+    return out + body + pickle.dumps(["0"], 2) + struct.pack("<q", count)
+
+
+def test_legacy_storage_sizes_are_checked_against_the_file(tmp_path):
+    path = tmp_path / "huge.pth"
+    path.write_bytes(_legacy_bytes(2**31 - 1, 2**31 - 1) + bytes(16))
+    with pytest.raises(Esc50Error, match=r"huge\.pth: storage 0 says it holds 2147483647"):
+        read_torch_checkpoint(path)
+    path = tmp_path / "geometry.pth"
+    path.write_bytes(_legacy_bytes(2, 2, size=(2, 2), stride=(0, 0)) + bytes(8))
+    with pytest.raises(Esc50Error, match=r"geometry\.pth"):
         read_torch_checkpoint(path)
 
 
@@ -424,8 +576,14 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tiny_cnn14):
 
     missing = type(converted)(converted, sources=converted.sources)
     del missing["conv_block3_bn2"]
-    with pytest.raises(Esc50Error, match="missing key.*conv_block3_bn2"):
+    with pytest.raises(Esc50Error, match=r"missing key 'conv_block3\.bn2\.weight'.*conv_block3_bn2"):
         load_into(tiny_cnn14, missing)
+    for layer, key in (("fc1", "fc1.weight"), ("fc_audioset", "fc_audioset.weight"),
+                       ("bn0", "bn0.weight"), ("conv_block6_conv2", "conv_block6.conv2.weight")):
+        partial = type(converted)(converted, sources=converted.sources)
+        del partial[layer]
+        with pytest.raises(Esc50Error, match=f"missing key {key!r}"):
+            load_into(tiny_cnn14, partial)
 
     extra = type(converted)(converted, sources=dict(converted.sources))
     extra["fc2"] = [np.zeros((32, 8), "float32"), np.zeros(8, "float32")]
@@ -484,6 +642,43 @@ def test_a_failed_conversion_writes_nothing(tmp_path):
     with pytest.raises(Esc50Error):
         store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_and_their_sidecar_are_written_together_or_not_at_all(tmp_path, monkeypatch):
+    converted = convert_state_dict("cnn14", _state("cnn14"))
+    out = tmp_path / "w.weights.npz"
+
+    def broken(self, *args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the sidecar is written
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_text", broken)
+        with pytest.raises(KeyboardInterrupt):
+            store.save_weights(converted, out, {"model": "cnn14"})
+    assert list(tmp_path.iterdir()) == []
+    store.save_weights(converted, out, {"model": "cnn14"})  # a retry is not "already exists"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.json", "w.weights.npz"]
+
+
+def test_embed_output_is_whole_or_absent(tmp_path, monkeypatch):
+    from esc50tf import embed
+
+    def interrupted(f, **arrays):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed.write_npz(tmp_path / "x.npz", {"a": np.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_metadata_inside_the_weights_file_is_what_counts(tmp_path):
+    out = tmp_path / "w.weights.npz"
+    store.save_weights(convert_state_dict("cnn14", _state("cnn14")), out, {"model": "cnn14"})
+    side = store.sidecar_path(out)
+    side.write_text(json.dumps({**json.loads(side.read_text()), "model": "cnn14_16k"}))
+    assert store.resolve_weights(out)[1]["model"] == "cnn14"
 
 
 def test_resolve_weights_explains_how_to_get_missing_ones(tmp_path):

@@ -400,6 +400,7 @@ def fix_settings(merged, overrides=None):
     from esc50tf.models import registry
 
     arch = run_architecture(merged["model"]["name"], merged["model"])
+    _check_trunk_lr_scale(merged, arch)
     if arch is None or not registry.get(merged["model"]["name"]).keras:
         return arch  # embeddings for the classic models resample to the trunk's rate themselves
     wanted = feature_settings(arch)
@@ -421,6 +422,27 @@ def fix_settings(merged, overrides=None):
     merged["features"] = dict(wanted)
     merged["model"]["normalization"] = "none"
     return arch
+
+
+def _check_trunk_lr_scale(merged, arch):
+    """Refuses a trunk learning-rate factor that would do nothing, or slow a random trunk."""
+    from esc50tf.models import registry
+
+    scale = merged["train"].get("trunk_lr_scale", 1.0)
+    if scale == 1:
+        return
+    model = merged["model"]["name"]
+    preset = merged["train"].get("preset")
+    source = f" (set by --preset {preset})" if preset == "finetune" else ""
+    if arch is None or not registry.get(model).keras:
+        raise Esc50Error(
+            f"trunk_lr_scale={scale:g}{source} applies to a pretrained PANNs trunk "
+            f"({', '.join(ARCHITECTURES)}, or hybrid --backbone cnn14); {model} has none, "
+            "so it would change nothing: leave it out")
+    if not merged["model"].get("weights"):
+        raise Esc50Error(
+            f"trunk_lr_scale={scale:g}{source} without --weights would only slow {arch}'s "
+            f"random trunk; give pretrained weights (e.g. --weights {arch}) or leave it out")
 
 
 def check_sample_rate(model_config, manifest, data):

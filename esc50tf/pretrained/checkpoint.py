@@ -33,7 +33,9 @@ Example:
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -47,6 +49,10 @@ __all__ = ["read_torch_checkpoint", "load_pickle"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# A state dict's pickle is a few hundred KiB even for large models.
+_MAX_PICKLE_BYTES = 64 << 20
+# A file's tensors may hold this many times the elements of its storages.
+_VIEW_FACTOR = 4
 
 # torch storage class name -> numpy dtype ("bfloat16" is handled apart).
 _STORAGE_DTYPES = {
@@ -66,12 +72,18 @@ _STORAGE_DTYPES = {
 _NUMPY_KINDS = "biuf"
 
 
-class _StorageType:
-    """Stands for ``torch.<X>Storage`` inside the pickle: only its dtype matters."""
+class _StorageType(collections.namedtuple("_StorageType", "name dtype")):
+    """Stands for ``torch.<X>Storage`` inside the pickle: only its dtype matters.
 
-    def __init__(self, name):
-        self.name = name
-        self.dtype = _STORAGE_DTYPES[name]
+    Immutable, and a fresh one per lookup: nothing a pickle does to it (BUILD
+    is refused anyway) can reach another load.
+    """
+
+    __slots__ = ()
+
+
+def _storage_type(name):
+    return _StorageType(name, _STORAGE_DTYPES[name])
 
 
 class _Storage:
@@ -91,6 +103,8 @@ class _NumpyArray:
         if not (isinstance(state, tuple) and len(state) == 5):
             raise pickle.UnpicklingError("unexpected numpy array state")
         _version, shape, dtype, is_fortran, raw = state
+        if isinstance(dtype, _DtypeSpec):
+            dtype = dtype.dtype
         if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMPY_KINDS:
             raise pickle.UnpicklingError(f"numpy array of dtype {dtype!r} refused")
         if not isinstance(raw, (bytes, bytearray)):
@@ -106,23 +120,46 @@ class _NumpyArray:
 class _NdarrayName:
     """Stands for ``numpy.ndarray`` in a pickle: only `_numpy_reconstruct` accepts it
     (the real class would let NEWOBJ call ``ndarray.__new__`` with arguments of the
-    file's choosing)."""
+    file's choosing). A fresh token per lookup."""
+
+    __slots__ = ()
 
 
 def _numpy_reconstruct(cls, shape, typecode):
-    if cls is not _NdarrayName:
+    if not isinstance(cls, _NdarrayName):
         raise pickle.UnpicklingError("numpy _reconstruct of a non-ndarray refused")
     return _NumpyArray()
+
+
+class _DtypeSpec:
+    """What ``numpy.dtype(...)`` returns here: a fresh holder, never numpy's own
+    (shared, process-wide) dtype object, which the BUILD that follows a pickled
+    dtype would otherwise modify in place."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        # numpy writes (version, byteorder, subarray, names, fields, elsize,
+        # alignment, flags); only the byte order matters for plain numbers.
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in "<>=|"):
+            raise pickle.UnpicklingError("unexpected numpy dtype state")
+        if any(v is not None for v in state[2:5]):
+            raise pickle.UnpicklingError("structured numpy dtype refused")
+        order = {"|": "="}.get(state[1], state[1])
+        self.dtype = self.dtype.newbyteorder(order)
 
 
 def _numpy_dtype(spec, align=False, copy=False):
     dtype = np.dtype(str(spec)) if isinstance(spec, str) else None
     if dtype is None or dtype.kind not in _NUMPY_KINDS:
         raise pickle.UnpicklingError(f"numpy dtype {spec!r} refused")
-    return dtype
+    return _DtypeSpec(dtype)
 
 
 def _numpy_scalar(dtype, raw=None):
+    if isinstance(dtype, _DtypeSpec):
+        dtype = dtype.dtype
     if not isinstance(dtype, np.dtype) or not isinstance(raw, (bytes, bytearray)):
         raise pickle.UnpicklingError("numpy scalar refused")
     if len(raw) != dtype.itemsize:
@@ -154,10 +191,12 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     if any(s == 0 for s in size):
         return np.zeros(size, dtype=flat.dtype)
     last = offset + sum((n - 1) * st for n, st in zip(size, stride))
-    if last >= flat.size:
-        # as_strided would read past the buffer: a corrupt or hostile file.
+    count = int(np.prod(size, dtype=object))
+    if last >= flat.size or count > flat.size - offset:
+        # as_strided would read past the buffer, or (zero or overlapping strides)
+        # make a tensor bigger than the data it comes from: a corrupt or hostile file.
         raise pickle.UnpicklingError(
-            f"tensor of size {size} (stride {stride}, offset {offset}) reaches past "
+            f"tensor of size {size} (stride {stride}, offset {offset}) needs more than "
             f"its storage of {flat.size} elements"
         )
     item = flat.dtype.itemsize
@@ -168,11 +207,43 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     return np.array(view, copy=True)
 
 
+class _Rebuilder:
+    """Rebuilds the tensors of one file, within the size of its storages.
+
+    The same (storage, offset, size, stride) named twice (tied weights) gives the
+    same array; all other tensors together may hold no more than
+    ``_VIEW_FACTOR`` times the elements of all storages (room for overlapping
+    views, as of a transposed and a sliced weight), so a small pickle naming
+    one storage many times cannot make a large state dict.
+
+    Args:
+        limit: int. Elements of all storages read so far.
+    """
+
+    def __init__(self, limit):
+        self.limit, self.used, self.built = int(limit), 0, {}
+
+    def __call__(self, storage, offset, size, stride, *rest):
+        if not isinstance(storage, _Storage):
+            raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
+        key = (id(storage.array), repr(offset), repr(size), repr(stride))
+        if key not in self.built:
+            array = _rebuild_tensor(storage, offset, size, stride)
+            self.used += array.size
+            if self.used > _VIEW_FACTOR * self.limit:
+                raise pickle.UnpicklingError(
+                    f"its tensors hold {_VIEW_FACTOR}x more elements than its storages "
+                    f"({self.limit}): a small file that would fill memory")
+            self.built[key] = (storage, array)  # keeps id(storage.array) unique
+        return self.built[key][1]
+
+
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
     return data
 
 
 # (module, name) -> what it builds. Nothing else may be named by a checkpoint.
+# Lookups hand out fresh objects (see `_RestrictedUnpickler.find_class`).
 _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
@@ -187,7 +258,10 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }
-_ALLOWED.update({("torch", name): _StorageType(name) for name in _STORAGE_DTYPES})
+_ALLOWED.update({("torch", name): _storage_type for name in _STORAGE_DTYPES})
+
+# The only objects a pickle's BUILD opcode may set state on: ones made here, per load.
+_BUILDABLE = (_NumpyArray, _DtypeSpec)
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -196,8 +270,16 @@ class _RefusedGlobal(pickle.UnpicklingError):
         self.qualname = f"{module}.{name}"
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only :data:`_ALLOWED` names."""
+class _RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED` names.
+
+    The pure-Python unpickler, so that BUILD can be limited to
+    :data:`_BUILDABLE` objects: on anything else (a function's
+    ``__defaults__``, a class attribute) it would change state shared by every
+    later load in the process. Every name resolves to a fresh object.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, load_storage=None, overrides=None):
         super().__init__(file)
@@ -205,12 +287,27 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._overrides = overrides or {}
 
     def find_class(self, module, name):
-        if (module, name) in self._overrides:
-            return self._overrides[(module, name)]
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _RefusedGlobal(module, name) from None
+        key = (module, name)
+        builder = self._overrides.get(key, _ALLOWED.get(key))
+        if builder is None:
+            raise _RefusedGlobal(module, name)
+        if builder is _storage_type:
+            return _storage_type(name)
+        if builder is _NdarrayName:
+            return _NdarrayName()
+        if builder is collections.OrderedDict:
+            return builder
+        return functools.partial(builder)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not isinstance(inst, _BUILDABLE):
+            raise pickle.UnpicklingError(
+                f"refusing to set the state of {type(inst).__name__} (BUILD)")
+        inst.__setstate__(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def persistent_load(self, pid):
         if self._load_storage is None:
@@ -250,8 +347,17 @@ def load_pickle(data, path, load_storage=None, overrides=None):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, struct.error, OverflowError,
-            MemoryError) as err:
+            MemoryError, RecursionError) as err:
         raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def _tensor_overrides(builder):
+    """The allow-list's tensor builders, all replaced by ``builder``."""
+    return {k: builder for k in _ALLOWED if k[0] == "torch._utils" and "tensor" in k[1]}
+
+
+def _itemsize(dtype):
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
 def _storage_array(raw, dtype, numel, path, key, byteorder="little"):
@@ -269,6 +375,16 @@ def _storage_array(raw, dtype, numel, path, key, byteorder="little"):
     return array
 
 
+def _stored_member(path, zf, member, what):
+    """A member's ZipInfo; PyTorch stores members uncompressed, and a compressed
+    one could inflate to any size before its length is known."""
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise Esc50Error(f"{path}: {what} is compressed in the archive; PyTorch stores "
+                         "checkpoint members uncompressed")
+    return info
+
+
 def _read_zip(path, zf):
     pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
@@ -277,10 +393,16 @@ def _read_zip(path, zf):
     names = set(zf.namelist())
     byteorder = "little"
     if prefix + "byteorder" in names:
+        if _stored_member(path, zf, prefix + "byteorder", "byteorder").file_size > 16:
+            raise Esc50Error(f"{path}: malformed byteorder record")
         byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise Esc50Error(f"{path}: unknown byte order {byteorder!r}")
+    if _stored_member(path, zf, pickles[0], "data.pkl").file_size > _MAX_PICKLE_BYTES:
+        raise Esc50Error(f"{path}: its data.pkl is over {_MAX_PICKLE_BYTES >> 20} MiB; "
+                         "a state dict's pickle is far smaller")
     loaded = {}
+    rebuild = _Rebuilder(0)  # grows by each storage read
 
     def load_storage(fields):
         storage_type, key, _location, numel = fields[:4]
@@ -291,11 +413,17 @@ def _read_zip(path, zf):
             member = f"{prefix}data/{key}"
             if member not in names:
                 raise Esc50Error(f"{path}: storage {key} is missing from the archive")
+            numel = int(numel)
+            size = _stored_member(path, zf, member, f"storage {key}").file_size
+            if size != numel * _itemsize(storage_type.dtype):
+                raise Esc50Error(f"{path}: storage {key} holds {size} bytes, the pickle "
+                                 f"says {numel} {storage_type.dtype} elements")
             loaded[key] = _storage_array(zf.read(member), storage_type.dtype,
-                                         int(numel), path, key, byteorder)
+                                         numel, path, key, byteorder)
+            rebuild.limit += numel
         return _Storage(loaded[key])
 
-    return load_pickle(zf.read(pickles[0]), path, load_storage)
+    return load_pickle(zf.read(pickles[0]), path, load_storage, _tensor_overrides(rebuild))
 
 
 def _read_legacy(path, f):
@@ -333,14 +461,11 @@ def _read_legacy(path, f):
         deferred.append(box)
         return box
 
-    overrides = {
-        k: deferred_rebuild if "tensor" in k[1] else _rebuild_parameter
-        for k in _ALLOWED if k[0] == "torch._utils"
-    }
-    obj = load_pickle(f, path, load_storage, overrides)
+    obj = load_pickle(f, path, load_storage, _tensor_overrides(deferred_rebuild))
     keys = load_pickle(f, path)
     if not isinstance(keys, list):
         raise Esc50Error(f"{path}: malformed legacy checkpoint (storage key list)")
+    left = os.fstat(f.fileno()).st_size
     for key in keys:
         key = str(key)
         if key not in storages:
@@ -353,7 +478,10 @@ def _read_legacy(path, f):
         if count != numel:
             raise Esc50Error(f"{path}: storage {key} holds {count} elements, "
                              f"the pickle says {numel}")
-        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        itemsize = _itemsize(dtype)
+        if count < 0 or count * itemsize > left - f.tell():
+            raise Esc50Error(f"{path}: storage {key} says it holds {count} elements, more "
+                             "than the rest of the file")
         raw = f.read(count * itemsize)
         if len(raw) != count * itemsize:
             raise Esc50Error(f"{path}: truncated inside storage {key}")
@@ -362,10 +490,12 @@ def _read_legacy(path, f):
         placeholder.array = storages[key][2]
         if placeholder.array is None:
             raise Esc50Error(f"{path}: storage {key} has no data in the file")
+    rebuild = _Rebuilder(sum(a.size for _d, _n, a in storages.values() if a is not None))
     try:
         for box in deferred:
-            box.value = _rebuild_tensor(*box.args)
-    except pickle.UnpicklingError as err:
+            box.value = rebuild(*box.args)
+    except (pickle.UnpicklingError, ValueError, TypeError, OverflowError,
+            MemoryError) as err:
         raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
     return _resolve(obj)
 
@@ -378,20 +508,37 @@ class _Deferred:
         self.value = None
 
 
-def _resolve(obj):
-    """Replaces deferred tensors and numpy placeholders by their arrays."""
+def _resolve(obj, memo=None):
+    """Replaces deferred tensors and numpy placeholders by their arrays.
+
+    Each container is resolved once (a pickle's memo can share one list many
+    times over, which a plain walk would visit exponentially often), and a
+    container that holds itself stays a cycle.
+    """
+    memo = {} if memo is None else memo
     if isinstance(obj, _Deferred):
         return obj.value
     if isinstance(obj, _NumpyArray):
         return obj.array
+    if isinstance(obj, _DtypeSpec):
+        return obj.dtype
+    if not isinstance(obj, (dict, list, tuple)):
+        return obj
+    if id(obj) in memo:
+        return memo[id(obj)][1]
     if isinstance(obj, dict):
         resolved = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        memo[id(obj)] = (obj, resolved)
         for k, v in obj.items():
-            resolved[k] = _resolve(v)
-        return resolved
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_resolve(v) for v in obj)
-    return obj
+            resolved[k] = _resolve(v, memo)
+    elif isinstance(obj, list):
+        resolved = []
+        memo[id(obj)] = (obj, resolved)
+        resolved.extend(_resolve(v, memo) for v in obj)
+    else:
+        resolved = tuple(_resolve(v, memo) for v in obj)
+        memo[id(obj)] = (obj, resolved)
+    return resolved
 
 
 def _unwrap(obj, path):
@@ -438,6 +585,9 @@ def read_torch_checkpoint(path):
                 obj = _read_legacy(path, f)
     except zipfile.BadZipFile as err:
         raise Esc50Error(f"{path}: damaged zip checkpoint ({err})") from None
+    except (RecursionError, MemoryError) as err:
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint: nested too deeply "
+                         f"or too large ({type(err).__name__})") from None
     except OSError as err:
         raise Esc50Error(f"{path}: cannot read ({err})") from None
     return _unwrap(obj, path)

@@ -202,6 +202,15 @@ def _is_loadable(layer):
     return bool(layer.trainable_weights) or isinstance(layer, keras.layers.BatchNormalization)
 
 
+def _torch_key(layer):
+    """The first PyTorch state-dict key a Keras layer's weights come from
+    (`conv_block3_bn2` -> `conv_block3.bn2.weight`)."""
+    import re
+
+    module = re.sub(r"^(conv_block\d+)_", r"\1.", layer.name)
+    return f"{module}.weight"
+
+
 def load_into(model, converted, skip=()):
     """Sets the weights of `model`'s layers from `converted`, by layer name.
 
@@ -230,8 +239,9 @@ def load_into(model, converted, skip=()):
     missing = sorted(n for n, layer in layers.items()
                      if n not in converted and n not in skip and _is_loadable(layer))
     if missing:
-        raise Esc50Error(f"missing key: the checkpoint has no weights for layer {missing[0]!r} "
-                         f"(PyTorch module {missing[0]!r} with '_' for '.')")
+        layer = layers[missing[0]]
+        raise Esc50Error(f"missing key {_torch_key(layer)!r}: the checkpoint has no weights "
+                         f"for the model's layer {missing[0]!r}")
     # Every shape is checked before any weight is set: an error loads nothing.
     todo = []
     for name, arrays in converted.items():

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_paths
 from esc50tf.pretrained import catalog as catalog_lib
 
 __all__ = [
@@ -85,16 +86,6 @@ def file_digests(path, chunk=1 << 20):
     return {"size": size, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
-def _atomic_write_bytes(path, writer):
-    """Calls `writer(tmp_path)` then renames: `path` is whole or untouched."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_weights(converted, path, metadata, overwrite=False):
     """Writes converted weights and their metadata (npz + JSON sidecar), atomically.
 
@@ -122,12 +113,10 @@ def save_weights(converted, path, metadata, overwrite=False):
               for i, a in enumerate(values)}
     arrays[_META_KEY] = np.array(text)
 
-    def write_npz(tmp):
+    with atomic_paths(path, side) as (tmp, side_tmp):  # both files or neither
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-
-    _atomic_write_bytes(path, write_npz)
-    _atomic_write_bytes(side, lambda tmp: tmp.write_text(text + "\n"))
+        side_tmp.write_text(text + "\n")
     return metadata
 
 
@@ -145,6 +134,14 @@ def load_weights(path):
     """
     from esc50tf.pretrained.convert import ConvertedWeights
 
+    grouped, metadata = _read_npz(path, arrays=True)
+    converted = ConvertedWeights(
+        {layer: [arrays[i] for i in sorted(arrays)] for layer, arrays in grouped.items()})
+    return converted, metadata
+
+
+def _read_npz(path, arrays):
+    """({layer: {index: array}} or {} without `arrays`, metadata) of a weights file."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -152,7 +149,7 @@ def load_weights(path):
                 raise Esc50Error(f"{path}: not an esc50tf weights file (no metadata)")
             metadata = json.loads(str(data[_META_KEY]))
             grouped = {}
-            for key in data.files:
+            for key in data.files if arrays else ():
                 if key == _META_KEY:
                     continue
                 layer, _, index = key.rpartition(":")
@@ -165,22 +162,13 @@ def load_weights(path):
         raise Esc50Error(f"{path}: not a readable esc50tf weights file ({err})") from None
     if metadata.get("format") != FORMAT:
         raise Esc50Error(f"{path}: not an esc50tf weights file (format {metadata.get('format')!r})")
-    converted = ConvertedWeights(
-        {layer: [arrays[i] for i in sorted(arrays)] for layer, arrays in grouped.items()})
-    return converted, metadata
+    return grouped, metadata
 
 
 def _read_metadata(path):
-    """The metadata of a weights file, from its sidecar or else the file itself."""
-    side = sidecar_path(path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-            if meta.get("format") == FORMAT:
-                return meta
-        except (OSError, ValueError):
-            pass
-    return load_weights(path)[1]
+    """The metadata of a weights file, from the file itself: the JSON sidecar is a
+    copy for people to read and may not match (edited, or left from another file)."""
+    return _read_npz(path, arrays=False)[1]
 
 
 def resolve_weights(name_or_path, cache_dir=None):
