@@ -517,6 +517,9 @@ def _add_predict(sub):
     t.add_argument("--threshold", type=_ratio, default=0.5,
                    help="top-class probability a window needs to be part of an event "
                    "(default: %(default)s)")
+    t.add_argument("--smooth", type=_positive_int, default=3,
+                   help="median filter over this many windows (odd) before events are "
+                   "found; 1: none (default: %(default)s)")
     t.add_argument("--out", default="timeline", help="folder for the timelines (default: %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace existing timelines")
     p.set_defaults(handler=_run_predict)
@@ -529,7 +532,8 @@ def _run_predict(args):
         from esc50tf.timeline import run_timelines
 
         return run_timelines(args.model, args.files, args.out, hop=args.hop,
-                             threshold=args.threshold, overwrite=args.overwrite,
+                             threshold=args.threshold, smooth=args.smooth,
+                             overwrite=args.overwrite,
                              sample_rate=args.sample_rate, as_json=args.json)
 
     predictor = load_predictor(args.model, args.sample_rate)

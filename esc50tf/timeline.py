@@ -17,12 +17,19 @@ Written per recording into `OUT/<stem>/`:
 - `timeline.png`: a heat map of class probability over time, under the
   waveform's envelope, with the events marked.
 
-Events: a window is labelled with its top class when that class's
-probability reaches `threshold`; consecutive windows with the same label
-merge into one event. Each window speaks for the `hop` seconds around its
+Events: each class's probability is median-filtered over `smooth`
+consecutive windows (3 by default: a lone window straddling an event's edge,
+half sound and half background, is often confidently wrong; a median keeps
+the edges of real events where they are); a window is labelled with its top
+class when that class's smoothed probability reaches `threshold`, and
+consecutive windows with the same label merge into one event. Each window speaks for the `hop` seconds around its
 centre, so an event runs from the first window's centre - hop / 2 to the
-last one's centre + hop / 2 (clipped to the recording): a sound is found
-where it covers most of a window, and its edges land within one hop.
+last one's centre + hop / 2 (clipped to the recording). A window whose
+sound fills only a small part of it is still often labelled when the rest is
+quiet, which would stretch the event by up to half a window on each side; so
+edges are then trimmed, hop by hop, while the hop at the edge is no louder
+than the recording's background: its RMS within `QUIET_DB` (6) dB of the
+10th percentile of all hops' RMS.
 
 MODEL is a run folder, a `.keras` file, an export folder of `esc50tf
 export`, an exported SavedModel folder or a `.tflite` file (the last two read
@@ -43,6 +50,8 @@ import numpy as np
 from esc50tf.errors import Esc50Error
 
 TOP_K = 3
+QUIET_DB = 6.0
+BACKGROUND_PERCENTILE = 10
 BATCH = 32
 BLOCK_SECONDS = 30.0
 
@@ -209,8 +218,33 @@ def merge_events(starts, top, top_prob, class_names, window, hop, duration, thre
     } for e in events]
 
 
-def timeline(model, audio, out, hop=None, threshold=0.5, overwrite=False, progress=True,
-             batch_size=BATCH, block_seconds=BLOCK_SECONDS):
+def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
+    """Moves each event's edges inwards past hops as quiet as the recording's background.
+
+    A hop is background when its RMS is within `quiet_db` of the
+    `BACKGROUND_PERCENTILE`th percentile of every hop's RMS.
+
+    Args:
+        events: from `merge_events` (changed in place and returned).
+        starts: seconds, per window; hop `j` is `[starts[j], starts[j] + hop)`.
+        envelope: RMS of hop `j`, per window.
+        hop: seconds.
+    """
+    if not len(envelope):
+        return events
+    floor = np.percentile(envelope, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
+    for e in events:
+        inside = np.flatnonzero((starts + hop > e["start"]) & (starts < e["end"]))
+        loud = inside[envelope[inside] > floor]
+        if not len(loud):
+            continue
+        e["start"] = round(max(e["start"], float(starts[loud[0]])), 4)
+        e["end"] = round(min(e["end"], float(starts[loud[-1]] + hop)), 4)
+    return events
+
+
+def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
+             progress=True, batch_size=BATCH, block_seconds=BLOCK_SECONDS):
     """Classifies `audio` window by window and writes the timeline into `out`.
 
     Args:
@@ -219,6 +253,7 @@ def timeline(model, audio, out, hop=None, threshold=0.5, overwrite=False, progre
         out: folder to write (must not exist unless `overwrite`).
         hop: float or None. Seconds between windows; None is half a window.
         threshold: float. Minimum top-class probability of an event's windows.
+        smooth: int. Median filter length (windows) before thresholding; 1: none.
 
     Returns:
         dict: the timeline.json content without the windows.
@@ -234,14 +269,16 @@ def timeline(model, audio, out, hop=None, threshold=0.5, overwrite=False, progre
     hop_s = hop_n / rate
     if not 0.0 <= threshold <= 1.0:
         raise Esc50Error(f"--threshold {threshold!r}: allowed: a probability in [0, 1]")
+    if not (isinstance(smooth, int) and smooth >= 1 and smooth % 2 == 1):
+        raise Esc50Error(f"--smooth {smooth!r}: allowed: an odd number of windows >= 1")
     if out.exists() and not overwrite:
         raise Esc50Error(f"{out}: already exists; choose another --out or pass --overwrite")
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        summary = _write(model, audio, staging, n, hop_n, window_s, hop_s, threshold, progress,
-                         batch_size, block_seconds)
+        summary = _write(model, audio, staging, n, hop_n, window_s, hop_s, threshold, smooth,
+                         progress, batch_size, block_seconds)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -251,12 +288,12 @@ def timeline(model, audio, out, hop=None, threshold=0.5, overwrite=False, progre
     return summary
 
 
-def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, progress, batch_size,
-           block_seconds):
+def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, progress,
+           batch_size, block_seconds):
     names = model.class_names
     k = min(TOP_K, len(names))
     rate = model.sample_rate
-    starts, tops, envelope, all_probs, windows_json = [], [], [], [], []
+    starts, envelope, all_probs, windows_json = [], [], [], []
     with open(folder / "windows.csv", "w", newline="") as fcsv:
         writer = csv.writer(fcsv)
         writer.writerow(["start", "end"] + [f"{c}{i}" for i in range(1, k + 1)
@@ -276,7 +313,6 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, progress,
                                      "top": [{"class": c, "probability": round(q, 6)}
                                              for c, q in top]})
                 starts.append(start)
-                tops.append((int(order[0]), float(p[order[0]])))
                 all_probs.append(p.astype(np.float16))
             pending.clear()
 
@@ -293,18 +329,26 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, progress,
     if not starts:
         raise Esc50Error(f"{audio}: audio has no samples")
     duration = end / rate
-    top = np.array([t for t, _ in tops])
-    top_prob = np.array([p for _, p in tops])
+    probs = np.stack(all_probs).astype(np.float32)  # [windows, classes]
+    if smooth > 1:
+        from scipy.ndimage import median_filter
+
+        smoothed = median_filter(probs, size=(smooth, 1), mode="nearest")
+    else:
+        smoothed = probs
+    top = smoothed.argmax(axis=1)
+    top_prob = smoothed[np.arange(len(top)), top]
     events = merge_events(starts, top, top_prob, names, window_s, hop_s, duration, threshold)
+    events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), hop_s)
     summary = {
         "file": str(audio), "model": model.source, "sample_rate": rate,
         "duration": round(duration, 4), "window": window_s, "hop": hop_s,
-        "threshold": threshold, "classes": names, "num_windows": len(starts),
+        "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": len(starts),
         "events": events,
     }
     (folder / "timeline.json").write_text(json.dumps({**summary, "windows": windows_json},
                                                      indent=1) + "\n")
-    plot_timeline(np.stack(all_probs).astype(np.float32), np.asarray(starts), envelope, names,
+    plot_timeline(probs, np.asarray(starts), envelope, names,
                   window_s, hop_s, duration, events, folder / "timeline.png",
                   title=os.path.basename(str(audio)))
     return summary
@@ -341,7 +385,7 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
     plt.close(fig)
 
 
-def run_timelines(model_path, files, out, hop=None, threshold=0.5, overwrite=False,
+def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
                   sample_rate=None, as_json=False, progress=True):
     """`esc50tf predict --timeline`: one timeline folder per file in `out`.
 
@@ -360,7 +404,7 @@ def run_timelines(model_path, files, out, hop=None, threshold=0.5, overwrite=Fal
     for f, stem in zip(files, stems):
         try:
             summary = timeline(model, f, Path(out) / stem, hop=hop, threshold=threshold,
-                               overwrite=overwrite, progress=progress)
+                               smooth=smooth, overwrite=overwrite, progress=progress)
         except Esc50Error as err:
             print(f"esc50tf predict: error: {err}", file=sys.stderr)
             failed += 1
