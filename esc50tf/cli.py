@@ -520,7 +520,8 @@ def _add_predict(sub):
     t.add_argument("--smooth", type=_positive_int, default=3,
                    help="median filter over this many windows (odd) before events are "
                    "found; 1: none (default: %(default)s)")
-    t.add_argument("--out", default="timeline", help="folder for the timelines (default: %(default)s)")
+    t.add_argument("--out", default="timeline",
+                   help="folder for the timelines (default: %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace existing timelines")
     p.set_defaults(handler=_run_predict)
 

@@ -89,7 +89,8 @@ class ExportConfig:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise Esc50Error(f"format {self.format!r} is not allowed; allowed: {', '.join(FORMATS)}")
+            raise Esc50Error(f"format {self.format!r} is not allowed; "
+                             f"allowed: {', '.join(FORMATS)}")
         if self.quantize not in QUANTIZATIONS:
             raise Esc50Error(f"quantize {self.quantize!r} is not allowed; "
                              f"allowed: {', '.join(QUANTIZATIONS)}")

@@ -22,9 +22,10 @@ consecutive windows (3 by default: a lone window straddling an event's edge,
 half sound and half background, is often confidently wrong; a median keeps
 the edges of real events where they are); a window is labelled with its top
 class when that class's smoothed probability reaches `threshold`, and
-consecutive windows with the same label merge into one event. Each window speaks for the `hop` seconds around its
-centre, so an event runs from the first window's centre - hop / 2 to the
-last one's centre + hop / 2 (clipped to the recording). A window whose
+consecutive windows with the same label merge into one event. Each window
+speaks for the `hop` seconds around its centre, so an event runs from the
+first window's centre - hop / 2 to the last one's centre + hop / 2 (clipped
+to the recording). A window whose
 sound fills only a small part of it is still often labelled when the rest is
 quiet, which would stretch the event by up to half a window on each side; so
 edges are then trimmed, hop by hop, while the hop at the edge is no louder
@@ -52,8 +53,9 @@ from esc50tf.errors import Esc50Error
 TOP_K = 3
 QUIET_DB = 6.0
 BACKGROUND_PERCENTILE = 10
+PLOT_COLUMNS = 2000  # the heat map's time columns at most (the PNG is 1200 pixels wide)
 BATCH = 32
-BLOCK_SECONDS = 30.0
+BLOCK_SECONDS = 1.0  # read granularity: a decode error is placed within a second
 
 
 @dataclasses.dataclass
@@ -293,8 +295,11 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
     names = model.class_names
     k = min(TOP_K, len(names))
     rate = model.sample_rate
-    starts, envelope, all_probs, windows_json = [], [], [], []
-    with open(folder / "windows.csv", "w", newline="") as fcsv:
+    starts, envelope, all_probs = [], [], []
+    # The windows' JSON goes to a scratch file as it comes (memory stays flat) and is
+    # copied into timeline.json at the end.
+    scratch = folder / ".windows.json.part"
+    with open(folder / "windows.csv", "w", newline="") as fcsv, open(scratch, "w") as fjson:
         writer = csv.writer(fcsv)
         writer.writerow(["start", "end"] + [f"{c}{i}" for i in range(1, k + 1)
                                             for c in ("class", "prob")] + names)
@@ -309,9 +314,10 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
                 writer.writerow([f"{start:.4f}", f"{end:.4f}"]
                                 + [v for c, q in top for v in (c, f"{q:.6f}")]
                                 + [f"{q:.6f}" for q in p])
-                windows_json.append({"start": round(start, 4), "end": round(end, 4),
-                                     "top": [{"class": c, "probability": round(q, 6)}
-                                             for c, q in top]})
+                fjson.write(",\n" if starts else "\n")
+                fjson.write(json.dumps({"start": round(start, 4), "end": round(end, 4),
+                                        "top": [{"class": c, "probability": round(q, 6)}
+                                                for c, q in top]}))
                 starts.append(start)
                 all_probs.append(p.astype(np.float16))
             pending.clear()
@@ -346,8 +352,12 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": len(starts),
         "events": events,
     }
-    (folder / "timeline.json").write_text(json.dumps({**summary, "windows": windows_json},
-                                                     indent=1) + "\n")
+    head = json.dumps({**summary, "windows": []}, indent=1)
+    with open(folder / "timeline.json", "w") as f, open(scratch) as windows:
+        f.write(head[:head.rindex("[]") + 1])  # `..."windows": [`
+        shutil.copyfileobj(windows, f)
+        f.write("\n ]\n}\n")
+    scratch.unlink()
     plot_timeline(probs, np.asarray(starts), envelope, names,
                   window_s, hop_s, duration, events, folder / "timeline.png",
                   title=os.path.basename(str(audio)))
@@ -362,10 +372,16 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
     import matplotlib.pyplot as plt
 
     centres = starts + window / 2
+    env = np.asarray(envelope)
+    if len(probs) > PLOT_COLUMNS:  # hours of audio: the maximum over runs of windows
+        cuts = np.linspace(0, len(probs), PLOT_COLUMNS + 1).astype(int)[:-1]
+        probs = np.maximum.reduceat(probs, cuts, axis=0)
+        env = np.maximum.reduceat(env, cuts)
+        centres = centres[cuts]
+        hop = duration / len(cuts)
     height = 2.0 + 0.22 * len(names)
     fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True,
                                      gridspec_kw={"height_ratios": [1, max(2, len(names) / 4)]})
-    env = np.asarray(envelope)
     ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
     ax_env.set_ylabel("RMS")
     ax_env.set_title(title)

@@ -270,3 +270,26 @@ def test_failed_conversion_leaves_nothing(trained_run, tmp_path, monkeypatch):
     with pytest.raises(Esc50Error, match="TFLite conversion failed.*exploded"):
         _export(run, tmp_path / "out", parity=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_average_of_splits_shares_one_front_end(trained_run, test_clips):
+    """Several splits: one front end feeding each classifier, probabilities averaged."""
+    import keras
+
+    from esc50tf.export import build_export_model, keras_reference
+
+    run, _, _ = trained_run
+    x = test_clips[0][:8]
+    a = keras.models.load_model(run / "fold1" / "model.keras")
+    b = keras.models.load_model(run / "fold1" / "model.keras")
+    dense = b.get_layer("predictions")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 0.5, bias + np.linspace(-1, 1, len(bias))])  # another "split"
+    assert np.abs(a.predict(x, verbose=0) - b.predict(x, verbose=0)).max() > 1e-2
+    model = build_export_model([a, b])
+    assert len([l for l in model.layers if l.name == "frontend"]) == 1
+    assert np.abs(model.predict(x, verbose=0) - keras_reference([a, b], x)).max() <= 1e-5
+    c = keras.models.load_model(run / "fold1" / "model.keras")
+    c.get_layer("frontend").hop_length = 128  # a different front end cannot be shared
+    with pytest.raises(Esc50Error, match="different front ends"):
+        build_export_model([a, c])
