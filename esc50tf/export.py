@@ -434,7 +434,7 @@ def calibration_set(index, splits_, max_clips, seed=0):
     return names
 
 
-def _clips(data, index, folds_and_names, manifest, with_labels=False):
+def _clips(data, index, folds_and_names, manifest):
     """Yields `(waveform [samples] float32, label, filename)` of the named clips."""
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.data.splits import Selection
