@@ -238,10 +238,10 @@ def keras_reference(models, batch):
 
 def write_savedmodel(model, path):
     """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities."""
-    path = Path(path)
-    with contextlib.redirect_stdout(io.StringIO()):  # export prints a signature summary
-        model.export(str(path), format="tf_saved_model")
-    return path
+    from esc50tf.train import export_model
+
+    export_model(model, path)
+    return Path(path)
 
 
 def tflite_ops(model_content):

@@ -18,7 +18,7 @@ from conftest import EXPORT_VARIANTS as VARIANTS
 
 
 @pytest.fixture(scope="module")
-def test_clips(trained_run):
+def fold1_clips(trained_run):
     """The run's test clips, its Keras model's probabilities on them, and its accuracy."""
     import keras
 
@@ -58,25 +58,28 @@ def _ops(interpreter):
     return {d["op_name"] for d in interpreter._get_ops_details()}
 
 
-def test_fixture_model_is_trained(test_clips):
-    x, y, probs, accuracy = test_clips
+@pytest.mark.slow
+def test_fixture_model_is_trained(fold1_clips):
+    x, y, probs, accuracy = fold1_clips
     assert len(x) == 60
     assert accuracy >= 0.75  # int8's "within 2 points" means something only for a real model
     assert np.mean(probs.argmax(1) == y) == pytest.approx(accuracy)
 
 
-def test_savedmodel_matches_keras_with_tensorflow_alone(exports, test_clips):
+@pytest.mark.slow
+def test_savedmodel_matches_keras_with_tensorflow_alone(exports, fold1_clips):
     import tensorflow as tf
 
-    x, _, ref, _ = test_clips
+    x, _, ref, _ = fold1_clips
     loaded = tf.saved_model.load(str(exports["savedmodel"] / "saved_model"))
     got = np.asarray(loaded.serve(tf.constant(x)), np.float64)
     assert np.abs(got - ref).max() <= 1e-5
     assert (got.argmax(1) == ref.argmax(1)).all()
 
 
-def test_float_tflite_parity_and_builtin_ops(exports, test_clips):
-    x, _, ref, _ = test_clips
+@pytest.mark.slow
+def test_float_tflite_parity_and_builtin_ops(exports, fold1_clips):
+    x, _, ref, _ = fold1_clips
     got, interpreter = _tflite_probs(exports["float"] / "model.tflite", x)
     assert np.abs(got - ref).max() <= 1e-4
     assert (got.argmax(1) == ref.argmax(1)).all()
@@ -85,15 +88,17 @@ def test_float_tflite_parity_and_builtin_ops(exports, test_clips):
     assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops)
 
 
-def test_float16_tflite_parity(exports, test_clips):
-    x, _, ref, _ = test_clips
+@pytest.mark.slow
+def test_float16_tflite_parity(exports, fold1_clips):
+    x, _, ref, _ = fold1_clips
     got, interpreter = _tflite_probs(exports["float16"] / "model.tflite", x)
     assert np.abs(got - ref).max() <= 1e-2
     assert "DEQUANTIZE" in _ops(interpreter)  # float16 weights, dequantized once
 
 
-def test_int8_tflite_agreement_and_accuracy(exports, test_clips):
-    x, y, ref, accuracy = test_clips
+@pytest.mark.slow
+def test_int8_tflite_agreement_and_accuracy(exports, fold1_clips):
+    x, y, ref, accuracy = fold1_clips
     got, interpreter = _tflite_probs(exports["int8"] / "model.tflite", x)
     assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
     assert abs(np.mean(got.argmax(1) == y) - accuracy) <= 0.02 + 1e-9
@@ -107,18 +112,20 @@ def test_int8_tflite_agreement_and_accuracy(exports, test_clips):
     assert not any(o.startswith("Flex") or o == "CUSTOM" for o in kinds)
 
 
+@pytest.mark.slow
 def test_sizes_shrink_with_quantization(exports):
     sizes = {n: (exports[n] / "model.tflite").stat().st_size for n in ("float", "float16", "int8")}
     assert sizes["int8"] < sizes["float16"] < sizes["float"]
     assert sizes["float16"] < 0.6 * sizes["float"]
 
 
-def test_model_card_and_labels(exports, trained_run, test_clips):
+@pytest.mark.slow
+def test_model_card_and_labels(exports, trained_run, fold1_clips):
     from esc50tf.data import splits
 
     run, _, tfr = trained_run
     classes = [c["category"] for c in json.loads((run / "classes.json").read_text())]
-    _, _, _, accuracy = test_clips
+    _, _, _, accuracy = fold1_clips
     for name, (fmt, quantize) in VARIANTS.items():
         folder = exports[name]
         card = json.loads((folder / "model_card.json").read_text())
@@ -196,6 +203,7 @@ def _export(run, out, **kwargs):
     return export_run(run, ExportConfig(out=str(out), **kwargs), log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_run_without_a_model(trained_run, tmp_path):
     run, _, _ = trained_run
     empty = tmp_path / "run"
@@ -209,6 +217,7 @@ def test_run_without_a_model(trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_scikit_learn_run_cannot_be_exported(tiny_tfrecords, tmp_path):
     from esc50tf.train import resolve_config, train
 
@@ -222,6 +231,7 @@ def test_scikit_learn_run_cannot_be_exported(tiny_tfrecords, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bad_settings(trained_run, tmp_path):
     from esc50tf.export import ExportConfig
 
@@ -237,6 +247,7 @@ def test_bad_settings(trained_run, tmp_path):
         _export(run, tmp_path / "taken")
 
 
+@pytest.mark.slow
 def test_int8_without_calibration_data(trained_run, tmp_path):
     run, _, _ = trained_run
     with pytest.raises(Esc50Error, match="int8 calibration needs the run's training clips.*"
@@ -259,6 +270,7 @@ def test_cross_validation_average_has_no_calibration_clips(tiny_tfrecords):
     assert len(names) == 5 and set(names) <= set(one.train.rows(index)["filename"])
 
 
+@pytest.mark.slow
 def test_failed_conversion_leaves_nothing(trained_run, tmp_path, monkeypatch):
     from esc50tf import export
 
@@ -272,14 +284,15 @@ def test_failed_conversion_leaves_nothing(trained_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_average_of_splits_shares_one_front_end(trained_run, test_clips):
+@pytest.mark.slow
+def test_average_of_splits_shares_one_front_end(trained_run, fold1_clips):
     """Several splits: one front end feeding each classifier, probabilities averaged."""
     import keras
 
     from esc50tf.export import build_export_model, keras_reference
 
     run, _, _ = trained_run
-    x = test_clips[0][:8]
+    x = fold1_clips[0][:8]
     a = keras.models.load_model(run / "fold1" / "model.keras")
     b = keras.models.load_model(run / "fold1" / "model.keras")
     dense = b.get_layer("predictions")

@@ -92,6 +92,7 @@ def test_ten_minute_recording(trained_run, exports, tmp_path, capsys):
     assert (folder / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_every_model_kind_gives_the_same_timeline(trained_run, exports, tmp_path):
     """Run folder, .keras, export folder, SavedModel and .tflite; a 22.05 kHz stereo file."""
     from esc50tf.timeline import load_window_model, timeline
@@ -169,6 +170,7 @@ def test_merge_events():
     assert events[1]["peak_probability"] == pytest.approx(0.95)
 
 
+@pytest.mark.slow
 def test_decode_error_mid_stream_names_file_and_position(exports, tmp_path, capsys):
     from esc50tf import cli
 
@@ -190,6 +192,7 @@ def test_decode_error_mid_stream_names_file_and_position(exports, tmp_path, caps
     assert not list((tmp_path / "tl").glob(".*"))
 
 
+@pytest.mark.slow
 def test_bad_timeline_input(exports, tmp_path):
     from esc50tf.timeline import load_window_model, timeline
 
