@@ -583,11 +583,35 @@ def _add_predict(sub):
     p.add_argument("--sample-rate", type=_positive_int, default=None,
                    help="model sample rate, if it cannot be read from the run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    t = p.add_argument_group(
+        "timeline", "--timeline: classify each file window by window, streaming it in blocks, "
+        "and write OUT/<stem>/windows.csv, timeline.json (windows and merged events) and "
+        "timeline.png. MODEL may also be an export folder, a SavedModel or a .tflite file")
+    t.add_argument("--timeline", action="store_true", help="write a timeline per file")
+    t.add_argument("--hop", type=_positive_float, default=None,
+                   help="seconds between windows (default: half the model's window)")
+    t.add_argument("--threshold", type=_ratio, default=0.5,
+                   help="top-class probability a window needs to be part of an event "
+                   "(default: %(default)s)")
+    t.add_argument("--smooth", type=_positive_int, default=3,
+                   help="median filter over this many windows (odd) before events are "
+                   "found; 1: none (default: %(default)s)")
+    t.add_argument("--out", default="timeline",
+                   help="folder for the timelines (default: %(default)s)")
+    t.add_argument("--overwrite", action="store_true", help="replace existing timelines")
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args):
     from esc50tf.predict import load_predictor, predict_files
+
+    if args.timeline:
+        from esc50tf.timeline import run_timelines
+
+        return run_timelines(args.model, args.files, args.out, hop=args.hop,
+                             threshold=args.threshold, smooth=args.smooth,
+                             overwrite=args.overwrite,
+                             sample_rate=args.sample_rate, as_json=args.json)
 
     predictor = load_predictor(args.model, args.sample_rate)
     results, errors = predict_files(predictor, args.files, args.top_k)
@@ -602,6 +626,50 @@ def _run_predict(args):
     for _f, e in errors:
         print(f"esc50tf predict: error: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+# --- export -----------------------------------------------------------------------------
+
+def _add_export(sub):
+    from esc50tf.export import FORMATS, QUANTIZATIONS
+
+    p = sub.add_parser(
+        "export", help="export a trained run as a SavedModel or TFLite model, front end inside",
+        description="Export a run's Keras model(s) (the average of every split, or one with "
+        "--split) as one model taking raw mono waveforms at the run's sample rate, with the "
+        "STFT / log-Mel / MFCC front end inside and only builtin TFLite ops. Writes the model, "
+        "labels.txt and model_card.json (with parity figures measured on the test clips "
+        "against the Keras model) into OUT, via a staging folder.")
+    p.add_argument("run", help="run folder made by esc50tf train")
+    p.add_argument("--format", choices=FORMATS, default="tflite", help="default: %(default)s")
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                   help="TFLite only: float16 weights, or int8 post-training quantization "
+                   "calibrated on training-side clips (default: %(default)s)")
+    p.add_argument("--out", required=True, help="export folder (must not exist)")
+    p.add_argument("--split", default=None,
+                   help="export this split's model (e.g. fold1, or 1) instead of the average")
+    p.add_argument("--data", default=None,
+                   help="the run's TFRecord folder, if it moved (default: from the run's config)")
+    p.add_argument("--calibration-clips", type=_positive_int, default=200,
+                   help="int8: at most this many training-side clips (default: %(default)s)")
+    p.add_argument("--skip-parity", action="store_true",
+                   help="do not measure parity on the test clips (no TFRecords needed)")
+    p.add_argument("--seed", type=int, default=0, help="picks the calibration clips")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args):
+    from esc50tf.export import ExportConfig, export_run
+
+    cfg = ExportConfig(out=args.out, format=args.format, quantize=args.quantize,
+                       split=args.split, data=args.data,
+                       calibration_clips=args.calibration_clips, parity=not args.skip_parity,
+                       overwrite=args.overwrite, seed=args.seed)
+    card = export_run(args.run, cfg)
+    print(json.dumps({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
+                      "parity": card["parity"]}, indent=2))
+    return 0
 
 
 # --- features ---------------------------------------------------------------------------
@@ -1031,7 +1099,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_download, _add_build, _add_inspect, _add_synth, _add_models, _add_train,
-                _add_tune, _add_evaluate, _add_predict, _add_features, _add_demo, _add_compare,
+                _add_tune, _add_evaluate, _add_predict, _add_export, _add_features, _add_demo, _add_compare,
                 _add_study, _add_data_service):
         add(sub)
     pretrained_cli.add_parser(sub)

@@ -78,6 +78,7 @@ POWERS = (1.0, 2.0)
 LOGS = (None, "db", "ln")
 DELTAS = (0, 1, 2)
 DELTA_WIDTH = 9  # librosa.feature.delta's default window
+STFT_IMPLS = ("rfft", "matmul")
 
 
 # --------------------------------------------------------------------------
@@ -350,6 +351,34 @@ class _KerasOps:
         return ops.matmul(x, w)
 
 
+class _MatmulDFTOps(_KerasOps):
+    """``keras.ops`` with the STFT as one strided convolution by a windowed DFT basis.
+
+    For export: TFLite's builtin ``RFFT2D`` takes power-of-two FFT lengths
+    only, while a convolution runs everywhere. O(n_fft) multiply-adds per bin
+    instead of O(log n_fft); equal to the FFT path within float32 rounding.
+
+    Args:
+        window: numpy array `[n_fft]`. The analysis window, folded into the basis.
+    """
+
+    def __init__(self, window):
+        n_fft = len(window)
+        k = np.arange(n_fft // 2 + 1)
+        phase = 2.0 * np.pi * np.outer(np.arange(n_fft), k) / n_fft  # [n_fft, bins]
+        w = np.asarray(window, dtype=np.float64)[:, None]
+        self.basis = np.concatenate([w * np.cos(phase), -w * np.sin(phase)], axis=1)
+        self.bins = len(k)
+
+    def stft(self, x, n_fft, hop_length, window):
+        kernel = ops.convert_to_tensor(self.basis[:, None, :], dtype=x.dtype)  # [n_fft, 1, 2 bins]
+        one = len(x.shape) == 1
+        x = ops.expand_dims(x[None] if one else x, -1)  # [batch, samples, 1]
+        y = ops.conv(x, kernel, strides=hop_length, padding="valid")  # [batch, frames, 2 bins]
+        y = y[0] if one else y
+        return y[..., : self.bins], y[..., self.bins:]
+
+
 class _TFOps:
     """The same interface in plain TensorFlow, for ``tf.data`` pipelines."""
 
@@ -420,9 +449,13 @@ class _Frontend(keras.layers.Layer):
         top_db=None,
         ref=1.0,
         log_offset=1e-6,
+        stft_impl="rfft",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if stft_impl not in STFT_IMPLS:
+            raise ValueError(f"{type(self).__name__}: stft_impl {stft_impl!r} is not allowed; "
+                             f"allowed: {', '.join(STFT_IMPLS)}")
         _check_args(
             dict(n_fft=n_fft, hop_length=hop_length, win_length=win_length,
                  window=window, center=center, pad_mode=pad_mode, power=power,
@@ -440,6 +473,7 @@ class _Frontend(keras.layers.Layer):
         self.top_db = None if top_db is None else float(top_db)
         self.ref = ref if ref == "max" else float(ref)
         self.log_offset = float(log_offset)
+        self.stft_impl = stft_impl
 
     # --- dtype handling ---------------------------------------------------
 
@@ -560,7 +594,10 @@ class _Frontend(keras.layers.Layer):
             )
         weights = {name: getattr(self, f"{name}_weight") for name in self._constant_arrays}
         x = ops.cast(inputs, self._math_dtype)
-        out = self._compute(x, weights, _KerasOps)
+        xp = _KerasOps
+        if self.stft_impl == "matmul":
+            xp = _MatmulDFTOps(self._constant_arrays["window"])
+        out = self._compute(x, weights, xp)
         return ops.cast(out, self.compute_dtype)
 
     # --- shapes and config ------------------------------------------------
@@ -593,6 +630,7 @@ class _Frontend(keras.layers.Layer):
                 "top_db": self.top_db,
                 "ref": self.ref,
                 "log_offset": self.log_offset,
+                "stft_impl": self.stft_impl,
             }
         )
         return config
@@ -618,7 +656,12 @@ _FRONTEND_ARGS_DOC = """
             maximum minus `top_db` (librosa semantics). Defaults to None.
         ref: float or `"max"`. dB reference; `"max"` is each example's
             maximum (librosa's `ref=np.max`). Defaults to 1.0.
-        log_offset: float. Offset of `log="ln"`. Defaults to 1e-6."""
+        log_offset: float. Offset of `log="ln"`. Defaults to 1e-6.
+        stft_impl: str. `"rfft"` (tf.signal / keras.ops.stft) or `"matmul"`
+            (a strided convolution by the windowed DFT basis: the same numbers,
+            and runs in TFLite's builtin ops for any `n_fft`, where the builtin
+            RFFT2D takes powers of two only; esc50tf.export uses it). Defaults
+            to `"rfft"`."""
 
 
 @keras.saving.register_keras_serializable(package="esc50tf")

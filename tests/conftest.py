@@ -79,3 +79,62 @@ def rows_for(folds, classes=2, per_group=2, groups_per_class_fold=1):
                                      category=f"class{target}", esc10=target == 0,
                                      src_file=src, take=take))
     return rows
+
+
+# The demo's data and front end (esc50tf.demo), shrunk to 1 s clips and a few epochs:
+# trained enough (~90% on its 60 test clips) for the export parity figures to mean something.
+TRAINED = dict(num_classes=10, clips_per_class=30, sample_rate=16000, clip_seconds=1.0, seed=0)
+TRAINED_EPOCHS = 15
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A cnn_small run on synthetic demo-like data, test fold 1. Treat as read-only.
+
+    Returns (run_dir, esc50_dir, tfrecord_dir).
+    """
+    from esc50tf.data.synth import synthesize
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.demo import DEMO_FEATURES, DEMO_MODEL
+    from esc50tf.train import resolve_config, train
+
+    root = tmp_path_factory.mktemp("trained")
+    synthesize(root / "esc50", progress=False, **TRAINED)
+    build_tfrecords(root / "esc50", root / "tfr",
+                    BuildConfig(sample_rate=TRAINED["sample_rate"],
+                                clip_seconds=TRAINED["clip_seconds"], shards_per_fold=1),
+                    workers=1, progress=False, log=lambda _: None)
+    cfg = resolve_config(DEMO_MODEL, overrides={
+        "train": {"protocol": "test-fold", "test_fold": 1, "epochs": TRAINED_EPOCHS,
+                  "batch_size": 16, "data": str(root / "tfr"), "out": str(root / "run"),
+                  "seed": 0, "export": False, "deterministic": True},
+        "features": DEMO_FEATURES, "augment": {"mix": "none"}})
+    train(cfg, verbose=0)
+    return root / "run", root / "esc50", root / "tfr"
+
+
+EXPORT_VARIANTS = {  # name -> (format, quantize)
+    "savedmodel": ("savedmodel", "none"),
+    "float": ("tflite", "none"),
+    "float16": ("tflite", "float16"),
+    "int8": ("tflite", "int8"),
+}
+
+
+@pytest.fixture(scope="session")
+def exports(trained_run, tmp_path_factory):
+    """Every variant exported once; the savedmodel through the command line."""
+    from esc50tf import cli
+    from esc50tf.export import ExportConfig, export_run
+
+    run, _, _ = trained_run
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for name, (fmt, quantize) in EXPORT_VARIANTS.items():
+        out[name] = root / name
+        if name == "savedmodel":
+            assert cli.main(["export", str(run), "--format", fmt, "--out", str(out[name])]) == 0
+        else:
+            export_run(run, ExportConfig(out=str(out[name]), format=fmt, quantize=quantize),
+                       log=lambda _: None)
+    return out

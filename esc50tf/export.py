@@ -1,0 +1,666 @@
+"""`esc50tf export`: a trained run as one deployable model, front end inside.
+
+    RUN (one .keras per split) -> the exported graph:
+    waveform [batch, num_samples] float32 at the run's sample rate
+    -> the run's front end (STFT / log-Mel / MFCC)               [batch, frames, bins]
+    -> each exported split's classifier (normalisation .. softmax) [batch, classes]
+    -> their average (one split: itself)
+
+The front end is computed once and feeds every split's classifier (all
+splits of a run share its feature configuration). With a power-of-two
+`n_fft` it is the training layer itself (framing + RFFT, TFLite's builtin
+RFFT2D); otherwise the STFT is rewritten as a strided convolution by the
+windowed DFT basis (`stft_impl="matmul"`, equal within float32 rounding),
+because RFFT2D takes powers of two only. Only builtin TFLite ops are allowed
+(no Flex / Select TF ops); the export checks the op list of what it wrote.
+
+Formats: `savedmodel` (the `serve` endpoint of a TF SavedModel) and `tflite`
+with `--quantize none | float16 | int8`. `float16` stores the weights in
+float16. `int8` is post-training integer quantization calibrated on clips from
+the training side of the exported split(s) only (never a test or validation
+clip; the chosen clips are listed in the model card): every op of the
+classifier runs in int8, while the front end (whose power spectrum spans far
+more than 8 bits and whose RFFT2D and LOG have no int8 kernels) and the
+model's float32 input and output stay float.
+
+The export folder holds the model (`saved_model/` or `model.tflite`),
+`labels.txt` and `model_card.json` (classes, rate, input length, front end,
+training data and protocol, accuracy of the source run, format, size,
+quantization, calibration set, op list and parity figures measured on the test
+clips of the exported split(s) against the run's Keras models). It is written
+to a staging folder next to `--out` and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+FORMATS = ("savedmodel", "tflite")
+QUANTIZATIONS = ("none", "float16", "int8")
+CARD = "model_card.json"
+LABELS = "labels.txt"
+TFLITE_FILE = "model.tflite"
+SAVEDMODEL_DIR = "saved_model"
+# Name scope of the front end's ops in the converted graph (its layer name).
+FRONTEND = "frontend"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What `export_run` writes.
+
+    Args:
+        out: str. The export folder (must not exist unless `overwrite`).
+        format: str. "savedmodel" or "tflite".
+        quantize: str. "none", "float16" or "int8" (TFLite only).
+        split: str or None. Export this split's model (e.g. "fold1", or 1 for
+            "fold1"); None exports the average of every split. Defaults to None.
+        data: str or None. The run's TFRecord folder when it has moved; None
+            reads it from the run's config.json.
+        calibration_clips: int. At most this many training-side clips calibrate
+            int8. Defaults to 200.
+        parity: bool. Measure parity on the test clips (needs the TFRecords).
+            Defaults to True.
+        overwrite: bool. Replace an existing `out`. Defaults to False.
+        seed: int. Seeds the choice of calibration clips. Defaults to 0.
+    """
+
+    out: str
+    format: str = "tflite"
+    quantize: str = "none"
+    split: str | None = None
+    data: str | None = None
+    calibration_clips: int = 200
+    parity: bool = True
+    overwrite: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise Esc50Error(f"format {self.format!r} is not allowed; "
+                             f"allowed: {', '.join(FORMATS)}")
+        if self.quantize not in QUANTIZATIONS:
+            raise Esc50Error(f"quantize {self.quantize!r} is not allowed; "
+                             f"allowed: {', '.join(QUANTIZATIONS)}")
+        if self.format == "savedmodel" and self.quantize != "none":
+            raise Esc50Error(f"--quantize {self.quantize} applies to --format tflite only; "
+                             "a SavedModel is exported in float32")
+        if not isinstance(self.calibration_clips, int) or self.calibration_clips < 1:
+            raise Esc50Error(f"calibration_clips {self.calibration_clips!r} is not allowed; "
+                             "allowed: an integer >= 1")
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- reading a run -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+    path: Path
+    config: object  # train.RunConfig
+    config_dict: dict
+    split_names: list
+    class_names: list
+    report: dict | None
+
+
+def read_run(run, split=None):
+    """Reads RUN's configuration and picks the split folders to export.
+
+    Raises:
+        Esc50Error: not a run folder, a scikit-learn run, no trained model, or
+            an unknown split.
+    """
+    from esc50tf import models
+    from esc50tf.train import RunConfig
+
+    path = Path(run)
+    cfg_path = path / "config.json"
+    if not path.is_dir():
+        raise Esc50Error(f"{path}: no such run folder")
+    if not cfg_path.is_file():
+        raise Esc50Error(f"{path}: no config.json; is it an esc50tf run folder?")
+    try:
+        config_dict = json.loads(cfg_path.read_text())
+        config = RunConfig.from_dict(config_dict)
+    except (ValueError, TypeError) as err:
+        raise Esc50Error(f"{cfg_path}: not a valid run configuration ({err})") from None
+    spec = models.get(config.model.name)
+    if not spec.keras:
+        raise Esc50Error(f"{path}: a scikit-learn run ({spec.name}); only Keras runs export to "
+                         f"{' or '.join(FORMATS)}")
+    trained = sorted(p.parent.name for p in path.glob("*/model.keras"))
+    if not trained:
+        raise Esc50Error(f"{path}: no split has a model.keras yet (unfinished run?)")
+    if split is not None:
+        name = str(split)
+        if name not in trained and f"fold{name}" in trained:
+            name = f"fold{name}"
+        if name not in trained:
+            raise Esc50Error(f"--split {split!r}: no such trained split in {path}; "
+                             f"trained: {', '.join(trained)}")
+        trained = [name]
+    classes_path = path / "classes.json"
+    class_names = None
+    if classes_path.is_file():
+        class_names = [c["category"] for c in json.loads(classes_path.read_text())]
+    report_path = path / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return _Run(path, config, config_dict, trained, class_names, report)
+
+
+def load_models(run):
+    """The `.keras` model of each chosen split, in `run.split_names` order."""
+    import keras
+
+    import esc50tf.augment  # noqa: F401  (registers custom layers)
+    import esc50tf.features  # noqa: F401
+    import esc50tf.models.layers  # noqa: F401
+
+    out = []
+    for name in run.split_names:
+        f = run.path / name / "model.keras"
+        try:
+            out.append(keras.models.load_model(f))
+        except Exception as err:  # noqa: BLE001 - keras raises many types
+            raise Esc50Error(f"{f}: cannot load the model ({err})") from None
+    return out
+
+
+# --- the export graph --------------------------------------------------------------------
+
+
+def _power_of_two(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+def export_frontend(frontend):
+    """The front end for export: the layer itself, or its DFT-as-convolution twin.
+
+    TFLite's builtin RFFT2D takes power-of-two lengths only; any other
+    `n_fft` gets the same layer with `stft_impl="matmul"` (same constants,
+    same numbers within float32 rounding).
+    """
+    if _power_of_two(frontend.n_fft) or frontend.stft_impl == "matmul":
+        return frontend
+    config = dict(frontend.get_config(), stft_impl="matmul", name=FRONTEND)
+    return type(frontend).from_config(config)
+
+
+def build_export_model(models):
+    """One Keras model: waveform -> shared front end -> each classifier -> average.
+
+    Args:
+        models: list of keras.Model, each with a layer named "frontend", all
+            with the same front-end configuration and input length.
+    """
+    import keras
+
+    first = models[0].get_layer(FRONTEND)
+    config = first.get_config()
+    for m in models[1:]:
+        other = m.get_layer(FRONTEND).get_config()
+        if {k: v for k, v in other.items() if k != "name"} != {
+                k: v for k, v in config.items() if k != "name"}:
+            raise Esc50Error("the run's split models have different front ends; "
+                             "export one split with --split")
+    num_samples = int(models[0].input_shape[-1])
+    waveform = keras.Input((num_samples,), name="waveform", dtype="float32")
+    features = export_frontend(first)(waveform)  # [batch, frames, bins]
+    outputs = []
+    for i, m in enumerate(models):
+        frontend = m.get_layer(FRONTEND)
+        classifier = keras.Model(frontend.output, m.output, name=f"classifier_{i}")
+        outputs.append(classifier(features))
+    probs = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="average")(outputs)
+    return keras.Model(waveform, probs, name=f"{models[0].name}_export")
+
+
+def keras_reference(models, batch):
+    """The run's own prediction: the mean of its models' probabilities."""
+    return np.mean([np.asarray(m.predict_on_batch(batch), np.float64) for m in models], axis=0)
+
+
+def write_savedmodel(model, path):
+    """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities."""
+    from esc50tf.train import export_model
+
+    export_model(model, path)
+    return Path(path)
+
+
+def tflite_ops(model_content):
+    """Sorted names of the operators in a TFLite flatbuffer (LiteRT's interpreter)."""
+    interpreter = _interpreter(model_content=model_content)
+    return sorted({d["op_name"] for d in interpreter._get_ops_details()})
+
+
+def _interpreter(**kwargs):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(**kwargs)
+
+
+def convert_tflite(saved_model_dir, quantize="none", representative=None):
+    """Converts a SavedModel to TFLite with builtin ops only.
+
+    Args:
+        saved_model_dir: path. From `write_savedmodel`.
+        quantize: "none", "float16" or "int8".
+        representative: for int8, a callable returning an iterator of
+            `[waveform [1, num_samples] float32]` (training-side clips).
+
+    Returns:
+        The flatbuffer as bytes.
+    """
+    import tensorflow as tf
+
+    def converter():
+        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return c
+
+    with _quiet():
+        float_model = converter().convert()
+        if quantize == "none":
+            return float_model
+        c = converter()
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            c.target_spec.supported_types = [tf.float16]
+            return c.convert()
+        # int8: everything after the front end. The front end's tensors are kept
+        # float by name (they sit in the layer's name scope).
+        c.representative_dataset = representative
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+        interpreter = _interpreter(model_content=float_model)
+        front = sorted({
+            interpreter._get_tensor_details(i, 0)["name"]
+            for op in interpreter._get_ops_details() for i in op["outputs"]
+            if f"/{FRONTEND}" in interpreter._get_tensor_details(i, 0)["name"]
+        })
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=front)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=c, debug_dataset=representative, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+
+
+@contextlib.contextmanager
+def _quiet():
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The quantization debugger builds a tf.lite.Interpreter internally.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        yield
+
+
+# --- running an exported model -----------------------------------------------------------
+
+
+class TFLiteRunner:
+    """A `.tflite` file on the LiteRT interpreter alone: `[batch, samples]` -> probabilities.
+
+    Args:
+        path: str or path. The `.tflite` file.
+        num_threads: int or None. Interpreter threads; None lets LiteRT choose.
+    """
+
+    def __init__(self, path, num_threads=None):
+        self.path = str(path)
+        try:
+            self.interpreter = _interpreter(model_path=self.path, num_threads=num_threads)
+        except (ValueError, RuntimeError) as err:
+            raise Esc50Error(f"{path}: not a TFLite model ({err})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.num_samples = int(self.input["shape_signature"][-1])
+        self._shape = None
+
+    def __call__(self, batch):
+        batch = np.asarray(batch, np.float32)
+        if self._shape != batch.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self._shape = batch.shape
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output["index"]), np.float64)
+
+
+class SavedModelRunner:
+    """A SavedModel on TensorFlow alone (its `serve` endpoint)."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        try:
+            self.module = tf.saved_model.load(str(path))
+            self.fn = self.module.serve
+        except (OSError, ValueError, AttributeError) as err:
+            raise Esc50Error(f"{path}: not a SavedModel with a serve endpoint ({err})") from None
+        spec = self.fn.input_signature[0] if self.fn.input_signature else None
+        self.num_samples = int(spec.shape[-1]) if spec is not None else None
+
+    def __call__(self, batch):
+        return np.asarray(self.fn(np.asarray(batch, np.float32)), np.float64)
+
+
+def runner_for(path, num_threads=None):
+    """A runner for an export folder, a `.tflite` file or a SavedModel folder."""
+    path = Path(path)
+    if path.is_dir() and (path / CARD).is_file():
+        card = json.loads((path / CARD).read_text())
+        path = path / card["file"]
+    if path.is_file() and path.suffix == ".tflite":
+        return TFLiteRunner(path, num_threads)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return SavedModelRunner(path)
+    raise Esc50Error(f"{path}: not an export folder, a .tflite file or a SavedModel folder")
+
+
+def read_card(path):
+    """The model card of an export folder or of the folder holding a model file."""
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / CARD).is_file():
+            return json.loads((folder / CARD).read_text())
+    return None
+
+
+# --- clips from the run's TFRecords ------------------------------------------------------
+
+
+def _data_dir(run, cfg):
+    data = Path(cfg.data or run.config.train.data)
+    if not (data / "manifest.json").is_file():
+        return None
+    return data
+
+
+def _run_splits(run, data):
+    from esc50tf.data import splits
+    from esc50tf.train import protocol_splits
+
+    index = splits.load_index(data)
+    chosen = {s.name: s for s in protocol_splits(run.config, index)}
+    missing = [n for n in run.split_names if n not in chosen]
+    if missing:
+        raise Esc50Error(f"{data}: the run's protocol has no split(s) {', '.join(missing)}; "
+                         "is it the run's TFRecord folder?")
+    return index, [chosen[n] for n in run.split_names]
+
+
+def calibration_set(index, splits_, max_clips, seed=0):
+    """Training-side clips of every exported split (no validation or test clip), sorted.
+
+    Raises:
+        Esc50Error: no clip is on the training side of every exported split
+            (the average of cross-validation splits).
+    """
+    names = None
+    tested = set()
+    for s in splits_:
+        side = set(s.train.rows(index)["filename"])
+        names = side if names is None else names & side
+        tested |= set(s.test.rows(index)["filename"])
+        if s.val is not None:
+            tested |= set(s.val.rows(index)["filename"])
+    names = sorted(names - tested)
+    if not names:
+        raise Esc50Error(
+            "int8 needs calibration clips from the training side of every exported split, and "
+            f"splits {', '.join(s.name for s in splits_)} share none (each clip is some split's "
+            "test or validation clip); export one split with --split K")
+    if len(names) > max_clips:
+        rng = np.random.default_rng(seed)
+        names = sorted(rng.choice(names, size=max_clips, replace=False).tolist())
+    return names
+
+
+def _clips(data, index, folds_and_names, manifest):
+    """Yields `(waveform [samples] float32, label, filename)` of the named clips."""
+    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.splits import Selection
+
+    folds, names = folds_and_names
+    ds = make_dataset(data, Selection(tuple(sorted(folds)), frozenset(names)), training=False,
+                      batch_size=32, with_metadata=True, manifest=manifest, cache=False)
+    for x, y, meta in ds:
+        for wave, label, name in zip(x.numpy(), y.numpy(), meta["filename"].numpy()):
+            yield wave.astype(np.float32), int(label), name.decode()
+
+
+def _folds_of(index, names):
+    rows = index[index["filename"].isin(set(names))]
+    return set(int(f) for f in rows["fold"]), list(names)
+
+
+# --- parity ------------------------------------------------------------------------------
+
+
+def measure_parity(reference, candidate, waves, labels, batch_size=16):
+    """Compares two `[batch, samples] -> probabilities` callables on the same clips.
+
+    Returns:
+        dict: clips, max_abs_prob_diff, top1_agreement, accuracy_reference,
+        accuracy_export (labels given).
+    """
+    ref, got = [], []
+    for start in range(0, len(waves), batch_size):
+        batch = np.stack(waves[start:start + batch_size])
+        ref.append(reference(batch))
+        got.append(np.concatenate([candidate(b[None]) for b in batch]))  # one clip per call
+    ref, got = np.concatenate(ref), np.concatenate(got)
+    labels = np.asarray(labels)
+    return {
+        "clips": int(len(ref)),
+        "max_abs_prob_diff": float(np.abs(ref - got).max()),
+        "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "accuracy_reference": float((ref.argmax(1) == labels).mean()),
+        "accuracy_export": float((got.argmax(1) == labels).mean()),
+    }
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def _source_accuracy(run):
+    accs = []
+    for name in run.split_names:
+        f = run.path / name / "result.json"
+        if f.is_file():
+            accs.append(json.loads(f.read_text())["accuracy"])
+    return float(np.mean(accs)) if len(accs) == len(run.split_names) else None
+
+
+def _folder_size(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _staging(out):
+    out = Path(out)
+    return out.parent / f".{out.name}.staging-{os.getpid()}"
+
+
+def export_run(run_path, cfg, log=_log):
+    """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
+    import esc50tf
+    from esc50tf.data import tfrecords as tfr
+
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise Esc50Error(f"{out}: already exists; choose another --out or pass --overwrite")
+    run = read_run(run_path, cfg.split)
+    data = _data_dir(run, cfg)
+    where = cfg.data or run.config.train.data
+    if cfg.quantize == "int8" and data is None:
+        raise Esc50Error(f"int8 calibration needs the run's training clips, but {where} holds "
+                         "no TFRecords (manifest.json); pass --data DIR with the run's TFRecords")
+    if cfg.parity and data is None:
+        raise Esc50Error(f"the parity check needs the run's test clips, but {where} holds no "
+                         "TFRecords (manifest.json); pass --data DIR, or --skip-parity")
+    index = splits_ = manifest = None
+    if data is not None:
+        manifest = tfr.read_manifest(data)
+        index, splits_ = _run_splits(run, data)
+    calib_names = None
+    if cfg.quantize == "int8":
+        calib_names = calibration_set(index, splits_, cfg.calibration_clips, cfg.seed)
+    log(f"export: loading {len(run.split_names)} split model(s) of {run.path}: "
+        f"{', '.join(run.split_names)}")
+    models = load_models(run)
+    class_names = run.class_names or [str(i) for i in range(models[0].output_shape[-1])]
+    model = build_export_model(models)
+    frontend = model.get_layer(FRONTEND)
+    num_samples = int(model.input_shape[-1])
+    rate = int(run.config.features.sample_rate)
+    staging = _staging(out)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        if cfg.format == "savedmodel":
+            log(f"export: writing a SavedModel into {out}")
+            file_name = SAVEDMODEL_DIR
+            write_savedmodel(model, staging / SAVEDMODEL_DIR)
+            ops = None
+        else:
+            file_name = TFLITE_FILE
+            tmp_sm = write_savedmodel(model, staging / ".saved_model")
+            representative = None
+            if calib_names is not None:
+                log(f"export: calibrating int8 on {len(calib_names)} training-side clips")
+                calib_waves = [w for w, _, _ in _clips(data, index, _folds_of(index, calib_names),
+                                                       manifest)]
+
+                def representative():
+                    for w in calib_waves:
+                        yield [w[None]]
+
+            log(f"export: converting to TFLite ({cfg.quantize}), builtin ops only")
+            try:
+                content = convert_tflite(tmp_sm, cfg.quantize, representative)
+            except Exception as err:  # noqa: BLE001 - the converter raises many types
+                raise Esc50Error(f"{run.path}: TFLite conversion failed ({err})") from None
+            shutil.rmtree(tmp_sm)
+            ops = tflite_ops(content)
+            custom = [o for o in ops if o.startswith("Flex") or o == "CUSTOM"]
+            if custom:
+                raise Esc50Error(f"{run.path}: the TFLite model needs non-builtin ops "
+                                 f"{', '.join(custom)}")
+            (staging / TFLITE_FILE).write_bytes(content)
+        convert_seconds = time.perf_counter() - t0
+        (staging / LABELS).write_text("".join(f"{c}\n" for c in class_names))
+        parity = None
+        if cfg.parity:
+            log("export: measuring parity with the run's Keras model(s) on their test clips")
+            names = sorted(set().union(*(set(s.test.rows(index)["filename"]) for s in splits_)))
+            clips = list(_clips(data, index, _folds_of(index, names), manifest))
+            waves = [w for w, _, _ in clips]
+            labels = [y for _, y, _ in clips]
+            runner = runner_for(staging / file_name)
+            parity = measure_parity(lambda b: keras_reference(models, b), runner, waves, labels)
+            parity["clips_from"] = ("test side of " + ", ".join(run.split_names)
+                                    + (" (each clip was seen in training by the other splits' "
+                                       "models: compare parity, not accuracy)"
+                                       if len(splits_) > 1 else ""))
+        card = _card(run, cfg, class_names, rate, num_samples, frontend, file_name,
+                     _folder_size(staging / file_name), ops, parity, calib_names, models,
+                     convert_seconds, esc50tf.__version__)
+        (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        _move_into_place(staging, out, cfg.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    msg = f"export: {out}/{file_name} ({card['size_bytes'] / 1e6:.2f} MB)"
+    if parity:
+        msg += (f"; parity on {parity['clips']} test clips: max |dp| "
+                f"{parity['max_abs_prob_diff']:.2e}, top-1 agreement "
+                f"{100 * parity['top1_agreement']:.1f}%, accuracy "
+                f"{100 * parity['accuracy_export']:.1f}% (Keras "
+                f"{100 * parity['accuracy_reference']:.1f}%)")
+    log(msg)
+    return card
+
+
+def _move_into_place(staging, out, overwrite):
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise Esc50Error(f"{out}: appeared while exporting; nothing was replaced")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _card(run, cfg, class_names, rate, num_samples, frontend, file_name, size, ops, parity,
+          calib_names, models, convert_seconds, version):
+    t = run.config.train
+    report = run.report or {}
+    card = {
+        "format": cfg.format,
+        "quantization": cfg.quantize,
+        "file": file_name,
+        "size_bytes": int(size),
+        "classes": class_names,
+        "num_classes": len(class_names),
+        "input": {"name": "waveform", "shape": [None, num_samples], "dtype": "float32",
+                  "sample_rate": rate, "seconds": num_samples / rate,
+                  "meaning": "mono waveform in [-1, 1] at sample_rate"},
+        "output": {"shape": [None, len(class_names)], "dtype": "float32",
+                   "meaning": "class probabilities (softmax), in the order of labels.txt"},
+        "front_end": {**run.config.features.to_dict(), "stft_impl": frontend.stft_impl,
+                      "inside_model": True},
+        "model": run.config.model.to_dict(),
+        "source_run": {
+            "path": str(run.path.resolve()),
+            "splits": run.split_names,
+            "combined": "average of the splits' probabilities" if len(models) > 1 else "one split",
+            "accuracy": _source_accuracy(run),
+            "run_accuracy": report.get("accuracy"),
+        },
+        "training": {"data": t.data, "protocol": t.protocol, "test_fold": t.test_fold,
+                     "split_ratio": t.split_ratio, "val_fraction": t.val_fraction,
+                     "epochs": t.epochs, "seed": t.seed,
+                     "dataset": report.get("dataset")},
+        "parity": parity,
+        "created_by": f"esc50tf {version}",
+        "convert_seconds": round(convert_seconds, 2),
+    }
+    if ops is not None:
+        card["tflite"] = {"ops": ops, "builtin_only": True,
+                          "runtime": "ai_edge_litert.interpreter.Interpreter"}
+    if cfg.quantize == "int8":
+        card["calibration"] = {
+            "clips": len(calib_names),
+            "source": "training side (no validation or test clip) of "
+                      + ", ".join(run.split_names),
+            "seed": cfg.seed,
+            "filenames": calib_names,
+            "float_parts": "front end (STFT / Mel / log) and the float32 input and output; "
+                           "every op after the front end runs in int8",
+        }
+    return card

@@ -1,0 +1,439 @@
+"""`esc50tf predict MODEL long.wav --timeline`: what sounds when, over long recordings.
+
+The recording is streamed: `soundfile` reads blocks, each is mixed to mono
+and (if its rate differs from the model's) resampled by a streaming `soxr`
+resampler, and windows of the model's input length are cut every `hop`
+seconds from a buffer that never holds more than a block plus a window. The
+windows are classified in batches; only one row of numbers per window is
+kept (for the events and the heat map), so memory stays bounded for hours of
+audio. A window past the end is zero-padded.
+
+Written per recording into `OUT/<stem>/`:
+
+- `windows.csv`: start, end (s), the top classes with their probabilities,
+  then every class's probability;
+- `timeline.json`: the same windows (top classes), the merged events and the
+  settings;
+- `timeline.png`: a heat map of class probability over time, under the
+  waveform's envelope, with the events marked.
+
+Events: each class's probability is median-filtered over `smooth`
+consecutive windows (3 by default: a lone window straddling an event's edge,
+half sound and half background, is often confidently wrong; a median keeps
+the edges of real events where they are); a window is labelled with its top
+class when that class's smoothed probability reaches `threshold`, and
+consecutive windows with the same label merge into one event. Each window
+speaks for the `hop` seconds around its centre, so an event runs from the
+first window's centre - hop / 2 to the last one's centre + hop / 2 (clipped
+to the recording). A window whose
+sound fills only a small part of it is still often labelled when the rest is
+quiet, which would stretch the event by up to half a window on each side; so
+edges are then trimmed, hop by hop, while the hop at the edge is no louder
+than the recording's background: its RMS within `QUIET_DB` (6) dB of the
+10th percentile of all hops' RMS.
+
+MODEL is a run folder, a `.keras` file, an export folder of `esc50tf
+export`, an exported SavedModel folder or a `.tflite` file (the last two read
+the classes and sample rate from the `model_card.json` beside them).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.errors import Esc50Error
+
+TOP_K = 3
+QUIET_DB = 6.0
+BACKGROUND_PERCENTILE = 10
+PLOT_COLUMNS = 2000  # the heat map's time columns at most (the PNG is 1200 pixels wide)
+BATCH = 32
+BLOCK_SECONDS = 1.0  # read granularity: a decode error is placed within a second
+
+
+@dataclasses.dataclass
+class WindowModel:
+    """Any saved model as `[batch, num_samples] -> probabilities`, with what feeds it.
+
+    Args:
+        predict: callable. Waveforms `[batch, num_samples]` float32 -> `[batch, classes]`.
+        class_names: list of str, in label order.
+        sample_rate: int.
+        num_samples: int. Window length in samples.
+        source: str. What was loaded.
+    """
+
+    predict: object
+    class_names: list
+    sample_rate: int
+    num_samples: int
+    source: str
+
+
+def load_window_model(path, sample_rate=None):
+    """Loads a run folder, `.keras` file, export folder, SavedModel or `.tflite` file."""
+    from esc50tf import export
+
+    path = Path(path)
+    exported = (path.suffix == ".tflite" or (path.is_dir() and (
+        (path / export.CARD).is_file() or (path / "saved_model.pb").is_file())))
+    if not exported:
+        from esc50tf.predict import load_predictor
+
+        p = load_predictor(path, sample_rate)
+
+        def predict(batch, models=p.models):
+            return export.keras_reference(models, batch)
+
+        return WindowModel(predict, p.class_names, p.sample_rate, p.num_samples, str(path))
+    if not path.exists():
+        raise Esc50Error(f"{path}: no such model file")
+    runner = export.runner_for(path)
+    card = export.read_card(path)
+    if card is None and sample_rate is None:
+        raise Esc50Error(f"{path}: no {export.CARD} beside it to tell the classes and sample "
+                         "rate; keep the export folder whole, or pass --sample-rate")
+    names = card["classes"] if card else None
+    rate = int(sample_rate or card["input"]["sample_rate"])
+    num_samples = runner.num_samples or card["input"]["shape"][-1]
+    if names is None:
+        names = [str(i) for i in range(runner(np.zeros((1, num_samples), np.float32)).shape[-1])]
+    return WindowModel(runner, names, rate, int(num_samples), str(path))
+
+
+def _read_blocks(path, sample_rate, block_seconds, progress):
+    """Yields mono float32 blocks at `sample_rate`; Esc50Error names the file and position."""
+    import soundfile as sf
+    import soxr
+    from tqdm import tqdm
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise Esc50Error(f"{path}: no such audio file")
+    try:
+        f = sf.SoundFile(path)
+    except Exception as err:  # noqa: BLE001 - soundfile raises several types
+        raise Esc50Error(f"{path}: cannot decode audio ({err})") from None
+    with f, tqdm(total=round(f.frames / f.samplerate, 1) if f.frames > 0 else None, unit="s",
+                 desc=os.path.basename(path), disable=not progress, leave=False) as bar:
+        rate = f.samplerate
+        resampler = None
+        if rate != sample_rate:
+            resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="VHQ")
+        block = max(1, int(block_seconds * rate))
+        pos = 0
+        while True:
+            try:
+                data = f.read(block, dtype="float32", always_2d=True)
+            except Exception as err:  # noqa: BLE001
+                raise Esc50Error(f"{path}: cannot decode audio at {pos / rate:.2f} s "
+                                 f"(frame {pos}) ({err})") from None
+            last = len(data) < block
+            if not np.all(np.isfinite(data)):
+                bad = pos + int(np.argmax(~np.isfinite(data).all(axis=1)))
+                raise Esc50Error(f"{path}: NaN or infinite samples at {bad / rate:.2f} s "
+                                 f"(frame {bad})")
+            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            pos += len(data)
+            bar.update(round(len(data) / rate, 1))
+            yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                return
+
+
+def stream_windows(blocks, num_samples, hop):
+    """Cuts windows every `hop` samples from a stream of blocks.
+
+    Yields:
+        (start, window, valid, envelope): start sample, the window
+        `[num_samples]` (zero-padded past the end), how many of its samples
+        are audio, and the RMS of its first `hop` samples.
+    """
+    buf = np.zeros(0, np.float32)
+    buf_start = 0  # stream position of buf[0]
+    start = 0  # next window's start
+    emitted_end = 0
+    for block in blocks:
+        buf = np.concatenate([buf, block])
+        while start + num_samples <= buf_start + len(buf):
+            w = buf[start - buf_start:start - buf_start + num_samples]
+            yield start, w, num_samples, _rms(w[:hop])
+            emitted_end = start + num_samples
+            start += hop
+        drop = min(start - buf_start, len(buf))
+        buf, buf_start = buf[drop:], buf_start + drop
+    total = buf_start + len(buf)
+    if total == 0:
+        return
+    if emitted_end < total and start < total:
+        w = np.zeros(num_samples, np.float32)
+        tail = buf[start - buf_start:]
+        w[:len(tail)] = tail
+        yield start, w, len(tail), _rms(tail[:hop])
+
+
+def _rms(x):
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def merge_events(starts, top, top_prob, class_names, window, hop, duration, threshold):
+    """Consecutive windows with the same top class at or above `threshold` -> events.
+
+    Args:
+        starts: seconds, per window. top: int class per window. top_prob: its probability.
+        window, hop, duration: seconds.
+
+    Returns:
+        list of {"start", "end", "class", "peak_probability", "windows"}.
+    """
+    events = []
+    current = None
+    for s, c, p in zip(starts, top, top_prob):
+        label = int(c) if p >= threshold else -1
+        centre = s + window / 2
+        if current is not None and label == current["label"]:
+            current["last"] = centre
+            current["peak"] = max(current["peak"], float(p))
+            current["windows"] += 1
+            continue
+        if current is not None:
+            events.append(current)
+        current = ({"label": label, "first": centre, "last": centre, "peak": float(p),
+                    "windows": 1} if label >= 0 else None)
+    if current is not None:
+        events.append(current)
+    return [{
+        "start": round(max(0.0, e["first"] - hop / 2), 4),
+        "end": round(min(duration, e["last"] + hop / 2), 4),
+        "class": class_names[e["label"]],
+        "peak_probability": round(e["peak"], 6),
+        "windows": e["windows"],
+    } for e in events]
+
+
+def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
+    """Moves each event's edges inwards past hops as quiet as the recording's background.
+
+    A hop is background when its RMS is within `quiet_db` of the
+    `BACKGROUND_PERCENTILE`th percentile of every hop's RMS.
+
+    Args:
+        events: from `merge_events` (changed in place and returned).
+        starts: seconds, per window; hop `j` is `[starts[j], starts[j] + hop)`.
+        envelope: RMS of hop `j`, per window.
+        hop: seconds.
+    """
+    if not len(envelope):
+        return events
+    floor = np.percentile(envelope, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
+    for e in events:
+        inside = np.flatnonzero((starts + hop > e["start"]) & (starts < e["end"]))
+        loud = inside[envelope[inside] > floor]
+        if not len(loud):
+            continue
+        e["start"] = round(max(e["start"], float(starts[loud[0]])), 4)
+        e["end"] = round(min(e["end"], float(starts[loud[-1]] + hop)), 4)
+    return events
+
+
+def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
+             progress=True, batch_size=BATCH, block_seconds=BLOCK_SECONDS):
+    """Classifies `audio` window by window and writes the timeline into `out`.
+
+    Args:
+        model: WindowModel.
+        audio: path of the recording (any rate and channel count).
+        out: folder to write (must not exist unless `overwrite`).
+        hop: float or None. Seconds between windows; None is half a window.
+        threshold: float. Minimum top-class probability of an event's windows.
+        smooth: int. Median filter length (windows) before thresholding; 1: none.
+
+    Returns:
+        dict: the timeline.json content without the windows.
+    """
+    out = Path(out)
+    rate, n = model.sample_rate, model.num_samples
+    window_s = n / rate
+    hop_s = window_s / 2 if hop is None else float(hop)
+    hop_n = int(round(hop_s * rate))
+    if not 1 <= hop_n <= n:
+        raise Esc50Error(f"--hop {hop!r}: allowed: from one sample (1/{rate} s) to the model's "
+                         f"window of {window_s:g} s")
+    hop_s = hop_n / rate
+    if not 0.0 <= threshold <= 1.0:
+        raise Esc50Error(f"--threshold {threshold!r}: allowed: a probability in [0, 1]")
+    if not (isinstance(smooth, int) and smooth >= 1 and smooth % 2 == 1):
+        raise Esc50Error(f"--smooth {smooth!r}: allowed: an odd number of windows >= 1")
+    if out.exists() and not overwrite:
+        raise Esc50Error(f"{out}: already exists; choose another --out or pass --overwrite")
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        summary = _write(model, audio, staging, n, hop_n, window_s, hop_s, threshold, smooth,
+                         progress, batch_size, block_seconds)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, progress,
+           batch_size, block_seconds):
+    names = model.class_names
+    k = min(TOP_K, len(names))
+    rate = model.sample_rate
+    starts, envelope, all_probs = [], [], []
+    # The windows' JSON goes to a scratch file as it comes (memory stays flat) and is
+    # copied into timeline.json at the end.
+    scratch = folder / ".windows.json.part"
+    with open(folder / "windows.csv", "w", newline="") as fcsv, open(scratch, "w") as fjson:
+        writer = csv.writer(fcsv)
+        writer.writerow(["start", "end"] + [f"{c}{i}" for i in range(1, k + 1)
+                                            for c in ("class", "prob")] + names)
+        pending = []
+
+        def flush():
+            probs = np.asarray(model.predict(np.stack([w for _, w, _ in pending])), np.float64)
+            for (s, _, valid), p in zip(pending, probs):
+                order = np.argsort(-p)[:k]
+                start, end = s / rate, (s + valid) / rate
+                top = [(names[i], float(p[i])) for i in order]
+                writer.writerow([f"{start:.4f}", f"{end:.4f}"]
+                                + [v for c, q in top for v in (c, f"{q:.6f}")]
+                                + [f"{q:.6f}" for q in p])
+                fjson.write(",\n" if starts else "\n")
+                fjson.write(json.dumps({"start": round(start, 4), "end": round(end, 4),
+                                        "top": [{"class": c, "probability": round(q, 6)}
+                                                for c, q in top]}))
+                starts.append(start)
+                all_probs.append(p.astype(np.float16))
+            pending.clear()
+
+        blocks = _read_blocks(audio, rate, block_seconds, progress)
+        end = 0
+        for s, w, valid, env in stream_windows(blocks, n, hop_n):
+            pending.append((s, w.copy(), valid))
+            envelope.append(env)
+            end = s + valid
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+    if not starts:
+        raise Esc50Error(f"{audio}: audio has no samples")
+    duration = end / rate
+    probs = np.stack(all_probs).astype(np.float32)  # [windows, classes]
+    if smooth > 1:
+        from scipy.ndimage import median_filter
+
+        smoothed = median_filter(probs, size=(smooth, 1), mode="nearest")
+    else:
+        smoothed = probs
+    top = smoothed.argmax(axis=1)
+    top_prob = smoothed[np.arange(len(top)), top]
+    events = merge_events(starts, top, top_prob, names, window_s, hop_s, duration, threshold)
+    events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), hop_s)
+    summary = {
+        "file": str(audio), "model": model.source, "sample_rate": rate,
+        "duration": round(duration, 4), "window": window_s, "hop": hop_s,
+        "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": len(starts),
+        "events": events,
+    }
+    head = json.dumps({**summary, "windows": []}, indent=1)
+    with open(folder / "timeline.json", "w") as f, open(scratch) as windows:
+        f.write(head[:head.rindex("[]") + 1])  # `..."windows": [`
+        shutil.copyfileobj(windows, f)
+        f.write("\n ]\n}\n")
+    scratch.unlink()
+    plot_timeline(probs, np.asarray(starts), envelope, names,
+                  window_s, hop_s, duration, events, folder / "timeline.png",
+                  title=os.path.basename(str(audio)))
+    return summary
+
+
+def plot_timeline(probs, starts, envelope, names, window, hop, duration, events, path, title=""):
+    """Heat map (classes x time) under the envelope, events outlined; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centres = starts + window / 2
+    env = np.asarray(envelope)
+    if len(probs) > PLOT_COLUMNS:  # hours of audio: the maximum over runs of windows
+        cuts = np.linspace(0, len(probs), PLOT_COLUMNS + 1).astype(int)[:-1]
+        probs = np.maximum.reduceat(probs, cuts, axis=0)
+        env = np.maximum.reduceat(env, cuts)
+        centres = centres[cuts]
+        hop = duration / len(cuts)
+    height = 2.0 + 0.22 * len(names)
+    fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True,
+                                     gridspec_kw={"height_ratios": [1, max(2, len(names) / 4)]})
+    ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
+    ax_env.set_ylabel("RMS")
+    ax_env.set_title(title)
+    ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
+              interpolation="nearest",
+              extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
+    index = {c: i for i, c in enumerate(names)}
+    for e in events:
+        i = index[e["class"]]
+        ax.add_patch(matplotlib.patches.Rectangle((e["start"], i - 0.5), e["end"] - e["start"], 1,
+                                                  fill=False, edgecolor="cyan", linewidth=1))
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlim(0, duration)
+    ax.set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
+                  sample_rate=None, as_json=False, progress=True):
+    """`esc50tf predict --timeline`: one timeline folder per file in `out`.
+
+    A file that fails (missing, or not decoding, even in the middle of the
+    stream) is reported naming the file and position and leaves no folder;
+    the others are still done. Returns the exit status (1 if any failed).
+    """
+    import sys
+
+    model = load_window_model(model_path, sample_rate)
+    stems = [Path(f).stem for f in files]
+    if len(set(stems)) != len(stems):
+        raise Esc50Error("two audio files share a name; their timelines would collide in "
+                         f"{out}: {', '.join(sorted({s for s in stems if stems.count(s) > 1}))}")
+    results, failed = [], 0
+    for f, stem in zip(files, stems):
+        try:
+            summary = timeline(model, f, Path(out) / stem, hop=hop, threshold=threshold,
+                               smooth=smooth, overwrite=overwrite, progress=progress)
+        except Esc50Error as err:
+            print(f"esc50tf predict: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        summary["folder"] = str(Path(out) / stem)
+        results.append(summary)
+        if not as_json:
+            print(f"{f} ({summary['duration']:g} s, {summary['num_windows']} windows of "
+                  f"{summary['window']:g} s every {summary['hop']:g} s): "
+                  f"{len(summary['events'])} event(s) -> {summary['folder']}")
+            for e in summary["events"]:
+                print(f"  {e['start']:9.2f} - {e['end']:9.2f} s  {e['class']:<24} "
+                      f"peak {e['peak_probability']:.3f}")
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
+    return 1 if failed else 0
