@@ -70,19 +70,7 @@ FULL = dict(batch_sizes=(16, 32), policies=POLICIES, jit=("off", "on"), jit_on_f
             clip_seconds=5.0, clips=300, steps=3, warmup=2, repeats=1)
 
 
-def _csv(parser, flag, value, allowed=None, cast=str):
-    try:
-        items = tuple(dict.fromkeys(cast(v.strip()) for v in value.split(",") if v.strip()))
-    except ValueError:
-        parser.error(f"{flag}: expected comma-separated values, got {value!r}")
-    if not items:
-        parser.error(f"{flag}: empty")
-    if allowed is not None:
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            parser.error(f"{flag}: unknown {', '.join(map(str, bad))}; "
-                         f"choose from {', '.join(allowed)}")
-    return items
+_csv = common.parse_csv
 
 
 def parse_args(argv=None):

@@ -88,6 +88,26 @@ def make_parser(description, *, full_help, quick_help,
     return parser
 
 
+def parse_csv(parser, flag, value, allowed=None, cast=str):
+    """Comma-separated flag value -> tuple without repeats; `parser.error` if bad.
+
+    `allowed` limits the values; `cast=int` also requires them positive.
+    """
+    try:
+        items = tuple(dict.fromkeys(cast(v.strip()) for v in value.split(",") if v.strip()))
+    except ValueError:
+        parser.error(f"{flag}: expected comma-separated values, got {value!r}")
+    if not items:
+        parser.error(f"{flag}: empty")
+    bad = [v for v in items if allowed is not None and v not in allowed]
+    if bad:
+        parser.error(f"{flag}: unknown {', '.join(map(str, bad))}; choose from "
+                     f"{', '.join(allowed)}")
+    if cast is int and min(items) < 1:
+        parser.error(f"{flag}: must be positive, got {value!r}")
+    return items
+
+
 def check_positive(parser, name, value):
     if value is not None and value < 1:
         parser.error(f"{name} must be a positive integer, got {value}")

@@ -64,22 +64,6 @@ QUICK = dict(frontend_batch_sizes=(2,), batch_sizes=(2,), clip_seconds=1.0,
 WATCHDOG_EXIT = 3
 
 
-def _csv(parser, flag, value, allowed=None, cast=str):
-    try:
-        items = tuple(dict.fromkeys(cast(v.strip()) for v in value.split(",") if v.strip()))
-    except ValueError:
-        parser.error(f"{flag}: expected comma-separated values, got {value!r}")
-    if not items:
-        parser.error(f"{flag}: empty")
-    bad = [v for v in items if allowed is not None and v not in allowed]
-    if bad:
-        parser.error(f"{flag}: unknown {', '.join(map(str, bad))}; choose from "
-                     f"{', '.join(allowed)}")
-    if cast is int and min(items) < 1:
-        parser.error(f"{flag}: must be positive, got {value!r}")
-    return items
-
-
 def parse_args(argv=None):
     parser = common.make_parser(
         __doc__.split("\n\n")[0],
@@ -123,15 +107,12 @@ def parse_args(argv=None):
         parser.error(f"--clip-seconds must be positive, got {args.clip_seconds}")
     if not args.budget_s > 0:
         parser.error(f"--budget-s must be positive, got {args.budget_s}")
-    args.models = (preset["models"] if args.models is None
-                   else _csv(parser, "--models", args.models))
-    args.batch_sizes = (preset["batch_sizes"] if args.batch_sizes is None
-                        else _csv(parser, "--batch-sizes", args.batch_sizes, cast=int))
-    args.frontend_batch_sizes = (
-        preset["frontend_batch_sizes"] if args.frontend_batch_sizes is None
-        else _csv(parser, "--frontend-batch-sizes", args.frontend_batch_sizes, cast=int))
-    args.policies = _csv(parser, "--policies", args.policies, POLICIES)
-    args.skip = _csv(parser, "--skip", args.skip, ("frontend", "train", "peer")) \
+    for flag, cast in (("models", str), ("batch_sizes", int), ("frontend_batch_sizes", int)):
+        value = getattr(args, flag)
+        setattr(args, flag, preset[flag] if value is None else common.parse_csv(
+            parser, "--" + flag.replace("_", "-"), value, cast=cast))
+    args.policies = common.parse_csv(parser, "--policies", args.policies, POLICIES)
+    args.skip = common.parse_csv(parser, "--skip", args.skip, ("frontend", "train", "peer")) \
         if args.skip else ()
     return args
 
@@ -539,6 +520,10 @@ def add_peer_ratios(results):
 # --------------------------------------------------------------------------
 
 
+def _percent_of_peak(row):
+    return None if row["fraction_of_peak"] is None else 100.0 * row["fraction_of_peak"]
+
+
 def render_markdown(payload):
     dev, cfg, env, budget = (payload["device"], payload["config"], payload["environment"],
                              payload["budget"])
@@ -571,8 +556,7 @@ def render_markdown(payload):
             ("name", lambda r: f"`{r['name']}`"),
             ("clips/s", lambda r: r["clips_per_s"]),
             ("GFLOP/s", lambda r: r["gflops_per_s"]),
-            ("% of FP32 peak", lambda r: None if r["fraction_of_peak"] is None
-             else 100.0 * r["fraction_of_peak"]),
+            ("% of FP32 peak", _percent_of_peak),
             ("first call s", lambda r: r["first_call_s"]),
             ("output", lambda r: r["output_dtype"]),
         ])]
@@ -584,8 +568,7 @@ def render_markdown(payload):
                 ("train ex/s", lambda r: r["examples_per_s"]),
                 ("infer clips/s", lambda r: r["infer_clips_per_s"]),
                 ("GFLOP/step", lambda r: r["step_gflops"]),
-                ("% of peak", lambda r: None if r["fraction_of_peak"] is None
-                 else 100.0 * r["fraction_of_peak"]),
+                ("% of peak", _percent_of_peak),
                 ("step MiB (XLA)", lambda r: r["step_memory_mib"]),
                 ("device peak MiB", lambda r: r["device_peak_mib"]),
                 ("compile s", lambda r: r["compile_s"]),
