@@ -42,7 +42,7 @@ def _jax_env(tmp_path):
     return env
 
 
-def _run_without_tensorflow(code, tmp_path, timeout=900):
+def _run_without_tensorflow(code, tmp_path, timeout=1800):
     pytest.importorskip("jax")
     proc = subprocess.run([sys.executable, "-c", NO_TENSORFLOW + textwrap.dedent(code)],
                           env=_jax_env(tmp_path), cwd=tmp_path, capture_output=True,
