@@ -26,11 +26,11 @@ longer fits is skipped and listed, and a watchdog ends a task still running
 when the budget is spent, writing what was measured. Every result is appended
 to `OUT/device_check-<mode>-<device>.jsonl` as it is measured, and the JSON
 and markdown reports are rewritten after every task, so a run cut short
-still returns its measurements.
+still returns its measurements (a run the watchdog ended exits with status 3).
 
 Usage (repository root):
     KERAS_BACKEND=jax python benchmarks/device_check.py --out OUT    # the device
-    KERAS_BACKEND=jax python benchmarks/device_check.py --quick      # CI, < 1 min
+    KERAS_BACKEND=jax python benchmarks/device_check.py --quick      # CI: ~45 s of CPU
 """
 
 from __future__ import annotations
