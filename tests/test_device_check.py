@@ -74,7 +74,7 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
     # Small inputs (16 kHz, 0.5 s, 32 Mels; 64 px images for the 2-D CNNs, which
     # need at least 32): forward, backward and an optimizer update of each model.
     proc = _run_without_tensorflow("""
-        import dataclasses, sys
+        import dataclasses, sys, time
         import numpy as np
         import keras
         from esc50tf import models
@@ -85,6 +85,7 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
         names = [s.name for s in models.specs() if s.keras]
         rng = np.random.default_rng(0)
         for name in names:
+            cpu0 = time.process_time()
             cfg = resolve_config(name, "default")
             features = dataclasses.replace(cfg.features, n_fft=512, hop_length=256, n_mels=32,
                                            sample_rate=16000)
@@ -105,7 +106,8 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
             assert np.isfinite(loss), (name, loss)
             # Every trainable weight gets a gradient step (AdamW moves each one).
             assert changed == len(before), (name, changed, len(before))
-            print("trained", name, round(loss, 3), changed, flush=True)
+            print("trained", name, round(loss, 3), changed,
+                  f"cpu {time.process_time() - cpu0:.1f} s", flush=True)
             keras.backend.clear_session()
         assert "tensorflow" not in sys.modules
         print("MODELS", ",".join(names))
