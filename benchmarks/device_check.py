@@ -423,8 +423,12 @@ def peer_status(models):
     missing = [m for m in ("torch", "panns_inference") if importlib.util.find_spec(m) is None]
     if missing:
         return False, f"skipped: {' and '.join(missing)} not importable here"
-    if PEER_MODEL not in models:
+    from esc50tf.models import registry
+
+    if PEER_MODEL not in registry.names():
         return False, f"skipped: esc50tf registers no {PEER_MODEL!r} Keras model yet"
+    if PEER_MODEL not in models:
+        return False, f"skipped: {PEER_MODEL!r} is not among the models checked (--models)"
     return True, None
 
 
