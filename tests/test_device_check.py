@@ -103,11 +103,16 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
             assert probs.shape == (2, 5) and np.allclose(probs.sum(-1), 1, atol=1e-4), name
             before = [np.array(v) for v in model.trainable_variables]
             loss = float(model.train_on_batch(x, y))
-            after = [np.array(v) for v in model.trainable_variables]
-            changed = sum(not np.array_equal(a, b) for a, b in zip(before, after))
+            unchanged = {v.path for v, b in zip(model.trainable_variables, before)
+                         if np.array_equal(np.array(v), b)}
+            changed = len(before) - len(unchanged)
             assert np.isfinite(loss), (name, loss)
-            # Every trainable weight gets a gradient step (AdamW moves each one).
-            assert changed == len(before), (name, changed, len(before))
+            # Every trainable weight gets a step (AdamW moves each one), except in
+            # hybrid_seed, whose attention runs over the one step its global pooling
+            # leaves (the study's design): no gradient there, and weight decay cannot
+            # move the zero-initialised score bias.
+            expected = {"attention_pool/b"} if name == "hybrid_seed" else set()
+            assert unchanged == expected, (name, sorted(unchanged))
             print("trained", name, round(loss, 3), changed,
                   f"cpu {time.process_time() - cpu0:.1f} s", flush=True)
             keras.backend.clear_session()
