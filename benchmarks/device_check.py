@@ -30,7 +30,7 @@ still returns its measurements (a run the watchdog ended exits with status 3).
 
 Usage (repository root):
     KERAS_BACKEND=jax python benchmarks/device_check.py --out OUT    # the device
-    KERAS_BACKEND=jax python benchmarks/device_check.py --quick      # CI: ~45 s of CPU
+    KERAS_BACKEND=jax python benchmarks/device_check.py --quick      # CI: ~35 s of CPU
 """
 
 from __future__ import annotations
