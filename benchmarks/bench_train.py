@@ -67,8 +67,8 @@ FEEDS = ("memory", "tfrecord")
 POLICIES = ("float32", "mixed_bfloat16")
 SAMPLE_RATE = 44100
 NUM_CLASSES = 50
-EPOCH_CLIPS = 1600  # ESC-50: 4 training folds of 400 clips
-CV_FOLDS = 5
+EPOCH_CLIPS = common.EPOCH_CLIPS
+CV_FOLDS = common.CV_FOLDS
 QUICK_MODELS = ("cnn_small", "gru", "alexnet")
 # Quick: float32 only, batch 8, 1 s clips; XLA on as well for the first model only.
 QUICK = dict(batch_sizes=(8,), policies=("float32",), jit=("off",), jit_on_for=("cnn_small",),
@@ -77,19 +77,7 @@ FULL = dict(batch_sizes=(16, 32), policies=POLICIES, jit=("off", "on"), jit_on_f
             clip_seconds=5.0, clips=300, steps=3, warmup=2, repeats=1)
 
 
-def _csv(parser, flag, value, allowed=None, cast=str):
-    try:
-        items = tuple(dict.fromkeys(cast(v.strip()) for v in value.split(",") if v.strip()))
-    except ValueError:
-        parser.error(f"{flag}: expected comma-separated values, got {value!r}")
-    if not items:
-        parser.error(f"{flag}: empty")
-    if allowed is not None:
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            parser.error(f"{flag}: unknown {', '.join(map(str, bad))}; "
-                         f"choose from {', '.join(allowed)}")
-    return items
+_csv = common.parse_csv
 
 
 def parse_args(argv=None):
@@ -313,11 +301,9 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
         keras.backend.clear_session()
         gc.collect()
     results = []
-    epoch_steps = EPOCH_CLIPS // batch
     for feed in feeds:
         step_s = statistics.median(steps[feed])
-        epoch_s = epoch_steps * step_s
-        cv_s = CV_FOLDS * args.epochs * epoch_s
+        projection = common.cv_projection(batch, step_s, args.epochs)
         results.append(common.summarise(
             f"{label}-{feed}", windows[feed],
             variant=feed, model=name, policy=policy, jit_compile=jit, batch_size=batch,
@@ -327,11 +313,11 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
             examples_per_s=round(batch / step_s, 2),
             timed_steps=len(steps[feed]), warmup_steps=args.warmup,
             first_step_s=round(first_step_s, 3), warmup_s=warm[feed], build_s=round(build_s, 3),
-            epoch_steps=epoch_steps, epoch_s=round(epoch_s, 2),
-            cv5_projected_s=round(cv_s, 1), cv5_projected_h=round(cv_s / 3600, 3),
+            **projection,
         ))
         common.log(f"{label}-{feed}: {1000 * step_s:.1f} ms/step, {batch / step_s:.1f} ex/s, "
-                   f"epoch {epoch_s:.1f} s, 5-fold CV x{args.epochs} ~ {cv_s / 3600:.2f} h")
+                   f"epoch {projection['epoch_s']:.1f} s, 5-fold CV x{args.epochs} ~ "
+                   f"{projection['cv5_projected_h']:.2f} h")
     return results, features
 
 

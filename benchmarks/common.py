@@ -68,22 +68,44 @@ def make_parser(description, *, full_help, quick_help,
     """Flags every benchmark script shares.
 
     `--quick` (a run of under two minutes on two CPU cores), `--data DIR`
-    (existing TFRecords), `--out DIR` and `--repeats`. Scripts add their own.
+    (existing TFRecords; left out when `data_help` is None), `--out DIR` and
+    `--repeats`. Scripts add their own.
     """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true",
                         help=f"Quick mode: {quick_help} Default: full mode, {full_help}")
-    parser.add_argument("--data", metavar="DIR", default=None,
-                        help="A folder of TFRecords made by `esc50tf build-tfrecords` "
-                             f"(e.g. the real ESC-50). {data_help}")
+    if data_help is not None:
+        parser.add_argument("--data", metavar="DIR", default=None,
+                            help="A folder of TFRecords made by `esc50tf build-tfrecords` "
+                                 f"(e.g. the real ESC-50). {data_help}")
     parser.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT),
                         help="Where the JSON and markdown go. Default: benchmarks/results.")
     parser.add_argument("--repeats", type=int, default=None,
                         help="Times each variant is timed; the best is reported. "
                              "Default: 3 (full), 1 (quick).")
     return parser
+
+
+def parse_csv(parser, flag, value, allowed=None, cast=str):
+    """Comma-separated flag value -> tuple without repeats; `parser.error` if bad.
+
+    `allowed` limits the values; `cast=int` also requires them positive.
+    """
+    try:
+        items = tuple(dict.fromkeys(cast(v.strip()) for v in value.split(",") if v.strip()))
+    except ValueError:
+        parser.error(f"{flag}: expected comma-separated values, got {value!r}")
+    if not items:
+        parser.error(f"{flag}: empty")
+    bad = [v for v in items if allowed is not None and v not in allowed]
+    if bad:
+        parser.error(f"{flag}: unknown {', '.join(map(str, bad))}; choose from "
+                     f"{', '.join(allowed)}")
+    if cast is int and min(items) < 1:
+        parser.error(f"{flag}: must be positive, got {value!r}")
+    return items
 
 
 def check_positive(parser, name, value):
@@ -308,6 +330,34 @@ def cpu_description():
     }
 
 
+# Dense (no structured sparsity) peaks in TFLOP/s by compute precision, from
+# NVIDIA's datasheets: H100 SXM / H200 (same Hopper chip and clocks; the H200
+# datasheet lists BF16 1,979 and TF32 989 TFLOP/s "with sparsity", half that
+# dense), A100 SXM (BF16 312, TF32 156). XLA runs float32 matmuls and
+# convolutions in TF32 on these GPUs under JAX's default precision.
+GPU_DENSE_PEAK_TFLOPS = {
+    "H200": {"bfloat16": 989.5, "tfloat32": 494.7},
+    "H100": {"bfloat16": 989.5, "tfloat32": 494.7},
+    "A100": {"bfloat16": 312.0, "tfloat32": 156.0},
+}
+PEAK_SOURCE = ("NVIDIA datasheets (H100/H200 SXM, A100 SXM), dense tensor-core rates: "
+               "bfloat16 for mixed_bfloat16, TF32 for float32")
+
+
+def dense_peak_tflops(device_name, policy):
+    """Tensor-core peak of `device_name` for a Keras `policy`, or None if unknown.
+
+    mixed_bfloat16 -> the bfloat16 rate; float32 -> the TF32 rate. CPUs and
+    GPUs missing from `GPU_DENSE_PEAK_TFLOPS` give None.
+    """
+    precision = "bfloat16" if "bfloat16" in policy else "tfloat32"
+    name = (device_name or "").upper()
+    for key in sorted(GPU_DENSE_PEAK_TFLOPS, key=len, reverse=True):
+        if key in name:
+            return GPU_DENSE_PEAK_TFLOPS[key][precision]
+    return None
+
+
 def gpu_peak_gflops(device_name):
     """FP32 peak in GFLOP/s from `GPU_FP32_PEAK_TFLOPS`, or None if unknown."""
     name = device_name.upper()
@@ -364,6 +414,24 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+EPOCH_CLIPS = 1600  # ESC-50: 4 training folds of 400 clips
+CV_FOLDS = 5
+
+
+def cv_projection(batch_size, step_s, epochs):
+    """One ESC-50 training epoch and 5-fold cross-validation from a step time.
+
+    An epoch is `floor(1600 / batch)` steps; 5-fold CV is 5 x `epochs` epochs.
+    A projection, not a measured run: no early stopping, validation, test
+    passes, augmentation or compilation.
+    """
+    epoch_steps = EPOCH_CLIPS // batch_size
+    epoch_s = epoch_steps * step_s
+    cv_s = CV_FOLDS * epochs * epoch_s
+    return {"epoch_steps": epoch_steps, "epoch_s": round(epoch_s, 2),
+            "cv5_projected_s": round(cv_s, 1), "cv5_projected_h": round(cv_s / 3600, 3)}
+
+
 def new_payload(script, quick):
     """The fields every report starts with; scripts add theirs."""
     return {
@@ -384,12 +452,13 @@ def command_line(argv):
     return " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
 
 
-def write_report(out_dir, device_label, payload, markdown):
+def write_report(out_dir, device_label, payload, markdown, echo=True):
     """Writes `<script>-<mode>-<device>.json` and `.md` and prints the markdown.
 
-    The payload's `notes` end the markdown as a "Notes" section. The JSON goes
-    through a temporary file, so a report never looks complete when it is not.
-    Returns the JSON path.
+    The payload's `notes` end the markdown as a "Notes" section. Both files go
+    through temporary files, so a report never looks complete when it is not.
+    `echo=False` writes without printing (a partial report). Returns the JSON
+    path.
     """
     if payload.get("notes"):
         markdown = "\n".join([markdown.rstrip(), "", "## Notes", ""]
@@ -397,14 +466,24 @@ def write_report(out_dir, device_label, payload, markdown):
     base = report_path(out_dir, payload, device_label)
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_suffix(".json")
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, json_path)
     md_path = base.with_suffix(".md")
-    md_path.write_text(markdown.rstrip() + "\n")
-    print(markdown.rstrip())
-    print(f"\nwrote {json_path} and {md_path.name}", file=sys.stderr)
+    for path, text in ((json_path, json.dumps(payload, indent=2, allow_nan=False)),
+                       (md_path, markdown.rstrip())):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    if echo:
+        print(markdown.rstrip())
+        print(f"\nwrote {json_path} and {md_path.name}", file=sys.stderr)
     return json_path
+
+
+def append_jsonl(path, row):
+    """Appends one JSON line and flushes it to disk: a run cut short keeps it."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def log(message):
