@@ -72,6 +72,10 @@ class ClassicModel:
         self.input_shape = (None, int(num_samples))
         self.output_shape = (None, self.num_classes)
 
+    def __call__(self, batch, training=False):
+        """Like a Keras model's call, so `predict_crops` takes it (no crops)."""
+        return self.predict_on_batch(batch)
+
     def predict_on_batch(self, batch):
         import tensorflow as tf
 

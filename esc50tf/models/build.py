@@ -132,6 +132,8 @@ def image_input(x, config, default_size=None):
 def _crop_layer(model):
     from esc50tf.augment import RandomCrop
 
+    if not hasattr(model, "_flatten_layers"):  # a scikit-learn split model
+        return None
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, RandomCrop):
             return layer

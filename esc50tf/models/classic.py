@@ -136,10 +136,11 @@ def predict_proba(estimator, X, num_classes):
     return out
 
 
-# What a fitted pipeline of the three models pickles to. A model.pkl naming anything
+# What a fitted pipeline of the classic models pickles to. A model.pkl naming anything
 # else (os.system, subprocess...) is refused instead of run: unpickling executes the
 # callables a file names, so an untrusted file must not pick them.
-_SAFE_MODULES = ("sklearn.ensemble.", "sklearn.metrics._dist_metrics", "sklearn.neighbors.",
+_SAFE_MODULES = ("sklearn.ensemble.", "sklearn.linear_model.", "sklearn.metrics._dist_metrics",
+                 "sklearn.neighbors.",
                  "sklearn.pipeline", "sklearn.preprocessing.", "sklearn.svm.", "sklearn.tree.",
                  "numpy.core.multiarray", "numpy._core.multiarray", "numpy.random.")
 _SAFE_EXACT = {("numpy", "dtype"), ("numpy", "ndarray")}
