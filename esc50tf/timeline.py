@@ -32,6 +32,21 @@ edges are then trimmed, hop by hop, while the hop at the edge is no louder
 than the recording's background: its RMS within `QUIET_DB` (6) dB of the
 10th percentile of all hops' RMS.
 
+Frame-wise outputs: a Keras model (run folder or `.keras` file) of the SED
+kind (`cnn14_sed`: per-step class scores `segment_logits`, max over time,
+softmax) is read at its per-step resolution instead. A sub-model of the same
+graph gives, per window, a softmax over each step's logits (the same logits
+and the same normalisation the clip-level softmax applies to their maximum
+over time); step `j` of a window starting at `s` covers `[s + j * step,
+s + (j + 1) * step)`, `step` being 32 frames of the front end's hop (0.32 s
+for PANNs at 32 kHz; the last step also stands for the window's few frames
+past the last whole step, as `FramewiseUpsample` does). The hop is rounded to
+a whole number of steps so that the windows share one grid; the estimates of
+overlapping windows for the same step are averaged, and rows, events,
+smoothing (over steps) and the heat map are then per step. Exported
+SavedModel / TFLite files keep the per-window output. `output` in
+timeline.json and windows.csv says which was used ("window" or "framewise").
+
 MODEL is a run folder, a `.keras` file, an export folder of `esc50tf
 export`, an exported SavedModel folder or a `.tflite` file (the last two read
 the classes and sample rate from the `model_card.json` beside them).
@@ -68,6 +83,9 @@ class WindowModel:
         sample_rate: int.
         num_samples: int. Window length in samples.
         source: str. What was loaded.
+        steps: callable or None. Waveforms `[batch, num_samples]` -> per-step
+            probabilities `[batch, steps, classes]`, for models with frame-wise outputs.
+        step_samples: int or None. Samples per step (at `sample_rate`).
     """
 
     predict: object
@@ -75,6 +93,8 @@ class WindowModel:
     sample_rate: int
     num_samples: int
     source: str
+    steps: object = None
+    step_samples: int = None
 
 
 def load_window_model(path, sample_rate=None):
@@ -92,7 +112,12 @@ def load_window_model(path, sample_rate=None):
         def predict(batch, models=p.models):
             return export.keras_reference(models, batch)
 
-        return WindowModel(predict, p.class_names, p.sample_rate, p.num_samples, str(path))
+        model = WindowModel(predict, p.class_names, p.sample_rate, p.num_samples, str(path))
+        framewise = [framewise_model(m) for m in getattr(p, "models", None) or []]
+        if framewise and all(f is not None for f in framewise):
+            model.steps = lambda batch: export.keras_reference([f for f, _ in framewise], batch)
+            model.step_samples = framewise[0][1]
+        return model
     if not path.exists():
         raise Esc50Error(f"{path}: no such model file")
     runner = export.runner_for(path)
@@ -106,6 +131,29 @@ def load_window_model(path, sample_rate=None):
     if names is None:
         names = [str(i) for i in range(runner(np.zeros((1, num_samples), np.float32)).shape[-1])]
     return WindowModel(runner, names, rate, int(num_samples), str(path))
+
+
+def framewise_model(model):
+    """(sub-model giving per-step probabilities, samples per step), or None.
+
+    For a Keras classifier whose graph holds the SED per-step head (a
+    `segment_logits` layer with `[b, steps, classes]` output, as `cnn14_sed`):
+    the same graph from the waveform to a softmax over each step's logits.
+    A step is `SED_RATIO` (32) frames of the front end's hop.
+    """
+    import keras
+
+    from esc50tf.models.panns import SED_RATIO
+
+    try:
+        logits = model.get_layer("segment_logits").output
+    except (ValueError, AttributeError):
+        return None
+    hops = [layer.hop_length for layer in model.layers if hasattr(layer, "hop_length")]
+    if len(logits.shape) != 3 or len(hops) != 1:
+        return None
+    probs = keras.layers.Softmax(axis=-1, dtype="float32", name="step_predictions")(logits)
+    return keras.Model(model.inputs, probs, name=f"{model.name}_framewise"), SED_RATIO * hops[0]
 
 
 def _read_blocks(path, sample_rate, block_seconds, progress):
@@ -268,6 +316,9 @@ def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=Fal
     if not 1 <= hop_n <= n:
         raise Esc50Error(f"--hop {hop!r}: allowed: from one sample (1/{rate} s) to the model's "
                          f"window of {window_s:g} s")
+    if model.steps is not None:  # frame-wise: windows on the steps' grid
+        step = model.step_samples
+        hop_n = min(max(step, int(round(hop_n / step)) * step), n // step * step)
     hop_s = hop_n / rate
     if not 0.0 <= threshold <= 1.0:
         raise Esc50Error(f"--threshold {threshold!r}: allowed: a probability in [0, 1]")
@@ -295,47 +346,87 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
     names = model.class_names
     k = min(TOP_K, len(names))
     rate = model.sample_rate
+    framewise = model.steps is not None
+    output = "framewise" if framewise else "window"
+    step_n = model.step_samples if framewise else None
     starts, envelope, all_probs = [], [], []
-    # The windows' JSON goes to a scratch file as it comes (memory stays flat) and is
+    # The rows' JSON goes to a scratch file as it comes (memory stays flat) and is
     # copied into timeline.json at the end.
     scratch = folder / ".windows.json.part"
     with open(folder / "windows.csv", "w", newline="") as fcsv, open(scratch, "w") as fjson:
         writer = csv.writer(fcsv)
         writer.writerow(["start", "end"] + [f"{c}{i}" for i in range(1, k + 1)
-                                            for c in ("class", "prob")] + names)
+                                            for c in ("class", "prob")] + ["output"] + names)
+
+        def emit(start, end, p, env):
+            """One row (a window, or a step of the frame-wise grid) out."""
+            order = np.argsort(-p)[:k]
+            top = [(names[i], float(p[i])) for i in order]
+            writer.writerow([f"{start:.4f}", f"{end:.4f}"]
+                            + [v for c, q in top for v in (c, f"{q:.6f}")] + [output]
+                            + [f"{q:.6f}" for q in p])
+            fjson.write(",\n" if starts else "\n")
+            fjson.write(json.dumps({"start": round(start, 4), "end": round(end, 4),
+                                    "top": [{"class": c, "probability": round(q, 6)}
+                                            for c, q in top]}))
+            starts.append(start)
+            envelope.append(env)
+            all_probs.append(p.astype(np.float16))
+
+        steps = {}  # frame-wise: grid step -> [sum of estimates, count, RMS]
+
+        def emit_steps(before, audio_end=None):
+            """Writes the steps before grid index `before`: no later window reaches them."""
+            last = max(steps, default=None) if audio_end is not None else None
+            for g in sorted(i for i in steps if i < before):
+                total, count, env = steps.pop(g)
+                end = (g + 1) * step_n
+                if last is not None:  # the last step also stands for the frames past it
+                    end = audio_end if g == last else min(end, audio_end)
+                emit(g * step_n / rate, end / rate, total / count, env)
+
         pending = []
+        num_windows = 0
 
         def flush():
-            probs = np.asarray(model.predict(np.stack([w for _, w, _ in pending])), np.float64)
-            for (s, _, valid), p in zip(pending, probs):
-                order = np.argsort(-p)[:k]
-                start, end = s / rate, (s + valid) / rate
-                top = [(names[i], float(p[i])) for i in order]
-                writer.writerow([f"{start:.4f}", f"{end:.4f}"]
-                                + [v for c, q in top for v in (c, f"{q:.6f}")]
-                                + [f"{q:.6f}" for q in p])
-                fjson.write(",\n" if starts else "\n")
-                fjson.write(json.dumps({"start": round(start, 4), "end": round(end, 4),
-                                        "top": [{"class": c, "probability": round(q, 6)}
-                                                for c, q in top]}))
-                starts.append(start)
-                all_probs.append(p.astype(np.float16))
+            batch = np.stack([w for _, w, _, _ in pending])
+            if not framewise:
+                probs = np.asarray(model.predict(batch), np.float64)
+                for (s, _, valid, env), p in zip(pending, probs):
+                    emit(s / rate, (s + valid) / rate, p, env)
+                pending.clear()
+                return
+            probs = np.asarray(model.steps(batch), np.float64)  # [b, steps, classes]
+            for (s, w, valid, _), p in zip(pending, probs):
+                first = s // step_n
+                emit_steps(first)
+                for j, q in enumerate(p):
+                    if j * step_n >= valid:  # past the end of the recording
+                        break
+                    if first + j not in steps:
+                        steps[first + j] = [np.zeros_like(q), 0,
+                                            _rms(w[j * step_n:min((j + 1) * step_n, valid)])]
+                    steps[first + j][0] += q
+                    steps[first + j][1] += 1
             pending.clear()
 
         blocks = _read_blocks(audio, rate, block_seconds, progress)
         end = 0
         for s, w, valid, env in stream_windows(blocks, n, hop_n):
-            pending.append((s, w.copy(), valid))
-            envelope.append(env)
+            pending.append((s, w.copy(), valid, env))
+            num_windows += 1
             end = s + valid
             if len(pending) >= batch_size:
                 flush()
         if pending:
             flush()
+        emit_steps(float("inf"), audio_end=end)
     if not starts:
         raise Esc50Error(f"{audio}: audio has no samples")
     duration = end / rate
-    probs = np.stack(all_probs).astype(np.float32)  # [windows, classes]
+    # Rows: windows (each speaking for `hop` around its centre) or steps (each for itself).
+    row_window, row_hop = (step_n / rate, step_n / rate) if framewise else (window_s, hop_s)
+    probs = np.stack(all_probs).astype(np.float32)  # [rows, classes]
     if smooth > 1:
         from scipy.ndimage import median_filter
 
@@ -344,13 +435,14 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         smoothed = probs
     top = smoothed.argmax(axis=1)
     top_prob = smoothed[np.arange(len(top)), top]
-    events = merge_events(starts, top, top_prob, names, window_s, hop_s, duration, threshold)
-    events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), hop_s)
+    events = merge_events(starts, top, top_prob, names, row_window, row_hop, duration, threshold)
+    events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), row_hop)
     summary = {
         "file": str(audio), "model": model.source, "sample_rate": rate,
         "duration": round(duration, 4), "window": window_s, "hop": hop_s,
-        "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": len(starts),
-        "events": events,
+        "output": output, "step": row_hop if framewise else None,
+        "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": num_windows,
+        "num_rows": len(starts), "events": events,
     }
     head = json.dumps({**summary, "windows": []}, indent=1)
     with open(folder / "timeline.json", "w") as f, open(scratch) as windows:
@@ -359,7 +451,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         f.write("\n ]\n}\n")
     scratch.unlink()
     plot_timeline(probs, np.asarray(starts), envelope, names,
-                  window_s, hop_s, duration, events, folder / "timeline.png",
+                  row_window, row_hop, duration, events, folder / "timeline.png",
                   title=os.path.basename(str(audio)))
     return summary
 
@@ -428,8 +520,10 @@ def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, ove
         summary["folder"] = str(Path(out) / stem)
         results.append(summary)
         if not as_json:
+            steps = (f", frame-wise in {summary['num_rows']} steps of {summary['step']:g} s"
+                     if summary["output"] == "framewise" else "")
             print(f"{f} ({summary['duration']:g} s, {summary['num_windows']} windows of "
-                  f"{summary['window']:g} s every {summary['hop']:g} s): "
+                  f"{summary['window']:g} s every {summary['hop']:g} s{steps}): "
                   f"{len(summary['events'])} event(s) -> {summary['folder']}")
             for e in summary["events"]:
                 print(f"  {e['start']:9.2f} - {e['end']:9.2f} s  {e['class']:<24} "
