@@ -589,7 +589,8 @@ def _add_predict(sub):
         "timeline.png. MODEL may also be an export folder, a SavedModel or a .tflite file")
     t.add_argument("--timeline", action="store_true", help="write a timeline per file")
     t.add_argument("--hop", type=_positive_float, default=None,
-                   help="seconds between windows (default: half the model's window)")
+                   help="seconds between windows (default: half the model's window; a SED "
+                   "model's frame-wise timeline rounds it to whole steps, 0.32 s for cnn14_sed)")
     t.add_argument("--threshold", type=_ratio, default=0.5,
                    help="top-class probability a window needs to be part of an event "
                    "(default: %(default)s)")
