@@ -216,7 +216,9 @@ def build(name, policy, jit, num_samples, sample_rate, num_classes):
     features = dataclasses.replace(cfg.features, sample_rate=model_rate(name, sample_rate))
     with _frontend_module().global_policy(policy):
         model = build_model(cfg.model, features, num_classes, num_samples)
-        model.compile(make_optimizer(cfg.train), loss="categorical_crossentropy",
+        # The default recipe's schedule needs an epoch length; any count times the same steps.
+        model.compile(make_optimizer(cfg.train, steps_per_epoch=100),
+                      loss="categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=jit)
     return model, features, cfg
 

@@ -589,6 +589,15 @@ def _has_progress(run_dir):
         Path(run_dir).glob("*/result.json"))
 
 
+def _reads_converted_weights(model_config):
+    """Whether `--weights` names converted PANNs weights (a cache name or an .npz file)."""
+    from esc50tf.models import registry
+
+    return (registry.get(model_config.name).pretrained is not None
+            or model_config.backbone in ("cnn14", "cnn14_16k")
+            or model_config.classic_features == "embeddings")
+
+
 def _check_can_start(cfg, spec, chosen, index, strategy):
     """Refuses, before any folder is made, what would fail before the first epoch.
 
@@ -600,7 +609,11 @@ def _check_can_start(cfg, spec, chosen, index, strategy):
     from esc50tf.data import splits
 
     t = cfg.train
-    if cfg.model.weights and not os.path.isfile(cfg.model.weights) and "://" not in cfg.model.weights:
+    if cfg.model.weights and _reads_converted_weights(cfg.model):
+        from esc50tf.pretrained import store
+
+        store.resolve_weights(cfg.model.weights)  # a cache name or a file; says how to get it
+    elif cfg.model.weights and not os.path.isfile(cfg.model.weights) and "://" not in cfg.model.weights:
         raise Esc50Error(f"{cfg.model.weights}: --weights file not found")
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
     for line in advice:

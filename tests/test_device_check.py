@@ -95,7 +95,8 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
                 name=name, dense_units=16, rnn_units=8, attention_units=8,
                 image_size=64 if models.get(name).family == "cnn" else None)
             model = build_model(config, features, 5, 8000)
-            model.compile(make_optimizer(cfg.train), loss="categorical_crossentropy",
+            model.compile(make_optimizer(cfg.train, steps_per_epoch=10),
+                          loss="categorical_crossentropy",
                           jit_compile=True)
             x = (0.1 * rng.standard_normal((2, 8000))).astype("float32")
             y = np.eye(5, dtype="float32")[[0, 3]]

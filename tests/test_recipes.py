@@ -255,15 +255,22 @@ def test_swa_averages_last_epochs_and_evaluates_on_crops(tiny_tfrecords, tmp_pat
     # Batch-norm statistics were measured again for the averaged weights.
     assert not np.allclose(model.get_layer("bn1").moving_mean.numpy(), seen.bn[3])
     assert not (tmp_path / "run" / "fold1" / "swa_state.npz").exists()
-    # 8 test clips in one batch, seen through 3 evenly spaced 4000-sample windows of 8000.
+    # 8 test clips in one batch, seen through 3 evenly spaced 4000-sample windows of 8000:
+    # train's batched predict rolls each clip so that the centre crop falls on each window.
     assert fold["test_crops"] == 3
-    assert len(crops) == 3  # eager inference calls happen only when the test side is predicted
+    assert crops == []  # no eager calls: the test side goes through the compiled predict
     from esc50tf.data import splits
+    from esc50tf.models.build import crop_rolls, predict_crops
 
+    assert crop_rolls(model, 8000) == [2000, 0, -2000]
     clips = next(iter(pipeline.make_dataset(tiny_tfrecords, splits.Selection((1,)),
                                             training=False, batch_size=8)))[0].numpy()
+    saved = np.load(tmp_path / "run" / "fold1" / "predictions.npz")
+    probs = np.asarray(predict_crops(model, clips))  # eager: the spy sees the 3 crops
+    np.testing.assert_allclose(saved["y_prob"], probs, rtol=1e-5, atol=1e-6)
     for (_, out), start in zip(crops, (0, 2000, 4000)):
         np.testing.assert_array_equal(out, clips[:, start:start + 4000])
+    assert len(crops) == 3
     assert "evaluated on 3 crops per clip" in (tmp_path / "run" / "report.md").read_text()
     # predict averages the same crops.
     crops.clear()

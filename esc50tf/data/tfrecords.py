@@ -218,6 +218,12 @@ def _decoded_stream(jobs, workers):
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
     pool = None
+    # multiprocessing's resource tracker, started lazily by the pool's first lock,
+    # unblocks SIGINT in this thread once it is up, so workers spawned after it would
+    # start with Ctrl-C deliverable (and die of it while importing): start it first.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     try:
         with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
             pool = ctx.Pool(workers, initializer=_ignore_interrupts)
