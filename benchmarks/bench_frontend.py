@@ -19,9 +19,9 @@ Runs on the Keras backend in use (`KERAS_BACKEND`):
   needed.
 
 Usage:
-    python benchmarks/bench_frontend.py --quick               # < 2 min on 2 CPU cores
-    python benchmarks/bench_frontend.py                       # batches 32..1024
-    KERAS_BACKEND=jax python benchmarks/bench_frontend.py     # JAX, e.g. on a GPU
+    python -m benchmarks.bench_frontend --quick               # < 2 min on 2 CPU cores
+    python -m benchmarks.bench_frontend                       # batches 32..1024
+    KERAS_BACKEND=jax python -m benchmarks.bench_frontend     # JAX, e.g. on a GPU
 
 Writes `OUT/bench_frontend-<quick|full>-<device>.json` and `.md` (OUT defaults
 to benchmarks/results; device is cpu, gpu or tpu) and prints the tables.
@@ -40,9 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_frontend"
 REFERENCE = "esc50tf-mel-float32-xla"

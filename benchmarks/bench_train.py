@@ -33,9 +33,9 @@ epochs): `5 x 100 x steps/epoch x median step time` - no early stopping, no
 validation or test passes, no augmentation layers.
 
 Usage:
-    python benchmarks/bench_train.py --quick         # < 2 min on 2 CPU cores
-    python benchmarks/bench_train.py --models cnn_small,gru --batch-sizes 16,32
-    KERAS_BACKEND=jax python benchmarks/bench_train.py   # JAX (no TensorFlow needed)
+    python -m benchmarks.bench_train --quick         # < 2 min on 2 CPU cores
+    python -m benchmarks.bench_train --models cnn_small,gru --batch-sizes 16,32
+    KERAS_BACKEND=jax python -m benchmarks.bench_train   # JAX (no TensorFlow needed)
 
 Writes `OUT/bench_train-<quick|full>-<device>.json` and `.md` (OUT defaults
 to benchmarks/results; device is cpu, gpu or tpu) and prints the table.
@@ -57,9 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_train"
 REFERENCE = "memory"  # ratios: each feed against the in-memory feed of the same configuration
@@ -145,7 +143,7 @@ def parse_args(argv=None):
 
 def _frontend_module():
     """bench_frontend.py (same folder): device detection and the policy context."""
-    import bench_frontend
+    from benchmarks import bench_frontend
 
     return bench_frontend
 

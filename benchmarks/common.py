@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from esc50tf.io import write_json, write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
@@ -467,11 +469,8 @@ def write_report(out_dir, device_label, payload, markdown, echo=True):
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_suffix(".json")
     md_path = base.with_suffix(".md")
-    for path, text in ((json_path, json.dumps(payload, indent=2, allow_nan=False)),
-                       (md_path, markdown.rstrip())):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+    write_json(json_path, payload, allow_nan=False)
+    write_text(md_path, markdown.rstrip() + "\n")
     if echo:
         print(markdown.rstrip())
         print(f"\nwrote {json_path} and {md_path.name}", file=sys.stderr)

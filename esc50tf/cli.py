@@ -701,6 +701,7 @@ def _run_features(args):
 
     from esc50tf.features import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
+    from esc50tf.io import atomic_path
 
     if not (args.out or args.plot):
         raise Esc50Error("nothing to write: give --out FILE.npz, --plot FILE.png or both")
@@ -722,10 +723,9 @@ def _run_features(args):
     for path, message in errors:
         print(f"esc50tf features: error: {message}", file=sys.stderr)
     if names and args.out:
-        tmp = args.out + ".tmp.npz"
-        np.savez(tmp, features=feats, filenames=np.array(names),
-                 config=json.dumps(config.to_dict()))
-        os.replace(tmp, args.out)
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats, filenames=np.array(names),
+                     config=json.dumps(config.to_dict()))
         print(f"wrote {len(names)} x {feats.shape[1]} frames x {feats.shape[2]} bins to {args.out}",
               file=sys.stderr)
     if names and args.plot:
