@@ -33,7 +33,6 @@ import contextlib
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -499,9 +498,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     backend = Backend()
     device = backend.device()
     if args.peak_gflops:
@@ -522,23 +519,17 @@ def main(argv=None):
         raise SystemExit(f"no variant ran: {skipped}")
     common.add_ratios(results, REFERENCE, match=("batch_size",))
 
-    payload = common.new_payload(SCRIPT, args.quick)
+    payload = common.backend_payload(SCRIPT, args, argv, device, environment, backend, {
+        "batch_sizes": inputs["batches"],
+        "repeats": args.repeats,
+        "min_repeat_s": MIN_REPEAT_S[args.quick],
+        "sample_rate": inputs["sample_rate"],
+        "num_samples": inputs["num_samples"],
+        "input": inputs["origin"],
+        "features": FEATURES,
+        "policies": list(POLICIES),
+    })
     payload.update({
-        "device": device,
-        "environment": common.finish_environment(environment),
-        "config": {
-            "backend": backend.name,
-            "versions": backend.versions(),
-            "batch_sizes": inputs["batches"],
-            "repeats": args.repeats,
-            "min_repeat_s": MIN_REPEAT_S[args.quick],
-            "sample_rate": inputs["sample_rate"],
-            "num_samples": inputs["num_samples"],
-            "input": inputs["origin"],
-            "features": FEATURES,
-            "policies": list(POLICIES),
-            "command": common.command_line(argv),
-        },
         "reference": REFERENCE,
         "flops_per_clip": flops,
         "results": results,

@@ -46,7 +46,6 @@ import concurrent.futures
 import contextlib
 import math
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -772,9 +771,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     workers = common.usable_cpus()
     with tempfile.TemporaryDirectory(prefix="esc50tf-bench-") as tmp:
         workdir = Path(tmp)

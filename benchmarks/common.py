@@ -434,6 +434,30 @@ def cv_projection(batch_size, step_s, epochs):
             "cv5_projected_s": round(cv_s, 1), "cv5_projected_h": round(cv_s / 3600, 3)}
 
 
+def start(parse_args, argv):
+    """Parses the flags, quiets TensorFlow's C++ log lines and records the environment.
+
+    Returns (args, environment); the environment is completed by
+    :func:`finish_environment` once the work has imported its libraries.
+    """
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args, environment()
+
+
+def backend_payload(script, args, argv, device, environment, backend, config):
+    """`new_payload` plus the device, the environment and a config that starts with the
+    Keras backend, its library versions and ends with the command line."""
+    payload = new_payload(script, args.quick)
+    payload.update({
+        "device": device,
+        "environment": finish_environment(environment),
+        "config": {"backend": backend.name, "versions": backend.versions(), **config,
+                   "command": command_line(argv)},
+    })
+    return payload
+
+
 def new_payload(script, quick):
     """The fields every report starts with; scripts add theirs."""
     return {

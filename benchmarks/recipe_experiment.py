@@ -37,7 +37,6 @@ Writes `OUT/recipe_experiment-<quick|full>-<device>.json` and `.md`.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -205,9 +204,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     started = time.perf_counter()
     runs = []
     with tempfile.TemporaryDirectory(prefix="recipe_experiment-") as workdir:
