@@ -449,19 +449,27 @@ def _add_train(sub):
     proto.add_argument("--cv", action="store_true", help="k-fold cross-validation over all folds (default)")
     proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")
     proto.add_argument("--split", type=_ratio, help="grouped, stratified ratio split, e.g. 0.9")
+    _add_run_flags(p, "replace a run folder holding another configuration")
+    p.set_defaults(handler=_run_train)
+
+
+def _add_run_flags(p, overwrite_help, every_run=False):
+    """The flags `train` and `study` share; `every_run`: study's wording, and no --features
+    (study has its own list of front ends)."""
+    each = " (every run)" if every_run else ""
     p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="TensorFlow op determinism: bit-identical reruns with the same --seed (slower)")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="keep the CNN backbone's (or PANNs trunk's) weights fixed; train only the new head")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder holding another configuration")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export" + each)
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    _add_options(p, TRAIN_OPTIONS, "training")
-    _add_options(p, MODEL_OPTIONS, "model")
-    _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
+    _add_options(p, TRAIN_OPTIONS, "training" + each)
+    _add_options(p, MODEL_OPTIONS, "model" + each)
+    _add_options(p, [o for o in FEATURE_OPTIONS if not (every_run and o[0] == "--features")],
+                 f"front end ({'every run; ' if every_run else ''}librosa names)")
     _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
-    p.set_defaults(handler=_run_train)
 
 
 def _run_overrides(args, protocol=False):
@@ -846,20 +854,7 @@ def _add_study(sub):
                    help="grid optimizers, comma-separated (default: adam,sgd,adagrad; implies --grid)")
     p.add_argument("--grid-lrs", type=_float_list, default=None, metavar="LIST",
                    help="grid learning rates (default: 0.01,0.001,0.0001; implies --grid)")
-    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
-    p.add_argument("--deterministic", action="store_true", default=None,
-                   help="TensorFlow op determinism (slower)")
-    p.add_argument("--freeze-backbone", action="store_true", default=None,
-                   help="keep CNN backbones' weights fixed")
-    p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--no-export", action="store_true", help="skip the SavedModel exports")
-    p.add_argument("--overwrite", action="store_true", help="redo every run, finished or not")
-    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    _add_options(p, TRAIN_OPTIONS, "training (every run)")
-    _add_options(p, MODEL_OPTIONS, "model (every run)")
-    _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"],
-                 "front end (every run; librosa names)")
-    _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
+    _add_run_flags(p, "redo every run, finished or not", every_run=True)
     p.set_defaults(handler=_run_study)
 
 
