@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from esc50tf import augment  # noqa: E402
+from esc50tf import augment, presets  # noqa: E402
 from esc50tf.errors import Esc50Error  # noqa: E402
 
 SR = 1000  # small sample rate keeps arrays small: 0.1 s = 100 samples
@@ -653,7 +653,7 @@ def test_config_from_dict_rejects_unknown_keys():
 
 
 def test_study_preset_builds_shift_and_noise():
-    config = augment.study_preset()
+    config = augment.AugmentConfig.from_dict(presets.STUDY_AUGMENT)
     assert config.time_shift_seconds == 0.1 and config.study_noise_factor == 0.05
     augmenter = augment.build_waveform_augmenter(config, 44100, seed=0)
     kinds = [type(layer) for layer in augmenter.layers]
