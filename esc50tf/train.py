@@ -42,7 +42,6 @@ from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
 from esc50tf.models.build import predict_dataset
 from esc50tf.report import aggregate, fold_metrics, write_report
-from esc50tf.run_config import comparable, config_diff
 
 # TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
 INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
@@ -79,6 +78,8 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
 
     With `check_only`, only the checks: nothing is created or removed.
     """
+    from esc50tf.run_config import comparable, config_diff
+
     out = Path(out)
     cfg_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
