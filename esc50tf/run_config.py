@@ -163,6 +163,7 @@ class TrainConfig(Config):
             (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
             (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
         ]
+        # "schedule 'linear' is not allowed; ...": the flag's name and value, as the CLI says them.
         for ok, name, value, allowed in checks:
             if not ok:
                 raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
@@ -170,7 +171,6 @@ class TrainConfig(Config):
             raise Esc50Error("protocol test-fold needs --test-fold K")
         if self.protocol == "split" and self.split_ratio is None:
             raise Esc50Error("protocol split needs --split RATIO, e.g. 0.9")
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,7 +150,8 @@ def run_name(model, features, preset, optimizer=None, lr=None):
 
 
 def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
-               optimizers=STUDY_GRID_OPTIMIZERS, lrs=STUDY_GRID_LRS, overrides=None, no_augment=False):
+               optimizers=STUDY_GRID_OPTIMIZERS, lrs=STUDY_GRID_LRS, overrides=None,
+               no_augment=False):
     """Resolves every run of a study; nothing is written. Returns a list of StudyRun.
 
     Args:
