@@ -827,7 +827,7 @@ def test_every_registry_flag_sets_its_field_through_the_parser():
         assert {f.flag for f in flags} <= known, command
     # Each flag lands on its AugmentConfig field with the config's value type.
     argv = ["--crop-seconds", "0.5", "--test-crops", "3", "--time-shift", "0.2",
-            "--gain-db", "-3,3", "--noise-snr", "10,30", "--study-noise", "0.05",
+            "--gain-db=-3,3", "--noise-snr", "10,30", "--study-noise", "0.05",
             "--freq-mask", "8", "--time-mask", "12", "--num-freq-masks", "1",
             "--num-time-masks", "3", "--image-rotation", "5", "--mix", "bc",
             "--mixup-alpha", "0.4"]
@@ -900,7 +900,5 @@ def test_config_and_registry_import_without_keras():
         "registry.cli_options({'pair': str, 'positive_int': int}); registry.search_params()\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "from esc50tf.augment import RandomCrop\n"
-        "assert 'keras' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
