@@ -14,6 +14,7 @@ import signal
 import sys
 
 from esc50tf import __version__, recipe
+from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
 from esc50tf.pretrained import cli as pretrained_cli
 
@@ -348,21 +349,8 @@ MODEL_OPTIONS = [
     ("--logreg-c", "model", "logreg_c", dict(type=_positive_float, help="inverse L2 strength of logreg (default 1)")),
 ]
 
-AUGMENT_OPTIONS = [
-    ("--time-shift", "augment", "time_shift_seconds", dict(type=float, help="random circular shift up to this many seconds (the study: 0.1)")),
-    ("--crop-seconds", "augment", "crop_seconds", dict(type=float, help="train on random crops of this length")),
-    ("--test-crops", "augment", "test_crops", dict(type=_positive_int, help="with --crop-seconds: evaluate and predict on this many evenly spaced crops, averaged (default preset: 5)")),
-    ("--noise-snr", "augment", "noise_snr_db", dict(type=_pair, metavar="MIN,MAX", help="additive noise at a random SNR in dB")),
-    ("--study-noise", "augment", "study_noise_factor", dict(type=float, help="the study's fixed noise factor (0.05)")),
-    ("--gain-db", "augment", "gain_db", dict(type=_pair, metavar="MIN,MAX", help="random gain in dB")),
-    ("--freq-mask", "augment", "freq_mask_param", dict(type=int, help="SpecAugment frequency-mask width F (bins)")),
-    ("--time-mask", "augment", "time_mask_param", dict(type=int, help="SpecAugment time-mask width T (frames)")),
-    ("--num-freq-masks", "augment", "num_freq_masks", dict(type=int, help="frequency masks per clip (default 2)")),
-    ("--num-time-masks", "augment", "num_time_masks", dict(type=int, help="time masks per clip (default 2)")),
-    ("--mix", "augment", "mix", dict(choices=["none", "mixup", "bc"], help="batch mixing: mixup or between-class (soft labels)")),
-    ("--mixup-alpha", "augment", "mixup_alpha", dict(type=float, help="mixup Beta(alpha, alpha) (default 0.2)")),
-    ("--image-rotation", "augment", "image_rotation_degrees", dict(type=float, help="the study's image augmentation: max rotation in degrees")),
-]
+# Every augmentation's flags come from esc50tf.augment.registry (one entry per augmentation).
+AUGMENT_OPTIONS = augment_registry.cli_options({"positive_int": _positive_int, "pair": _pair})
 
 
 def _add_options(p, table, title):

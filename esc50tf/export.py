@@ -168,7 +168,8 @@ def load_models(run):
     """The `.keras` model of each chosen split, in `run.split_names` order."""
     import keras
 
-    import esc50tf.augment  # noqa: F401  (registers custom layers)
+    import esc50tf.augment.spectrogram  # noqa: F401  (registers custom layers)
+    import esc50tf.augment.waveform  # noqa: F401
     import esc50tf.features  # noqa: F401
     import esc50tf.models.layers  # noqa: F401
 

@@ -125,7 +125,8 @@ def load_predictor(path, sample_rate=None):
     """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
     import keras
 
-    import esc50tf.augment  # noqa: F401  (registers custom layers)
+    import esc50tf.augment.spectrogram  # noqa: F401  (registers custom layers)
+    import esc50tf.augment.waveform  # noqa: F401
     import esc50tf.features  # noqa: F401
     import esc50tf.models.layers  # noqa: F401
     import esc50tf.models.optimizers  # noqa: F401  (fine-tuned models' optimizer)

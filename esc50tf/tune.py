@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Callable
 
 from esc50tf import cleanup
+from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -148,16 +149,7 @@ PARAMS = {p.name: p for p in [
           _choice([1024, 2048])),
     Param("hop_length", "features", "hop_length", "int", lambda v: v >= 1, "an integer >= 1",
           _choice([256, 512])),
-    Param("time_shift", "augment", "time_shift_seconds", "real", lambda v: v >= 0,
-          "a number >= 0 (seconds)", {"type": "float", "min": 0.0, "max": 0.5, "step": 0.1}),
-    Param("noise_snr", "augment", "noise_snr_db", "snr", lambda v: True,
-          '"off" or a range "lo,hi" in dB within [-30, 100]', _choice(["off", "10,30", "20,40"])),
-    Param("freq_mask", "augment", "freq_mask_param", "int", lambda v: v >= 0, "an integer >= 0",
-          _choice([0, 8, 16, 24])),
-    Param("time_mask", "augment", "time_mask_param", "int", lambda v: v >= 0, "an integer >= 0",
-          _choice([0, 20, 40])),
-    Param("mixup_alpha", "augment", "mixup_alpha", "real", lambda v: v >= 0,
-          "a number >= 0 (0 switches mixup off)", _choice([0.0, 0.2, 0.4])),
+    *(Param(**p) for p in augment_registry.search_params()),  # esc50tf.augment.registry
     Param("dropout", "model", "dropout", "real", lambda v: 0 <= v < 1, "a number in [0, 1)",
           {"type": "float", "min": 0.1, "max": 0.5, "step": 0.1}),
     Param("rnn_units", "model", "rnn_units", "int", lambda v: v >= 1, "an integer >= 1",
