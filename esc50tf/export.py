@@ -169,8 +169,10 @@ def load_models(run):
     import keras
 
     import esc50tf.augment  # noqa: F401  (registers custom layers)
-    import esc50tf.features  # noqa: F401
+    import esc50tf.frontend
     import esc50tf.models.layers  # noqa: F401
+
+    esc50tf.frontend.register_layers()
 
     out = []
     for name in run.split_names:

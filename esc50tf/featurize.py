@@ -1,7 +1,7 @@
 """Features of audio files, for the ``esc50tf features`` command.
 
 :func:`extract_features` loads files and runs the front-end layer of
-:mod:`esc50tf.features` on them; :func:`plot_features` draws waveform and
+:mod:`esc50tf.frontend` on them; :func:`plot_features` draws waveform and
 feature image per file. matplotlib is imported only when plotting.
 """
 
@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig, build_frontend
+from esc50tf.frontend import FeatureConfig, build_frontend
 
 __all__ = ["extract_features", "plot_features"]
 

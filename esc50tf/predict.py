@@ -126,9 +126,11 @@ def load_predictor(path, sample_rate=None):
     import keras
 
     import esc50tf.augment  # noqa: F401  (registers custom layers)
-    import esc50tf.features  # noqa: F401
+    import esc50tf.frontend
     import esc50tf.models.layers  # noqa: F401
     import esc50tf.models.optimizers  # noqa: F401  (fine-tuned models' optimizer)
+
+    esc50tf.frontend.register_layers()
 
     path = Path(path)
     if path.is_dir():
