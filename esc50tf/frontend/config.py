@@ -167,7 +167,7 @@ def check_args(values, error, where):
             bad(name, f"allowed: an integer >= {low}")
 
     for name, options in (
-        ("kind", KINDS),
+        ("kind", tuple(FRONTENDS)),
         ("window", WINDOWS),
         ("pad_mode", PAD_MODES),
         ("mel_scale", MEL_SCALES),
