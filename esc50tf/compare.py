@@ -507,10 +507,11 @@ def _front_end(row):
     if row["family"] == "classic":
         what = ("Mel image" if row["classic_features"] == "image" else "Mel+MFCC band stats")
         return f"{what}, mel {row['n_mels']}, {sizes}"
-    if row["features"] == "mfcc":
-        return f"mfcc {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
-    if row["features"] == "mel":
-        return f"mel {row['n_mels']}, {sizes}"
+    # n_mels / n_mfcc are set for the kinds that read them (run_row, from the registry).
+    if row["n_mfcc"] is not None:
+        return f"{row['features']} {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
+    if row["n_mels"] is not None:
+        return f"{row['features']} {row['n_mels']}, {sizes}"
     return f"{row['features']}, {sizes}"
 
 

@@ -48,35 +48,9 @@ from __future__ import annotations
 
 import importlib
 
-from esc50tf.frontend.config import (
-    DELTAS,
-    FRONTENDS,
-    KINDS,
-    LOGS,
-    MEL_SCALES,
-    NORMS,
-    PAD_MODES,
-    POWERS,
-    STFT_IMPLS,
-    WINDOWS,
-    FeatureConfig,
-    FrontendSpec,
-    frontend_spec,
-    kinds_reading,
-)
-from esc50tf.frontend.filters import (
-    AMIN,
-    DELTA_WIDTH,
-    dct_matrix,
-    delta_weights,
-    hz_to_mel,
-    mel_bands,
-    mel_filterbank,
-    mel_frequencies,
-    mel_to_hz,
-    num_frames,
-    window_array,
-)
+from esc50tf.frontend import config, filters
+from esc50tf.frontend.config import *  # noqa: F403  (its __all__)
+from esc50tf.frontend.filters import *  # noqa: F403
 
 # Names whose modules import Keras, loaded on first access (PEP 562).
 _LAZY = {
@@ -91,35 +65,7 @@ _LAZY = {
     "make_host_featurizer": "host",
 }
 
-__all__ = [
-    "AMIN",
-    "DELTAS",
-    "DELTA_WIDTH",
-    "FRONTENDS",
-    "KINDS",
-    "LOGS",
-    "MEL_SCALES",
-    "NORMS",
-    "PAD_MODES",
-    "POWERS",
-    "STFT_IMPLS",
-    "WINDOWS",
-    "FeatureConfig",
-    "FrontendSpec",
-    "dct_matrix",
-    "delta_weights",
-    "frontend_spec",
-    "hz_to_mel",
-    "kinds_reading",
-    "mel_bands",
-    "mel_filterbank",
-    "mel_frequencies",
-    "mel_to_hz",
-    "num_frames",
-    "register_layers",
-    "window_array",
-    *_LAZY,
-]
+__all__ = [*config.__all__, *filters.__all__, "register_layers", *_LAZY]
 
 
 def register_layers():

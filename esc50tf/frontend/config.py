@@ -79,6 +79,8 @@ class FrontendSpec:
         n_bins: callable. `FeatureConfig -> int`, the width of the layer's
             output `[batch, frames, n_bins]`.
         description: str. One line for `--help` and docs.
+        bin_label: str. What the output's last axis indexes, for plots
+            (`esc50tf features --plot`). Defaults to `"bin"`.
     """
 
     kind: str
@@ -86,6 +88,7 @@ class FrontendSpec:
     fields: tuple
     n_bins: Callable
     description: str
+    bin_label: str = "bin"
 
     @property
     def layer_class(self):
@@ -107,12 +110,14 @@ FRONTENDS = {
     spec.kind: spec
     for spec in (
         FrontendSpec("mel", "esc50tf.frontend.spectrogram:MelSpectrogram", _MEL_FIELDS,
-                     lambda c: c.n_mels, "log-Mel spectrogram"),
+                     lambda c: c.n_mels, "log-Mel spectrogram", "Mel band"),
         FrontendSpec("mfcc", "esc50tf.frontend.spectrogram:MFCC",
                      _MEL_FIELDS + ("n_mfcc", "deltas"),
-                     lambda c: c.n_mfcc * (1 + c.deltas), "MFCCs (with optional deltas)"),
+                     lambda c: c.n_mfcc * (1 + c.deltas), "MFCCs (with optional deltas)",
+                     "coefficient"),
         FrontendSpec("stft", "esc50tf.frontend.spectrogram:Spectrogram", _STFT_FIELDS,
-                     lambda c: c.n_fft // 2 + 1, "STFT magnitude or power spectrogram"),
+                     lambda c: c.n_fft // 2 + 1, "STFT magnitude or power spectrogram",
+                     "frequency (Hz)"),
     )
 }
 KINDS = tuple(FRONTENDS)
