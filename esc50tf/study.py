@@ -40,8 +40,9 @@ from pathlib import Path
 
 from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import KINDS
 
-FEATURE_KINDS = ("mel", "mfcc", "stft")
+FEATURE_KINDS = KINDS
 GRID_OPTIMIZERS = ("adam", "sgd", "adagrad")
 GRID_LRS = (1e-2, 1e-3, 1e-4)
 

@@ -193,7 +193,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d):
         from esc50tf.augment import AugmentConfig
-        from esc50tf.features import FeatureConfig
+        from esc50tf.frontend import FeatureConfig
         from esc50tf.models import ModelConfig
 
         unknown = sorted(set(d) - {"train", "model", "features", "augment"})
@@ -727,7 +727,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     import keras
 
     from esc50tf import distribute
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.models.build import adapt_normalization, build_model, test_crops
 
