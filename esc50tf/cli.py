@@ -16,6 +16,7 @@ import sys
 from esc50tf import __version__, recipe
 from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FRONTENDS, KINDS
 from esc50tf.pretrained import cli as pretrained_cli
 
 
@@ -288,7 +289,7 @@ def _fmax(text):
 
 
 FEATURE_OPTIONS = [
-    ("--features", "features", "kind", dict(choices=["mel", "mfcc", "stft"], help="front end: log-Mel, MFCC or STFT spectrogram")),
+    ("--features", "features", "kind", dict(choices=KINDS, help="front end: " + "; ".join(f"{k}: {s.description}" for k, s in FRONTENDS.items()))),
     ("--n-fft", "features", "n_fft", dict(type=_positive_int, help="FFT size (default 2048)")),
     ("--hop-length", "features", "hop_length", dict(type=_positive_int, help="hop in samples (default 512)")),
     ("--win-length", "features", "win_length", dict(type=_positive_int, help="window length (default n_fft)")),
@@ -670,7 +671,7 @@ def _add_features(sub):
         "an .npz (features [n_files, frames, bins] float32, filenames, config JSON); --plot "
         "draws waveform and features per file.")
     p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--kind", choices=["stft", "mel", "mfcc"], default="mel", help="feature kind (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default="mel", help="feature kind (default: %(default)s)")
     p.add_argument("--out", help="output .npz file (--out, --plot or both)")
     p.add_argument("--plot", help="draw waveform and features per file to this PNG")
     p.add_argument("--sample-rate", type=_positive_int, default=None,
@@ -687,7 +688,7 @@ def _add_features(sub):
 def _run_features(args):
     import numpy as np
 
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
 
     if not (args.out or args.plot):
@@ -838,7 +839,7 @@ def _add_study(sub):
     proto.add_argument("--test-fold", type=int, help="same as --protocol test-fold K")
     proto.add_argument("--split", type=_ratio, help="same as --protocol split R")
     p.add_argument("--features", dest="study_features", default=None, metavar="KINDS",
-                   help="comma-separated front ends from mel, mfcc, stft (default: the "
+                   help=f"comma-separated front ends from {', '.join(KINDS)} (default: the "
                    "preset's, mel)")
     p.add_argument("--grid", action="store_true",
                    help="expand every Keras model over optimizer x learning rate")

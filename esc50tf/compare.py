@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FRONTENDS, FeatureConfig
 from esc50tf.io import atomic_path
 from esc50tf.report import pyplot
 
@@ -282,17 +283,19 @@ def _input_shape(model_cfg, feat, samples, is_classic):
         size = model_cfg["image_size"]
         channels = model_cfg.get("image_channels") or (3 if model_cfg.get("weights") else 1)
         return f"{size}x{size}x{channels}"
-    kind = feat.get("kind", "mel")
-    n_fft = feat.get("n_fft", 2048)
-    bins = {"mel": feat.get("n_mels", 128),
-            "mfcc": feat.get("n_mfcc", 20) * (1 + feat.get("deltas", 0)),
-            "stft": n_fft // 2 + 1}.get(kind)
-    if samples is None or bins is None:
-        return f"? x {bins}"
-    # Same count as esc50tf.features.num_frames (librosa's), without importing Keras.
-    padded = samples + (2 * (n_fft // 2) if feat.get("center", True) else 0)
-    frames = 1 + (padded - n_fft) // feat.get("hop_length", 512)
-    return f"{frames}x{bins}"
+    try:
+        config = FeatureConfig.from_dict(feat)
+    except Esc50Error:  # a front end this version does not know
+        return "?"
+    if samples is None:
+        return f"? x {config.n_bins}"
+    return f"{config.num_frames(samples)}x{config.n_bins}"
+
+
+def _reads(feat, field):
+    """Whether the front end of a run's features section reads `field`."""
+    spec = FRONTENDS.get(feat.get("kind", "mel"))
+    return spec is not None and spec.reads(field)
 
 
 def run_row(run):
@@ -312,8 +315,8 @@ def run_row(run):
         "family": family,
         "features": f.get("kind"),
         "classic_features": m.get("classic_features") if is_classic else None,
-        "n_mels": f.get("n_mels") if (f.get("kind") != "stft" or is_classic) else None,
-        "n_mfcc": f.get("n_mfcc") if f.get("kind") == "mfcc" and not is_classic else None,
+        "n_mels": f.get("n_mels") if (is_classic or _reads(f, "n_mels")) else None,
+        "n_mfcc": f.get("n_mfcc") if _reads(f, "n_mfcc") and not is_classic else None,
         "n_fft": f.get("n_fft"),
         "hop_length": f.get("hop_length"),
         "samples": samples,
@@ -509,10 +512,11 @@ def _front_end(row):
     if row["family"] == "classic":
         what = ("Mel image" if row["classic_features"] == "image" else "Mel+MFCC band stats")
         return f"{what}, mel {row['n_mels']}, {sizes}"
-    if row["features"] == "mfcc":
-        return f"mfcc {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
-    if row["features"] == "mel":
-        return f"mel {row['n_mels']}, {sizes}"
+    # n_mels / n_mfcc are set for the kinds that read them (run_row, from the registry).
+    if row["n_mfcc"] is not None:
+        return f"{row['features']} {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
+    if row["n_mels"] is not None:
+        return f"{row['features']} {row['n_mels']}, {sizes}"
     return f"{row['features']}, {sizes}"
 
 

@@ -168,10 +168,9 @@ def load_models(run):
     """The `.keras` model of each chosen split, in `run.split_names` order."""
     import keras
 
-    import esc50tf.augment.spectrogram  # noqa: F401  (registers custom layers)
-    import esc50tf.augment.waveform  # noqa: F401
-    import esc50tf.features  # noqa: F401
-    import esc50tf.models.layers  # noqa: F401
+    from esc50tf.models import register_custom_objects
+
+    register_custom_objects()
 
     out = []
     for name in run.split_names:

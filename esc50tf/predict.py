@@ -125,11 +125,9 @@ def load_predictor(path, sample_rate=None):
     """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
     import keras
 
-    import esc50tf.augment.spectrogram  # noqa: F401  (registers custom layers)
-    import esc50tf.augment.waveform  # noqa: F401
-    import esc50tf.features  # noqa: F401
-    import esc50tf.models.layers  # noqa: F401
-    import esc50tf.models.optimizers  # noqa: F401  (fine-tuned models' optimizer)
+    from esc50tf.models import register_custom_objects
+
+    register_custom_objects()
 
     path = Path(path)
     if path.is_dir():

@@ -5,8 +5,10 @@ config on the `esc50tf.config.Config` base:
 
 - `train`: `TrainConfig` (protocol, optimizer, schedule, precision, ...);
 - `model`: `esc50tf.models.config.ModelConfig`;
-- `features`: the front end's `FeatureConfig`;
-- `augment`: `AugmentConfig`.
+- `features`: `esc50tf.frontend.FeatureConfig`;
+- `augment`: `esc50tf.augment.AugmentConfig`.
+
+Keras-free: configs are resolved, read and compared without TensorFlow.
 
 `resolve_config` layers the defaults, a preset (`esc50tf.presets`), a saved
 `config.json` and the flags the user set, in that order. Every run writes the
@@ -31,7 +33,7 @@ from esc50tf import recipe
 from esc50tf.augment import AugmentConfig
 from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig
+from esc50tf.frontend import FeatureConfig
 from esc50tf.models.config import ModelConfig
 
 __all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS", "comparable",
@@ -192,10 +194,6 @@ class RunConfig(Config):
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-
-    def to_dict(self):
-        """The four sections as dicts (each section's own `to_dict`)."""
-        return {name: getattr(self, name).to_dict() for name in self.nested}
 
 
 def resolve_config(model, preset="default", base=None, overrides=None):

@@ -40,9 +40,10 @@ from pathlib import Path
 
 from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import KINDS
 from esc50tf.presets import STUDY_GRID_LRS, STUDY_GRID_OPTIMIZERS
 
-FEATURE_KINDS = ("mel", "mfcc", "stft")
+FEATURE_KINDS = KINDS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,7 @@ from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
 from esc50tf.models.build import predict_dataset
 from esc50tf.report import aggregate, fold_metrics, write_report
+from esc50tf.run_config import comparable, config_diff
 
 # TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
 INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
@@ -78,8 +79,6 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
 
     With `check_only`, only the checks: nothing is created or removed.
     """
-    from esc50tf.run_config import comparable, config_diff
-
     out = Path(out)
     cfg_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
@@ -493,7 +492,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     import keras
 
     from esc50tf import distribute
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.models.build import adapt_normalization, build_model, test_crops
 

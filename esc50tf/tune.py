@@ -57,6 +57,7 @@ from typing import Callable
 from esc50tf import cleanup
 from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import KINDS, kinds_reading
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -130,8 +131,8 @@ PARAMS = {p.name: p for p in [
     Param("optimizer", "train", "optimizer", "str",
           lambda v: v in ("adam", "adamw", "sgd", "adagrad"), "adam, adamw, sgd, adagrad",
           _choice(["adam", "adamw", "sgd", "adagrad"])),
-    Param("features", "features", "kind", "str", lambda v: v in ("mel", "mfcc", "stft"),
-          "mel, mfcc, stft", _choice(["mel", "mfcc", "stft"])),
+    Param("features", "features", "kind", "str", lambda v: v in KINDS,
+          ", ".join(KINDS), _choice(KINDS)),
     Param("lr", "train", "lr", "real", lambda v: v > 0, "a number > 0",
           {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"}),
     Param("weight_decay", "train", "weight_decay", "real", lambda v: v >= 0, "a number >= 0",
@@ -142,9 +143,9 @@ PARAMS = {p.name: p for p in [
     Param("batch_size", "train", "batch_size", "int", lambda v: v >= 1, "an integer >= 1",
           _choice([16, 32, 64])),
     Param("n_mels", "features", "n_mels", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([64, 128]), when=("features", ("mel", "mfcc"))),
+          _choice([64, 128]), when=("features", kinds_reading("n_mels"))),
     Param("n_mfcc", "features", "n_mfcc", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([20, 40]), when=("features", ("mfcc",))),
+          _choice([20, 40]), when=("features", kinds_reading("n_mfcc"))),
     Param("n_fft", "features", "n_fft", "int", lambda v: v >= 16, "an integer >= 16",
           _choice([1024, 2048])),
     Param("hop_length", "features", "hop_length", "int", lambda v: v >= 1, "an integer >= 1",

@@ -113,11 +113,9 @@ def test_no_import_circle_among_esc50tf_modules():
     assert sorted(map(sorted, found)) == sorted(map(sorted, KNOWN_CIRCLES)), found
 
 
-# Modules that read and write configs and reports without TensorFlow or Keras
-# (esc50tf.run_config belongs here too once FeatureConfig and AugmentConfig have
-# Keras-free homes in the front-end and augmentation packages).
+# Modules that read and write configs and reports without TensorFlow or Keras.
 LIGHT = ["esc50tf.config", "esc50tf.models.config", "esc50tf.presets", "esc50tf.data.splits",
-         "esc50tf.report", "esc50tf.compare"]
+         "esc50tf.run_config", "esc50tf.report", "esc50tf.compare"]
 
 
 def test_config_and_report_modules_import_without_keras():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig
+from esc50tf.frontend import FeatureConfig
 from esc50tf.models import ModelConfig, panns
 from esc50tf.models.build import build_model
 

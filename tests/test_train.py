@@ -253,7 +253,7 @@ def test_saved_model_export_serves_waveforms(trained_run):
 
 def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     from esc50tf.data import splits
-    from esc50tf.features import make_host_featurizer
+    from esc50tf.frontend import make_host_featurizer
     from esc50tf.models.build import build_model
     from esc50tf.train import _classifier_part, _datasets
 
@@ -270,7 +270,7 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
 
 
 def test_local_backbone_weights_are_loaded(tmp_path):
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
 

@@ -25,7 +25,7 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 
     Args:
         model_config: ModelConfig. `model_config.name` picks the registry entry.
-        feature_config: esc50tf.features.FeatureConfig.
+        feature_config: esc50tf.frontend.FeatureConfig.
         num_classes: int.
         num_samples: int. Waveform length the model takes.
         augment_config: esc50tf.augment.AugmentConfig or None (no augmentation).
@@ -38,7 +38,7 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
     import keras
 
     from esc50tf import augment as aug
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     spec = registry.get(model_config.name)
     if not spec.keras:
@@ -85,7 +85,7 @@ def _pretrained_trunk(model, model_config, feature_config):
 def normalization_layer(kind):
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     if kind == "frequency":
         return feat.FrequencyNormalization(name="normalization")
@@ -117,7 +117,7 @@ def image_input(x, config, default_size=None):
     """Spectrogram `[b, frames, bins]` -> image `[b, H, W, C]` for 2-D CNNs."""
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     size = config.image_size or default_size
     channels = config.channels()
