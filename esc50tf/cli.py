@@ -488,7 +488,7 @@ def _run_overrides(args, protocol=False):
 
 def train_config_from_args(args):
     """Resolves defaults <- preset <- --config <- flags into a RunConfig."""
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     base = {}
     if args.config:
@@ -865,18 +865,18 @@ def _add_study(sub):
 
 
 def _run_study(args):
-    from esc50tf import study
+    from esc50tf import presets, study
 
     over = _run_overrides(args, protocol=True)
     if args.protocol:
         over["train"].update(_study_protocol(args.protocol))
     grid = bool(args.grid or args.grid_optimizers or args.grid_lrs)
     optimizers = (tuple(o.strip() for o in args.grid_optimizers.split(",") if o.strip())
-                  if args.grid_optimizers else study.GRID_OPTIMIZERS)
+                  if args.grid_optimizers else presets.STUDY_GRID_OPTIMIZERS)
     runs = study.plan_study(
         args.data, args.out, models=args.models, preset=args.preset,
         kinds=study.parse_kinds(args.study_features) if args.study_features else None,
-        grid=grid, optimizers=optimizers, lrs=tuple(args.grid_lrs or study.GRID_LRS),
+        grid=grid, optimizers=optimizers, lrs=tuple(args.grid_lrs or presets.STUDY_GRID_LRS),
         overrides=over, no_augment=args.no_augment)
     print(f"esc50tf study: {len(runs)} run(s) into {os.path.join(args.out, 'runs')}",
           file=sys.stderr)

@@ -43,6 +43,8 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FRONTENDS, FeatureConfig
+from esc50tf.io import atomic_path
+from esc50tf.report import pyplot
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv",
                 "per_class.png")
@@ -433,7 +435,12 @@ def _hard_classes(per_class, threshold, top):
 
 
 def confused_pairs(cm, class_names, top=10):
-    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}]."""
+    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}].
+
+    `count` is `cm[a, b] + cm[b, a]`: how often the two classes were taken for
+    each other, whatever the direction (a run's report lists each direction
+    apart: `esc50tf.report.most_confused`).
+    """
     cm = np.asarray(cm)
     pairs = []
     for i in range(len(cm)):
@@ -461,7 +468,8 @@ def compare(paths, out, hard_threshold=0.5, top=10, log=None):
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "comparison.md", comparison_markdown(result))
     _write_csv(out / "comparison.csv", result.rows)
-    result.per_class.to_csv(out / "per_class.csv", float_format="%.4f")
+    with atomic_path(out / "per_class.csv") as tmp:
+        result.per_class.to_csv(tmp, float_format="%.4f")
     plot_accuracy(result.rows, out / "comparison.png", result.groups[0])
     plot_per_class(result.per_class, out / "per_class.png")
     result.files = [out / name for name in OUTPUT_FILES]
@@ -472,19 +480,16 @@ def compare(paths, out, hard_threshold=0.5, top=10, log=None):
 
 
 def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
-    tmp.replace(path)
 
 
 def _pct(x):
@@ -625,22 +630,13 @@ def comparison_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_accuracy(rows, path, main_group):
     """Horizontal bars of accuracy ± std over folds, grouped and coloured by family."""
     from matplotlib.patches import Patch
 
     from esc50tf.models.registry import FAMILIES
 
-    plt = _plt()
+    plt = pyplot()
     families = list(FAMILIES) + ["other"]
     ordered = sorted(rows, key=lambda r: (families.index(r["family"]), not r["comparable"],
                                           -r["accuracy"], r["run"]))
@@ -683,7 +679,7 @@ def plot_accuracy(rows, path, main_group):
 
 def plot_per_class(per_class, path):
     """Heat map of per-class accuracy: classes (hardest at the top) by runs."""
-    plt = _plt()
+    plt = pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         order = np.argsort(np.nanmean(per_class.to_numpy(dtype=float), axis=1), kind="stable")

@@ -88,7 +88,7 @@ class ClassicModel:
 def _load_classic(folder, files):
     """The split models of a scikit-learn run folder, with the run's own features."""
     from esc50tf.models import classic
-    from esc50tf.train import RunConfig
+    from esc50tf.run_config import RunConfig
 
     try:
         cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))

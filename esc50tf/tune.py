@@ -438,7 +438,7 @@ class SearchSpace:
     """
 
     def __init__(self, space, models, base, preset="default"):
-        from esc50tf.train import resolve_config
+        from esc50tf.run_config import resolve_config
 
         self.space = dict(space)
         self.models = tuple(models)

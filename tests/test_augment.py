@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from esc50tf import augment  # noqa: E402
+from esc50tf import augment, presets  # noqa: E402
 from esc50tf.augment import mixing, spectrogram  # noqa: E402
 from esc50tf.errors import Esc50Error  # noqa: E402
 
@@ -654,7 +654,7 @@ def test_config_from_dict_rejects_unknown_keys():
 
 
 def test_study_preset_builds_shift_and_noise():
-    config = augment.study_preset()
+    config = augment.AugmentConfig.from_dict(presets.STUDY_AUGMENT)
     assert config.time_shift_seconds == 0.1 and config.study_noise_factor == 0.05
     augmenter = augment.build_waveform_augmenter(config, 44100, seed=0)
     kinds = [type(layer) for layer in augmenter.layers]
@@ -894,9 +894,10 @@ def test_config_and_registry_import_without_keras():
 
     code = (
         "import sys\n"
-        "from esc50tf.augment import AugmentConfig, registry, study_preset\n"
+        "from esc50tf import presets\n"
+        "from esc50tf.augment import AugmentConfig, registry\n"
         "from esc50tf.augment.config import AugmentConfig as C\n"
-        "AugmentConfig.from_dict(study_preset().to_dict())\n"
+        "AugmentConfig.from_dict(presets.STUDY_AUGMENT)\n"
         "registry.cli_options({'pair': str, 'positive_int': int}); registry.search_params()\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -219,7 +219,8 @@ def test_run_without_a_model(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_scikit_learn_run_cannot_be_exported(tiny_tfrecords, tmp_path):
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     cfg = resolve_config("knn", overrides={"train": {
         "protocol": "test-fold", "test_fold": 1, "data": str(tiny_tfrecords),

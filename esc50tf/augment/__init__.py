@@ -34,7 +34,7 @@ Modules:
   `RandomGain`;
 - `spectrogram`: `SpecAugment`, `StudyImageAugment`;
 - `mixing`: `mixup`, `between_class_mix`, `BatchMixer`;
-- `config`: `AugmentConfig` and `study_preset()` (Keras-free);
+- `config`: `AugmentConfig` (Keras-free; the study's settings are in `esc50tf.presets`);
 - `registry`: every augmentation described once (fields, stage, builder,
   CLI flags, tune parameters; Keras-free);
 - `builders`: `build_waveform_augmenter`, `build_spectrogram_augmenter`,
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import importlib
 
-from esc50tf.augment.config import AugmentConfig, study_preset
+from esc50tf.augment.config import AugmentConfig
 from esc50tf.augment.registry import AUGMENTATIONS
 
 __all__ = [
@@ -69,7 +69,6 @@ __all__ = [
     "build_spectrogram_augmenter",
     "build_waveform_augmenter",
     "mixup",
-    "study_preset",
 ]
 
 # Public name -> the module (importing Keras) that defines it.

@@ -14,7 +14,7 @@ from esc50tf.augment.checks import is_number_in, range_text
 from esc50tf.config import Config, field_names
 from esc50tf.errors import Esc50Error
 
-__all__ = ["MIX_CHOICES", "AugmentConfig", "study_preset"]
+__all__ = ["MIX_CHOICES", "AugmentConfig"]
 
 MIX_CHOICES = ("none", "mixup", "bc")
 
@@ -148,13 +148,3 @@ class AugmentConfig(Config):
             or self.image_flip_vertical
             or self.image_noise_stddev > 0
         )
-
-
-def study_preset() -> AugmentConfig:
-    """The study's audio augmentation: +-0.1 s circular shift, noise 0.05.
-
-    The study made one augmented copy of every clip offline (and, a flaw,
-    also of the test clips); here the same transforms run on the fly, on
-    training batches only.
-    """
-    return AugmentConfig(time_shift_seconds=0.1, study_noise_factor=0.05)
