@@ -492,7 +492,7 @@ def test_parity_with_the_reference_in_both_formats(arch):
 def test_full_size_parameter_counts_match_the_reference(arch):
     import keras
 
-    from esc50tf import features
+    from esc50tf import frontend as features
     from esc50tf.models import panns
 
     model = panns.build_reference(arch)
@@ -514,7 +514,7 @@ def test_the_front_end_of_another_architecture_is_refused():
     with pytest.raises(Esc50Error, match=r"melW has shape \(513, 64\).*\(257, 64\)"):
         convert_state_dict("cnn14_16k", _state("cnn14"))
     # Same shape, other Mel range: 32 kHz / 1024 but a 0-16 kHz filterbank.
-    from esc50tf import features
+    from esc50tf import frontend as features
 
     state = _state("cnn14")
     state["logmel_extractor.melW"] = features.mel_filterbank(32000, 1024, 64, 0.0, 16000.0).T
@@ -530,7 +530,7 @@ def test_the_front_end_of_another_architecture_is_refused():
 
 
 def test_the_stft_window_is_checked_when_present():
-    from esc50tf import features
+    from esc50tf import frontend as features
 
     state = _state("cnn14")
     hann = features.window_array("hann", 1024)

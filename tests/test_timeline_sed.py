@@ -15,7 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "panns"
 @pytest.fixture(scope="module")
 def sed_keras(tmp_path_factory):
     """A reduced-width cnn14_sed classifier (5 classes, 1 s windows) saved as .keras."""
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig, panns
     from esc50tf.models.build import build_model
     from esc50tf.pretrained import store

@@ -66,7 +66,7 @@ def make_featurizer(feature_config, model_config):
     """A function `waveforms [b, samples] -> features [b, D]` for the classic models."""
     import tensorflow as tf
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     if model_config.classic_features == "embeddings":
         from esc50tf.data.audio import resample

@@ -73,7 +73,7 @@ def feature_settings(name):
 
 def build_frontend(name, layer_name="frontend"):
     """esc50tf's MelSpectrogram set up as the reference's log-Mel front end."""
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     settings = {k: v for k, v in feature_settings(name).items() if k != "kind"}
     return feat.MelSpectrogram(**settings, name=layer_name)
@@ -98,7 +98,7 @@ def conv_trunk(x, widths, dropout=0.2, last_pool=False):
     """
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     x = _batch_norm("bn0")(x)  # over the Mel bins, as PANNs' transposed BatchNorm2d
     x = feat.AddChannelAxis(name="channel_axis")(x)  # [b, frames, mels, 1]

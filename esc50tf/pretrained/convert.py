@@ -111,7 +111,7 @@ def check_frontend(name, state_dict):
         Esc50Error: no Mel filterbank in the checkpoint, or one (or an STFT
             window) that differs from esc50tf's by more than 1e-6.
     """
-    from esc50tf import features
+    from esc50tf.frontend import filters
     from esc50tf.models import panns
 
     a = panns.architecture(name)
@@ -119,8 +119,8 @@ def check_frontend(name, state_dict):
         raise Esc50Error(f"the checkpoint has no {_MEL_KEY}: cannot verify that it was "
                          f"trained on the {name} front end")
     mel_w = np.asarray(state_dict[_MEL_KEY], np.float64)
-    ours = features.mel_filterbank(a["sample_rate"], a["n_fft"], a["n_mels"], a["fmin"],
-                                   a["fmax"]).T.astype(np.float64)  # [bins, mels]
+    ours = filters.mel_filterbank(a["sample_rate"], a["n_fft"], a["n_mels"], a["fmin"],
+                                  a["fmax"]).T.astype(np.float64)  # [bins, mels]
     setting = (f"{a['sample_rate']} Hz, n_fft {a['n_fft']}, {a['n_mels']} Mel bands "
                f"{a['fmin']:g}-{a['fmax']:g} Hz")
     if mel_w.shape != ours.shape:
@@ -132,7 +132,7 @@ def check_frontend(name, state_dict):
                          f"up to {diff:.3g}: a checkpoint of another architecture or sample rate?")
     if _WINDOW_KEY in state_dict:
         conv_real = np.asarray(state_dict[_WINDOW_KEY], np.float64)
-        window = features.window_array("hann", a["n_fft"]).astype(np.float64)
+        window = filters.window_array("hann", a["n_fft"]).astype(np.float64)
         if conv_real.shape[-1] != a["n_fft"] or np.max(np.abs(conv_real[0, 0] - window)) > 1e-6:
             raise Esc50Error(f"{_WINDOW_KEY} is not a {a['n_fft']}-point Hann STFT: "
                              f"the checkpoint's front end differs from {name}'s")
