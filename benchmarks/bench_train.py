@@ -196,10 +196,11 @@ class TFRecordFeed:
 def model_rate(name, sample_rate):
     """The rate `name` runs at: its own for a PANNs model, else the data's."""
     from esc50tf.models import panns
+    from esc50tf.pretrained import architectures
     from esc50tf.run_config import resolve_config
 
     arch = panns.architecture_of(resolve_config(name, "default").model)
-    return panns.architecture(arch)["sample_rate"] if arch else sample_rate
+    return architectures.get(arch)["sample_rate"] if arch else sample_rate
 
 
 def build(name, policy, jit, num_samples, sample_rate, num_classes):

@@ -95,7 +95,7 @@ _FINETUNE = {
               "epochs": 30, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 2.0,
               "min_lr": 1e-5, "early_stopping_patience": 0, "min_val_per_class": 5.0,
               "final_weights": "last"},
-    "features": {},  # the PANNs architecture's own (esc50tf.models.panns.feature_settings)
+    "features": {},  # the architecture's own (esc50tf.pretrained.architectures.feature_settings)
     "model": {"normalization": "none"},
     "augment": {"freq_mask_param": 8, "time_mask_param": 64, "num_freq_masks": 2,
                 "num_time_masks": 2, "mix": "mixup", "mixup_alpha": 1.0},

@@ -120,9 +120,10 @@ def select_models(spec="all"):
 
 
 def _rate_of(model):
-    from esc50tf.models import panns, registry
+    from esc50tf.models import registry
+    from esc50tf.pretrained import architectures
 
-    return panns.architecture(registry.get(model).pretrained)["sample_rate"]
+    return architectures.get(registry.get(model).pretrained)["sample_rate"]
 
 
 def _rate_fits(model, manifest):

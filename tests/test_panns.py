@@ -13,6 +13,7 @@ from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FeatureConfig
 from esc50tf.models import ModelConfig, panns
 from esc50tf.models.build import build_model
+from esc50tf.pretrained import architectures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "panns"
 CNN14_TRAINABLE = 80_753_615  # sum of requires_grad parameters of panns_inference.models.Cnn14
@@ -25,7 +26,8 @@ def weights_16k(tmp_path_factory):
     from esc50tf.pretrained import store
 
     out = tmp_path_factory.mktemp("weights") / "cnn14_16k.npz"
-    store.convert_checkpoint("cnn14_16k", FIXTURES / "cnn14_16k.zip.pth", out, log=lambda _: None)
+    store.convert_checkpoint("cnn14_16k", FIXTURES / "cnn14_16k.zip.pth", out,
+                             build=panns.build_reference, log=lambda _: None)
     return out
 
 
@@ -34,7 +36,8 @@ def weights_sed(tmp_path_factory):
     from esc50tf.pretrained import store
 
     out = tmp_path_factory.mktemp("weights") / "cnn14_sed.npz"
-    store.convert_checkpoint("cnn14_sed", FIXTURES / "cnn14_sed.zip.pth", out, log=lambda _: None)
+    store.convert_checkpoint("cnn14_sed", FIXTURES / "cnn14_sed.zip.pth", out,
+                             build=panns.build_reference, log=lambda _: None)
     return out
 
 
@@ -48,7 +51,7 @@ def tfrecords_16k(tiny_esc50, tmp_path_factory):
 
 
 def _features(arch):
-    return FeatureConfig(**panns.feature_settings(arch))
+    return FeatureConfig(**architectures.feature_settings(arch))
 
 
 # --- layers against PyTorch's semantics -------------------------------------------------

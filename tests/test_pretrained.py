@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 from esc50tf.errors import Esc50Error
-from esc50tf.pretrained import catalog, store
+from esc50tf.models.panns import build_reference
+from esc50tf.pretrained import architectures, catalog, store
 from esc50tf.pretrained.checkpoint import read_torch_checkpoint
 from esc50tf.pretrained.convert import check_frontend, convert_state_dict, load_into
 
@@ -611,7 +612,8 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tiny_cnn14):
 
 def test_convert_writes_weights_that_know_their_model(tmp_path, tiny_cnn14):
     out = tmp_path / "tiny.weights.npz"
-    path, meta = store.convert_checkpoint("cnn14", _checkpoint("cnn14", "legacy"), out, log=print)
+    path, meta = store.convert_checkpoint("cnn14", _checkpoint("cnn14", "legacy"), out,
+                                          build=build_reference, log=print)
     assert path == out and out.is_file() and store.sidecar_path(out).is_file()
     digest = hashlib.sha256(_checkpoint("cnn14", "legacy").read_bytes()).hexdigest()
     side = json.loads(store.sidecar_path(out).read_text())
@@ -634,13 +636,14 @@ def test_convert_writes_weights_that_know_their_model(tmp_path, tiny_cnn14):
             np.testing.assert_array_equal(a, b)
     load_into(tiny_cnn14, converted)
     with pytest.raises(Esc50Error, match="already exists"):
-        store.convert_checkpoint("cnn14", _checkpoint("cnn14", "zip"), out)
+        store.convert_checkpoint("cnn14", _checkpoint("cnn14", "zip"), out, build=build_reference)
 
 
 def test_a_failed_conversion_writes_nothing(tmp_path):
     out = tmp_path / "x.weights.npz"
     with pytest.raises(Esc50Error):
-        store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out)
+        store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out,
+                                 build=build_reference)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -710,9 +713,7 @@ def test_catalog_lists_the_official_checkpoints():
         assert c.file_name in c.url.replace("%3D", "=")
         assert len(c.md5) == 32 and len(c.sha256) == 64 and c.size > 300_000_000
         assert c.licence == "CC BY 4.0"
-    from esc50tf.models import panns
-
-    assert {c.architecture for c in official.values()} <= set(panns.ARCHITECTURES)
+    assert {c.architecture for c in official.values()} <= set(architectures.ARCHITECTURES)
 
 
 # --------------------------------------------------------------------------
@@ -830,8 +831,8 @@ def test_download_resumes_a_partial_file_over_http(tmp_path, monkeypatch):
         part = cache / "downloads" / "cnn14_tiny.pth.part"
         part.parent.mkdir(parents=True)
         part.write_bytes(data[:100_000])  # what an interrupted download left
-        path, meta = store.download("cnn14_tiny", cache_dir=cache, progress=False,
-                                    log=lambda m: None)
+        path, meta = store.download("cnn14_tiny", build=build_reference, cache_dir=cache,
+                                    progress=False, log=lambda m: None)
     finally:
         server.shutdown()
     assert _RangeHandler.ranges == ["bytes=100000-"]

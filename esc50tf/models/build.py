@@ -67,11 +67,12 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 def _pretrained_trunk(model, model_config, feature_config):
     """PANNs trunks: check the front end, load `--weights`, apply `--freeze-backbone`."""
     from esc50tf.models import panns
+    from esc50tf.pretrained import architectures
 
     arch = panns.architecture_of(model_config)
     if arch is None:
         return
-    wanted = panns.feature_settings(arch)
+    wanted = architectures.feature_settings(arch)
     wrong = {k: v for k, v in feature_config.to_dict().items() if k in wanted and wanted[k] != v}
     if wrong:
         raise ValueError(f"{model_config.name} on the {arch} trunk needs its own front end; "

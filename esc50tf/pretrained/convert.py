@@ -20,7 +20,7 @@ Example:
 
 >>> state = read_torch_checkpoint("Cnn14_mAP=0.431.pth")
 >>> converted = convert_state_dict("cnn14", state)
->>> model = panns.build_reference("cnn14")
+>>> model = esc50tf.models.panns.build_reference("cnn14")
 >>> load_into(model, converted)
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.pretrained import architectures
 
 __all__ = ["ConvertedWeights", "convert_state_dict", "load_into", "check_frontend"]
 
@@ -101,7 +102,7 @@ def check_frontend(name, state_dict):
     """Refuses a checkpoint whose front end differs from esc50tf's for `name`.
 
     Args:
-        name: str. A PANNs architecture (`esc50tf.models.panns.ARCHITECTURES`).
+        name: str. A PANNs architecture (`esc50tf.pretrained.architectures.ARCHITECTURES`).
         state_dict: dict of numpy arrays (PyTorch names).
 
     Returns:
@@ -112,9 +113,8 @@ def check_frontend(name, state_dict):
             window) that differs from esc50tf's by more than 1e-6.
     """
     from esc50tf.frontend import filters
-    from esc50tf.models import panns
 
-    a = panns.architecture(name)
+    a = architectures.get(name)
     if _MEL_KEY not in state_dict:
         raise Esc50Error(f"the checkpoint has no {_MEL_KEY}: cannot verify that it was "
                          f"trained on the {name} front end")
@@ -159,9 +159,7 @@ def convert_state_dict(name, state_dict, widths=None):
         Esc50Error: a front end that differs from esc50tf's, a module that is
             not a conv/linear/batch norm, or a conv width other than `widths`.
     """
-    from esc50tf.models import panns
-
-    panns.architecture(name)
+    architectures.get(name)
     check_frontend(name, state_dict)
     converted = ConvertedWeights()
     for module, params in _group_modules(state_dict).items():
