@@ -1128,8 +1128,8 @@ def main(argv=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
-        # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
-        from esc50tf.train import INTER_OP_ENV
+        # starts (esc50tf.distribute.enable_determinism); TensorFlow is not loaded yet.
+        from esc50tf.distribute import INTER_OP_ENV
 
         os.environ.setdefault(INTER_OP_ENV, "1")
     try:

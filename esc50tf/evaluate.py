@@ -321,11 +321,11 @@ def evaluate_run(run_dir, data=None, log=None):
                           with_metadata=True, manifest=manifest)
         if (split_dir / "model.keras").is_file():
             from esc50tf.predict import load_predictor
-            from esc50tf.train import _predict
+            from esc50tf.models.build import predict_dataset
 
             model = load_predictor(split_dir / "model.keras",
                                    sample_rate=cfg.features.sample_rate).models[0]
-            y_true, y_prob, names = _predict(model, ds)
+            y_true, y_prob, names = predict_dataset(model, ds)
         elif (split_dir / "model.pkl").is_file():
             from esc50tf.models import classic
 

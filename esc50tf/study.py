@@ -39,6 +39,7 @@ import traceback
 from pathlib import Path
 
 from esc50tf import cleanup
+from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 
 FEATURE_KINDS = ("mel", "mfcc", "stft")
@@ -47,7 +48,7 @@ GRID_LRS = (1e-2, 1e-3, 1e-4)
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyRun:
+class StudyRun(Config):
     """One grid point of a study.
 
     Args:
@@ -71,7 +72,26 @@ class StudyRun:
 
     @property
     def keras(self):
-        return self.family != "classic"
+        from esc50tf.models import registry
+
+        return registry.get(self.model).keras
+
+    def to_dict(self):
+        """The grid point as study.json records it, with the run's config.json dict."""
+        out = super().to_dict()
+        if self.config is not None:
+            out["config"] = self.config.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of `to_dict` (the config section read as a RunConfig)."""
+        from esc50tf.train import RunConfig
+
+        run = super().from_dict(values)
+        if isinstance(run.config, dict):
+            run = run.replace(config=RunConfig.from_dict(run.config))
+        return run
 
 
 @dataclasses.dataclass
@@ -241,7 +261,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
 
 def check_run_folders(runs):
     """Esc50Error if a run folder holds another configuration than planned."""
-    from esc50tf.train import _comparable, _diff
+    from esc50tf.train import comparable_config, config_diff
 
     clashes = []
     for run in runs:
@@ -258,8 +278,8 @@ def check_run_folders(runs):
             clashes.append(f"{run.name}: unreadable config.json ({err})")
             continue
         new = run.config.to_dict()
-        if _comparable(old) != _comparable(new):
-            clashes.append(f"{run.name}: {_diff(old, new)}")
+        if comparable_config(old) != comparable_config(new):
+            clashes.append(f"{run.name}: {config_diff(old, new)}")
     if clashes:
         shown = "\n  ".join(clashes[:5]) + (f"\n  ... and {len(clashes) - 5} more"
                                            if len(clashes) > 5 else "")

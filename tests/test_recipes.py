@@ -104,7 +104,7 @@ def test_class_weights_balance_counts():
 
 def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_path):
     from esc50tf.data import splits
-    from esc50tf.train import _datasets
+    from esc50tf.tasks import get_task
 
     plain = _cfg(tiny_tfrecords, tmp_path, augment={"mix": "none"})
     smooth = _cfg(tiny_tfrecords, tmp_path, augment={"mix": "none"}, label_smoothing=0.2)
@@ -116,7 +116,8 @@ def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_pat
     # Smoothing needs one-hot training labels even without batch mixing.
     manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
     split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, _ = _datasets(smooth, split, manifest, one_hot=recipe.soft_labels(smooth))
+    train_ds, _ = get_task(smooth.model.name).build_inputs(smooth, split, manifest,
+                                                          one_hot=recipe.soft_labels(smooth))
     _, labels = next(iter(train_ds))
     assert labels.shape == (8, 4) and set(np.unique(labels)) == {0.0, 1.0}
 
@@ -185,7 +186,7 @@ def test_ema_weights_are_saved_and_small_validation_stops_nothing(tiny_tfrecords
                                                                   monkeypatch, capsys):
     """EMA (momentum 0.5), plateau + early stopping patience 1 on 3 validation clips, class weights."""
     from esc50tf.predict import load_predictor
-    from esc50tf.train import _predict
+    from esc50tf.models.build import predict_dataset
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={"mix": "none"}, epochs=4,
                final_weights="ema", ema_momentum=0.5, schedule="plateau", warmup_epochs=0,
@@ -220,7 +221,7 @@ def test_ema_weights_are_saved_and_small_validation_stops_nothing(tiny_tfrecords
 
     test = pipeline.make_dataset(tiny_tfrecords, splits.Selection((1,)), training=False,
                                  batch_size=8, with_metadata=True)
-    _, y_prob, _ = _predict(model, test)
+    _, y_prob, _ = predict_dataset(model, test)
     saved_probs = np.load(tmp_path / "run" / "fold1" / "predictions.npz")["y_prob"]
     np.testing.assert_allclose(y_prob, saved_probs, rtol=1e-4, atol=1e-6)
 

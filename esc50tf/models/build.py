@@ -199,3 +199,27 @@ def predict_crops(model, waveforms, num_crops=None):
         return model(waveforms, training=False)
     probs = [model(ops.roll(waveforms, r, axis=1), training=False) for r in rolls]
     return ops.mean(ops.stack(probs, axis=0), axis=0)
+
+
+def predict_dataset(model, dataset, verbose=1):
+    """(labels, probabilities, filenames) of a `(x, y, meta)` dataset in its fixed order.
+
+    The model runs through Keras' compiled, batched `predict` (progress bar
+    with verbose=1), once per evaluation crop of a multi-crop model
+    (`crop_rolls`), and the softmax outputs are averaged; labels and names
+    come from a second, model-free pass.
+    """
+    import tensorflow as tf
+
+    waves = dataset.map(lambda x, y, meta: x)
+    probs = 0.0
+    rolls = crop_rolls(model, waves.element_spec.shape[-1])
+    for shift in rolls:
+        crop = waves.map(lambda x, s=shift: tf.roll(x, s, axis=1)) if shift else waves
+        probs = probs + model.predict(crop, verbose=verbose)
+    probs = probs / len(rolls)
+    ys, names = [], []
+    for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):
+        ys.append(y.numpy())
+        names.extend(n.decode() for n in filenames.numpy())
+    return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names
