@@ -5,8 +5,10 @@ builders at import time and import Keras only inside the builders, so listing
 the models (for `--help` and error messages) stays instant. An entry also
 says which task trains the model (`esc50tf.tasks`: "keras" or "sklearn") and
 which ModelConfig settings its builder reads, so the search space of `tune`
-follows from the registry: a new model is one module with its `register` call
-(plus its name in FAMILIES when it starts a new family).
+follows from the registry. Every module of `esc50tf.models` other than the
+support modules (`_SUPPORT_MODULES`) is imported when the registry is first
+read, so a new model is one new module with its `register` call (plus its
+family's name in FAMILIES when it starts a new family).
 
 Example:
 >>> from esc50tf import models
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
+from pathlib import Path
 from typing import Callable
 
 from esc50tf.errors import Esc50Error
@@ -27,7 +31,9 @@ from esc50tf.models.config import ModelConfig
 
 FAMILIES = ("classic", "cnn", "rnn", "hybrid", "panns")
 TASKS = ("keras", "sklearn")
-_FAMILY_MODULES = tuple(f"esc50tf.models.{f}" for f in FAMILIES)
+# Modules of esc50tf.models without register calls (some import Keras at the top).
+_SUPPORT_MODULES = ("build", "config", "layers", "optimizers", "registry")
+_loaded = False
 _REGISTRY: dict[str, "ModelSpec"] = {}
 
 
@@ -117,9 +123,26 @@ def unregister(name):
     _REGISTRY.pop(name, None)
 
 
+def model_modules(folder=None):
+    """Names of the modules in `folder` (esc50tf/models) that register models, in import order.
+
+    The family modules come first, in FAMILIES order, then any other module
+    (not a support module, not private) alphabetically.
+    """
+    folder = Path(folder or Path(__file__).parent)
+    found = sorted(m.name for m in pkgutil.iter_modules([str(folder)]))
+    others = [m for m in found if m not in FAMILIES and m not in _SUPPORT_MODULES
+              and not m.startswith("_")]
+    return [f for f in FAMILIES if f in found] + others
+
+
 def _load():
-    for module in _FAMILY_MODULES:
-        importlib.import_module(module)
+    global _loaded
+    if _loaded:
+        return
+    for module in model_modules():
+        importlib.import_module(f"esc50tf.models.{module}")
+    _loaded = True
 
 
 def names():
