@@ -521,11 +521,11 @@ def train_config_from_args(args):
         from esc50tf.models import registry
 
         def takes_weights(spec):
-            return spec.backbone or spec.pretrained is not None or (
-                not spec.keras and spec.name == model and cfg.model.classic_features == "embeddings")
+            return "weights" in spec.settings and (
+                spec.keras or spec.name == model and cfg.model.classic_features == "embeddings")
 
         if not takes_weights(registry.get(model)):
-            takers = [s.name for s in registry.specs() if s.backbone or s.pretrained]
+            takers = [s.name for s in registry.specs() if s.keras and "weights" in s.settings]
             raise Esc50Error(
                 f"--weights loads a backbone or a pretrained trunk, which {model} does not have; "
                 f"models that take it: {', '.join(takers)}, and the classic models with "

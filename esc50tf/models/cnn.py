@@ -90,20 +90,20 @@ def _application(app_name, x, config, head_widths, default_dropout, default_l2):
 
 
 @register("vgg16", "cnn", "keras.applications VGG16 + GAP + dense 4096 x2, dropout 0.5, L2 1e-3 (study head)",
-          backbone=True, settings=_APPLICATION_SETTINGS)
+          settings=_APPLICATION_SETTINGS)
 def build_vgg16(x, config, num_classes):
     width = config.dense_units or 4096
     return _application("VGG16", x, config, [width, width], 0.5, 1e-3)
 
 
 @register("resnet50", "cnn", "keras.applications ResNet50 + GAP + dense 128, dropout 0.5 (study head)",
-          backbone=True, settings=_APPLICATION_SETTINGS)
+          settings=_APPLICATION_SETTINGS)
 def build_resnet50(x, config, num_classes):
     return _application("ResNet50", x, config, [config.dense_units or 128], 0.5, 0.0)
 
 
 @register("densenet121", "cnn", "keras.applications DenseNet121 + GAP + dense 128, dropout 0.5 (study head)",
-          backbone=True, settings=_APPLICATION_SETTINGS)
+          settings=_APPLICATION_SETTINGS)
 def build_densenet121(x, config, num_classes):
     return _application("DenseNet121", x, config, [config.dense_units or 128], 0.5, 0.0)
 

@@ -48,7 +48,7 @@ def _head(x, config):
 
 @register("hybrid", "hybrid",
           "DenseNet121 (or --backbone cnn14) trunk pooled over frequency only, Bi-GRU over time, "
-          "attention pooling (time kept)", backbone=True,
+          "attention pooling (time kept)",
           settings=("backbone",) + _SETTINGS, tuned=("backbone",) + _TUNED)
 def build_hybrid(x, config, num_classes):
     from esc50tf.models import panns
@@ -67,7 +67,7 @@ def build_hybrid(x, config, num_classes):
 
 @register("hybrid_seed", "hybrid",
           "the study's exact hybrid, for reproduction: global pooling leaves the Bi-GRU one time step",
-          backbone=True, settings=_SETTINGS, tuned=_TUNED)
+          settings=_SETTINGS, tuned=_TUNED)
 def build_hybrid_seed(x, config, num_classes):
     import keras
 

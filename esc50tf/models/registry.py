@@ -57,11 +57,12 @@ class ModelSpec:
             the sample rate. None for models without one.
         own_head: bool. The builder returns the class probabilities itself
             (layer "predictions"), e.g. the SED model's max over time steps.
-        backbone: bool. Whether it runs a keras.applications backbone (or the
-            hybrid's trunk), which reads `--weights` and `--freeze-backbone`.
         settings: tuple of str. The ModelConfig fields the builder reads
-            (`dropout`, `dense_units`, `rnn_units`...). Settings every Keras
-            model reads through `build_model` (`normalization`) are not listed.
+            (`dropout`, `dense_units`, `rnn_units`...): e.g. `weights` and
+            `freeze_backbone` for a model on a keras.applications backbone or a
+            PANNs trunk (the `--weights` flag is refused for the others).
+            Settings every Keras model reads through `build_model`
+            (`normalization`) are not listed.
         tuned: tuple of str or None. The subset of `settings` that `tune`
             searches for this model (when its search space has an entry for
             them); None: all of `settings`. A setting left out keeps the
@@ -75,7 +76,6 @@ class ModelSpec:
     task: str = "keras"
     pretrained: str | None = None
     own_head: bool = False
-    backbone: bool = False
     settings: tuple = ()
     tuned: tuple | None = None
 
@@ -102,7 +102,7 @@ class ModelSpec:
 
 
 def register(name, family, description, task="keras", pretrained=None, own_head=False,
-             backbone=False, settings=(), tuned=None):
+             settings=(), tuned=None):
     """Decorator registering a builder under `name` (arguments: see ModelSpec)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -111,7 +111,7 @@ def register(name, family, description, task="keras", pretrained=None, own_head=
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelSpec(name, family, description, fn, task, pretrained, own_head,
-                                    backbone, tuple(settings),
+                                    tuple(settings),
                                     None if tuned is None else tuple(tuned))
         return fn
 
