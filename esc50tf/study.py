@@ -261,7 +261,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
 
 def check_run_folders(runs):
     """Esc50Error if a run folder holds another configuration than planned."""
-    from esc50tf.train import comparable_config, config_diff
+    from esc50tf.train import comparable, config_diff
 
     clashes = []
     for run in runs:
@@ -278,7 +278,7 @@ def check_run_folders(runs):
             clashes.append(f"{run.name}: unreadable config.json ({err})")
             continue
         new = run.config.to_dict()
-        if comparable_config(old) != comparable_config(new):
+        if comparable(old) != comparable(new):
             clashes.append(f"{run.name}: {config_diff(old, new)}")
     if clashes:
         shown = "\n  ".join(clashes[:5]) + (f"\n  ... and {len(clashes) - 5} more"

@@ -278,7 +278,7 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
                              "choose another --out or pass --overwrite")
         else:
             old = json.loads(cfg_path.read_text())
-            if comparable_config(old) != comparable_config(config_dict):
+            if comparable(old) != comparable(config_dict):
                 diff = config_diff(old, config_dict)
                 raise Esc50Error(f"{out}: holds a run with another configuration ({diff}); "
                                  "choose another --out or pass --overwrite")
@@ -296,7 +296,7 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
 _WHERE_KEYS = ("out", "tpu", "data_service")
 
 
-def comparable_config(d):
+def comparable(d):
     """A config.json dict as a resume compares it: every train field, none of where it runs."""
     d = json.loads(json.dumps(d))
     train_section = d.setdefault("train", {})
@@ -309,7 +309,7 @@ def comparable_config(d):
 
 def config_diff(old, new):
     """What differs between two config.json dicts, for an error message (at most 4 settings)."""
-    old, new = comparable_config(old), comparable_config(new)
+    old, new = comparable(old), comparable(new)
     out = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
