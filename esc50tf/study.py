@@ -72,12 +72,13 @@ class StudyRun(Config):
 
     @property
     def keras(self):
+        """Whether the model trains through the Keras task (it has an optimizer and epochs)."""
         from esc50tf.models import registry
 
         return registry.get(self.model).keras
 
     def to_dict(self):
-        """The grid point as study.json records it, with the run's config.json dict."""
+        """The grid point as a dict; `config` as the run's config.json holds it."""
         out = super().to_dict()
         if self.config is not None:
             out["config"] = self.config.to_dict()
