@@ -207,7 +207,7 @@ def build(name, policy, jit, num_samples, sample_rate, num_classes):
     """The compiled model; the global policy is restored before returning."""
     from esc50tf.models.build import build_model
     from esc50tf.run_config import resolve_config
-    from esc50tf.train import make_optimizer
+    from esc50tf.tasks.keras_task import make_optimizer
 
     cfg = resolve_config(name, "default")
     # The default preset's front end (log-Mel 128, n_fft 2048, hop 512) at the data's rate;
@@ -483,7 +483,7 @@ def main(argv=None):
         "features": {k: getattr(features, k) for k in ("kind", "n_fft", "hop_length",
                                                        "n_mels")},
         "optimizer": f"{t.optimizer} lr {t.lr} weight decay {t.weight_decay} "
-                     "(train.make_optimizer, default preset)",
+                     "(tasks.keras_task.make_optimizer, default preset)",
         "loss": "categorical_crossentropy (one-hot labels, as with mixup)",
         "epochs": epochs,
         "epoch_clips": EPOCH_CLIPS,

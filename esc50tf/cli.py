@@ -506,11 +506,11 @@ def train_config_from_args(args):
         from esc50tf.models import registry
 
         def takes_weights(spec):
-            return spec.backbone or spec.pretrained is not None or (
-                not spec.keras and spec.name == model and cfg.model.classic_features == "embeddings")
+            return "weights" in spec.settings and (
+                spec.keras or spec.name == model and cfg.model.classic_features == "embeddings")
 
         if not takes_weights(registry.get(model)):
-            takers = [s.name for s in registry.specs() if s.backbone or s.pretrained]
+            takers = [s.name for s in registry.specs() if s.keras and "weights" in s.settings]
             raise Esc50Error(
                 f"--weights loads a backbone or a pretrained trunk, which {model} does not have; "
                 f"models that take it: {', '.join(takers)}, and the classic models with "
@@ -1100,8 +1100,8 @@ def main(argv=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "demo" or getattr(args, "deterministic", None):
         # Bit-identical reruns need one inter-op thread, fixed when TensorFlow
-        # starts (esc50tf.train._enable_determinism); TensorFlow is not loaded yet.
-        from esc50tf.train import INTER_OP_ENV
+        # starts (esc50tf.distribute.enable_determinism); TensorFlow is not loaded yet.
+        from esc50tf.distribute import INTER_OP_ENV
 
         os.environ.setdefault(INTER_OP_ENV, "1")
     try:

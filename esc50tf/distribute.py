@@ -36,6 +36,7 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 
 from esc50tf.errors import Esc50Error
 
@@ -45,6 +46,8 @@ _POLICY = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _DEVICE_RE = re.compile(r"^/?(?:job:[^/]+/)?(?:replica:\d+/)?(?:task:\d+/)?"
                         r"(?:device:)?(cpu|gpu|tpu):\d+$", re.IGNORECASE)
 _HOST_PORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+# TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
+INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
 
 
 def _gpus():
@@ -405,3 +408,45 @@ def device_description(strategy=None, kind=None):
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
         return f"{len(gpus)} x GPU ({', '.join(sorted(set(names)))})"
     return f"CPU ({os.cpu_count()} cores)"
+
+
+def enable_determinism():
+    """Turns TensorFlow op determinism on; returns a function that restores the old state.
+
+    The switch is process-wide and Keras silently drops jit_compile while it is
+    on, so a deterministic run must not leave it on for whatever runs next.
+
+    Op determinism alone is not enough: with several inter-op threads, Keras'
+    compiled training step gave weights that differed in the 6th-7th digit
+    between reruns (and so different accuracies after 30 epochs). One
+    inter-op thread (each op still uses every core) made reruns
+    bit-identical. That pool can only be sized before TensorFlow starts, so
+    the `esc50tf` command sets TF_NUM_INTEROP_THREADS=1 for deterministic
+    runs; a library caller whose TensorFlow already runs gets a warning.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    if not _single_inter_op_thread(tf):
+        warnings.warn(
+            "deterministic run, but TensorFlow already started with more than one inter-op "
+            "thread, so reruns may differ in the last digits; set TF_NUM_INTEROP_THREADS=1 "
+            "before TensorFlow starts (the esc50tf command does this for --deterministic)",
+            RuntimeWarning, stacklevel=3,
+        )
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    return (lambda: None) if was_on else tf_config.disable_op_determinism
+
+
+def _single_inter_op_thread(tf):
+    """Makes TensorFlow's inter-op pool one thread if it can; True if it is."""
+    if os.environ.get(INTER_OP_ENV) == "1" or (
+        tf.config.threading.get_inter_op_parallelism_threads() == 1
+    ):
+        return True
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime is already initialised
+        return False
+    return True

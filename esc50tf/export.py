@@ -238,7 +238,7 @@ def keras_reference(models, batch):
 
 def write_savedmodel(model, path):
     """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities."""
-    from esc50tf.train import export_model
+    from esc50tf.tasks.keras_task import export_model
 
     export_model(model, path)
     return Path(path)

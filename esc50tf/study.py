@@ -39,6 +39,7 @@ import traceback
 from pathlib import Path
 
 from esc50tf import cleanup
+from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import KINDS
 from esc50tf.io import read_json, write_json
@@ -48,7 +49,7 @@ FEATURE_KINDS = KINDS
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyRun:
+class StudyRun(Config):
     """One grid point of a study.
 
     Args:
@@ -72,7 +73,27 @@ class StudyRun:
 
     @property
     def keras(self):
-        return self.family != "classic"
+        """Whether the model trains through the Keras task (it has an optimizer and epochs)."""
+        from esc50tf.models import registry
+
+        return registry.get(self.model).keras
+
+    def to_dict(self):
+        """The grid point as a dict; `config` as the run's config.json holds it."""
+        out = super().to_dict()
+        if self.config is not None:
+            out["config"] = self.config.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of `to_dict` (the config section read as a RunConfig)."""
+        from esc50tf.run_config import RunConfig
+
+        run = super().from_dict(values)
+        if isinstance(run.config, dict):
+            run = run.replace(config=RunConfig.from_dict(run.config))
+        return run
 
 
 @dataclasses.dataclass

@@ -1,14 +1,17 @@
 """`esc50tf train`: train and evaluate one model under one protocol.
 
 For each split of the protocol (every fold for k-fold CV, one test fold, or a
-grouped ratio split): build the tf.data pipelines (training side only for
-fitting, validation carved from it by src_file), build the model in the
-distribution strategy's scope under the chosen precision, adapt the
-per-frequency normalisation on the training clips, fit with the recipe's
-callbacks (esc50tf.recipe: schedule, decisions the validation side is big
-enough for, weight averaging) plus CSV history, TensorBoard and
-BackupAndRestore, then predict the test side once (averaged over test crops), save `model.keras` and a SavedModel export, and write the
-split's results. Finally aggregate everything into the run's report.
+grouped ratio split), the model's task (esc50tf.tasks, chosen by the model
+registry) trains on the training side and predicts the test side once. A Keras
+model: tf.data pipelines (training side only for fitting, validation carved
+from it by src_file), the model built in the distribution strategy's scope
+under the chosen precision, the per-frequency normalisation adapted on the
+training clips, fit with the recipe's callbacks (esc50tf.recipe: schedule,
+decisions the validation side is big enough for, weight averaging) plus CSV
+history, TensorBoard and BackupAndRestore, the test side predicted (averaged
+over test crops), `model.keras` and a SavedModel export saved. A scikit-learn
+model: features of each side, `fit`, `model.pkl`. Each split's results are
+written, then aggregated into the run's report.
 
 A run folder is resumable: finished splits are skipped, an interrupted one
 continues from its last finished epoch. Its `config.json` is the full,
@@ -32,47 +35,21 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-
-from esc50tf import cleanup, recipe
+from esc50tf import cleanup
 from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
-from esc50tf.models.build import predict_dataset
-from esc50tf.report import aggregate, fold_metrics, write_report
+from esc50tf.report import aggregate, write_report
 from esc50tf.run_config import comparable, config_diff
-
-# TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
-INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
+from esc50tf.tasks.base import history_length
 
 
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def make_optimizer(t, steps_per_epoch=None):
-    """The configured optimizer: its learning rate schedule, and EMA when it is reported."""
-    import keras
-
-    lr = recipe.learning_rate(t, t.lr, steps_per_epoch)
-    ema = dict(use_ema=True, ema_momentum=t.ema_momentum) if t.final_weights == "ema" else {}
-    if t.trunk_lr_scale != 1.0:
-        from esc50tf.models.optimizers import TrunkScaledAdamW
-
-        return TrunkScaledAdamW(t.trunk_lr_scale, learning_rate=lr,
-                                weight_decay=t.weight_decay if t.optimizer == "adamw" else 0.0,
-                                **ema)
-    if t.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **ema)
-    if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay, **ema)
-    if t.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=t.momentum,
-                                    weight_decay=t.weight_decay or None, **ema)
-    return keras.optimizers.Adagrad(lr, **ema)
 
 
 def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
@@ -177,17 +154,6 @@ class _RemoteRun:
             if not os.path.isdir(folder) and self._gfile.isdir(self._remote(folder)):
                 self._gfile.rmtree(self._remote(folder))  # e.g. BackupAndRestore's, when fit ends
 
-    def callback(self):
-        import keras
-
-        run = self
-
-        class UploadEachEpoch(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                run.upload()
-
-        return UploadEachEpoch()
-
     def discard(self):
         shutil.rmtree(self.local, ignore_errors=True)
 
@@ -207,9 +173,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         callbacks: extra Keras callbacks, appended after the built-in ones.
         verbose: int. Keras fit verbosity (1: progress bar).
     """
-    import os
-
-    from esc50tf import distribute, models
+    from esc50tf import distribute, models, tasks
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
     from esc50tf.models.panns import check_sample_rate
@@ -220,10 +184,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     if not t.out:
         raise Esc50Error("no --out run folder given")
     spec = models.get(cfg.model.name)
-    if spec.keras:
-        distribute.check_options(t.strategy, tpu=t.tpu, devices=t.devices,
-                                 mixed_precision=t.mixed_precision, jit_compile=t.jit_compile,
-                                 deterministic=t.deterministic, data_service=t.data_service)
+    task = tasks.get_task(spec)
+    task.check_options(cfg)
     manifest = tfr.read_manifest(t.data)
     tfr.verify_shards(t.data, manifest)
     check_sample_rate(cfg.model, manifest, t.data)
@@ -234,17 +196,13 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     index = splits.load_index(t.data)
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
-    strategy, kind = None, "none"
-    if spec.keras:
-        # Before anything else runs TensorFlow ops (MultiWorkerMirroredStrategy needs that).
-        strategy, kind = distribute.make_strategy(t.strategy, tpu=t.tpu, devices=t.devices)
-        distribute.check_strategy(strategy, kind, jit_compile=t.jit_compile)
+    strategy, kind = task.make_strategy(cfg)
     out = t.out
     if not distribute.is_chief(kind):
         out = distribute.worker_dir(t.out, distribute.task_index(kind))
     if not tfr.is_remote(out):
         prepare_run_dir(out, config_dict, overwrite, check_only=True)
-    _check_can_start(cfg, spec, chosen, index, strategy)
+    _check_can_start(cfg, task, chosen, index, strategy)
     remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
     created = [] if remote else cleanup.make_dirs(out)
     try:
@@ -264,25 +222,9 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
              "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
                          "sample_rate": manifest["config"]["sample_rate"],
                          "num_samples": int(manifest["config"]["num_samples"])}}
-    if spec.keras:
-        import keras
-
-        policy = distribute.resolve_precision(t.mixed_precision, kind)
-        keras.mixed_precision.set_global_policy(policy)
-        replicas = distribute.num_replicas(strategy)
-        lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
-        extra.update(precision=policy, strategy=kind, replicas=replicas,
-                     global_batch_size=distribute.global_batch_size(t.batch_size, replicas),
-                     learning_rate=lr)
-        _log(f"{spec.name}: {kind} strategy, {replicas} replica(s), precision {policy}, "
-             f"global batch {extra['global_batch_size']} ({t.batch_size} per replica), "
-             f"learning rate {lr:g}" + (" (scaled by replicas)" if t.scale_lr else "")
-             + (f", input from the tf.data service at {t.data_service}" if t.data_service else "")
-             + (" (resuming)" if resumed else ""))
-    else:
-        extra.update(precision="float32 (scikit-learn)", strategy="none", replicas=1)
+    extra.update(task.start_run(cfg, strategy, kind, resumed))
     results = []
-    restore_determinism = _enable_determinism() if t.deterministic else None
+    restore_determinism = distribute.enable_determinism() if t.deterministic else None
     try:
         for n, split in enumerate(chosen, 1):
             split_dir = run_dir / split.name
@@ -298,15 +240,10 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             sizes = splits.check_disjoint(split, index)
             _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
                  + " clips (no src_file shared)")
-            if spec.keras:
-                split_callbacks = list(callbacks)
-                if remote:
-                    split_callbacks.append(remote.callback())
-                result = _train_keras_split(cfg, spec, split, split_dir, manifest, strategy,
-                                            class_names, split_callbacks, verbose, sizes,
-                                            kind=kind, index=index)
-            else:
-                result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
+            result = task.train_split(cfg, split, split_dir, manifest, class_names,
+                                      strategy=strategy, kind=kind, index=index, sizes=sizes,
+                                      callbacks=callbacks, verbose=verbose,
+                                      epoch_end=remote.upload if remote else None)
             result["split"] = split.name
             result["wall_seconds"] = time.perf_counter() - split_start
             write_json(done, result)
@@ -328,10 +265,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             _log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
         raise
     finally:
-        if spec.keras:
-            import keras
-
-            keras.mixed_precision.set_global_policy("float32")
+        task.end_run()
         if restore_determinism is not None:
             restore_determinism()
     # Summed per split, so a resumed run still reports its whole cost.
@@ -347,7 +281,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
 
 def _has_progress(run_dir):
     """True when a run folder holds a finished epoch or split (something a resume would use)."""
-    return any(_history_length(p) > 0 for p in Path(run_dir).glob("*/history.csv")) or any(
+    return any(history_length(p) > 0 for p in Path(run_dir).glob("*/history.csv")) or any(
         Path(run_dir).glob("*/result.json"))
 
 
@@ -360,14 +294,13 @@ def _reads_converted_weights(model_config):
             or model_config.classic_features == "embeddings")
 
 
-def _check_can_start(cfg, spec, chosen, index, strategy):
+def _check_can_start(cfg, task, chosen, index, strategy):
     """Refuses, before any folder is made, what would fail before the first epoch.
 
     Training sides smaller than one global batch fail with the protocol that
     fits uneven folds (`--split`), a missing `--weights` file is named, and
     folds that do not suit a fold-based protocol get a warning.
     """
-    from esc50tf import distribute
     from esc50tf.data import splits
 
     t = cfg.train
@@ -380,57 +313,7 @@ def _check_can_start(cfg, spec, chosen, index, strategy):
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
     for line in advice:
         _log(f"warning: {line}")
-    if not spec.keras:
-        return
-    batch = distribute.global_batch_size(t.batch_size, distribute.num_replicas(strategy))
-    for split in chosen:
-        n = len(split.train.rows(index))
-        if n < batch:
-            fix = splits.SPLIT_ADVICE if advice else "lower --batch-size"
-            raise Esc50Error(f"{split.name}: {n} training clips, fewer than one global batch of "
-                             f"{batch}; {fix}")
-
-
-def _enable_determinism():
-    """Turns TensorFlow op determinism on; returns a function that restores the old state.
-
-    The switch is process-wide and Keras silently drops jit_compile while it is
-    on, so a deterministic run must not leave it on for whatever runs next.
-
-    Op determinism alone is not enough: with several inter-op threads, Keras'
-    compiled training step gave weights that differed in the 6th-7th digit
-    between reruns (and so different accuracies after 30 epochs). One
-    inter-op thread (each op still uses every core) made reruns
-    bit-identical. That pool can only be sized before TensorFlow starts, so
-    the `esc50tf` command sets TF_NUM_INTEROP_THREADS=1 for deterministic
-    runs; a library caller whose TensorFlow already runs gets a warning.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
-
-    if not _single_inter_op_thread(tf):
-        warnings.warn(
-            "deterministic run, but TensorFlow already started with more than one inter-op "
-            "thread, so reruns may differ in the last digits; set TF_NUM_INTEROP_THREADS=1 "
-            "before TensorFlow starts (the esc50tf command does this for --deterministic)",
-            RuntimeWarning, stacklevel=3,
-        )
-    was_on = tf_config.is_op_determinism_enabled()
-    tf.config.experimental.enable_op_determinism()
-    return (lambda: None) if was_on else tf_config.disable_op_determinism
-
-
-def _single_inter_op_thread(tf):
-    """Makes TensorFlow's inter-op pool one thread if it can; True if it is."""
-    if os.environ.get(INTER_OP_ENV) == "1" or (
-        tf.config.threading.get_inter_op_parallelism_threads() == 1
-    ):
-        return True
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # the runtime is already initialised
-        return False
-    return True
+    task.check_splits(cfg, chosen, index, strategy, advice)
 
 
 def _protocol_name(t):
@@ -439,256 +322,3 @@ def _protocol_name(t):
     if t.protocol == "split":
         return f"grouped ratio split {t.split_ratio:g}"
     return "k-fold cross-validation"
-
-
-def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_augmenter=None, *,
-              num_workers=1, repeat=False, data_service=None, data_service_job=None,
-              drop_val_remainder=False):
-    """Training and validation pipelines; augmentation only on the training side.
-
-    With features on the host, `host_featurize` runs in tf.data on both sides and
-    the model's own waveform augmenter (training=True) runs before it on the
-    training side only. `cfg.train.batch_size` is the global batch here.
-    num_workers, repeat, data_service, data_service_job: see `make_dataset` (the
-    service gets the training pipeline only). drop_val_remainder: static
-    validation batches too (TPUs).
-    """
-    from esc50tf.augment import BatchMixer
-    from esc50tf.data.pipeline import make_dataset
-
-    t = cfg.train
-    eval_fns, train_fns = [], []
-    if host_featurize is not None:
-        eval_fns.append(lambda x, y: (host_featurize(x), y))
-        if wave_augmenter is not None:
-            train_fns.append(lambda x, y: (host_featurize(wave_augmenter(x, training=True)), y))
-        else:
-            train_fns.append(eval_fns[0])
-    if cfg.augment.mix != "none":
-        train_fns.append(BatchMixer(cfg.augment.mix, alpha=cfg.augment.mixup_alpha, seed=t.seed,
-                                    num_classes=manifest["num_classes"],
-                                    sample_rate=manifest["config"]["sample_rate"]))
-    train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
-                            seed=t.seed, batch_fns=train_fns, manifest=manifest,
-                            one_hot=one_hot and cfg.augment.mix == "none",
-                            num_workers=num_workers, repeat=repeat, data_service=data_service,
-                            data_service_job=data_service_job)
-    val_ds = None
-    if split.val is not None:
-        val_ds = make_dataset(t.data, split.val, training=False, batch_size=t.batch_size,
-                              one_hot=one_hot, batch_fns=eval_fns, manifest=manifest,
-                              num_workers=num_workers, drop_remainder=drop_val_remainder)
-    return train_ds, val_ds
-
-
-def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_names,
-                       extra_callbacks, verbose, sizes, kind="default", index=None):
-    import hashlib
-    import warnings
-
-    import keras
-
-    from esc50tf import distribute
-    from esc50tf import frontend as feat
-    from esc50tf.data.pipeline import make_dataset
-    from esc50tf.models.build import adapt_normalization, build_model, test_crops
-
-    t = cfg.train
-    one_hot = recipe.soft_labels(cfg)
-    num_samples = int(manifest["config"]["num_samples"])
-    replicas = distribute.num_replicas(strategy)
-    global_batch = distribute.global_batch_size(t.batch_size, replicas)
-    t_global = dataclasses.replace(t, batch_size=global_batch)
-    cfg_global = dataclasses.replace(cfg, train=t_global)
-    if sizes["train"] < global_batch:
-        raise Esc50Error(f"{split.name}: {sizes['train']} training clips, fewer than one global "
-                         f"batch of {global_batch}; lower --batch-size")
-    if kind == "tpu" and 0 < sizes.get("val", 0) < global_batch:
-        raise Esc50Error(f"{split.name}: {sizes['val']} validation clips, fewer than one global "
-                         f"batch of {global_batch} (TPUs need full batches); lower --batch-size "
-                         "or raise --val-fraction")
-    # Several input pipelines (multi-worker, TPU pods): the workers' shares of the
-    # shards differ in size, so the training stream repeats and an epoch is a fixed
-    # number of global steps; no worker runs dry while the others wait in an all-reduce.
-    workers = distribute.num_input_pipelines(strategy, kind)
-    repeat = workers > 1
-    steps_per_epoch = sizes["train"] // global_batch if repeat else None
-    job = None
-    if t.data_service and repeat:  # the trainers share one service job
-        job = "esc50tf-" + hashlib.sha1(f"{t.out}/{split.name}".encode()).hexdigest()[:16]
-    host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
-    if index is None:
-        from esc50tf.data.splits import load_index
-
-        index = load_index(t.data)
-    train_counts = recipe.class_counts(split.train.rows(index)["label"], len(class_names))
-    validation = recipe.judge_validation(
-        [] if split.val is None else split.val.rows(index)["label"], len(class_names),
-        t.min_val_per_class)
-    _log(f"{split.name}: {validation['note']}")
-    with strategy.scope():
-        model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
-                            cfg.augment, seed=t.seed)
-        # Per-frequency statistics from the training clips only (no augmentation).
-        stats_ds = make_dataset(t.data, split.train, training=False, batch_size=64,
-                                manifest=manifest)
-        adapt_normalization(model, stats_ds)
-        trainable = model
-        if host_featurize is not None:
-            trainable = _classifier_part(model)
-        loss = recipe.loss(cfg)
-        lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
-        trainable.compile(make_optimizer(dataclasses.replace(t, lr=lr),
-                                         steps_per_epoch=sizes["train"] // global_batch),
-                          loss=loss, metrics=["accuracy"], jit_compile=t.jit_compile)
-    wave_augmenter = None
-    if host_featurize is not None:
-        try:
-            wave_augmenter = model.get_layer("waveform_augmenter")
-        except ValueError:
-            pass
-    train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot,
-                                 wave_augmenter,
-                                 num_workers=workers,
-                                 repeat=repeat, data_service=t.data_service,
-                                 data_service_job=job, drop_val_remainder=kind == "tpu")
-    distribute.prepare_fit(trainable, strategy, kind, train_ds.element_spec)
-    if workers > 1:
-        shard_policy = train_ds.options().experimental_distribute.auto_shard_policy
-        _log(f"{split.name}: training input auto-sharded by {shard_policy.name} over {workers} "
-             f"workers, {sizes['train'] // global_batch} steps of {global_batch} per epoch")
-    monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
-    monitor_loss = "val_loss" if val_ds is not None else "loss"
-    # Training clips without augmentation, for batch-norm statistics of averaged weights.
-    averaging = recipe.averaging_callbacks(
-        t, split_dir / "swa_state.npz",
-        lambda: make_dataset(t.data, split.train, training=False, batch_size=global_batch,
-                             manifest=manifest, batch_fns=[lambda x, y: (host_featurize(x), y)]
-                             if host_featurize is not None else ()))
-    cbs = [
-        keras.callbacks.BackupAndRestore(str(split_dir / "backup")),
-        *recipe.decision_callbacks(t, monitor_loss, validation["trusted"]),
-        *averaging,
-        keras.callbacks.ModelCheckpoint(str(split_dir / "best.keras"), monitor=monitor_acc,
-                                        save_best_only=True),
-        keras.callbacks.CSVLogger(str(split_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(split_dir / "logs"), write_graph=False,
-                                    profile_batch=0),
-        *extra_callbacks,
-    ]
-    fit_start = time.perf_counter()
-    with warnings.catch_warnings():
-        if repeat:
-            # A worker's share of the validation clips is not known in advance, so Keras
-            # learns the number of validation steps by running out of data, and says so.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = trainable.fit(train_ds, validation_data=val_ds, epochs=t.epochs, callbacks=cbs,
-                                steps_per_epoch=steps_per_epoch, verbose=verbose,
-                                class_weight=(recipe.class_weights(train_counts)
-                                              if t.balance == "class_weights" else None),
-                                shuffle=False)  # tf.data already shuffles
-    fit_seconds = time.perf_counter() - fit_start
-    epochs_this_session = len(history.history.get("loss", []))
-    history_rows = _history_length(split_dir / "history.csv")
-    test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
-                           with_metadata=True, manifest=manifest)
-    _log(f"{split.name}: predicting {sizes['test']} test clips")
-    y_true, y_prob, names = predict_dataset(model, test_ds, verbose=verbose)
-    model.save(split_dir / "model.keras")
-    if t.export:
-        export_model(model, split_dir / "saved_model")
-    np.savez_compressed(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
-                        filenames=np.array(names))
-    result = fold_metrics(y_true, y_prob, class_names)
-    steps = epochs_this_session * (sizes["train"] // global_batch)
-    result.update(
-        epochs_run=history_rows or epochs_this_session,
-        train_seconds=fit_seconds,
-        train_examples_per_s=(steps * global_batch / fit_seconds) if fit_seconds > 0 and steps else None,
-        num_train_clips=sizes["train"],
-        num_val_clips=sizes.get("val", 0),
-        best_val_accuracy=float(max(history.history.get(monitor_acc, [np.nan]))),
-        validation=validation,
-        reported_model=recipe.reported_weights(
-            t, validation["trusted"], averaging[0].averaged_epochs if averaging else None),
-        test_crops=test_crops(model),
-        train_class_counts=dict(zip(class_names, train_counts.tolist())),
-    )
-    return result
-
-
-def _history_length(path):
-    try:
-        return max(0, len(Path(path).read_text().strip().splitlines()) - 1)
-    except OSError:
-        return 0
-
-
-def _classifier_part(model):
-    """For features on the host: the model from the front end's output onwards."""
-    import keras
-
-    frontend = model.get_layer("frontend")
-    return keras.Model(frontend.output, model.output, name=f"{model.name}_on_features")
-
-
-def export_model(model, path):
-    """Writes a TF SavedModel: waveform [batch, samples] in, probabilities out."""
-    import io
-    import contextlib
-
-    path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    with contextlib.redirect_stdout(io.StringIO()):  # export prints a signature summary
-        model.export(str(path), format="tf_saved_model")
-
-
-def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
-    import pickle
-
-    from esc50tf.data.pipeline import make_dataset
-    from esc50tf.models import classic
-
-    t = cfg.train
-    if cfg.model.classic_features == "embeddings":
-        features_of = _embedding_rows(cfg, split_dir.parent)
-    else:
-        featurize = classic.make_featurizer(cfg.features, cfg.model)
-
-        def features_of(selection):
-            ds = make_dataset(t.data, selection, training=False, batch_size=64,
-                              with_metadata=True, manifest=manifest, cache=False)
-            return classic.extract(ds, featurize)
-
-    start = time.perf_counter()
-    x_train, y_train, _ = features_of(split.train)
-    estimator = spec.builder(cfg.model, seed=t.seed)
-    estimator.fit(x_train, y_train)
-    seconds = time.perf_counter() - start
-    val_acc = None
-    if split.val is not None:
-        x_val, y_val, _ = features_of(split.val)
-        val_acc = float((estimator.predict(x_val) == y_val).mean())
-    x_test, y_test, names = features_of(split.test)
-    y_prob = classic.predict_proba(estimator, x_test, len(class_names))
-    with open(split_dir / "model.pkl", "wb") as f:
-        pickle.dump(estimator, f)
-    np.savez_compressed(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
-                        filenames=np.array(names))
-    result = fold_metrics(y_test, y_prob, class_names)
-    result.update(epochs_run=None, train_seconds=seconds,
-                  train_examples_per_s=len(y_train) / seconds if seconds else None,
-                  num_train_clips=int(len(y_train)), best_val_accuracy=val_acc,
-                  feature_dim=int(x_train.shape[1]))
-    return result
-
-
-def _embedding_rows(cfg, run_dir):
-    """`selection -> (X, y, filenames)` from PANNs embeddings computed once per run, cached."""
-    from esc50tf import embed
-    from esc50tf.data.splits import load_index
-
-    table = embed.embedding_table(cfg.train.data, cfg.model, Path(run_dir) / "embeddings.npz")
-    index = load_index(cfg.train.data)
-    return lambda selection: embed.select(table, selection, index)

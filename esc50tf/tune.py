@@ -52,10 +52,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from esc50tf import cleanup
 from esc50tf.augment import registry as augment_registry
+from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import KINDS, kinds_reading
 from esc50tf.io import atomic_path, read_json, write_json, write_text
@@ -66,13 +67,6 @@ SAMPLINGS = ("linear", "log", "reverse_log")
 PROJECT = "search"  # KerasTuner project folder inside OUT
 BEST_RUN = "best_run"
 TRIAL_META = "esc50tf.json"
-
-# Models that read each model-specific setting (see esc50tf/models/*.py).
-_RNN_MODELS = ("lstm", "bilstm", "gru", "bigru", "hybrid", "hybrid_seed")
-_ATTENTION_MODELS = ("hybrid", "hybrid_seed")
-_DENSE_HEAD_MODELS = ("alexnet", "vgg16", "resnet50", "densenet121")
-_PANNS_MODELS = ("cnn14", "cnn14_16k", "cnn14_sed")  # their front end is fixed (models/panns.py)
-_BACKBONE_MODELS = ("vgg16", "resnet50", "densenet121", "hybrid", "hybrid_seed") + _PANNS_MODELS
 
 _TYPES_FOR_KIND = {
     "real": ("float", "choice", "fixed"),
@@ -105,7 +99,9 @@ class Param:
         default: dict or None. The default search-space entry; None means not
             searched by default.
         when: tuple or None. `(parent_name, values)`: only searched (and only
-            applied) when the parent setting takes one of `values`.
+            applied) when the parent setting takes one of `values`. A model
+            setting (section "model") has none here: the models it applies to
+            come from the registry (`applies_to`).
     """
 
     name: str
@@ -155,18 +151,17 @@ PARAMS = {p.name: p for p in [
     Param("dropout", "model", "dropout", "real", lambda v: 0 <= v < 1, "a number in [0, 1)",
           {"type": "float", "min": 0.1, "max": 0.5, "step": 0.1}),
     Param("rnn_units", "model", "rnn_units", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([32, 64, 128]), when=("model", _RNN_MODELS)),
+          _choice([32, 64, 128])),
     Param("attention_units", "model", "attention_units", "int", lambda v: v >= 1,
-          "an integer >= 1", _choice([32, 64, 128]), when=("model", _ATTENTION_MODELS)),
+          "an integer >= 1", _choice([32, 64, 128])),
     Param("dense_units", "model", "dense_units", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([128, 256, 512]), when=("model", _DENSE_HEAD_MODELS)),
+          _choice([128, 256, 512])),
     # Searched only when --weights names pretrained backbone weights.
     Param("freeze_backbone", "model", "freeze_backbone", "bool", lambda v: True, "true or false",
-          {"type": "boolean"}, when=("model", _BACKBONE_MODELS)),
+          {"type": "boolean"}),
     # With PANNs --weights: the hybrid's trunk, pretrained CNN14 or DenseNet121 from scratch.
     Param("backbone", "model", "backbone", "str", lambda v: v in ("densenet121", "cnn14", "cnn14_16k"),
-          "densenet121, cnn14, cnn14_16k", _choice(["densenet121", "cnn14"]),
-          when=("model", ("hybrid",))),
+          "densenet121, cnn14, cnn14_16k", _choice(["densenet121", "cnn14"])),
     # With --weights: how much slower the pretrained trunk learns than the new head.
     Param("trunk_lr_scale", "train", "trunk_lr_scale", "real", lambda v: 0 < v <= 1,
           "a number in (0, 1]", _choice([0.03, 0.1, 0.3, 1.0]),
@@ -175,6 +170,29 @@ PARAMS = {p.name: p for p in [
 
 DEFAULT_SPACE = {name: p.default for name, p in PARAMS.items() if p.default is not None}
 """The default search space: name -> entry (see the module docstring for the format)."""
+
+
+def applies_to(name):
+    """The Keras models a search-space setting applies to (registry order); None: every one.
+
+    A model setting applies to the models whose registry entry searches it
+    (`ModelSpec.searches`: the ModelConfig settings their builder reads), so a
+    new model is searched over its own settings without a change here.
+    """
+    from esc50tf.models import registry
+
+    p = PARAMS[name]
+    if p.section != "model" or name == "model":
+        return None
+    keras_specs = [s for s in registry.specs() if s.keras]
+    models = tuple(s.name for s in keras_specs if s.searches(p.key))
+    return None if len(models) == len(keras_specs) else models
+
+
+def condition_of(name):
+    """`(parent_name, values)` a setting is searched under, or None (always)."""
+    models = applies_to(name)
+    return ("model", models) if models is not None else PARAMS[name].when
 
 
 # --------------------------------------------------------------------------
@@ -394,7 +412,8 @@ def describe_space(space, models):
         rows.append(f"| model | model.name | choice: {', '.join(models)} |")
     for name, entry in space.items():
         p = PARAMS[name]
-        notes = [f"when {p.when[0]} is {', '.join(p.when[1])}"] if p.when else []
+        when = condition_of(name)
+        notes = [f"when {when[0]} is {', '.join(when[1])}"] if when else []
         notes += [_NOTES[name]] if name in _NOTES else []
         notes = f" ({'; '.join(notes)})" if notes else ""
         rows.append(f"| {name} | {p.section}.{p.key} | {_entry_text(entry)}{notes} |")
@@ -471,7 +490,7 @@ class SearchSpace:
 
     def condition(self, name):
         """None (always searched), False (never: cannot apply) or `(parent, values)`."""
-        when = PARAMS[name].when
+        when = condition_of(name)
         if when is None:
             return None
         parent, wanted = when
@@ -613,13 +632,9 @@ class _TrialRunner:
     def build(self, hp):
         import keras
 
-        from esc50tf import distribute
-        from esc50tf.data.pipeline import make_dataset
-        from esc50tf.models import build as model_build
-        from esc50tf import recipe
+        from esc50tf import distribute, tasks
         from esc50tf.data.splits import load_index
         from esc50tf.models.panns import check_sample_rate
-        from esc50tf.train import make_optimizer
 
         trial_dir = self.out / PROJECT / f"trial_{self.trial_id}"
         cfg = self.space.run_config(self.space.declare(hp), out=str(trial_dir), epochs=self.epochs)
@@ -629,46 +644,30 @@ class _TrialRunner:
         # KerasTuner clears the Keras session before every build, and with it the dtype policy.
         keras.mixed_precision.set_global_policy(self.policy)
         t = cfg.train
-        model = model_build.build_model(cfg.model, cfg.features, self.num_classes,
-                                        int(self.manifest["config"]["num_samples"]),
-                                        cfg.augment, seed=t.seed)
-        # Per-frequency statistics from the training side only.
-        stats_ds = make_dataset(self.data, self.split.train, training=False, batch_size=64,
-                                manifest=self.manifest)
-        model_build.adapt_normalization(model, stats_ds)
-        lr = distribute.scaled_learning_rate(t.lr, distribute.num_replicas(self.strategy),
-                                             t.scale_lr)
         global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
         steps = len(self.split.train.rows(load_index(self.data))) // global_batch
-        model.compile(make_optimizer(dataclasses.replace(t, lr=lr), steps_per_epoch=steps),
-                      loss=recipe.loss(cfg), metrics=["accuracy"], jit_compile=t.jit_compile)
+        # As a run builds it: normalisation adapted on the training side only, then compiled.
+        model, _ = tasks.get_task(cfg.model.name).build_compiled(
+            cfg, self.split.train, self.manifest, self.num_classes,
+            distribute.num_replicas(self.strategy), steps_per_epoch=steps)
         return model
 
     # HyperModel.fit
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
-        import keras
-
-        from esc50tf import distribute, recipe
-        from esc50tf import train as train_mod
+        from esc50tf import distribute, recipe, tasks
 
         cfg = self.config  # set by build() for this trial
         t = cfg.train
+        task = tasks.get_task(cfg.model.name)
         global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
         cfg_global = dataclasses.replace(cfg, train=dataclasses.replace(t, batch_size=global_batch))
         # TPUs need static shapes, so whole validation batches there.
-        train_ds, val_ds = train_mod._datasets(cfg_global, self.split, self.manifest,
-                                               one_hot=recipe.soft_labels(cfg),
-                                               drop_val_remainder=self.kind == "tpu")
-        # Tuning is choosing by validation: its decisions always follow it; no weights restored.
-        cbs = [
-            keras.callbacks.TerminateOnNaN(),
-            *recipe.decision_callbacks(dataclasses.replace(t, final_weights="last"), "val_loss",
-                                       trusted=True),
-            *callbacks,
-        ]
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs or t.epochs,
-                            initial_epoch=initial_epoch, callbacks=cbs, verbose=self.verbose,
-                            shuffle=False)
+        train_ds, val_ds = task.build_inputs(cfg_global, self.split, self.manifest,
+                                             one_hot=recipe.soft_labels(cfg),
+                                             drop_val_remainder=self.kind == "tpu")
+        history = task.fit(model, train_ds, val_ds, cfg, epochs=epochs,
+                           initial_epoch=initial_epoch, verbose=self.verbose,
+                           callbacks=task.search_callbacks(cfg, callbacks))
         self.meta["epochs_run"] = len(history.history.get("loss", []))
         return history
 
@@ -772,7 +771,7 @@ def _make_tuner(kind, runner, objective, max_trials, seed, out, strategy):
 
 
 @dataclasses.dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Config):
     """A hyperparameter search; saved (less `out`) as OUT/tune.json.
 
     Args:
@@ -814,21 +813,20 @@ class TuneConfig:
     max_failures: int = 3
     retrain: bool = True
 
+    label: ClassVar[str] = "tune"
+
     def __post_init__(self):
-        checks = [
-            (self.tuner in TUNERS, "tuner", self.tuner, ", ".join(TUNERS)),
-            (self.objective in OBJECTIVES, "objective", self.objective, ", ".join(OBJECTIVES)),
-            (_is_int(self.epochs) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
-            (self.max_trials is None or _is_int(self.max_trials) and self.max_trials >= 1,
-             "max_trials", self.max_trials, "an integer >= 1"),
-            (self.final_epochs is None or _is_int(self.final_epochs) and self.final_epochs >= 1,
-             "final_epochs", self.final_epochs, "an integer >= 1"),
-            (_is_int(self.max_failures) and self.max_failures >= 0, "max_failures",
-             self.max_failures, "an integer >= 0"),
-        ]
-        for ok, name, value, allowed in checks:
-            if not ok:
-                raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
+        self.check(self.tuner in TUNERS, "tuner", self.tuner, ", ".join(TUNERS))
+        self.check(self.objective in OBJECTIVES, "objective", self.objective, ", ".join(OBJECTIVES))
+        self.check(_is_int(self.epochs) and self.epochs >= 1, "epochs", self.epochs,
+                   "an integer >= 1")
+        self.check(self.max_trials is None or _is_int(self.max_trials) and self.max_trials >= 1,
+                   "max_trials", self.max_trials, "an integer >= 1")
+        self.check(self.final_epochs is None or _is_int(self.final_epochs)
+                   and self.final_epochs >= 1, "final_epochs", self.final_epochs,
+                   "an integer >= 1")
+        self.check(_is_int(self.max_failures) and self.max_failures >= 0, "max_failures",
+                   self.max_failures, "an integer >= 0")
         if self.split_ratio is not None and (self.cv or self.test_fold is not None):
             raise Esc50Error("--split holds out a ratio split's test side; it cannot go with "
                              "--test-fold or --cv")
@@ -971,9 +969,7 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_
     max_trials = c.max_trials or (None if c.tuner == "hyperband" else 10)
 
     if t.deterministic:
-        from esc50tf.train import _enable_determinism
-
-        _enable_determinism()  # left on: the whole search and the retrain are deterministic
+        distribute.enable_determinism()  # left on: the whole search and the retrain are deterministic
     strategy, kind = distribute.make_strategy(t.strategy, tpu=t.tpu, devices=t.devices)
     distribute.check_strategy(strategy, kind, jit_compile=t.jit_compile)
     policy = distribute.resolve_precision(t.mixed_precision, kind)

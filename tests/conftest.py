@@ -6,7 +6,7 @@ import shutil
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Deterministic training (train(deterministic=True)) is bit-identical only with
 # one inter-op thread, which TensorFlow fixes when it starts, as the esc50tf
-# command does for --deterministic (esc50tf.train._enable_determinism).
+# command does for --deterministic (esc50tf.distribute.enable_determinism).
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402

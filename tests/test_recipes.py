@@ -105,7 +105,7 @@ def test_class_weights_balance_counts():
 
 def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_path):
     from esc50tf.data import splits
-    from esc50tf.train import _datasets
+    from esc50tf.tasks import get_task
 
     plain = _cfg(tiny_tfrecords, tmp_path, augment={"mix": "none"})
     smooth = _cfg(tiny_tfrecords, tmp_path, augment={"mix": "none"}, label_smoothing=0.2)
@@ -117,7 +117,8 @@ def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_pat
     # Smoothing needs one-hot training labels even without batch mixing.
     manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
     split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, _ = _datasets(smooth, split, manifest, one_hot=recipe.soft_labels(smooth))
+    train_ds, _ = get_task(smooth.model.name).build_inputs(smooth, split, manifest,
+                                                          one_hot=recipe.soft_labels(smooth))
     _, labels = next(iter(train_ds))
     assert labels.shape == (8, 4) and set(np.unique(labels)) == {0.0, 1.0}
 

@@ -144,3 +144,14 @@ def test_estimate_uses_the_mean_time_of_finished_runs():
     # gru at its own mean (15 s); lstm has none finished: the mean of all (11 s).
     assert study.estimate_seconds([run("gru"), run("lstm")], durations) == pytest.approx(26.0)
     assert study.format_duration(3725) == "1 h 02 min"
+
+
+def test_study_runs_are_configs(tiny_tfrecords, tmp_path):
+    from esc50tf.errors import Esc50Error
+
+    run = study.plan_study(str(tiny_tfrecords), str(tmp_path / "s"), models="gru,svm")[0]
+    assert isinstance(run, study.Config) and run.keras
+    again = study.StudyRun.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert again == run and again.config.model.name == "gru"
+    with pytest.raises(Esc50Error, match="unknown setting.* preset"):
+        study.StudyRun.from_dict({**run.to_dict(), "preset": "seed"})

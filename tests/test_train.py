@@ -219,12 +219,12 @@ def test_evaluation_batches_are_never_augmented(tiny_tfrecords, tmp_path):
     """Mixup reaches training labels only; validation waveforms are the stored clips."""
     from esc50tf.data import splits
     from esc50tf.data.pipeline import make_dataset
-    from esc50tf.train import _datasets
+    from esc50tf.tasks import get_task
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={"mix": "mixup", "mixup_alpha": 1.0})
     manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
     split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, val_ds = _datasets(cfg, split, manifest, one_hot=True)
+    train_ds, val_ds = get_task(cfg.model.name).build_inputs(cfg, split, manifest, one_hot=True)
     soft = np.concatenate([y.numpy() for _, y in train_ds])
     assert np.any((soft > 0.01) & (soft < 0.99))  # training labels are mixed
     hard = np.concatenate([y.numpy() for _, y in val_ds])
@@ -255,15 +255,17 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     from esc50tf.data import splits
     from esc50tf.frontend import make_host_featurizer
     from esc50tf.models.build import build_model
-    from esc50tf.train import _classifier_part, _datasets
+    from esc50tf.tasks import get_task
+    from esc50tf.tasks.keras_task import classifier_part
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={})
     manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
     split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    _, val_host = _datasets(cfg, split, manifest, make_host_featurizer(cfg.features))
-    _, val_device = _datasets(cfg, split, manifest)
+    task = get_task(cfg.model.name)
+    _, val_host = task.build_inputs(cfg, split, manifest, make_host_featurizer(cfg.features))
+    _, val_device = task.build_inputs(cfg, split, manifest)
     model = build_model(cfg.model, cfg.features, 4, 8000, seed=0)
-    head = _classifier_part(model)
+    head = classifier_part(model)
     for (f, _), (w, _) in zip(val_host, val_device):
         np.testing.assert_allclose(head(f, training=False), model(w, training=False),
                                    rtol=1e-4, atol=1e-5)
@@ -294,11 +296,11 @@ warnings.simplefilter("error", RuntimeWarning)
 import keras
 import tensorflow as tf
 from esc50tf.models.build import build_model
+from esc50tf.distribute import enable_determinism
 from esc50tf.run_config import resolve_config
-from esc50tf.train import _enable_determinism
 if sys.argv[1] == "late":
     tf.constant(1.0) + 1.0  # TensorFlow's runtime starts here, with its default pools
-_enable_determinism()
+enable_determinism()
 cfg = resolve_config("cnn_small", overrides={"features": {"n_fft": 1024, "hop_length": 256,
                                                           "n_mels": 64}})
 model = build_model(cfg.model, cfg.features, 10, 80000, cfg.augment, seed=0)
@@ -323,7 +325,7 @@ def _determinism_run(when):
 def test_deterministic_reruns_are_bit_identical():
     # Op determinism alone left these weights different in the last digits from
     # run to run (Keras' compiled step with several inter-op threads);
-    # _enable_determinism also makes the inter-op pool one thread.
+    # enable_determinism also makes the inter-op pool one thread.
     runs = [_determinism_run("early") for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]

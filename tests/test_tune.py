@@ -355,3 +355,12 @@ def test_split_holds_out_a_ratio_split_instead_of_a_fold(tiny_tfrecords, tmp_pat
     assert "the ratio split's test side was not read" in (out / "trials.md").read_text()
     with pytest.raises(Esc50Error, match="--split"):
         tune_mod.TuneConfig(data="d", out="o", split_ratio=0.8, test_fold=1)
+
+
+def test_tune_config_is_a_config():
+    cfg = tune_mod.TuneConfig.from_dict({"data": "d", "out": "o", "models": ["gru"]})
+    assert cfg.replace(epochs=3).to_dict()["epochs"] == 3 and cfg.to_dict()["models"] == ["gru"]
+    with pytest.raises(Esc50Error, match="unknown setting.* trials; allowed: data, out"):
+        tune_mod.TuneConfig.from_dict({"data": "d", "out": "o", "trials": 3})
+    with pytest.raises(Esc50Error, match="tune.tuner='grid' is not allowed; allowed: random"):
+        tune_mod.TuneConfig(data="d", out="o", tuner="grid")

@@ -19,8 +19,13 @@ import numpy as np
 
 from esc50tf.models.registry import register
 
+# What `make_featurizer` reads: the input kind, the image's size, the PANNs weights of
+# "embeddings".
+_INPUT_SETTINGS = ("classic_features", "image_size", "weights")
 
-@register("knn", "classic", "k-nearest neighbours (k=5) on standardised features", keras=False)
+
+@register("knn", "classic", "k-nearest neighbours (k=5) on standardised features",
+          task="sklearn", settings=("knn_neighbors",) + _INPUT_SETTINGS)
 def build_knn(config, seed=0):
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -29,7 +34,8 @@ def build_knn(config, seed=0):
     return make_pipeline(StandardScaler(), KNeighborsClassifier(config.knn_neighbors))
 
 
-@register("svm", "classic", "linear support-vector machine (C=1) on standardised features", keras=False)
+@register("svm", "classic", "linear support-vector machine (C=1) on standardised features",
+          task="sklearn", settings=("svm_c",) + _INPUT_SETTINGS)
 def build_svm(config, seed=0):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -38,7 +44,8 @@ def build_svm(config, seed=0):
     return make_pipeline(StandardScaler(), SVC(kernel="linear", C=config.svm_c, random_state=seed))
 
 
-@register("random_forest", "classic", "random forest of 100 trees on standardised features", keras=False)
+@register("random_forest", "classic", "random forest of 100 trees on standardised features",
+          task="sklearn", settings=("n_trees",) + _INPUT_SETTINGS)
 def build_random_forest(config, seed=0):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import make_pipeline
@@ -52,7 +59,7 @@ def build_random_forest(config, seed=0):
 
 @register("logreg", "classic",
           "multinomial logistic regression (C=1) on standardised features; the usual linear probe",
-          keras=False)
+          task="sklearn", settings=("logreg_c",) + _INPUT_SETTINGS)
 def build_logreg(config, seed=0):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -1,6 +1,6 @@
 """CNNs on the spectrogram image: the study's AlexNet and keras.applications backbones.
 
-Heads follow the study (../SEED_NOTES): AlexNet 4096-4096 with L2 1e-3 and
+Heads follow the study's own models: AlexNet 4096-4096 with L2 1e-3 and
 dropout 0.5; VGG16 GAP + 4096 x2 + dropout 0.5, L2 1e-3; ResNet50 and
 DenseNet121 GAP + Dense 128 + dropout 0.5. Backbones start from `weights=None`
 unless `--weights PATH` names a local weights file (e.g. ImageNet "notop"
@@ -31,7 +31,8 @@ def _dense_head(x, widths, dropout, l2, prefix="head"):
 
 
 @register("alexnet", "cnn",
-          "the study's AlexNet from scratch: 5 conv + dense 4096-4096, L2 1e-3, dropout 0.5, 224x224 input")
+          "the study's AlexNet from scratch: 5 conv + dense 4096-4096, L2 1e-3, dropout 0.5, 224x224 input",
+          settings=("dense_units", "dropout", "l2", "image_size", "image_channels"))
 def build_alexnet(x, config, num_classes):
     import keras
 
@@ -72,6 +73,11 @@ def backbone(app_name, x, config):
     return net(x, training=False) if config.freeze_backbone else net(x)
 
 
+# What `_application` reads (`backbone`: weights, freeze_backbone; `image_input`: the image).
+_APPLICATION_SETTINGS = ("dense_units", "dropout", "l2", "weights", "freeze_backbone",
+                         "image_size", "image_channels")
+
+
 def _application(app_name, x, config, head_widths, default_dropout, default_l2):
     import keras
 
@@ -83,24 +89,28 @@ def _application(app_name, x, config, head_widths, default_dropout, default_l2):
     return _dense_head(x, head_widths, dropout, l2)
 
 
-@register("vgg16", "cnn", "keras.applications VGG16 + GAP + dense 4096 x2, dropout 0.5, L2 1e-3 (study head)", backbone=True)
+@register("vgg16", "cnn", "keras.applications VGG16 + GAP + dense 4096 x2, dropout 0.5, L2 1e-3 (study head)",
+          settings=_APPLICATION_SETTINGS)
 def build_vgg16(x, config, num_classes):
     width = config.dense_units or 4096
     return _application("VGG16", x, config, [width, width], 0.5, 1e-3)
 
 
-@register("resnet50", "cnn", "keras.applications ResNet50 + GAP + dense 128, dropout 0.5 (study head)", backbone=True)
+@register("resnet50", "cnn", "keras.applications ResNet50 + GAP + dense 128, dropout 0.5 (study head)",
+          settings=_APPLICATION_SETTINGS)
 def build_resnet50(x, config, num_classes):
     return _application("ResNet50", x, config, [config.dense_units or 128], 0.5, 0.0)
 
 
-@register("densenet121", "cnn", "keras.applications DenseNet121 + GAP + dense 128, dropout 0.5 (study head)", backbone=True)
+@register("densenet121", "cnn", "keras.applications DenseNet121 + GAP + dense 128, dropout 0.5 (study head)",
+          settings=_APPLICATION_SETTINGS)
 def build_densenet121(x, config, num_classes):
     return _application("DenseNet121", x, config, [config.dense_units or 128], 0.5, 0.0)
 
 
 @register("cnn_small", "cnn",
-          "not from the study: compact 4-block CNN (32-256 filters, BN, GAP) for quick runs and the demo")
+          "not from the study: compact 4-block CNN (32-256 filters, BN, GAP) for quick runs and the demo",
+          settings=("dropout", "image_size", "image_channels"))
 def build_cnn_small(x, config, num_classes):
     import keras
 

@@ -25,6 +25,13 @@ from esc50tf.models.cnn import backbone
 from esc50tf.models.registry import register
 
 
+# What the trunk (`backbone`, `image_input`) and `_head` read; tune leaves the dense head
+# (the study's Dense 64) and the image shape alone.
+_SETTINGS = ("rnn_units", "attention_units", "dense_units", "dropout", "weights",
+             "freeze_backbone", "image_size", "image_channels")
+_TUNED = ("rnn_units", "attention_units", "dropout", "freeze_backbone")
+
+
 def _head(x, config):
     import keras
 
@@ -41,7 +48,8 @@ def _head(x, config):
 
 @register("hybrid", "hybrid",
           "DenseNet121 (or --backbone cnn14) trunk pooled over frequency only, Bi-GRU over time, "
-          "attention pooling (time kept)", backbone=True)
+          "attention pooling (time kept)",
+          settings=("backbone",) + _SETTINGS, tuned=("backbone",) + _TUNED)
 def build_hybrid(x, config, num_classes):
     from esc50tf.models import panns
     from esc50tf.models.layers import MeanOverAxis
@@ -59,7 +67,7 @@ def build_hybrid(x, config, num_classes):
 
 @register("hybrid_seed", "hybrid",
           "the study's exact hybrid, for reproduction: global pooling leaves the Bi-GRU one time step",
-          backbone=True)
+          settings=_SETTINGS, tuned=_TUNED)
 def build_hybrid_seed(x, config, num_classes):
     import keras
 

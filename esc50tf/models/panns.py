@@ -235,6 +235,10 @@ def _resolve(model_config, arch):
     return path, meta
 
 
+# What the registered classifiers read (`freeze_backbone` through `build_model`).
+_SETTINGS = ("dropout", "weights", "freeze_backbone")
+
+
 def _classifier(x, config, name):
     """Trunk of `name` up to fc1 (the embedding) + dropout; build.py adds the head."""
     import keras
@@ -249,21 +253,21 @@ def _classifier(x, config, name):
 @register("cnn14", "panns",
           "PANNs CNN14 (AudioSet-pretrained, 32 kHz, 79.7M-parameter trunk): conv blocks + fc1 "
           "embedding, new head",
-          pretrained="cnn14")
+          pretrained="cnn14", settings=_SETTINGS)
 def build_cnn14(x, config, num_classes):
     return _classifier(x, config, "cnn14")
 
 
 @register("cnn14_16k", "panns",
           "PANNs CNN14 at 16 kHz (512-point FFT, hop 160, 50-8000 Hz), new head",
-          pretrained="cnn14_16k")
+          pretrained="cnn14_16k", settings=_SETTINGS)
 def build_cnn14_16k(x, config, num_classes):
     return _classifier(x, config, "cnn14_16k")
 
 
 @register("cnn14_sed", "panns",
           "PANNs CNN14 decision-level max (SED): per-step class scores, max over time, new head",
-          pretrained="cnn14_sed", own_head=True)
+          pretrained="cnn14_sed", own_head=True, settings=_SETTINGS)
 def build_cnn14_sed(x, config, num_classes):
     import keras
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 from esc50tf.models.registry import register
 
 
+_LSTM_SETTINGS = ("rnn_units", "dense_units", "dropout", "l2")
+_GRU_SETTINGS = ("rnn_units", "dense_units", "dropout")
+# The study's dense heads stay as they are; tune searches the recurrent width.
+_TUNED = ("rnn_units", "dropout")
+
+
 def _maybe_bi(layer, bidirectional, name):
     import keras
 
@@ -43,21 +49,25 @@ def _gru_stack(x, config, bidirectional):
                                 name="head_dropout1")(x)
 
 
-@register("lstm", "rnn", "the study's LSTM 64 + LSTM 32 (BN) over Mel frames, dense 64-32 head")
+@register("lstm", "rnn", "the study's LSTM 64 + LSTM 32 (BN) over Mel frames, dense 64-32 head",
+          settings=_LSTM_SETTINGS, tuned=_TUNED)
 def build_lstm(x, config, num_classes):
     return _lstm_stack(x, config, bidirectional=False)
 
 
-@register("bilstm", "rnn", "the LSTM stack with bidirectional layers")
+@register("bilstm", "rnn", "the LSTM stack with bidirectional layers",
+          settings=_LSTM_SETTINGS, tuned=_TUNED)
 def build_bilstm(x, config, num_classes):
     return _lstm_stack(x, config, bidirectional=True)
 
 
-@register("gru", "rnn", "the study's GRU 64 over Mel frames, dense 64, dropout 0.5")
+@register("gru", "rnn", "the study's GRU 64 over Mel frames, dense 64, dropout 0.5",
+          settings=_GRU_SETTINGS, tuned=_TUNED)
 def build_gru(x, config, num_classes):
     return _gru_stack(x, config, bidirectional=False)
 
 
-@register("bigru", "rnn", "bidirectional GRU 64 over Mel frames, dense 64, dropout 0.5")
+@register("bigru", "rnn", "bidirectional GRU 64 over Mel frames, dense 64, dropout 0.5",
+          settings=_GRU_SETTINGS, tuned=_TUNED)
 def build_bigru(x, config, num_classes):
     return _gru_stack(x, config, bidirectional=True)

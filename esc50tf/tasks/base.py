@@ -1,0 +1,117 @@
+"""The Task interface: how one kind of model is built, fed, fitted and asked for predictions.
+
+A task is chosen by the registry entry of a model (`ModelSpec.task`, see
+`esc50tf.tasks.get_task`) and owns everything that differs between model
+kinds, so `train`, `tune` and `study` never branch on the kind:
+
+- run level: `check_options` (flags the kind cannot take), `make_strategy`
+  (where it computes), `check_splits` (what would fail before the first
+  epoch), `start_run` / `end_run` (process-wide settings and the facts the
+  report records);
+- split level: `build_model`, `build_inputs`, `fit`, `predict`, and
+  `train_split`, which strings them together for one split of a protocol and
+  returns the split's results (metrics, timings, counts) for the report.
+
+Tasks import TensorFlow, Keras and scikit-learn only inside their methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Task:
+    """Base class of the tasks (Model Garden's `base_task.Task`, for a whole run).
+
+    Args:
+        spec: esc50tf.models.ModelSpec. The registered model this task trains.
+
+    Example:
+    >>> from esc50tf.tasks import get_task
+    >>> get_task("gru").name
+    'keras'
+    """
+
+    name = ""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.spec.name!r})"
+
+    # --- run level ---------------------------------------------------------------------
+
+    def check_options(self, cfg):
+        """Raises Esc50Error for settings of `cfg.train` this kind of model cannot run with."""
+
+    def make_strategy(self, cfg):
+        """`(strategy, kind)` the run computes under; `(None, "none")` without one."""
+        return None, "none"
+
+    def check_splits(self, cfg, chosen, index, strategy, advice):
+        """Raises Esc50Error, before any folder is made, for splits that cannot train.
+
+        Args:
+            cfg: RunConfig.
+            chosen: list of Split. The protocol's splits.
+            index: the dataset's index (`data.splits.load_index`).
+            strategy: from `make_strategy`.
+            advice: list of str. Fold warnings already printed (a fix to suggest).
+        """
+
+    def start_run(self, cfg, strategy, kind, resumed=False):
+        """Applies process-wide settings (precision); returns facts for the report."""
+        return {}
+
+    def end_run(self):
+        """Undoes what `start_run` changed in the process."""
+
+    # --- split level -------------------------------------------------------------------
+
+    def build_model(self, cfg, num_classes, num_samples):
+        """The untrained model of `cfg.model`."""
+        raise NotImplementedError
+
+    def build_inputs(self, cfg, split, manifest, **options):
+        """The training and validation inputs of `split` (never its test side)."""
+        raise NotImplementedError
+
+    def fit(self, model, train_inputs, val_inputs, cfg, **options):
+        """Fits `model` on the training inputs."""
+        raise NotImplementedError
+
+    def predict(self, model, inputs, **options):
+        """Class probabilities of `inputs` (a Keras task: a `(x, y, meta)` dataset; see there)."""
+        raise NotImplementedError
+
+    def train_split(self, cfg, split, split_dir, manifest, class_names, *, strategy=None,
+                    kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,
+                    verbose=1):
+        """Trains on one split, predicts its test side once, saves the model there.
+
+        Args:
+            cfg: RunConfig.
+            split: Split. train / val / test selections.
+            split_dir: Path. The split's folder in the run folder.
+            manifest: dict. The TFRecord folder's manifest.
+            class_names: list of str.
+            strategy, kind: from `make_strategy`.
+            index: the dataset's index, or None to load it.
+            sizes: dict. Clips per side (`data.splits.check_disjoint`).
+            callbacks: extra Keras callbacks (Keras task).
+            epoch_end: callable or None. Called after every epoch (a remote run's upload).
+            verbose: int. Keras fit verbosity.
+
+        Returns:
+            dict: the split's metrics (`report.fold_metrics`) and training facts.
+        """
+        raise NotImplementedError
+
+
+def history_length(path):
+    """Epochs recorded in a CSVLogger file (0 when there is none)."""
+    try:
+        return max(0, len(Path(path).read_text().strip().splitlines()) - 1)
+    except OSError:
+        return 0
