@@ -93,7 +93,8 @@ def test_a_new_model_is_searched_over_its_own_settings(one_file_model):
 def test_a_new_model_trains_through_its_task(one_file_model, tiny_tfrecords, tmp_path):
     import keras
 
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     cfg = resolve_config(one_file_model, overrides={
         "train": {"data": str(tiny_tfrecords), "out": str(tmp_path / "run"),
@@ -114,7 +115,7 @@ def test_keras_task_builds_compiled_models_adapted_on_the_training_side(tiny_tfr
     import numpy as np
 
     from esc50tf.data import splits
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     cfg = resolve_config("cnn_small", overrides={
         "train": {"data": str(tiny_tfrecords), "batch_size": 8, "optimizer": "sgd"},
