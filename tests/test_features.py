@@ -427,8 +427,8 @@ def test_host_featurizer_in_dataset_map_equals_model():
     cfg = F.FeatureConfig(kind="mel", sample_rate=16000, n_fft=512, hop_length=128,
                           n_mels=40, top_db=80.0)
     x = make_signals(16000, seconds=0.5)
-    device = keras.Sequential([keras.Input((x.shape[-1],)), frontend(cfg)]).predict(x, verbose=0)
-    # The layer itself inside Dataset.map (batched, per clip): tests/test_layers.py.
+    device = run(frontend(cfg), x)
+    # The layer itself inside Dataset.map (batched, per clip) and in a model: test_layers.py.
     ds = tf.data.Dataset.from_tensor_slices(x).batch(2).map(F.make_host_featurizer(cfg))
     host = np.concatenate(list(ds.as_numpy_iterator()))
     np.testing.assert_allclose(host, device, rtol=1e-5, atol=1e-4)
