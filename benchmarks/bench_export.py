@@ -80,7 +80,7 @@ def make_run(args, workdir):
     """The run to export: --run, or one trained here. Returns (run folder, origin)."""
     if args.run:
         return Path(args.run), f"given run {args.run}"
-    from esc50tf.demo import DEMO_AUGMENT, DEMO_FEATURES, DEMO_MODEL, DEMO_SAMPLE_RATE, DEMO_TRAIN
+    from esc50tf.presets import DEMO_AUGMENT, DEMO_FEATURES, DEMO_MODEL, DEMO_SAMPLE_RATE, DEMO_TRAIN
 
     workdir = Path(workdir)
     if not args.quick and not args.data:
@@ -89,7 +89,8 @@ def make_run(args, workdir):
         common.log("training the demo run (esc50tf demo)")
         run_demo(workdir / "demo")
         return workdir / "demo" / "run", "esc50tf demo (cnn_small, 10 classes, 5 s at 16 kHz)"
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     data, origin = args.data, f"TFRecords {args.data}"
     train_cfg = dict(DEMO_TRAIN)

@@ -1,6 +1,6 @@
 """Front-end throughput: esc50tf's STFT / Mel / MFCC layers on the present device.
 
-Clips per second of the layers that `esc50tf.features.build_frontend` makes
+Clips per second of the layers that `esc50tf.frontend.build_frontend` makes
 (log-STFT, log-Mel 128, MFCC 20; n_fft 2048, hop 512; 5 s clips at 44.1 kHz)
 on in-memory random waveforms already on the device, for batch sizes 32 to
 1024: float32 against the `mixed_bfloat16` and `mixed_float16` policies (the
@@ -228,7 +228,7 @@ def make_layer(variant, sample_rate):
     """The layer of `variant` ("esc50tf-<kind>" or "keras-melspectrogram")."""
     import keras
 
-    from esc50tf.features import FeatureConfig, build_frontend
+    from esc50tf.frontend import FeatureConfig, build_frontend
 
     if variant == "keras-melspectrogram":
         return keras.layers.MelSpectrogram(

@@ -325,18 +325,18 @@ def before_featurizer(config):
     framing, windowing, |X|^2 and the log; (2) scales int16 batches inside
     the compiled function; (3) multiplies each run of adjacent Mel bands only
     with the bins where it is non-zero (`MelSpectrogram._project`,
-    `esc50tf.features.mel_bands`). This rebuilds the earlier version: plain
+    `esc50tf.frontend.mel_bands`). This rebuilds the earlier version: plain
     graph-mode TensorFlow and one dense filterbank product, float32 in. The
     dense product is restored by overriding `_project` on one layer instance;
     the numbers agree to float32 summation order.
     """
     import tensorflow as tf
 
-    from esc50tf.features import build_frontend
+    from esc50tf.frontend import build_frontend
 
     layer = build_frontend(config, dtype="float32")
     layer._project = lambda s, c, xp: xp.matmul(s, c["mel"])  # [..., frames, n_mels]
-    return lambda x: layer._tf_compute(tf.convert_to_tensor(x))
+    return lambda x: layer.compute_tf(tf.convert_to_tensor(x))
 
 
 def run_epoch(ds):
@@ -356,7 +356,7 @@ class Bench:
 
         from esc50tf.data import tfrecords as tfr
         from esc50tf.data.splits import Selection, load_index
-        from esc50tf.features import FeatureConfig, make_host_featurizer
+        from esc50tf.frontend import FeatureConfig, make_host_featurizer
 
         self.tf = tf
         self.dir = tfrecord_dir
@@ -505,7 +505,7 @@ class Bench:
         least CPU time of the rounds counts (other load only adds to it).
         """
         tf = self.tf
-        from esc50tf.features import mel_filterbank, window_array
+        from esc50tf.frontend import mel_filterbank, window_array
 
         n_fft, hop = MEL["n_fft"], MEL["hop_length"]
         window = tf.constant(window_array("hann", n_fft, n_fft), tf.float32)

@@ -199,16 +199,18 @@ class TFRecordFeed:
 def model_rate(name, sample_rate):
     """The rate `name` runs at: its own for a PANNs model, else the data's."""
     from esc50tf.models import panns
-    from esc50tf.train import resolve_config
+    from esc50tf.pretrained import architectures
+    from esc50tf.run_config import resolve_config
 
     arch = panns.architecture_of(resolve_config(name, "default").model)
-    return panns.architecture(arch)["sample_rate"] if arch else sample_rate
+    return architectures.get(arch)["sample_rate"] if arch else sample_rate
 
 
 def build(name, policy, jit, num_samples, sample_rate, num_classes):
     """The compiled model; the global policy is restored before returning."""
     from esc50tf.models.build import build_model
-    from esc50tf.train import make_optimizer, resolve_config
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import make_optimizer
 
     cfg = resolve_config(name, "default")
     # The default preset's front end (log-Mel 128, n_fft 2048, hop 512) at the data's rate;
@@ -442,7 +444,7 @@ def main(argv=None):
     common.log(f"{backend.name} on {device['name']} ({device['label']}); models "
                f"{','.join(models)}; batches {args.batch_sizes}; policies {args.policies}; "
                f"jit {args.jit}; feeds {args.feeds}")
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     default = resolve_config(models[0], "default")
     args.epochs = args.epochs or default.train.epochs

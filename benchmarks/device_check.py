@@ -334,7 +334,7 @@ def train_task(backend, name, policy, batch, args, device):
     import jax
     import keras
 
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     recipe = resolve_config(name, "default")
     sample_rate = recipe.features.sample_rate

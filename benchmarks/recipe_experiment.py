@@ -122,7 +122,8 @@ def make_data(args, workdir):
 
 
 def run_one(model, recipe, seed, data, out, epochs):
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     over = RECIPES[recipe]
     cfg = resolve_config(model, "default", overrides={

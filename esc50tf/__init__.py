@@ -2,7 +2,7 @@
 
 Importing the package is cheap: TensorFlow and Keras are imported only by the
 modules that need them (``esc50tf.data.tfrecords``, ``esc50tf.data.pipeline``,
-``esc50tf.features`` ...), never here.
+``esc50tf.frontend`` ...), never here.
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,9 @@ import signal
 import sys
 
 from esc50tf import __version__, recipe
+from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FRONTENDS, KINDS
 from esc50tf.pretrained import cli as pretrained_cli
 
 
@@ -287,7 +289,7 @@ def _fmax(text):
 
 
 FEATURE_OPTIONS = [
-    ("--features", "features", "kind", dict(choices=["mel", "mfcc", "stft"], help="front end: log-Mel, MFCC or STFT spectrogram")),
+    ("--features", "features", "kind", dict(choices=KINDS, help="front end: " + "; ".join(f"{k}: {s.description}" for k, s in FRONTENDS.items()))),
     ("--n-fft", "features", "n_fft", dict(type=_positive_int, help="FFT size (default 2048)")),
     ("--hop-length", "features", "hop_length", dict(type=_positive_int, help="hop in samples (default 512)")),
     ("--win-length", "features", "win_length", dict(type=_positive_int, help="window length (default n_fft)")),
@@ -348,21 +350,8 @@ MODEL_OPTIONS = [
     ("--logreg-c", "model", "logreg_c", dict(type=_positive_float, help="inverse L2 strength of logreg (default 1)")),
 ]
 
-AUGMENT_OPTIONS = [
-    ("--time-shift", "augment", "time_shift_seconds", dict(type=float, help="random circular shift up to this many seconds (the study: 0.1)")),
-    ("--crop-seconds", "augment", "crop_seconds", dict(type=float, help="train on random crops of this length")),
-    ("--test-crops", "augment", "test_crops", dict(type=_positive_int, help="with --crop-seconds: evaluate and predict on this many evenly spaced crops, averaged (default preset: 5)")),
-    ("--noise-snr", "augment", "noise_snr_db", dict(type=_pair, metavar="MIN,MAX", help="additive noise at a random SNR in dB")),
-    ("--study-noise", "augment", "study_noise_factor", dict(type=float, help="the study's fixed noise factor (0.05)")),
-    ("--gain-db", "augment", "gain_db", dict(type=_pair, metavar="MIN,MAX", help="random gain in dB")),
-    ("--freq-mask", "augment", "freq_mask_param", dict(type=int, help="SpecAugment frequency-mask width F (bins)")),
-    ("--time-mask", "augment", "time_mask_param", dict(type=int, help="SpecAugment time-mask width T (frames)")),
-    ("--num-freq-masks", "augment", "num_freq_masks", dict(type=int, help="frequency masks per clip (default 2)")),
-    ("--num-time-masks", "augment", "num_time_masks", dict(type=int, help="time masks per clip (default 2)")),
-    ("--mix", "augment", "mix", dict(choices=["none", "mixup", "bc"], help="batch mixing: mixup or between-class (soft labels)")),
-    ("--mixup-alpha", "augment", "mixup_alpha", dict(type=float, help="mixup Beta(alpha, alpha) (default 0.2)")),
-    ("--image-rotation", "augment", "image_rotation_degrees", dict(type=float, help="the study's image augmentation: max rotation in degrees")),
-]
+# Every augmentation's flags come from esc50tf.augment.registry (one entry per augmentation).
+AUGMENT_OPTIONS = augment_registry.cli_options({"positive_int": _positive_int, "pair": _pair})
 
 
 def _add_options(p, table, title):
@@ -499,7 +488,7 @@ def _run_overrides(args, protocol=False):
 
 def train_config_from_args(args):
     """Resolves defaults <- preset <- --config <- flags into a RunConfig."""
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     base = {}
     if args.config:
@@ -682,7 +671,7 @@ def _add_features(sub):
         "an .npz (features [n_files, frames, bins] float32, filenames, config JSON); --plot "
         "draws waveform and features per file.")
     p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--kind", choices=["stft", "mel", "mfcc"], default="mel", help="feature kind (default: %(default)s)")
+    p.add_argument("--kind", choices=KINDS, default="mel", help="feature kind (default: %(default)s)")
     p.add_argument("--out", help="output .npz file (--out, --plot or both)")
     p.add_argument("--plot", help="draw waveform and features per file to this PNG")
     p.add_argument("--sample-rate", type=_positive_int, default=None,
@@ -699,7 +688,7 @@ def _add_features(sub):
 def _run_features(args):
     import numpy as np
 
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
 
     if not (args.out or args.plot):
@@ -850,7 +839,7 @@ def _add_study(sub):
     proto.add_argument("--test-fold", type=int, help="same as --protocol test-fold K")
     proto.add_argument("--split", type=_ratio, help="same as --protocol split R")
     p.add_argument("--features", dest="study_features", default=None, metavar="KINDS",
-                   help="comma-separated front ends from mel, mfcc, stft (default: the "
+                   help=f"comma-separated front ends from {', '.join(KINDS)} (default: the "
                    "preset's, mel)")
     p.add_argument("--grid", action="store_true",
                    help="expand every Keras model over optimizer x learning rate")
@@ -876,18 +865,18 @@ def _add_study(sub):
 
 
 def _run_study(args):
-    from esc50tf import study
+    from esc50tf import presets, study
 
     over = _run_overrides(args, protocol=True)
     if args.protocol:
         over["train"].update(_study_protocol(args.protocol))
     grid = bool(args.grid or args.grid_optimizers or args.grid_lrs)
     optimizers = (tuple(o.strip() for o in args.grid_optimizers.split(",") if o.strip())
-                  if args.grid_optimizers else study.GRID_OPTIMIZERS)
+                  if args.grid_optimizers else presets.STUDY_GRID_OPTIMIZERS)
     runs = study.plan_study(
         args.data, args.out, models=args.models, preset=args.preset,
         kinds=study.parse_kinds(args.study_features) if args.study_features else None,
-        grid=grid, optimizers=optimizers, lrs=tuple(args.grid_lrs or study.GRID_LRS),
+        grid=grid, optimizers=optimizers, lrs=tuple(args.grid_lrs or presets.STUDY_GRID_LRS),
         overrides=over, no_augment=args.no_augment)
     print(f"esc50tf study: {len(runs)} run(s) into {os.path.join(args.out, 'runs')}",
           file=sys.stderr)

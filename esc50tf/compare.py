@@ -42,6 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FRONTENDS, FeatureConfig
+from esc50tf.io import atomic_path
+from esc50tf.report import pyplot
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv",
                 "per_class.png")
@@ -280,17 +283,19 @@ def _input_shape(model_cfg, feat, samples, is_classic):
         size = model_cfg["image_size"]
         channels = model_cfg.get("image_channels") or (3 if model_cfg.get("weights") else 1)
         return f"{size}x{size}x{channels}"
-    kind = feat.get("kind", "mel")
-    n_fft = feat.get("n_fft", 2048)
-    bins = {"mel": feat.get("n_mels", 128),
-            "mfcc": feat.get("n_mfcc", 20) * (1 + feat.get("deltas", 0)),
-            "stft": n_fft // 2 + 1}.get(kind)
-    if samples is None or bins is None:
-        return f"? x {bins}"
-    # Same count as esc50tf.features.num_frames (librosa's), without importing Keras.
-    padded = samples + (2 * (n_fft // 2) if feat.get("center", True) else 0)
-    frames = 1 + (padded - n_fft) // feat.get("hop_length", 512)
-    return f"{frames}x{bins}"
+    try:
+        config = FeatureConfig.from_dict(feat)
+    except Esc50Error:  # a front end this version does not know
+        return "?"
+    if samples is None:
+        return f"? x {config.n_bins}"
+    return f"{config.num_frames(samples)}x{config.n_bins}"
+
+
+def _reads(feat, field):
+    """Whether the front end of a run's features section reads `field`."""
+    spec = FRONTENDS.get(feat.get("kind", "mel"))
+    return spec is not None and spec.reads(field)
 
 
 def run_row(run):
@@ -310,8 +315,8 @@ def run_row(run):
         "family": family,
         "features": f.get("kind"),
         "classic_features": m.get("classic_features") if is_classic else None,
-        "n_mels": f.get("n_mels") if (f.get("kind") != "stft" or is_classic) else None,
-        "n_mfcc": f.get("n_mfcc") if f.get("kind") == "mfcc" and not is_classic else None,
+        "n_mels": f.get("n_mels") if (is_classic or _reads(f, "n_mels")) else None,
+        "n_mfcc": f.get("n_mfcc") if _reads(f, "n_mfcc") and not is_classic else None,
         "n_fft": f.get("n_fft"),
         "hop_length": f.get("hop_length"),
         "samples": samples,
@@ -430,7 +435,12 @@ def _hard_classes(per_class, threshold, top):
 
 
 def confused_pairs(cm, class_names, top=10):
-    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}]."""
+    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}].
+
+    `count` is `cm[a, b] + cm[b, a]`: how often the two classes were taken for
+    each other, whatever the direction (a run's report lists each direction
+    apart: `esc50tf.report.most_confused`).
+    """
     cm = np.asarray(cm)
     pairs = []
     for i in range(len(cm)):
@@ -458,7 +468,8 @@ def compare(paths, out, hard_threshold=0.5, top=10, log=None):
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "comparison.md", comparison_markdown(result))
     _write_csv(out / "comparison.csv", result.rows)
-    result.per_class.to_csv(out / "per_class.csv", float_format="%.4f")
+    with atomic_path(out / "per_class.csv") as tmp:
+        result.per_class.to_csv(tmp, float_format="%.4f")
     plot_accuracy(result.rows, out / "comparison.png", result.groups[0])
     plot_per_class(result.per_class, out / "per_class.png")
     result.files = [out / name for name in OUTPUT_FILES]
@@ -469,19 +480,16 @@ def compare(paths, out, hard_threshold=0.5, top=10, log=None):
 
 
 def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _write_csv(path, rows):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
-    tmp.replace(path)
 
 
 def _pct(x):
@@ -504,10 +512,11 @@ def _front_end(row):
     if row["family"] == "classic":
         what = ("Mel image" if row["classic_features"] == "image" else "Mel+MFCC band stats")
         return f"{what}, mel {row['n_mels']}, {sizes}"
-    if row["features"] == "mfcc":
-        return f"mfcc {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
-    if row["features"] == "mel":
-        return f"mel {row['n_mels']}, {sizes}"
+    # n_mels / n_mfcc are set for the kinds that read them (run_row, from the registry).
+    if row["n_mfcc"] is not None:
+        return f"{row['features']} {row['n_mfcc']} (mel {row['n_mels']}), {sizes}"
+    if row["n_mels"] is not None:
+        return f"{row['features']} {row['n_mels']}, {sizes}"
     return f"{row['features']}, {sizes}"
 
 
@@ -621,22 +630,13 @@ def comparison_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_accuracy(rows, path, main_group):
     """Horizontal bars of accuracy ± std over folds, grouped and coloured by family."""
     from matplotlib.patches import Patch
 
     from esc50tf.models.registry import FAMILIES
 
-    plt = _plt()
+    plt = pyplot()
     families = list(FAMILIES) + ["other"]
     ordered = sorted(rows, key=lambda r: (families.index(r["family"]), not r["comparable"],
                                           -r["accuracy"], r["run"]))
@@ -679,7 +679,7 @@ def plot_accuracy(rows, path, main_group):
 
 def plot_per_class(per_class, path):
     """Heat map of per-class accuracy: classes (hardest at the top) by runs."""
-    plt = _plt()
+    plt = pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         order = np.argsort(np.nanmean(per_class.to_numpy(dtype=float), axis=1), kind="stable")

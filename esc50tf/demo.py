@@ -14,17 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Small enough for a few minutes on 2 CPU cores, large enough to mean something.
-DEMO_CLASSES = 10
-DEMO_CLIPS_PER_CLASS = 40
-DEMO_SAMPLE_RATE = 16000
-DEMO_SECONDS = 5.0
-# The demo's model and recipe: 64 Mel bands at hop 256 (16 ms), 30 epochs.
-DEMO_MODEL = "cnn_small"
-DEMO_TRAIN = {"protocol": "test-fold", "test_fold": 1, "epochs": 30, "batch_size": 16,
-              "deterministic": True}
-DEMO_FEATURES = {"n_fft": 1024, "hop_length": 256, "n_mels": 64}
-DEMO_AUGMENT = {"mix": "none"}
+# The demo's data and recipe are presets (esc50tf.presets).
+from esc50tf.presets import (DEMO_AUGMENT, DEMO_CLASSES, DEMO_CLIPS_PER_CLASS, DEMO_FEATURES,
+                             DEMO_MODEL, DEMO_SAMPLE_RATE, DEMO_SECONDS, DEMO_TRAIN)
 
 
 def _say(msg):
@@ -81,7 +73,8 @@ def _run(root, seed, kept=True):
         _say(f"  {side}: {n} clips/epoch in batches of {tuple(x.shape)} {x.dtype.name}, "
              f"{summary[f'{side}_cold_clips_per_s']:.0f} clips/s cold, "
              f"{summary[f'{side}_cached_clips_per_s']:.0f} clips/s cached")
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     run_dir = root / "run"
     _say(f"[4/4] training {DEMO_MODEL} on folds 2-5, testing on fold 1, into {run_dir}")

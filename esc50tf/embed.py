@@ -37,13 +37,13 @@ def load_embedder(weights):
     import keras
 
     from esc50tf.models import panns
-    from esc50tf.pretrained import convert, store
+    from esc50tf.pretrained import architectures, convert, store
 
     path, meta = store.resolve_weights(weights)
     arch = meta.get("model")
-    if arch not in panns.ARCHITECTURES:
+    if arch not in architectures.ARCHITECTURES:
         raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
-                         f"({', '.join(panns.ARCHITECTURES)})")
+                         f"({', '.join(architectures.ARCHITECTURES)})")
     held = meta.get("architecture") or {}
     converted, _ = store.load_weights(path)
     model = panns.build_reference(arch, widths=held.get("widths"),
@@ -154,13 +154,13 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
     Returns:
         (number of clips written, list of (path, error) for files left out).
     """
-    from esc50tf.models import panns
+    from esc50tf.pretrained import architectures
 
     out = Path(out)
     if out.exists() and not overwrite:  # before minutes of work
         raise Esc50Error(f"{out} exists; choose another --out or pass --overwrite")
     embedder, arch = load_embedder(weights)
-    rate = panns.architecture(arch)["sample_rate"]
+    rate = architectures.get(arch)["sample_rate"]
     meta = {"weights": str(weights), "model": arch, "sample_rate": rate}
     if len(inputs) == 1 and Path(inputs[0], "manifest.json").is_file():
         arrays = embed_tfrecords(embedder, rate, inputs[0], batch_size=batch_size,
@@ -207,7 +207,7 @@ def embedding_table(data, model_config, cache_path, progress=False):
     match (a resumed run, the next split). Returns the dict
     of `embed_tfrecords`.
     """
-    from esc50tf.models import panns
+    from esc50tf.pretrained import architectures
 
     cache_path = Path(cache_path)
     key = _table_key(data, model_config.weights)
@@ -219,7 +219,7 @@ def embedding_table(data, model_config, cache_path, progress=False):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable or from an older version: made again
     embedder, arch = load_embedder(model_config.weights)
-    table = embed_tfrecords(embedder, panns.architecture(arch)["sample_rate"], data,
+    table = embed_tfrecords(embedder, architectures.get(arch)["sample_rate"], data,
                             progress=progress)
     write_npz(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)
     return table

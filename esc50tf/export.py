@@ -112,7 +112,7 @@ def _log(msg):
 @dataclasses.dataclass
 class _Run:
     path: Path
-    config: object  # train.RunConfig
+    config: object  # run_config.RunConfig
     config_dict: dict
     split_names: list
     class_names: list
@@ -127,7 +127,7 @@ def read_run(run, split=None):
             an unknown split.
     """
     from esc50tf import models
-    from esc50tf.train import RunConfig
+    from esc50tf.run_config import RunConfig
 
     path = Path(run)
     cfg_path = path / "config.json"
@@ -168,9 +168,9 @@ def load_models(run):
     """The `.keras` model of each chosen split, in `run.split_names` order."""
     import keras
 
-    import esc50tf.augment  # noqa: F401  (registers custom layers)
-    import esc50tf.features  # noqa: F401
-    import esc50tf.models.layers  # noqa: F401
+    from esc50tf.models import register_custom_objects
+
+    register_custom_objects()
 
     out = []
     for name in run.split_names:
@@ -396,10 +396,9 @@ def _data_dir(run, cfg):
 
 def _run_splits(run, data):
     from esc50tf.data import splits
-    from esc50tf.train import protocol_splits
 
     index = splits.load_index(data)
-    chosen = {s.name: s for s in protocol_splits(run.config, index)}
+    chosen = {s.name: s for s in splits.protocol_splits(run.config.train, index)}
     missing = [n for n in run.split_names if n not in chosen]
     if missing:
         raise Esc50Error(f"{data}: the run's protocol has no split(s) {', '.join(missing)}; "

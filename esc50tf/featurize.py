@@ -1,19 +1,18 @@
 """Features of audio files, for the ``esc50tf features`` command.
 
 :func:`extract_features` loads files and runs the front-end layer of
-:mod:`esc50tf.features` on them; :func:`plot_features` draws waveform and
+:mod:`esc50tf.frontend` on them; :func:`plot_features` draws waveform and
 feature image per file. matplotlib is imported only when plotting.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig, build_frontend
+from esc50tf.frontend import FeatureConfig, build_frontend
 
 __all__ = ["extract_features", "plot_features"]
 
@@ -67,10 +66,9 @@ def extract_features(
     """
     from esc50tf.data.audio import load_audio
 
-    if isinstance(config, dict):
-        config = FeatureConfig.from_dict(config)
+    config = FeatureConfig.from_dict(config)
     if sample_rate is not None and sample_rate != config.sample_rate:
-        config = dataclasses.replace(config, sample_rate=sample_rate)
+        config = config.replace(sample_rate=sample_rate)
     rate = config.sample_rate
     if clip_seconds is not None and not (
         isinstance(clip_seconds, (int, float)) and clip_seconds > 0
@@ -144,8 +142,7 @@ def plot_features(waveforms, features, filenames, config, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if isinstance(config, dict):
-        config = FeatureConfig.from_dict(config)
+    config = FeatureConfig.from_dict(config)
     features = np.asarray(features)
     n = len(filenames)
     if len(waveforms) != n or features.shape[0] != n:
@@ -178,13 +175,12 @@ def plot_features(waveforms, features, filenames, config, path):
         t0 = 0.0 if config.center else config.n_fft / 2 / sr
         dt = config.hop_length / sr
         x_extent = (t0 - dt / 2, t0 + (frames - 0.5) * dt)
-        if config.kind == "stft":
+        ylabel = config.spec.bin_label
+        if config.kind == "stft":  # bins in Hz
             df = sr / config.n_fft
-            y_extent, ylabel = (-df / 2, (bins - 0.5) * df), "frequency (Hz)"
-        elif config.kind == "mel":
-            y_extent, ylabel = (-0.5, bins - 0.5), "Mel band"
+            y_extent = (-df / 2, (bins - 0.5) * df)
         else:
-            y_extent, ylabel = (-0.5, bins - 0.5), "coefficient"
+            y_extent = (-0.5, bins - 0.5)
         limits = {}
         if config.kind == "mfcc" and config.n_mfcc > 1:
             # c0 (the frame's overall level) is an order of magnitude larger than the

@@ -88,7 +88,7 @@ class ClassicModel:
 def _load_classic(folder, files):
     """The split models of a scikit-learn run folder, with the run's own features."""
     from esc50tf.models import classic
-    from esc50tf.train import RunConfig
+    from esc50tf.run_config import RunConfig
 
     try:
         cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
@@ -125,10 +125,9 @@ def load_predictor(path, sample_rate=None):
     """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
     import keras
 
-    import esc50tf.augment  # noqa: F401  (registers custom layers)
-    import esc50tf.features  # noqa: F401
-    import esc50tf.models.layers  # noqa: F401
-    import esc50tf.models.optimizers  # noqa: F401  (fine-tuned models' optimizer)
+    from esc50tf.models import register_custom_objects
+
+    register_custom_objects()
 
     path = Path(path)
     if path.is_dir():

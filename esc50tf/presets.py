@@ -1,8 +1,13 @@
-"""Training presets: `default` (a strong recipe from the literature) and `seed` (the study's).
+"""Every preset in one place: the training presets (`--preset`), the demo's and the study's.
 
-A preset is a dict of overrides on TrainConfig's defaults, per model:
+A training preset is a dict of overrides on the configs' defaults, per model:
 `{"train": {...}, "model": {...}, "features": {...}, "augment": {...}}`.
-Flags and `--config` files override the preset.
+Flags and `--config` files override the preset (`esc50tf.run_config.
+resolve_config`). Besides `default`, `seed` and `finetune` (below), this
+module holds, as plain data, the settings of `esc50tf demo` (`DEMO_*`: its
+synthetic data and its recipe) and of `esc50tf study` (`STUDY_AUGMENT`, the
+study's audio augmentation; `STUDY_GRID_OPTIMIZERS` x `STUDY_GRID_LRS`, its
+optimizer x learning-rate grid).
 
 default: log-Mel (128 bands, 2048-point FFT, hop 512) with per-frequency
 normalisation from the training folds; SpecAugment (Park et al., 2019: two
@@ -23,7 +28,8 @@ driven by a validation side of under one clip per class stopped runs at half
 their budget with the learning rate cut 25-fold (issue 13). `--crop-seconds S`
 trains on random crops and evaluates on 5 evenly spaced ones (`test_crops`).
 
-seed: the study's settings per model (../SEED_NOTES.md): Mel 128 in dB
+seed: the settings of the study esc50tf grew out of, per model (recorded
+here, in `_SEED_COMMON` and `_SEED_PER_MODEL`): Mel 128 in dB
 relative to each clip's max, the 9:1 split (grouped by recording here),
 AlexNet with SGD 0.01 / momentum 0.9, 80 epochs, 224x224 input and image
 augmentation; VGG16 Adam 1e-4, 50 epochs; ResNet50 / DenseNet121 Adam 50
@@ -51,6 +57,27 @@ from esc50tf.errors import Esc50Error
 
 PRESETS = ("default", "seed", "finetune")
 
+# `esc50tf demo`: small enough for a few minutes on 2 CPU cores, large enough to mean
+# something. Its data: synthetic classes x clips (esc50tf.data.synth).
+DEMO_CLASSES = 10
+DEMO_CLIPS_PER_CLASS = 40
+DEMO_SAMPLE_RATE = 16000
+DEMO_SECONDS = 5.0
+# Its model and recipe, over the default preset: 64 Mel bands at hop 256 (16 ms), 30 epochs.
+DEMO_MODEL = "cnn_small"
+DEMO_TRAIN = {"protocol": "test-fold", "test_fold": 1, "epochs": 30, "batch_size": 16,
+              "deterministic": True}
+DEMO_FEATURES = {"n_fft": 1024, "hop_length": 256, "n_mels": 64}
+DEMO_AUGMENT = {"mix": "none"}
+
+# The study's audio augmentation: a circular shift of up to +-0.1 s and noise of factor
+# 0.05. The study made one augmented copy of every clip offline (and, a flaw, also of
+# the test clips); here the same transforms run on the fly, on training batches only.
+STUDY_AUGMENT = {"time_shift_seconds": 0.1, "study_noise_factor": 0.05}
+# The study's grid (`esc50tf study --grid`): every Keras model at each optimizer x rate.
+STUDY_GRID_OPTIMIZERS = ("adam", "sgd", "adagrad")
+STUDY_GRID_LRS = (1e-2, 1e-3, 1e-4)
+
 _DEFAULT = {
     "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "epochs": 100,
               "batch_size": 32, "schedule": "cosine", "warmup_epochs": 5.0, "min_lr": 1e-5,
@@ -68,7 +95,7 @@ _FINETUNE = {
               "epochs": 30, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 2.0,
               "min_lr": 1e-5, "early_stopping_patience": 0, "min_val_per_class": 5.0,
               "final_weights": "last"},
-    "features": {},  # the PANNs architecture's own (esc50tf.models.panns.feature_settings)
+    "features": {},  # the architecture's own (esc50tf.pretrained.architectures.feature_settings)
     "model": {"normalization": "none"},
     "augment": {"freq_mask_param": 8, "time_mask_param": 64, "num_freq_masks": 2,
                 "num_time_masks": 2, "mix": "mixup", "mixup_alpha": 1.0},
@@ -92,7 +119,7 @@ _SEED_PER_MODEL = {
     "vgg16": {"train": {"lr": 1e-4}, "model": {"image_size": 224, "image_channels": 3}},
     "resnet50": {"model": {"image_size": 224, "image_channels": 3}},
     "densenet121": {"model": {"image_size": 224, "image_channels": 3}},
-    "bigru": {"augment": {"time_shift_seconds": 0.1, "study_noise_factor": 0.05}},
+    "bigru": {"augment": STUDY_AUGMENT},
     "hybrid": {"train": {"epochs": 100}},
     "hybrid_seed": {"train": {"epochs": 100}},
     "knn": {"model": {"classic_features": "image", "image_size": 224}},

@@ -40,10 +40,10 @@ from pathlib import Path
 
 from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import KINDS
+from esc50tf.presets import STUDY_GRID_LRS, STUDY_GRID_OPTIMIZERS
 
-FEATURE_KINDS = ("mel", "mfcc", "stft")
-GRID_OPTIMIZERS = ("adam", "sgd", "adagrad")
-GRID_LRS = (1e-2, 1e-3, 1e-4)
+FEATURE_KINDS = KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ class StudyRun:
             models' input (image, stats).
         optimizer: str or None. The grid's optimizer; None: the preset's.
         lr: float or None. The grid's learning rate; None: the preset's.
-        config: esc50tf.train.RunConfig. Fully resolved.
+        config: esc50tf.run_config.RunConfig. Fully resolved.
     """
 
     name: str
@@ -119,9 +119,10 @@ def select_models(spec="all"):
 
 
 def _rate_of(model):
-    from esc50tf.models import panns, registry
+    from esc50tf.models import registry
+    from esc50tf.pretrained import architectures
 
-    return panns.architecture(registry.get(model).pretrained)["sample_rate"]
+    return architectures.get(registry.get(model).pretrained)["sample_rate"]
 
 
 def _rate_fits(model, manifest):
@@ -151,7 +152,8 @@ def run_name(model, features, preset, optimizer=None, lr=None):
 
 
 def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
-               optimizers=GRID_OPTIMIZERS, lrs=GRID_LRS, overrides=None, no_augment=False):
+               optimizers=STUDY_GRID_OPTIMIZERS, lrs=STUDY_GRID_LRS, overrides=None,
+               no_augment=False):
     """Resolves every run of a study; nothing is written. Returns a list of StudyRun.
 
     Args:
@@ -170,7 +172,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
         Esc50Error: a bad setting (unknown model, kind, optimizer; a value the
             configs reject), naming the run it concerns.
     """
-    from esc50tf import presets, train
+    from esc50tf import presets, run_config
     from esc50tf.data import tfrecords as tfr
     from esc50tf.models import registry
     from esc50tf.models.panns import check_sample_rate
@@ -188,10 +190,10 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
         raise Esc50Error("--optimizer / --lr fix one optimizer and learning rate for every run; "
                          "they cannot be combined with --grid (use --grid-optimizers / --grid-lrs)")
     if grid:
-        bad = [o for o in optimizers if o not in train.OPTIMIZERS]
+        bad = [o for o in optimizers if o not in run_config.OPTIMIZERS]
         if bad:
             raise Esc50Error(f"unknown grid optimizer(s) {', '.join(bad)}; "
-                             f"allowed: {', '.join(train.OPTIMIZERS)}")
+                             f"allowed: {', '.join(run_config.OPTIMIZERS)}")
         if not lrs or any(not lr > 0 for lr in lrs):
             raise Esc50Error(f"grid learning rates must be numbers > 0, got {list(lrs)!r}")
     if preset not in presets.PRESETS:
@@ -224,7 +226,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
                 if optimizer is not None:
                     over["train"].update(optimizer=optimizer, lr=float(lr))
                 try:
-                    cfg = train.resolve_config(model, preset, overrides=over)
+                    cfg = run_config.resolve_config(model, preset, overrides=over)
                     check_sample_rate(cfg.model, manifest, data)
                 except Esc50Error as err:
                     raise Esc50Error(f"{model} ({kind or 'classic'}): {err}") from None
@@ -241,7 +243,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
 
 def check_run_folders(runs):
     """Esc50Error if a run folder holds another configuration than planned."""
-    from esc50tf.train import _comparable, _diff
+    from esc50tf.run_config import comparable, config_diff
 
     clashes = []
     for run in runs:
@@ -258,8 +260,8 @@ def check_run_folders(runs):
             clashes.append(f"{run.name}: unreadable config.json ({err})")
             continue
         new = run.config.to_dict()
-        if _comparable(old) != _comparable(new):
-            clashes.append(f"{run.name}: {_diff(old, new)}")
+        if comparable(old) != comparable(new):
+            clashes.append(f"{run.name}: {config_diff(old, new)}")
     if clashes:
         shown = "\n  ".join(clashes[:5]) + (f"\n  ... and {len(clashes) - 5} more"
                                            if len(clashes) > 5 else "")

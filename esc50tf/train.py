@@ -38,228 +38,18 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf import cleanup, recipe
+from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
+from esc50tf.models.build import predict_dataset
+from esc50tf.report import aggregate, fold_metrics, write_report
+from esc50tf.run_config import comparable, config_diff
 
-PROTOCOLS = ("cv", "test-fold", "split")
-OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
-FEATURES_ON = ("device", "host")
 # TensorFlow reads this when it starts; one inter-op thread makes reruns bit-identical.
 INTER_OP_ENV = "TF_NUM_INTEROP_THREADS"
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How a run trains. Model, feature and augmentation settings sit in their own configs.
-
-    Args:
-        data: str. TFRecord folder.
-        out: str. Run folder.
-        preset: str. "default" or "seed" (recorded; already applied).
-        protocol: str. "cv", "test-fold" or "split".
-        test_fold: int or None. For protocol "test-fold".
-        split_ratio: float or None. For protocol "split", e.g. 0.9.
-        val_fraction: float. Validation share of the training side (grouped by src_file).
-        epochs, batch_size: ints. batch_size is per replica.
-        optimizer: str. adam, adamw, sgd (with momentum) or adagrad.
-        lr, weight_decay, momentum: floats.
-        trunk_lr_scale: float in (0, 1]. Learning-rate factor of a pretrained PANNs
-            trunk (adam/adamw only); the new head learns at `lr`. 1.0: one rate.
-        lr_factor, lr_patience, min_lr: ReduceLROnPlateau (the study: 0.2, 5, 1e-5).
-        early_stopping_patience: int. EarlyStopping on validation loss (the study: 10);
-            0 = off. The best-val-accuracy checkpoint is kept too.
-        schedule: str. "plateau" (ReduceLROnPlateau, the study's), "cosine" (decay to
-            min_lr over the epoch budget) or "constant". See esc50tf.recipe.
-        warmup_epochs: float. Linear warmup from 0 to lr (cosine and constant), at most
-            half the epoch budget.
-        min_val_per_class: float. Validation clips per class (mean) below which early
-            stopping, plateau cuts and best-epoch restore are off; 0 = always on.
-        final_weights: str. The evaluated and saved model: "best" (by validation loss,
-            restored by early stopping), "last", "ema" or "swa".
-        ema_momentum: float. For final_weights "ema" (Keras optimizer `use_ema`).
-        swa_fraction: float. For final_weights "swa": share of the epochs at the end
-            whose weights are averaged.
-        label_smoothing: float. Cross-entropy label smoothing (0 = off).
-        balance: str. "none" or "class_weights" (n / (k * count) per class).
-        mixed_precision: str. auto, off, bf16 or fp16.
-        strategy: str. See esc50tf.distribute.STRATEGIES.
-        devices: str or None. Devices for mirrored / one_device, e.g. "gpu:0,gpu:1".
-        tpu: str or None. TPU name, or "local" on a TPU VM (strategy tpu or auto).
-        data_service: str or None. tf.data service dispatcher "grpc://host:port" that
-            runs the training input pipeline.
-        scale_lr: bool. Multiply lr by the number of replicas (linear scaling rule).
-        jit_compile: bool. XLA-compile the train step.
-        features_on: str. "device" (in the model) or "host" (in tf.data).
-        seed: int.
-        deterministic: bool. Enable TensorFlow op determinism: bit-identical reruns,
-            somewhat slower.
-        export: bool. Also write a SavedModel per split.
-    """
-
-    data: str = ""
-    out: str = ""
-    preset: str = "default"
-    protocol: str = "cv"
-    test_fold: int | None = None
-    split_ratio: float | None = None
-    val_fraction: float = 0.1
-    epochs: int = 100
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    trunk_lr_scale: float = 1.0
-    lr_factor: float = 0.2
-    lr_patience: int = 5
-    min_lr: float = 1e-5
-    early_stopping_patience: int = 10
-    # Defaults reproduce runs from before these fields; the default preset sets its own.
-    schedule: str = "plateau"
-    warmup_epochs: float = 0.0
-    min_val_per_class: float = 0.0
-    final_weights: str = "best"
-    ema_momentum: float = 0.99
-    swa_fraction: float = 0.25
-    label_smoothing: float = 0.0
-    balance: str = "none"
-    mixed_precision: str = "auto"
-    strategy: str = "auto"
-    devices: str | None = None
-    tpu: str | None = None
-    data_service: str | None = None
-    scale_lr: bool = False
-    jit_compile: bool = False
-    features_on: str = "device"
-    seed: int = 0
-    deterministic: bool = False
-    export: bool = True
-
-    def __post_init__(self):
-        checks = [
-            (self.protocol in PROTOCOLS, "protocol", self.protocol, ", ".join(PROTOCOLS)),
-            (self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, ", ".join(OPTIMIZERS)),
-            (self.features_on in FEATURES_ON, "features_on", self.features_on, "device, host"),
-            (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
-             self.batch_size, "an integer >= 1"),
-            (self.lr > 0, "lr", self.lr, "a number > 0"),
-            (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
-            (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
-            (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
-            (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
-             self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
-            (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
-             "early_stopping_patience", self.early_stopping_patience, "an integer >= 0 (0: off)"),
-            (self.schedule in recipe.SCHEDULES, "schedule", self.schedule,
-             ", ".join(recipe.SCHEDULES)),
-            (self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a number >= 0"),
-            (self.schedule != "plateau" or self.warmup_epochs == 0, "warmup_epochs",
-             self.warmup_epochs, "0 with --schedule plateau (warm up with cosine or constant)"),
-            (self.min_val_per_class >= 0, "min_val_per_class", self.min_val_per_class,
-             "a number >= 0"),
-            (self.final_weights in recipe.FINAL_WEIGHTS, "final_weights", self.final_weights,
-             ", ".join(recipe.FINAL_WEIGHTS)),
-            (0 < self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "(0, 1)"),
-            (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
-            (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
-            (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
-        ]
-        for ok, name, value, allowed in checks:
-            if not ok:
-                raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
-        if self.protocol == "test-fold" and self.test_fold is None:
-            raise Esc50Error("protocol test-fold needs --test-fold K")
-        if self.protocol == "split" and self.split_ratio is None:
-            raise Esc50Error("protocol split needs --split RATIO, e.g. 0.9")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything a run needs; saved as RUN/config.json."""
-
-    train: TrainConfig
-    model: object  # ModelConfig
-    features: object  # FeatureConfig
-    augment: object  # AugmentConfig
-
-    def to_dict(self):
-        return {
-            "train": dataclasses.asdict(self.train),
-            "model": self.model.to_dict(),
-            "features": self.features.to_dict(),
-            "augment": self.augment.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d):
-        from esc50tf.augment import AugmentConfig
-        from esc50tf.features import FeatureConfig
-        from esc50tf.models import ModelConfig
-
-        unknown = sorted(set(d) - {"train", "model", "features", "augment"})
-        if unknown:
-            raise Esc50Error(f"unknown config section(s) {', '.join(unknown)}; "
-                             "allowed: train, model, features, augment")
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        bad = sorted(set(d.get("train", {})) - names)
-        if bad:
-            raise Esc50Error(f"unknown train setting(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
-        return cls(
-            train=TrainConfig(**d.get("train", {})),
-            model=ModelConfig.from_dict(d.get("model", {})),
-            features=FeatureConfig.from_dict(d.get("features", {})),
-            augment=AugmentConfig.from_dict(d.get("augment", {})),
-        )
-
-
-def resolve_config(model, preset="default", base=None, overrides=None):
-    """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.
-
-    Args:
-        model: str. Registered model name.
-        preset: str. "default", "seed" or "finetune" ("default" becomes "finetune"
-            for a PANNs model given pretrained weights).
-        base: dict or None. A saved config.json (sections train/model/...).
-        overrides: dict or None. Same sections; only keys the user set.
-    """
-    from esc50tf import models, presets
-    from esc50tf.models import panns
-
-    models.get(model)  # unknown names fail here, listing the valid ones
-    preset = panns.effective_preset(model, preset, base, overrides)
-    merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
-    for layer in (presets.preset(preset, model), base or {}, overrides or {}):
-        for section, values in layer.items():
-            if section not in merged:
-                raise Esc50Error(f"unknown config section {section!r}")
-            merged[section].update(values)
-    merged["model"]["name"] = model
-    merged["train"]["preset"] = preset
-    panns.fix_settings(merged, overrides)
-    # The study froze ImageNet backbones; a random backbone is never frozen by a preset.
-    if preset == "seed" and merged["model"].get("weights") and model in (
-            "vgg16", "resnet50", "densenet121"):
-        merged["model"].setdefault("freeze_backbone", True)
-    return RunConfig.from_dict(merged)
-
-
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def protocol_splits(cfg, index):
-    from esc50tf.data import splits
-
-    t = cfg.train
-    if t.protocol == "test-fold":
-        chosen = [splits.test_fold_split(index, t.test_fold, t.val_fraction, t.seed)]
-    elif t.protocol == "split":
-        chosen = [splits.ratio_split(index, t.split_ratio, t.val_fraction, t.seed)]
-    else:
-        chosen = splits.cv_splits(index, t.val_fraction, t.seed)
-    for s in chosen:
-        splits.check_disjoint(s, index)
-    return chosen
 
 
 def make_optimizer(t, steps_per_epoch=None):
@@ -301,8 +91,8 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
                              "choose another --out or pass --overwrite")
         else:
             old = json.loads(cfg_path.read_text())
-            if _comparable(old) != _comparable(config_dict):
-                diff = _diff(old, config_dict)
+            if comparable(old) != comparable(config_dict):
+                diff = config_diff(old, config_dict)
                 raise Esc50Error(f"{out}: holds a run with another configuration ({diff}); "
                                  "choose another --out or pass --overwrite")
             return True  # resume
@@ -313,31 +103,6 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
     tmp.write_text(json.dumps(config_dict, indent=2) + "\n")
     tmp.replace(cfg_path)
     return False
-
-
-# Where a run executes, not what it computes: changing these does not block a resume.
-_WHERE_KEYS = ("out", "tpu", "data_service")
-
-
-def _comparable(d):
-    d = json.loads(json.dumps(d))
-    train_section = d.setdefault("train", {})
-    for f in dataclasses.fields(TrainConfig):  # config.json files from before a field existed
-        train_section.setdefault(f.name, f.default)
-    for key in _WHERE_KEYS:
-        train_section.pop(key, None)
-    return d
-
-
-def _diff(old, new):
-    old, new = _comparable(old), _comparable(new)
-    out = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section, {}), new.get(section, {})
-        for k in sorted(set(a) | set(b)):
-            if k not in _WHERE_KEYS and a.get(k) != b.get(k):
-                out.append(f"{section}.{k} {a.get(k)!r} -> {b.get(k)!r}")
-    return "; ".join(out[:4]) + ("; ..." if len(out) > 4 else "")
 
 
 class _RemoteRun:
@@ -445,7 +210,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     """
     import os
 
-    from esc50tf import distribute, evaluate, models
+    from esc50tf import distribute, models
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
     from esc50tf.models.panns import check_sample_rate
@@ -468,7 +233,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
     index = splits.load_index(t.data)
-    chosen = protocol_splits(cfg, index)
+    chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
     strategy, kind = None, "none"
     if spec.keras:
@@ -574,8 +339,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             restore_determinism()
     # Summed per split, so a resumed run still reports its whole cost.
     wall = sum(r.get("wall_seconds", 0.0) for r in results)
-    report = evaluate.aggregate(results, class_names, config_dict, wall, extra)
-    evaluate.write_report(run_dir, report)
+    report = aggregate(results, class_names, config_dict, wall, extra)
+    write_report(run_dir, report)
     if remote:
         remote.finish()
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
@@ -727,7 +492,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     import keras
 
     from esc50tf import distribute
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
     from esc50tf.data.pipeline import make_dataset
     from esc50tf.models.build import adapt_normalization, build_model, test_crops
 
@@ -831,14 +596,12 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
                            with_metadata=True, manifest=manifest)
     _log(f"{split.name}: predicting {sizes['test']} test clips")
-    y_true, y_prob, names = _predict(model, test_ds, verbose=verbose)
+    y_true, y_prob, names = predict_dataset(model, test_ds, verbose=verbose)
     model.save(split_dir / "model.keras")
     if t.export:
         export_model(model, split_dir / "saved_model")
     np.savez_compressed(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
                         filenames=np.array(names))
-    from esc50tf.evaluate import fold_metrics
-
     result = fold_metrics(y_true, y_prob, class_names)
     steps = epochs_this_session * (sizes["train"] // global_batch)
     result.update(
@@ -872,32 +635,6 @@ def _classifier_part(model):
     return keras.Model(frontend.output, model.output, name=f"{model.name}_on_features")
 
 
-def _predict(model, dataset, verbose=1):
-    """(labels, probabilities, filenames) of a `(x, y, meta)` dataset in its fixed order.
-
-    The model runs through Keras' compiled, batched `predict` (progress bar
-    with verbose=1), once per evaluation crop of a multi-crop model
-    (`models.build.crop_rolls`), and the softmax outputs are averaged; labels
-    and names come from a second, model-free pass.
-    """
-    import tensorflow as tf
-
-    from esc50tf.models.build import crop_rolls
-
-    waves = dataset.map(lambda x, y, meta: x)
-    probs = 0.0
-    rolls = crop_rolls(model, waves.element_spec.shape[-1])
-    for shift in rolls:
-        crop = waves.map(lambda x, s=shift: tf.roll(x, s, axis=1)) if shift else waves
-        probs = probs + model.predict(crop, verbose=verbose)
-    probs = probs / len(rolls)
-    ys, names = [], []
-    for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):
-        ys.append(y.numpy())
-        names.extend(n.decode() for n in filenames.numpy())
-    return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names
-
-
 def export_model(model, path):
     """Writes a TF SavedModel: waveform [batch, samples] in, probabilities out."""
     import io
@@ -914,7 +651,6 @@ def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
     import pickle
 
     from esc50tf.data.pipeline import make_dataset
-    from esc50tf.evaluate import fold_metrics
     from esc50tf.models import classic
 
     t = cfg.train

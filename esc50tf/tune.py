@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Callable
 
 from esc50tf import cleanup
+from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
+from esc50tf.frontend import KINDS, kinds_reading
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -129,8 +131,8 @@ PARAMS = {p.name: p for p in [
     Param("optimizer", "train", "optimizer", "str",
           lambda v: v in ("adam", "adamw", "sgd", "adagrad"), "adam, adamw, sgd, adagrad",
           _choice(["adam", "adamw", "sgd", "adagrad"])),
-    Param("features", "features", "kind", "str", lambda v: v in ("mel", "mfcc", "stft"),
-          "mel, mfcc, stft", _choice(["mel", "mfcc", "stft"])),
+    Param("features", "features", "kind", "str", lambda v: v in KINDS,
+          ", ".join(KINDS), _choice(KINDS)),
     Param("lr", "train", "lr", "real", lambda v: v > 0, "a number > 0",
           {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"}),
     Param("weight_decay", "train", "weight_decay", "real", lambda v: v >= 0, "a number >= 0",
@@ -141,23 +143,14 @@ PARAMS = {p.name: p for p in [
     Param("batch_size", "train", "batch_size", "int", lambda v: v >= 1, "an integer >= 1",
           _choice([16, 32, 64])),
     Param("n_mels", "features", "n_mels", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([64, 128]), when=("features", ("mel", "mfcc"))),
+          _choice([64, 128]), when=("features", kinds_reading("n_mels"))),
     Param("n_mfcc", "features", "n_mfcc", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([20, 40]), when=("features", ("mfcc",))),
+          _choice([20, 40]), when=("features", kinds_reading("n_mfcc"))),
     Param("n_fft", "features", "n_fft", "int", lambda v: v >= 16, "an integer >= 16",
           _choice([1024, 2048])),
     Param("hop_length", "features", "hop_length", "int", lambda v: v >= 1, "an integer >= 1",
           _choice([256, 512])),
-    Param("time_shift", "augment", "time_shift_seconds", "real", lambda v: v >= 0,
-          "a number >= 0 (seconds)", {"type": "float", "min": 0.0, "max": 0.5, "step": 0.1}),
-    Param("noise_snr", "augment", "noise_snr_db", "snr", lambda v: True,
-          '"off" or a range "lo,hi" in dB within [-30, 100]', _choice(["off", "10,30", "20,40"])),
-    Param("freq_mask", "augment", "freq_mask_param", "int", lambda v: v >= 0, "an integer >= 0",
-          _choice([0, 8, 16, 24])),
-    Param("time_mask", "augment", "time_mask_param", "int", lambda v: v >= 0, "an integer >= 0",
-          _choice([0, 20, 40])),
-    Param("mixup_alpha", "augment", "mixup_alpha", "real", lambda v: v >= 0,
-          "a number >= 0 (0 switches mixup off)", _choice([0.0, 0.2, 0.4])),
+    *(Param(**p) for p in augment_registry.search_params()),  # esc50tf.augment.registry
     Param("dropout", "model", "dropout", "real", lambda v: 0 <= v < 1, "a number in [0, 1)",
           {"type": "float", "min": 0.1, "max": 0.5, "step": 0.1}),
     Param("rnn_units", "model", "rnn_units", "int", lambda v: v >= 1, "an integer >= 1",
@@ -445,7 +438,7 @@ class SearchSpace:
     """
 
     def __init__(self, space, models, base, preset="default"):
-        from esc50tf.train import resolve_config
+        from esc50tf.run_config import resolve_config
 
         self.space = dict(space)
         self.models = tuple(models)

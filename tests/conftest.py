@@ -95,8 +95,9 @@ def trained_run(tmp_path_factory):
     """
     from esc50tf.data.synth import synthesize
     from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
-    from esc50tf.demo import DEMO_FEATURES, DEMO_MODEL
-    from esc50tf.train import resolve_config, train
+    from esc50tf.presets import DEMO_FEATURES, DEMO_MODEL
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     root = tmp_path_factory.mktemp("trained")
     synthesize(root / "esc50", progress=False, **TRAINED)

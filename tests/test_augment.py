@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from esc50tf import augment  # noqa: E402
+from esc50tf import augment, presets  # noqa: E402
+from esc50tf.augment import mixing, spectrogram  # noqa: E402
 from esc50tf.errors import Esc50Error  # noqa: E402
 from layer_testing import shifts_of, snr_db  # noqa: E402
 
@@ -168,7 +169,7 @@ def test_spec_augment_mean_value_4d_and_oversized_param():
 def test_rotate_quarter_turn_matches_rot90():
     img = _image(batch=2, height=9, width=9, channels=2)
     angles = np.array([math.pi / 2, 0.0], "float32")
-    out = _np(augment._rotate_images(img, angles))
+    out = _np(spectrogram.rotate_images(img, angles))
     np.testing.assert_allclose(out[0], np.rot90(img[0], k=1, axes=(0, 1)), atol=1e-5)
     np.testing.assert_allclose(out[1], img[1], atol=1e-6)
 
@@ -257,7 +258,7 @@ def _gain_db_reference(sound, sample_rate, mode, min_db=-80.0):
             gains.append(np.mean(frame**2))
         else:
             spec = np.fft.rfft(np.hanning(n_fft + 1)[:-1] * frame)
-            weight = augment._a_weighting_db(sample_rate, n_fft)
+            weight = mixing.a_weighting_db(sample_rate, n_fft)
             gains.append(np.sum(np.abs(spec) ** 2 * np.power(10, weight / 10)))
     gain = np.maximum(np.array(gains), np.power(10, min_db / 10))
     return np.max(10 * np.log10(gain))
@@ -402,7 +403,7 @@ def test_config_from_dict_rejects_unknown_keys():
 
 
 def test_study_preset_builds_shift_and_noise():
-    config = augment.study_preset()
+    config = augment.AugmentConfig.from_dict(presets.STUDY_AUGMENT)
     assert config.time_shift_seconds == 0.1 and config.study_noise_factor == 0.05
     augmenter = augment.build_waveform_augmenter(config, 44100, seed=0)
     kinds = [type(layer) for layer in augmenter.layers]
@@ -530,3 +531,124 @@ def test_layers_run_under_jax_backend():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "JAX OK" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# The registry: one entry per augmentation feeds the builders, the CLI and tune.
+
+
+def test_every_config_field_is_claimed_by_exactly_one_augmentation():
+    from esc50tf.augment import registry
+    from esc50tf.config import field_names
+
+    claimed = [f for entry in registry.AUGMENTATIONS for f in entry.fields]
+    assert sorted(claimed) == sorted(field_names(augment.AugmentConfig))
+    assert len(claimed) == len(set(claimed))
+    assert len(registry.names()) == len(set(registry.names()))
+    assert {entry.stage for entry in registry.AUGMENTATIONS} == set(registry.STAGES)
+    assert [e.name for e in registry.AUGMENTATIONS if e.stage == "batch"] == ["mix"]
+    offsets = [entry.seed_offset for entry in registry.AUGMENTATIONS]
+    assert len(offsets) == len(set(offsets)), "each augmentation draws from its own seed"
+    with pytest.raises(Esc50Error, match="cutmix.*valid: crop"):
+        registry.get("cutmix")
+
+
+def test_registry_flags_and_search_params_name_their_own_fields():
+    from esc50tf.augment import registry
+
+    for entry in registry.AUGMENTATIONS:
+        for flag in entry.flags:
+            assert flag.key in entry.fields, (entry.name, flag.flag)
+        for param in entry.search:
+            assert param.key in entry.fields, (entry.name, param.name)
+
+
+def test_every_registry_flag_sets_its_field_through_the_parser():
+    from esc50tf import cli
+    from esc50tf.augment import registry
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    flags = [f for entry in registry.AUGMENTATIONS for f in entry.flags]
+    assert [opt[0] for opt in cli.AUGMENT_OPTIONS] == [f.flag for f in flags]
+    for command in ("train", "tune", "study"):
+        known = {s for a in sub[command]._actions for s in a.option_strings}
+        assert {f.flag for f in flags} <= known, command
+    # Each flag lands on its AugmentConfig field with the config's value type.
+    argv = ["--crop-seconds", "0.5", "--test-crops", "3", "--time-shift", "0.2",
+            "--gain-db=-3,3", "--noise-snr", "10,30", "--study-noise", "0.05",
+            "--freq-mask", "8", "--time-mask", "12", "--num-freq-masks", "1",
+            "--num-time-masks", "3", "--image-rotation", "5", "--mix", "bc",
+            "--mixup-alpha", "0.4"]
+    args = sub["train"].parse_args(["--model", "cnn_small", *argv])
+    over = cli._overrides(args, cli.AUGMENT_OPTIONS)["augment"]
+    assert {f.key for f in flags} == set(over)
+    config = augment.AugmentConfig.from_dict(over)
+    assert config.gain_db == (-3.0, 3.0) and config.noise_snr_db == (10.0, 30.0)
+    assert (config.test_crops, config.num_time_masks, config.mix) == (3, 3, "bc")
+
+
+def test_tune_space_takes_the_registry_search_params():
+    from esc50tf import tune
+    from esc50tf.augment import registry
+
+    params = registry.search_params()
+    assert [p["name"] for p in params] == [
+        "time_shift", "noise_snr", "freq_mask", "time_mask", "mixup_alpha"]
+    for p in params:
+        assert tune.PARAMS[p["name"]] == tune.Param(**p)
+        assert tune.PARAMS[p["name"]].section == "augment"
+    augment_names = [n for n, p in tune.PARAMS.items() if p.section == "augment"]
+    assert augment_names == [p["name"] for p in params]
+
+
+def test_builders_follow_the_registry_order_and_seed_offsets():
+    from esc50tf.augment import registry
+
+    config = augment.AugmentConfig(crop_seconds=1.0, time_shift_seconds=0.1,
+                                   gain_db=(-1.0, 1.0), freq_mask_param=2,
+                                   image_flip_vertical=True, mix="mixup")
+    wave = augment.build_waveform_augmenter(config, SR, seed=100)
+    spec = augment.build_spectrogram_augmenter(config, seed=100)
+    mixer = augment.build_batch_mixer(config, num_classes=5, seed=100)
+    by_class = {"RandomCrop": "crop", "RandomTimeShift": "time_shift", "RandomGain": "gain",
+                "SpecAugment": "spec_augment", "StudyImageAugment": "study_image",
+                "BatchMixer": "mix"}
+    built = list(wave.layers) + list(spec.layers) + [mixer]
+    assert [by_class[type(x).__name__] for x in built] == [
+        "crop", "time_shift", "gain", "spec_augment", "study_image", "mix"]
+    for thing in built:
+        entry = registry.get(by_class[type(thing).__name__])
+        assert thing.seed == 100 + entry.seed_offset
+    assert mixer.num_classes == 5 and mixer.mode == "mixup"
+
+
+def test_config_is_frozen_and_replace_validates():
+    import dataclasses
+
+    config = augment.AugmentConfig(noise_snr_db=[10, 30])
+    assert config.noise_snr_db == (10, 30)  # a JSON list becomes a pair
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.mix = "mixup"
+    assert config.replace(mix="bc").mix == "bc" and config.mix == "none"
+    with pytest.raises(Esc50Error, match="mix='cutmix'"):
+        config.replace(mix="cutmix")
+    assert augment.AugmentConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["noise_snr_db"] == [10, 30]
+
+
+def test_config_and_registry_import_without_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from esc50tf import presets\n"
+        "from esc50tf.augment import AugmentConfig, registry\n"
+        "from esc50tf.augment.config import AugmentConfig as C\n"
+        "AugmentConfig.from_dict(presets.STUDY_AUGMENT)\n"
+        "registry.cli_options({'pair': str, 'positive_int': int}); registry.search_params()\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -92,7 +92,8 @@ def test_training_batches_from_the_service_are_static(cluster, tiny_tfrecords):
 def test_train_reads_its_training_input_from_the_service(cluster, tiny_tfrecords, tmp_path):
     import json
 
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     dispatcher, workers = cluster
     tasks_before = sum(w._num_tasks() for w in workers)  # noqa: SLF001

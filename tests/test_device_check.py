@@ -81,7 +81,8 @@ def test_every_keras_model_trains_a_step_under_jax_without_tensorflow(tmp_path):
         import keras
         from esc50tf import models
         from esc50tf.models.build import build_model
-        from esc50tf.train import make_optimizer, resolve_config
+        from esc50tf.run_config import resolve_config
+        from esc50tf.train import make_optimizer
 
         assert keras.backend.backend() == "jax"
         names = [s.name for s in models.specs() if s.keras]

@@ -287,7 +287,8 @@ def test_remote_tfrecord_folder_through_gfile(tiny_tfrecords):
 def test_remote_run_folder_is_written_and_resumed(tiny_tfrecords, capsys):
     import tensorflow as tf
 
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     out = "ram://esc50tf-test/run"
     over = {"train": {"data": str(tiny_tfrecords), "out": out, "protocol": "test-fold",
@@ -311,7 +312,7 @@ def test_remote_run_folder_is_written_and_resumed(tiny_tfrecords, capsys):
 # --- real multi-device training (subprocesses) -----------------------------------------------
 
 _RUN_CONFIG = """
-from esc50tf.train import resolve_config
+from esc50tf.run_config import resolve_config
 
 
 def run_config(data, out, strategy, batch_size, devices=None, epochs=2, val_fraction=0.0,

@@ -158,7 +158,7 @@ def test_model_card_and_labels(exports, trained_run, fold1_clips):
 @pytest.mark.parametrize("kind", ["stft", "mel", "mfcc"])
 @pytest.mark.parametrize("n_fft", [400, 512])
 def test_matmul_stft_equals_the_fft_front_end(kind, n_fft):
-    from esc50tf.features import FeatureConfig, build_frontend
+    from esc50tf.frontend import FeatureConfig, build_frontend
 
     x = (0.3 * np.random.default_rng(n_fft).standard_normal((2, 8000))).astype(np.float32)
     config = FeatureConfig(kind=kind, sample_rate=16000, n_fft=n_fft, hop_length=160, n_mels=40,
@@ -177,7 +177,7 @@ def test_non_power_of_two_fft_exports_to_builtin_tflite(tmp_path):
     """RFFT2D takes powers of two only: n_fft=400 gets the DFT convolution instead."""
     from esc50tf.augment import AugmentConfig
     from esc50tf.export import build_export_model, convert_tflite, write_savedmodel
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
 
@@ -219,7 +219,8 @@ def test_run_without_a_model(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_scikit_learn_run_cannot_be_exported(tiny_tfrecords, tmp_path):
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     cfg = resolve_config("knn", overrides={"train": {
         "protocol": "test-fold", "test_fold": 1, "data": str(tiny_tfrecords),

@@ -1,4 +1,4 @@
-"""Tests of the audio front end (esc50tf.features) and file featurisation.
+"""Tests of the audio front end (esc50tf.frontend) and file featurisation.
 
 librosa is the reference: every front end is compared with it numerically on
 synthetic signals over a grid of sizes (kapre's practice).
@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from esc50tf import features as F
+from esc50tf import frontend as F
 from esc50tf.errors import Esc50Error
 
 # --------------------------------------------------------------------------
@@ -563,7 +563,7 @@ def test_plot_features_writes_an_image(tmp_path, audio_loader):
 
 def test_host_featurizer_int16_xla_and_banded_filterbank_match_the_layer():
     """The host path (XLA, banded Mel product, int16 in) equals the model's layer."""
-    from esc50tf.features import FeatureConfig, build_frontend, make_host_featurizer, mel_bands
+    from esc50tf.frontend import FeatureConfig, build_frontend, make_host_featurizer, mel_bands
 
     cfg = FeatureConfig(kind="mel", sample_rate=22050, n_fft=1024, hop_length=256, n_mels=64)
     rng = np.random.default_rng(3)

@@ -15,7 +15,7 @@ import pytest
 
 import esc50tf
 from esc50tf import augment as A
-from esc50tf import features as F
+from esc50tf import frontend as F
 from esc50tf.models import layers as L
 from layer_testing import run_layer_test, shifts_of, snr_db
 

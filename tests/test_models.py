@@ -5,7 +5,7 @@ import pytest
 
 from esc50tf import models
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig
+from esc50tf.frontend import FeatureConfig
 from esc50tf.models import ModelConfig
 from esc50tf.models.build import build_model
 

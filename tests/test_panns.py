@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from esc50tf.errors import Esc50Error
-from esc50tf.features import FeatureConfig
+from esc50tf.frontend import FeatureConfig
 from esc50tf.models import ModelConfig, panns
 from esc50tf.models.build import build_model
+from esc50tf.pretrained import architectures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "panns"
 CNN14_TRAINABLE = 80_753_615  # sum of requires_grad parameters of panns_inference.models.Cnn14
@@ -25,7 +26,8 @@ def weights_16k(tmp_path_factory):
     from esc50tf.pretrained import store
 
     out = tmp_path_factory.mktemp("weights") / "cnn14_16k.npz"
-    store.convert_checkpoint("cnn14_16k", FIXTURES / "cnn14_16k.zip.pth", out, log=lambda _: None)
+    store.convert_checkpoint("cnn14_16k", FIXTURES / "cnn14_16k.zip.pth", out,
+                             build=panns.build_reference, log=lambda _: None)
     return out
 
 
@@ -34,7 +36,8 @@ def weights_sed(tmp_path_factory):
     from esc50tf.pretrained import store
 
     out = tmp_path_factory.mktemp("weights") / "cnn14_sed.npz"
-    store.convert_checkpoint("cnn14_sed", FIXTURES / "cnn14_sed.zip.pth", out, log=lambda _: None)
+    store.convert_checkpoint("cnn14_sed", FIXTURES / "cnn14_sed.zip.pth", out,
+                             build=panns.build_reference, log=lambda _: None)
     return out
 
 
@@ -48,7 +51,7 @@ def tfrecords_16k(tiny_esc50, tmp_path_factory):
 
 
 def _features(arch):
-    return FeatureConfig(**panns.feature_settings(arch))
+    return FeatureConfig(**architectures.feature_settings(arch))
 
 
 # --- layers against PyTorch's semantics -------------------------------------------------
@@ -180,7 +183,7 @@ def test_trunk_learns_at_a_fraction_of_the_head_rate():
 
 
 def test_pretrained_weights_select_the_finetune_preset(weights_16k):
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     cfg = resolve_config("cnn14_16k", overrides={"model": {"weights": str(weights_16k)}})
     assert cfg.train.preset == "finetune"
@@ -208,7 +211,7 @@ def test_pretrained_weights_select_the_finetune_preset(weights_16k):
     ({"train": {"trunk_lr_scale": 0.1}}, "without --weights would only slow cnn14's random"),
 ])
 def test_conflicting_settings_are_refused(over, match):
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     with pytest.raises(Esc50Error, match=match):
         resolve_config("cnn14", overrides=over)
@@ -221,7 +224,7 @@ def test_conflicting_settings_are_refused(over, match):
     ("hybrid", {"model": {"backbone": "densenet121"}}),
 ])
 def test_trunk_lr_scale_is_refused_where_no_pretrained_trunk_takes_it(model, over):
-    from esc50tf.train import resolve_config
+    from esc50tf.run_config import resolve_config
 
     with pytest.raises(Esc50Error, match=f"trunk_lr_scale=0.5 .*{model} has none"):
         resolve_config(model, overrides={**over, "train": {"trunk_lr_scale": 0.5}})
@@ -230,7 +233,7 @@ def test_trunk_lr_scale_is_refused_where_no_pretrained_trunk_takes_it(model, ove
 
 
 def test_trunk_lr_scale_needs_adam():
-    from esc50tf.train import TrainConfig
+    from esc50tf.run_config import TrainConfig
 
     with pytest.raises(Esc50Error, match="adam or adamw"):
         TrainConfig(optimizer="sgd", trunk_lr_scale=0.1)
@@ -238,7 +241,8 @@ def test_trunk_lr_scale_needs_adam():
 
 def test_training_at_the_wrong_sample_rate_stops_with_the_rebuild_command(
         weights_16k, tiny_tfrecords, tiny_esc50, tmp_path):
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     out = tmp_path / "run"
     cfg = resolve_config("cnn14_16k", overrides={
@@ -324,7 +328,8 @@ def test_embed_writes_embeddings_for_tfrecords_and_audio_files(weights_16k, tiny
 
 
 def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, tmp_path):
-    from esc50tf.train import resolve_config, train
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
 
     out = tmp_path / "probe"
     cfg = resolve_config("logreg", overrides={

@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 from esc50tf.errors import Esc50Error
-from esc50tf.pretrained import catalog, store
+from esc50tf.models.panns import build_reference
+from esc50tf.pretrained import architectures, catalog, store
 from esc50tf.pretrained.checkpoint import read_torch_checkpoint
 from esc50tf.pretrained.convert import check_frontend, convert_state_dict, load_into
 
@@ -492,7 +493,7 @@ def test_parity_with_the_reference_in_both_formats(arch):
 def test_full_size_parameter_counts_match_the_reference(arch):
     import keras
 
-    from esc50tf import features
+    from esc50tf import frontend as features
     from esc50tf.models import panns
 
     model = panns.build_reference(arch)
@@ -514,7 +515,7 @@ def test_the_front_end_of_another_architecture_is_refused():
     with pytest.raises(Esc50Error, match=r"melW has shape \(513, 64\).*\(257, 64\)"):
         convert_state_dict("cnn14_16k", _state("cnn14"))
     # Same shape, other Mel range: 32 kHz / 1024 but a 0-16 kHz filterbank.
-    from esc50tf import features
+    from esc50tf import frontend as features
 
     state = _state("cnn14")
     state["logmel_extractor.melW"] = features.mel_filterbank(32000, 1024, 64, 0.0, 16000.0).T
@@ -530,7 +531,7 @@ def test_the_front_end_of_another_architecture_is_refused():
 
 
 def test_the_stft_window_is_checked_when_present():
-    from esc50tf import features
+    from esc50tf import frontend as features
 
     state = _state("cnn14")
     hann = features.window_array("hann", 1024)
@@ -611,7 +612,8 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tiny_cnn14):
 
 def test_convert_writes_weights_that_know_their_model(tmp_path, tiny_cnn14):
     out = tmp_path / "tiny.weights.npz"
-    path, meta = store.convert_checkpoint("cnn14", _checkpoint("cnn14", "legacy"), out, log=print)
+    path, meta = store.convert_checkpoint("cnn14", _checkpoint("cnn14", "legacy"), out,
+                                          build=build_reference, log=print)
     assert path == out and out.is_file() and store.sidecar_path(out).is_file()
     digest = hashlib.sha256(_checkpoint("cnn14", "legacy").read_bytes()).hexdigest()
     side = json.loads(store.sidecar_path(out).read_text())
@@ -634,13 +636,14 @@ def test_convert_writes_weights_that_know_their_model(tmp_path, tiny_cnn14):
             np.testing.assert_array_equal(a, b)
     load_into(tiny_cnn14, converted)
     with pytest.raises(Esc50Error, match="already exists"):
-        store.convert_checkpoint("cnn14", _checkpoint("cnn14", "zip"), out)
+        store.convert_checkpoint("cnn14", _checkpoint("cnn14", "zip"), out, build=build_reference)
 
 
 def test_a_failed_conversion_writes_nothing(tmp_path):
     out = tmp_path / "x.weights.npz"
     with pytest.raises(Esc50Error):
-        store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out)
+        store.convert_checkpoint("cnn14_16k", _checkpoint("cnn14", "zip"), out,
+                                 build=build_reference)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -710,9 +713,7 @@ def test_catalog_lists_the_official_checkpoints():
         assert c.file_name in c.url.replace("%3D", "=")
         assert len(c.md5) == 32 and len(c.sha256) == 64 and c.size > 300_000_000
         assert c.licence == "CC BY 4.0"
-    from esc50tf.models import panns
-
-    assert {c.architecture for c in official.values()} <= set(panns.ARCHITECTURES)
+    assert {c.architecture for c in official.values()} <= set(architectures.ARCHITECTURES)
 
 
 # --------------------------------------------------------------------------
@@ -830,8 +831,8 @@ def test_download_resumes_a_partial_file_over_http(tmp_path, monkeypatch):
         part = cache / "downloads" / "cnn14_tiny.pth.part"
         part.parent.mkdir(parents=True)
         part.write_bytes(data[:100_000])  # what an interrupted download left
-        path, meta = store.download("cnn14_tiny", cache_dir=cache, progress=False,
-                                    log=lambda m: None)
+        path, meta = store.download("cnn14_tiny", build=build_reference, cache_dir=cache,
+                                    progress=False, log=lambda m: None)
     finally:
         server.shutdown()
     assert _RangeHandler.ranges == ["bytes=100000-"]

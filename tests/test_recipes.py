@@ -12,7 +12,8 @@ from esc50tf.augment import RandomCrop
 from esc50tf.cli import main
 from esc50tf.data import pipeline
 from esc50tf.errors import Esc50Error
-from esc50tf.train import TrainConfig, resolve_config, train
+from esc50tf.run_config import TrainConfig, resolve_config
+from esc50tf.train import train
 
 SMALL_FRONT = {"n_fft": 256, "hop_length": 64, "n_mels": 32}
 
@@ -185,7 +186,7 @@ def test_ema_weights_are_saved_and_small_validation_stops_nothing(tiny_tfrecords
                                                                   monkeypatch, capsys):
     """EMA (momentum 0.5), plateau + early stopping patience 1 on 3 validation clips, class weights."""
     from esc50tf.predict import load_predictor
-    from esc50tf.train import _predict
+    from esc50tf.models.build import predict_dataset
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={"mix": "none"}, epochs=4,
                final_weights="ema", ema_momentum=0.5, schedule="plateau", warmup_epochs=0,
@@ -220,7 +221,7 @@ def test_ema_weights_are_saved_and_small_validation_stops_nothing(tiny_tfrecords
 
     test = pipeline.make_dataset(tiny_tfrecords, splits.Selection((1,)), training=False,
                                  batch_size=8, with_metadata=True)
-    _, y_prob, _ = _predict(model, test)
+    _, y_prob, _ = predict_dataset(model, test)
     saved_probs = np.load(tmp_path / "run" / "fold1" / "predictions.npz")["y_prob"]
     np.testing.assert_allclose(y_prob, saved_probs, rtol=1e-4, atol=1e-6)
 

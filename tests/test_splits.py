@@ -137,3 +137,21 @@ def test_fold_warnings_flag_uneven_folds_and_suggest_a_ratio_split():
     assert len(single) == 1 and "only one fold" in single[0] and "--split" in single[0]
     with pytest.raises(Esc50Error, match="--split"):
         splits.test_fold_split(even[even["fold"] == 1], 1)
+
+
+@pytest.mark.parametrize("protocol, expected", [
+    (dict(protocol="cv"), ["fold1", "fold2", "fold3", "fold4", "fold5"]),
+    (dict(protocol="test-fold", test_fold=3), ["fold3"]),
+    (dict(protocol="split", split_ratio=0.8), ["ratio0.8"]),
+])
+def test_protocol_splits_follow_the_train_config(protocol, expected):
+    from esc50tf.run_config import TrainConfig
+
+    index = make_index()
+    chosen = splits.protocol_splits(TrainConfig(val_fraction=0.2, seed=1, **protocol), index)
+    assert [s.name for s in chosen] == expected
+    for split in chosen:
+        sides = _assert_no_leak(split, index)
+        assert len(sides["val"]) > 0
+    if protocol["protocol"] == "test-fold":
+        assert set(chosen[0].test.rows(index)["fold"]) == {3}

@@ -15,17 +15,17 @@ FIXTURES = Path(__file__).parent / "fixtures" / "panns"
 @pytest.fixture(scope="module")
 def sed_keras(tmp_path_factory):
     """A reduced-width cnn14_sed classifier (5 classes, 1 s windows) saved as .keras."""
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig, panns
     from esc50tf.models.build import build_model
-    from esc50tf.pretrained import store
+    from esc50tf.pretrained import architectures, store
 
     folder = tmp_path_factory.mktemp("sed")
     weights = folder / "cnn14_sed.npz"
     store.convert_checkpoint("cnn14_sed", FIXTURES / "cnn14_sed.zip.pth", weights,
-                             log=lambda _: None)
+                             build=panns.build_reference, log=lambda _: None)
     cfg = ModelConfig(name="cnn14_sed", weights=str(weights), normalization="none")
-    model = build_model(cfg, FeatureConfig(**panns.feature_settings("cnn14_sed")),
+    model = build_model(cfg, FeatureConfig(**architectures.feature_settings("cnn14_sed")),
                         num_classes=5, num_samples=RATE)
     model.save(folder / "model.keras")
     return folder / "model.keras"

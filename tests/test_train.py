@@ -11,8 +11,9 @@ import soundfile as sf
 
 from esc50tf.cli import main
 from esc50tf.data import pipeline
-from esc50tf.evaluate import fold_metrics
-from esc50tf.train import resolve_config, train
+from esc50tf.report import fold_metrics
+from esc50tf.run_config import resolve_config
+from esc50tf.train import train
 
 SYNTH_SEED = int(os.environ.get("ESC50TF_TEST_SYNTH_SEED", "1"))
 SMALL_FRONT = ["--n-fft", "256", "--hop-length", "64", "--n-mels", "32"]
@@ -199,7 +200,7 @@ def test_small_model_learns_synthetic_data(tmp_path):
     build_tfrecords(tmp_path / "data", tmp_path / "tfr",
                     BuildConfig(sample_rate=16000, clip_seconds=2.0, shards_per_fold=2),
                     workers=1, progress=False, log=lambda _: None)
-    from esc50tf.demo import DEMO_AUGMENT
+    from esc50tf.presets import DEMO_AUGMENT
 
     cfg = _cfg(tmp_path / "tfr", tmp_path / "run", epochs=25, batch_size=16, export=False,
                augment=DEMO_AUGMENT, deterministic=True)
@@ -252,7 +253,7 @@ def test_saved_model_export_serves_waveforms(trained_run):
 
 def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     from esc50tf.data import splits
-    from esc50tf.features import make_host_featurizer
+    from esc50tf.frontend import make_host_featurizer
     from esc50tf.models.build import build_model
     from esc50tf.train import _classifier_part, _datasets
 
@@ -269,7 +270,7 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
 
 
 def test_local_backbone_weights_are_loaded(tmp_path):
-    from esc50tf.features import FeatureConfig
+    from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
 
@@ -293,7 +294,8 @@ warnings.simplefilter("error", RuntimeWarning)
 import keras
 import tensorflow as tf
 from esc50tf.models.build import build_model
-from esc50tf.train import _enable_determinism, resolve_config
+from esc50tf.run_config import resolve_config
+from esc50tf.train import _enable_determinism
 if sys.argv[1] == "late":
     tf.constant(1.0) + 1.0  # TensorFlow's runtime starts here, with its default pools
 _enable_determinism()

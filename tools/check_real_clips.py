@@ -53,7 +53,7 @@ def db_errors(ours, ref, floor_db=80.0):
 def check_parity(data_dir, files):
     import librosa
 
-    from esc50tf.features import FeatureConfig, build_frontend
+    from esc50tf.frontend import FeatureConfig, build_frontend
 
     rows = []
     settings = [("mel", "slaney", "slaney"), ("mel", "htk", None), ("stft", None, None)]

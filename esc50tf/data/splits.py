@@ -8,6 +8,9 @@ Three protocols, all on the `clips.csv` index that `build-tfrecords` writes:
   by class AND grouped by `src_file`, so takes of one recording never land on
   both sides (the study split clips at random).
 
+`protocol_splits(train_config, index)` gives the splits of a run's protocol
+(`cv`, `test-fold` or `split`), each checked with `check_disjoint`.
+
 In every protocol the validation set (for early stopping, LR schedules and
 tuning) is carved from the training side, again grouped by `src_file`; the test
 side is never part of it. `check_disjoint` proves it for any split.
@@ -219,6 +222,31 @@ def ratio_split(index, train_ratio, val_fraction=0.1, seed=0):
 
 
 # What to use when the folds cannot carry a fold-based protocol.
+def protocol_splits(train_config, index):
+    """The splits of a run's protocol, each checked to share no clip or `src_file`.
+
+    Args:
+        train_config: `esc50tf.run_config.TrainConfig` (or anything with its
+            `protocol`, `test_fold`, `split_ratio`, `val_fraction` and `seed`).
+            "cv": every fold in turn; "test-fold": `test_fold`; "split": a
+            grouped ratio split of `split_ratio`.
+        index: DataFrame from `load_index`.
+
+    Returns:
+        list of Split.
+    """
+    t = train_config
+    if t.protocol == "test-fold":
+        chosen = [test_fold_split(index, t.test_fold, t.val_fraction, t.seed)]
+    elif t.protocol == "split":
+        chosen = [ratio_split(index, t.split_ratio, t.val_fraction, t.seed)]
+    else:
+        chosen = cv_splits(index, t.val_fraction, t.seed)
+    for s in chosen:
+        check_disjoint(s, index)
+    return chosen
+
+
 SPLIT_ADVICE = ("use --split 0.8 instead (a ratio split over all clips, stratified by class "
                 "and grouped by src_file)")
 # A fold-based protocol is doubtful when a fold is this many times larger than another.

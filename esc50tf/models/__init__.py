@@ -8,4 +8,21 @@ keras.applications backbones), `rnn` (LSTM/GRU stacks over Mel frames),
 from esc50tf.models.config import ModelConfig
 from esc50tf.models.registry import ModelSpec, get, names, register, specs
 
-__all__ = ["ModelConfig", "ModelSpec", "get", "names", "register", "specs"]
+__all__ = ["ModelConfig", "ModelSpec", "get", "names", "register", "register_custom_objects",
+           "specs"]
+
+
+def register_custom_objects():
+    """Registers every esc50tf layer and optimizer with Keras, to load `.keras` files.
+
+    The front-end and augmentation packages import their Keras layers lazily, so
+    a saved model's custom objects (`esc50tf>MelSpectrogram`, `esc50tf>RandomCrop`,
+    `esc50tf>TrunkScaledAdamW`...) are registered here, before any `load_model`.
+    """
+    import esc50tf.augment.spectrogram  # noqa: F401
+    import esc50tf.augment.waveform  # noqa: F401
+    import esc50tf.models.layers  # noqa: F401
+    import esc50tf.models.optimizers  # noqa: F401
+    from esc50tf import frontend
+
+    frontend.register_layers()

@@ -25,7 +25,7 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 
     Args:
         model_config: ModelConfig. `model_config.name` picks the registry entry.
-        feature_config: esc50tf.features.FeatureConfig.
+        feature_config: esc50tf.frontend.FeatureConfig.
         num_classes: int.
         num_samples: int. Waveform length the model takes.
         augment_config: esc50tf.augment.AugmentConfig or None (no augmentation).
@@ -38,7 +38,7 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
     import keras
 
     from esc50tf import augment as aug
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     spec = registry.get(model_config.name)
     if not spec.keras:
@@ -67,11 +67,12 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 def _pretrained_trunk(model, model_config, feature_config):
     """PANNs trunks: check the front end, load `--weights`, apply `--freeze-backbone`."""
     from esc50tf.models import panns
+    from esc50tf.pretrained import architectures
 
     arch = panns.architecture_of(model_config)
     if arch is None:
         return
-    wanted = panns.feature_settings(arch)
+    wanted = architectures.feature_settings(arch)
     wrong = {k: v for k, v in feature_config.to_dict().items() if k in wanted and wanted[k] != v}
     if wrong:
         raise ValueError(f"{model_config.name} on the {arch} trunk needs its own front end; "
@@ -85,7 +86,7 @@ def _pretrained_trunk(model, model_config, feature_config):
 def normalization_layer(kind):
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     if kind == "frequency":
         return feat.FrequencyNormalization(name="normalization")
@@ -117,7 +118,7 @@ def image_input(x, config, default_size=None):
     """Spectrogram `[b, frames, bins]` -> image `[b, H, W, C]` for 2-D CNNs."""
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     size = config.image_size or default_size
     channels = config.channels()
@@ -157,7 +158,7 @@ def crop_rolls(model, length=None, num_crops=None):
     """Circular shifts that put the model's centre crop on each evaluation window.
 
     `[0]` for a model without a crop layer or with one window; `predict_crops`
-    and the batched prediction of `train` average the model over these shifts.
+    and `predict_dataset` average the model over these shifts.
     `num_crops` defaults to the crop layer's `test_crops`.
     """
     layer = _crop_layer(model)
@@ -199,3 +200,37 @@ def predict_crops(model, waveforms, num_crops=None):
         return model(waveforms, training=False)
     probs = [model(ops.roll(waveforms, r, axis=1), training=False) for r in rolls]
     return ops.mean(ops.stack(probs, axis=0), axis=0)
+
+
+def predict_dataset(model, dataset, verbose=1):
+    """(labels, probabilities, filenames) of a `(x, y, meta)` dataset in its fixed order.
+
+    The batched counterpart of `predict_crops`, used to score a test side
+    (`esc50tf.train`, `esc50tf.evaluate`): the model runs through Keras'
+    compiled, batched `predict` (progress bar with verbose=1), once per
+    evaluation crop of a multi-crop model (`crop_rolls`), and the softmax
+    outputs are averaged; labels and names come from a second, model-free pass.
+
+    Args:
+        model: keras.Model taking `[batch, samples]` waveforms.
+        dataset: tf.data.Dataset of `(waveforms, labels, meta)` batches, with
+            `meta["filename"]` (`make_dataset(..., with_metadata=True)`).
+        verbose: int. Keras predict verbosity.
+
+    Returns:
+        (y_true `[n]` int, y_prob `[n, classes]` float32, filenames list of str).
+    """
+    import tensorflow as tf
+
+    waves = dataset.map(lambda x, y, meta: x)
+    probs = 0.0
+    rolls = crop_rolls(model, waves.element_spec.shape[-1])
+    for shift in rolls:
+        crop = waves.map(lambda x, s=shift: tf.roll(x, s, axis=1)) if shift else waves
+        probs = probs + model.predict(crop, verbose=verbose)
+    probs = probs / len(rolls)
+    ys, names = [], []
+    for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):
+        ys.append(y.numpy())
+        names.extend(n.decode() for n in filenames.numpy())
+    return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names

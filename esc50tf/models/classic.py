@@ -66,15 +66,15 @@ def make_featurizer(feature_config, model_config):
     """A function `waveforms [b, samples] -> features [b, D]` for the classic models."""
     import tensorflow as tf
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     if model_config.classic_features == "embeddings":
         from esc50tf.data.audio import resample
         from esc50tf.embed import load_embedder
-        from esc50tf.models.panns import architecture
+        from esc50tf.pretrained import architectures
 
         embedder, arch = load_embedder(model_config.weights)
-        rate, have = architecture(arch)["sample_rate"], feature_config.sample_rate
+        rate, have = architectures.get(arch)["sample_rate"], feature_config.sample_rate
 
         def embeddings(x):
             x = np.asarray(x, np.float32)

@@ -1,10 +1,10 @@
-"""ModelConfig: the model's own hyperparameters, saved with every run."""
+"""ModelConfig: the model's own hyperparameters, saved with every run (Keras-free)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from esc50tf.errors import Esc50Error
+from esc50tf.config import Config
 
 NORMALIZATIONS = ("frequency", "instance", "batch", "none")
 CLASSIC_FEATURES = ("stats", "image", "embeddings")
@@ -12,7 +12,7 @@ HYBRID_BACKBONES = ("densenet121", "cnn14", "cnn14_16k")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Model hyperparameters. None means "the model's own default".
 
     Args:
@@ -48,6 +48,8 @@ class ModelConfig:
         logreg_c: float. Inverse L2 strength of `logreg`. Defaults to 1.0.
     """
 
+    label = "model"
+
     name: str = "hybrid"
     dropout: float | None = None
     dense_units: int | None = None
@@ -67,54 +69,29 @@ class ModelConfig:
     logreg_c: float = 1.0
 
     def __post_init__(self):
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise Esc50Error(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.check(self.dropout is None or 0 <= self.dropout < 1, "dropout", self.dropout,
+                   "a number in [0, 1) or None")
         for field in ("dense_units", "rnn_units", "attention_units", "knn_neighbors", "n_trees"):
             value = getattr(self, field)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise Esc50Error(f"{field} must be a positive integer, got {value!r}")
-        if self.l2 is not None and self.l2 < 0:
-            raise Esc50Error(f"l2 must be >= 0, got {self.l2!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int)
-                                            or self.image_size < 32):
-            raise Esc50Error(f"image_size must be an integer >= 32, got {self.image_size!r}")
-        if self.image_channels not in (None, 1, 3):
-            raise Esc50Error(f"image_channels must be 1 or 3, got {self.image_channels!r}")
-        if self.normalization not in NORMALIZATIONS:
-            raise Esc50Error(
-                f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
-                f"got {self.normalization!r}"
-            )
-        if self.classic_features not in CLASSIC_FEATURES:
-            raise Esc50Error(
-                f"classic_features must be one of {', '.join(CLASSIC_FEATURES)}, "
-                f"got {self.classic_features!r}"
-            )
-        if self.backbone is not None and self.backbone not in HYBRID_BACKBONES:
-            raise Esc50Error(f"backbone must be one of {', '.join(HYBRID_BACKBONES)}, "
-                             f"got {self.backbone!r}")
-        if not self.svm_c > 0:
-            raise Esc50Error(f"svm_c must be > 0, got {self.svm_c!r}")
-        if not self.logreg_c > 0:
-            raise Esc50Error(f"logreg_c must be > 0, got {self.logreg_c!r}")
+            self.check(value is None or (isinstance(value, int) and value >= 1), field, value,
+                       "a positive integer")
+        self.check(self.l2 is None or self.l2 >= 0, "l2", self.l2, "a number >= 0 or None")
+        self.check(self.image_size is None or (isinstance(self.image_size, int)
+                                               and self.image_size >= 32),
+                   "image_size", self.image_size, "an integer >= 32 or None")
+        self.check(self.image_channels in (None, 1, 3), "image_channels", self.image_channels,
+                   "1, 3 or None")
+        self.check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
+                   ", ".join(NORMALIZATIONS))
+        self.check(self.classic_features in CLASSIC_FEATURES, "classic_features",
+                   self.classic_features, ", ".join(CLASSIC_FEATURES))
+        self.check(self.backbone is None or self.backbone in HYBRID_BACKBONES, "backbone",
+                   self.backbone, ", ".join(HYBRID_BACKBONES) + " or None")
+        self.check(self.svm_c > 0, "svm_c", self.svm_c, "a number > 0")
+        self.check(self.logreg_c > 0, "logreg_c", self.logreg_c, "a number > 0")
 
     def channels(self):
+        """Input channels of an image backbone: `image_channels`, else 3 with `weights`, else 1."""
         if self.image_channels is not None:
             return self.image_channels
         return 3 if self.weights else 1
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise Esc50Error(
-                f"unknown model setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
-            )
-        return cls(**values)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)

@@ -26,6 +26,11 @@ by "_" (`bn0`, `conv_block1_conv1`, `conv_block1_bn1`, ..., `fc1`,
 (`esc50tf.pretrained`). Batch norms use PyTorch's epsilon 1e-5 and momentum
 0.1 (Keras momentum 0.9).
 
+Each architecture's settings (front end, conv widths, fc1 size, classes)
+are data in `esc50tf.pretrained.architectures`; this module builds the Keras
+models from them and loads converted weights into them
+(`esc50tf.pretrained.store`, `convert`), so the dependency points one way.
+
 `build_reference` builds the AudioSet tagger itself (for parity tests and
 `esc50tf embed`); the registered classifiers (`cnn14`, `cnn14_16k`,
 `cnn14_sed`) reuse the same trunk up to fc1 and put a new head on it for the
@@ -36,18 +41,7 @@ from __future__ import annotations
 
 from esc50tf.errors import Esc50Error
 from esc50tf.models.registry import register
-
-_CNN14 = dict(widths=(64, 128, 256, 512, 1024, 2048), embedding_size=2048, classes_num=527,
-              n_mels=64, fmin=50.0)
-ARCHITECTURES = {
-    "cnn14": dict(_CNN14, sample_rate=32000, n_fft=1024, hop_length=320, fmax=14000.0,
-                  sed=False, paper="Cnn14 (32 kHz)"),
-    "cnn14_16k": dict(_CNN14, sample_rate=16000, n_fft=512, hop_length=160, fmax=8000.0,
-                      sed=False, paper="Cnn14_16k"),
-    "cnn14_sed": dict(_CNN14, sample_rate=32000, n_fft=1024, hop_length=320, fmax=14000.0,
-                      sed=True, paper="Cnn14_DecisionLevelMax"),
-}
-"""Architecture name -> settings: front end, conv widths per block, fc1 size, classes."""
+from esc50tf.pretrained import architectures
 
 # The time axis shrinks 2x in each of the first five blocks.
 SED_RATIO = 32
@@ -55,27 +49,11 @@ BN_EPSILON = 1e-5  # PyTorch's default, not Keras' 1e-3
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 
 
-def architecture(name):
-    """The settings of `name`; Esc50Error listing the valid names otherwise."""
-    if name not in ARCHITECTURES:
-        raise Esc50Error(f"unknown PANNs architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
-
-
-def feature_settings(name):
-    """The FeatureConfig fields that reproduce the reference front end of `name`."""
-    a = architecture(name)
-    return dict(kind="mel", sample_rate=a["sample_rate"], n_fft=a["n_fft"],
-                hop_length=a["hop_length"], win_length=None, window="hann", center=True,
-                pad_mode="reflect", n_mels=a["n_mels"], fmin=a["fmin"], fmax=a["fmax"],
-                mel_scale="slaney", norm="slaney", power=2.0, log="db", top_db=None, ref=1.0)
-
-
 def build_frontend(name, layer_name="frontend"):
     """esc50tf's MelSpectrogram set up as the reference's log-Mel front end."""
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
-    settings = {k: v for k, v in feature_settings(name).items() if k != "kind"}
+    settings = {k: v for k, v in architectures.feature_settings(name).items() if k != "kind"}
     return feat.MelSpectrogram(**settings, name=layer_name)
 
 
@@ -98,7 +76,7 @@ def conv_trunk(x, widths, dropout=0.2, last_pool=False):
     """
     import keras
 
-    from esc50tf import features as feat
+    from esc50tf import frontend as feat
 
     x = _batch_norm("bn0")(x)  # over the Mel bins, as PANNs' transposed BatchNorm2d
     x = feat.AddChannelAxis(name="channel_axis")(x)  # [b, frames, mels, 1]
@@ -143,7 +121,7 @@ def build_reference(name, widths=None, embedding_size=None, classes_num=527, num
     """The reference AudioSet tagger of architecture `name`, for inference and parity.
 
     Args:
-        name: str. A key of ARCHITECTURES.
+        name: str. A key of `esc50tf.pretrained.architectures.ARCHITECTURES`.
         widths: sequence of 6 ints or None. Conv widths per block (reduced
             widths for test fixtures); None: the architecture's.
         embedding_size: int or None. Width of fc1; None: the architecture's.
@@ -168,7 +146,7 @@ def build_reference(name, widths=None, embedding_size=None, classes_num=527, num
 
     from esc50tf.models.layers import FramewiseUpsample
 
-    a = architecture(name)
+    a = architectures.get(name)
     widths = _check_widths(a["widths"] if widths is None else widths)
     embedding_size = int(embedding_size or a["embedding_size"])
     inputs = keras.Input((num_samples,), name="waveform", dtype="float32")
@@ -226,7 +204,7 @@ def architecture_for(model, backbone=None):
         raise Esc50Error(f"backbone {backbone!r}: only the hybrid model takes a --backbone")
     if spec.pretrained:
         return spec.pretrained
-    return backbone if backbone in ARCHITECTURES else None
+    return backbone if backbone in architectures.ARCHITECTURES else None
 
 
 def trunk_settings(model_config, arch):
@@ -235,7 +213,7 @@ def trunk_settings(model_config, arch):
     A converted file records the architecture it holds, so reduced-width
     checkpoints (the test fixtures) build a trunk of their own size.
     """
-    a = architecture(arch)
+    a = architectures.get(arch)
     if not model_config.weights:
         return tuple(a["widths"]), int(a["embedding_size"])
     _path, meta = _resolve(model_config, arch)
@@ -373,7 +351,7 @@ def is_panns_weights(weights):
         _path, meta = store.resolve_weights(weights)
     except Esc50Error:
         return False
-    return meta.get("model") in ARCHITECTURES
+    return meta.get("model") in architectures.ARCHITECTURES
 
 
 def effective_preset(model, preset, base=None, overrides=None):
@@ -403,7 +381,7 @@ def fix_settings(merged, overrides=None):
     _check_trunk_lr_scale(merged, arch)
     if arch is None or not registry.get(merged["model"]["name"]).keras:
         return arch  # embeddings for the classic models resample to the trunk's rate themselves
-    wanted = feature_settings(arch)
+    wanted = architectures.feature_settings(arch)
     asked = (overrides or {}).get("features", {})
     wrong = {k: v for k, v in asked.items() if k in wanted and k != "sample_rate" and v != wanted[k]}
     if wrong:
@@ -437,8 +415,8 @@ def _check_trunk_lr_scale(merged, arch):
     if arch is None or not registry.get(model).keras:
         raise Esc50Error(
             f"trunk_lr_scale={scale:g}{source} applies to a pretrained PANNs trunk "
-            f"({', '.join(ARCHITECTURES)}, or hybrid --backbone cnn14); {model} has none, "
-            "so it would change nothing: leave it out")
+            f"({', '.join(architectures.ARCHITECTURES)}, or hybrid --backbone cnn14); {model} "
+            "has none, so it would change nothing: leave it out")
     if not merged["model"].get("weights"):
         raise Esc50Error(
             f"trunk_lr_scale={scale:g}{source} without --weights would only slow {arch}'s "
@@ -460,7 +438,7 @@ def check_sample_rate(model_config, manifest, data):
     arch = run_architecture(model_config.name, model_config.to_dict())
     if arch is None:
         return
-    wanted = architecture(arch)["sample_rate"]
+    wanted = architectures.get(arch)["sample_rate"]
     have = int(manifest["config"]["sample_rate"])
     if have == wanted:
         return

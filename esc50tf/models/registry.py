@@ -35,7 +35,7 @@ class ModelSpec:
             num_samples) -> keras.Model`, where `config` is a ModelConfig;
             classic: `builder(config) -> sklearn estimator`.
         keras: bool. Whether it is a Keras model (else scikit-learn).
-        pretrained: str or None. The PANNs architecture (`models.panns.ARCHITECTURES`)
+        pretrained: str or None. The PANNs architecture (`pretrained.architectures.ARCHITECTURES`)
             whose converted checkpoints `--weights` loads; it fixes the front end and
             the sample rate. None for models without one.
         own_head: bool. The builder returns the class probabilities itself

@@ -47,7 +47,7 @@ class Checkpoint:
     Args:
         name: str. What users type (`pretrained download NAME`,
             `train --weights NAME`).
-        architecture: str. A key of `esc50tf.models.panns.ARCHITECTURES`.
+        architecture: str. A key of `esc50tf.pretrained.architectures.ARCHITECTURES`.
         file_name: str. The file's name at its source.
         url: str. Where to download it (http(s):// or file://).
         md5: str or None. Published md5 of the file.

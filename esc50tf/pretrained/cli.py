@@ -91,18 +91,21 @@ def _run_list(args):
 
 
 def _run_download(args):
+    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
-    path, meta = store.download(args.name, url=args.url, cache_dir=args.cache_dir,
-                                overwrite=args.overwrite, keep_checkpoint=args.keep_checkpoint)
+    path, meta = store.download(args.name, build=panns.build_reference, url=args.url,
+                                cache_dir=args.cache_dir, overwrite=args.overwrite,
+                                keep_checkpoint=args.keep_checkpoint)
     print(path)
     return 0
 
 
 def _run_convert(args):
+    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
     path, meta = store.convert_checkpoint(args.name, args.checkpoint, args.out,
-                                          overwrite=args.overwrite)
+                                          build=panns.build_reference, overwrite=args.overwrite)
     print(path)
     return 0

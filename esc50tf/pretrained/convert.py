@@ -20,7 +20,7 @@ Example:
 
 >>> state = read_torch_checkpoint("Cnn14_mAP=0.431.pth")
 >>> converted = convert_state_dict("cnn14", state)
->>> model = panns.build_reference("cnn14")
+>>> model = esc50tf.models.panns.build_reference("cnn14")
 >>> load_into(model, converted)
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.pretrained import architectures
 
 __all__ = ["ConvertedWeights", "convert_state_dict", "load_into", "check_frontend"]
 
@@ -101,7 +102,7 @@ def check_frontend(name, state_dict):
     """Refuses a checkpoint whose front end differs from esc50tf's for `name`.
 
     Args:
-        name: str. A PANNs architecture (`esc50tf.models.panns.ARCHITECTURES`).
+        name: str. A PANNs architecture (`esc50tf.pretrained.architectures.ARCHITECTURES`).
         state_dict: dict of numpy arrays (PyTorch names).
 
     Returns:
@@ -111,16 +112,15 @@ def check_frontend(name, state_dict):
         Esc50Error: no Mel filterbank in the checkpoint, or one (or an STFT
             window) that differs from esc50tf's by more than 1e-6.
     """
-    from esc50tf import features
-    from esc50tf.models import panns
+    from esc50tf.frontend import filters
 
-    a = panns.architecture(name)
+    a = architectures.get(name)
     if _MEL_KEY not in state_dict:
         raise Esc50Error(f"the checkpoint has no {_MEL_KEY}: cannot verify that it was "
                          f"trained on the {name} front end")
     mel_w = np.asarray(state_dict[_MEL_KEY], np.float64)
-    ours = features.mel_filterbank(a["sample_rate"], a["n_fft"], a["n_mels"], a["fmin"],
-                                   a["fmax"]).T.astype(np.float64)  # [bins, mels]
+    ours = filters.mel_filterbank(a["sample_rate"], a["n_fft"], a["n_mels"], a["fmin"],
+                                  a["fmax"]).T.astype(np.float64)  # [bins, mels]
     setting = (f"{a['sample_rate']} Hz, n_fft {a['n_fft']}, {a['n_mels']} Mel bands "
                f"{a['fmin']:g}-{a['fmax']:g} Hz")
     if mel_w.shape != ours.shape:
@@ -132,7 +132,7 @@ def check_frontend(name, state_dict):
                          f"up to {diff:.3g}: a checkpoint of another architecture or sample rate?")
     if _WINDOW_KEY in state_dict:
         conv_real = np.asarray(state_dict[_WINDOW_KEY], np.float64)
-        window = features.window_array("hann", a["n_fft"]).astype(np.float64)
+        window = filters.window_array("hann", a["n_fft"]).astype(np.float64)
         if conv_real.shape[-1] != a["n_fft"] or np.max(np.abs(conv_real[0, 0] - window)) > 1e-6:
             raise Esc50Error(f"{_WINDOW_KEY} is not a {a['n_fft']}-point Hann STFT: "
                              f"the checkpoint's front end differs from {name}'s")
@@ -159,9 +159,7 @@ def convert_state_dict(name, state_dict, widths=None):
         Esc50Error: a front end that differs from esc50tf's, a module that is
             not a conv/linear/batch norm, or a conv width other than `widths`.
     """
-    from esc50tf.models import panns
-
-    panns.architecture(name)
+    architectures.get(name)
     check_frontend(name, state_dict)
     converted = ConvertedWeights()
     for module, params in _group_modules(state_dict).items():

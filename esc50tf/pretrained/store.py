@@ -32,6 +32,7 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_paths
+from esc50tf.pretrained import architectures
 from esc50tf.pretrained import catalog as catalog_lib
 
 __all__ = [
@@ -215,14 +216,18 @@ def _infer_sizes(converted):
     return tuple(widths), int(embedding), int(classes)
 
 
-def convert_checkpoint(architecture, checkpoint, out, *, name=None, widths=None, url=None,
-                       overwrite=False, digests=None, log=None):
+def convert_checkpoint(architecture, checkpoint, out, *, build, name=None, widths=None,
+                       url=None, overwrite=False, digests=None, log=None):
     """Reads a PyTorch checkpoint, converts it, checks it loads, and saves it.
 
     Args:
         architecture: str. A PANNs architecture (`cnn14`, `cnn14_16k`, `cnn14_sed`).
         checkpoint: str or Path. The `.pth` file.
         out: str or Path. The weights file to write (`.npz`).
+        build: callable `(architecture, widths=, embedding_size=, classes_num=)`
+            returning the Keras model the weights are for
+            (`esc50tf.models.panns.build_reference`). The converted weights
+            are loaded into it before anything is written.
         name: str or None. Catalog name recorded (None: the architecture).
         widths: tuple or None. Expected conv widths, checked (None: the
             checkpoint's, recorded in the metadata).
@@ -239,13 +244,12 @@ def convert_checkpoint(architecture, checkpoint, out, *, name=None, widths=None,
             front end, missing/unexpected keys or shapes that do not fit.
     """
     from esc50tf import __version__
-    from esc50tf.models import panns
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
     from esc50tf.pretrained.convert import convert_state_dict, load_into
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     checkpoint, out = Path(checkpoint), Path(out)
-    settings = dict(panns.architecture(architecture))
+    settings = dict(architectures.get(architecture))
     if (out.exists() or sidecar_path(out).exists()) and not overwrite:
         raise Esc50Error(f"{out}: already exists; pass --overwrite to replace it")
     state = read_torch_checkpoint(checkpoint)
@@ -253,8 +257,8 @@ def convert_checkpoint(architecture, checkpoint, out, *, name=None, widths=None,
     del state  # the converted copies are all that is needed from here on
     found_widths, embedding, classes = _infer_sizes(converted)
     # Loading into the model itself proves that every key and shape fits.
-    model = panns.build_reference(architecture, widths=found_widths, embedding_size=embedding,
-                                  classes_num=classes)
+    model = build(architecture, widths=found_widths, embedding_size=embedding,
+                  classes_num=classes)
     load_into(model, converted)
     del model
     settings.update(widths=list(found_widths), embedding_size=embedding, classes_num=classes)
@@ -314,7 +318,7 @@ def _fetch_resumable(url, part, progress=True, chunk=1 << 20):
                          "and the next download resumes from it)") from None
 
 
-def download(name, *, url=None, cache_dir=None, overwrite=False, keep_checkpoint=False,
+def download(name, *, build, url=None, cache_dir=None, overwrite=False, keep_checkpoint=False,
              progress=True, log=None):
     """Downloads a catalog checkpoint, verifies it, converts it into the cache.
 
@@ -326,6 +330,8 @@ def download(name, *, url=None, cache_dir=None, overwrite=False, keep_checkpoint
 
     Args:
         name: str. A catalog name (`esc50tf pretrained list`).
+        build: callable. Builds the model the weights must load into, as
+            for `convert_checkpoint`.
         url: str or None. Another source for the same file (a mirror, a
             `file://` path); None: the catalog's URL.
         cache_dir: str, Path or None. The cache; None: the default.
@@ -360,11 +366,10 @@ def download(name, *, url=None, cache_dir=None, overwrite=False, keep_checkpoint
     except Esc50Error:
         final.unlink(missing_ok=True)
         raise
-    from esc50tf.models import panns
-
-    widths = entry.widths or panns.architecture(entry.architecture)["widths"]
-    result = convert_checkpoint(entry.architecture, final, out, name=name, widths=widths,
-                                url=source, overwrite=True, digests=digests, log=log)
+    widths = entry.widths or architectures.get(entry.architecture)["widths"]
+    result = convert_checkpoint(entry.architecture, final, out, build=build, name=name,
+                                widths=widths, url=source, overwrite=True, digests=digests,
+                                log=log)
     if not keep_checkpoint:
         final.unlink(missing_ok=True)
     return result

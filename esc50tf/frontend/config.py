@@ -1,0 +1,313 @@
+"""Front-end settings, Keras-free: FeatureConfig, the choice constants, the argument checks
+and the registry of front-end kinds.
+
+`FRONTENDS` is the one place a front end is declared: kind name -> the layer
+class (as a ``"module:Class"`` path, imported only when a layer is built), the
+`FeatureConfig` fields the layer reads, its output width and a one-line
+description. `KINDS`, `build_frontend`, the CLI's `--features` and
+`features --kind` choices, tune's `features` parameter, study's kinds and
+compare's columns all come from it. Nothing here imports Keras or TensorFlow,
+so `config.json` files are read, checked and compared without them.
+
+Example:
+
+>>> config = FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13, deltas=1)
+>>> config.n_bins, config.num_frames(44100)   # 13 * (1 + 1), 1 + 44100 // 512
+(26, 87)
+>>> frontend_spec("mfcc").reads("n_mels"), frontend_spec("stft").reads("n_mels")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import numbers
+from typing import Callable
+
+from esc50tf.config import Config
+from esc50tf.errors import Esc50Error
+from esc50tf.frontend.filters import num_frames
+
+__all__ = [
+    "DELTAS",
+    "FRONTENDS",
+    "KINDS",
+    "LOGS",
+    "MEL_SCALES",
+    "NORMS",
+    "PAD_MODES",
+    "POWERS",
+    "STFT_IMPLS",
+    "WINDOWS",
+    "FeatureConfig",
+    "FrontendSpec",
+    "check_args",
+    "frontend_spec",
+    "is_int",
+    "kinds_reading",
+]
+
+WINDOWS = ("hann", "hamming")
+PAD_MODES = ("constant", "reflect")
+MEL_SCALES = ("htk", "slaney")
+NORMS = (None, "slaney")
+POWERS = (1.0, 2.0)
+LOGS = (None, "db", "ln")
+DELTAS = (0, 1, 2)
+STFT_IMPLS = ("rfft", "matmul")
+
+
+# --------------------------------------------------------------------------
+# The registry of front-end kinds
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendSpec:
+    """One front-end kind of the registry.
+
+    Args:
+        kind: str. The name `FeatureConfig.kind`, `--features` and the
+            study use.
+        layer: str. The layer class as ``"module:Class"``; imported by
+            :attr:`layer_class` only when a layer is built, so listing the
+            kinds never imports Keras.
+        fields: tuple of str. The `FeatureConfig` fields passed to the layer's
+            constructor (under the same names).
+        n_bins: callable. `FeatureConfig -> int`, the width of the layer's
+            output `[batch, frames, n_bins]`.
+        description: str. One line for `--help` and docs.
+        bin_label: str. What the output's last axis indexes, for plots
+            (`esc50tf features --plot`). Defaults to `"bin"`.
+    """
+
+    kind: str
+    layer: str
+    fields: tuple
+    n_bins: Callable
+    description: str
+    bin_label: str = "bin"
+
+    @property
+    def layer_class(self):
+        """The Keras layer class (imports its module, and so Keras)."""
+        module, name = self.layer.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def reads(self, field):
+        """Whether the layer of this kind reads `FeatureConfig.<field>`."""
+        return field in self.fields
+
+
+_STFT_FIELDS = ("n_fft", "hop_length", "win_length", "window", "center", "pad_mode",
+                "power", "log", "top_db", "ref", "log_offset")
+_MEL_FIELDS = _STFT_FIELDS + ("sample_rate", "n_mels", "fmin", "fmax", "mel_scale", "norm")
+
+# Order matters: choices are listed, and the study runs kinds, in this order.
+FRONTENDS = {
+    spec.kind: spec
+    for spec in (
+        FrontendSpec("mel", "esc50tf.frontend.spectrogram:MelSpectrogram", _MEL_FIELDS,
+                     lambda c: c.n_mels, "log-Mel spectrogram", "Mel band"),
+        FrontendSpec("mfcc", "esc50tf.frontend.spectrogram:MFCC",
+                     _MEL_FIELDS + ("n_mfcc", "deltas"),
+                     lambda c: c.n_mfcc * (1 + c.deltas), "MFCCs (with optional deltas)",
+                     "coefficient"),
+        FrontendSpec("stft", "esc50tf.frontend.spectrogram:Spectrogram", _STFT_FIELDS,
+                     lambda c: c.n_fft // 2 + 1, "STFT magnitude or power spectrogram",
+                     "frequency (Hz)"),
+    )
+}
+KINDS = tuple(FRONTENDS)
+
+
+def frontend_spec(kind):
+    """The registry entry of `kind`; Esc50Error listing the kinds for an unknown one."""
+    if kind not in FRONTENDS:
+        raise Esc50Error(f"unknown front end {kind!r}; allowed: {', '.join(FRONTENDS)}")
+    return FRONTENDS[kind]
+
+
+def kinds_reading(field):
+    """The kinds whose layer reads `FeatureConfig.<field>`, in registry order."""
+    return tuple(k for k, spec in FRONTENDS.items() if spec.reads(field))
+
+
+# --------------------------------------------------------------------------
+# Argument checking, shared by the layers (ValueError) and FeatureConfig
+# (Esc50Error)
+# --------------------------------------------------------------------------
+
+
+def is_int(v):
+    """An integer that is not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_args(values, error, where):
+    """Checks the front-end arguments present in ``values``; raises ``error`` naming the first bad one.
+
+    Args:
+        values: dict. Argument name -> value; absent names are not checked.
+        error: exception class. `ValueError` for layers, `Esc50Error` for
+            configs.
+        where: str. Prefix of the message (the class name).
+    """
+
+    def bad(name, allowed):
+        raise error(f"{where}: {name}={values[name]!r} is not allowed; {allowed}.")
+
+    def choice(name, options):
+        if name in values and values[name] not in options:
+            bad(name, "allowed: " + ", ".join(repr(o) for o in options))
+
+    def int_at_least(name, low):
+        if name in values and not (is_int(values[name]) and values[name] >= low):
+            bad(name, f"allowed: an integer >= {low}")
+
+    for name, options in (
+        ("kind", tuple(FRONTENDS)),
+        ("window", WINDOWS),
+        ("pad_mode", PAD_MODES),
+        ("mel_scale", MEL_SCALES),
+        ("norm", NORMS),
+        ("log", LOGS),
+    ):
+        choice(name, options)
+    if "center" in values and not isinstance(values["center"], bool):
+        bad("center", "allowed: True or False")
+    if "deltas" in values and not (is_int(values["deltas"]) and values["deltas"] in DELTAS):
+        bad("deltas", "allowed: 0, 1 or 2")
+    if "power" in values and not (_is_real(values["power"]) and values["power"] in POWERS):
+        bad("power", "allowed: 1.0 (magnitude) or 2.0 (power)")
+    int_at_least("sample_rate", 1)
+    int_at_least("n_fft", 2)
+    int_at_least("hop_length", 1)
+    int_at_least("n_mels", 1)
+    int_at_least("n_mfcc", 1)
+    if values.get("win_length") is not None:
+        n_fft = values.get("n_fft")
+        if not (is_int(values["win_length"]) and 1 <= values["win_length"] <= n_fft):
+            bad("win_length", f"allowed: None or an integer in [1, n_fft={n_fft}]")
+    if is_int(values.get("hop_length")) and is_int(values.get("n_fft")):
+        window = values.get("win_length") or values["n_fft"]
+        if values["hop_length"] > window:  # frames would skip samples that no window covers
+            bad("hop_length", f"allowed: an integer in [1, win_length or n_fft = {window}]")
+    nyquist = values.get("sample_rate", 0) / 2.0
+    if "fmin" in values and not (_is_real(values["fmin"]) and 0 <= values["fmin"] < nyquist):
+        bad("fmin", f"allowed: a frequency in Hz in [0, sample_rate / 2 = {nyquist:g})")
+    if values.get("fmax") is not None:
+        fmin = values.get("fmin", 0.0)
+        if not (_is_real(values["fmax"]) and fmin < values["fmax"] <= nyquist):
+            bad("fmax", f"allowed: None or a frequency in Hz in (fmin={fmin:g}, "
+                f"sample_rate / 2 = {nyquist:g}]")
+    if values.get("top_db") is not None:
+        if not (_is_real(values["top_db"]) and values["top_db"] > 0):
+            bad("top_db", "allowed: None or a positive number of dB")
+        if values.get("log", "db") != "db":
+            bad("top_db", "top_db needs log='db'")
+    if "ref" in values and values["ref"] != "max":
+        if not (_is_real(values["ref"]) and values["ref"] > 0):
+            bad("ref", "allowed: a positive number or 'max' (per-example maximum)")
+    if "log_offset" in values:
+        if not (_is_real(values["log_offset"]) and values["log_offset"] > 0):
+            bad("log_offset", "allowed: a positive number")
+    if values.get("kind", "mfcc") == "mfcc" and "n_mfcc" in values:
+        if "n_mels" in values and values["n_mfcc"] > values["n_mels"]:
+            bad("n_mfcc", f"allowed: at most n_mels={values['n_mels']}")
+        if "log" in values and values["log"] is None:
+            bad("log", "MFCCs are taken of a log-Mel spectrogram: log='db' or 'ln'")
+
+
+# --------------------------------------------------------------------------
+# Typed configuration
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig(Config):
+    """Which features to compute and how; librosa names and defaults.
+
+    Build the layer with :func:`esc50tf.frontend.build_frontend`. Invalid
+    values raise :class:`esc50tf.errors.Esc50Error` saying what was received
+    and what is allowed. `to_dict()` / `from_dict()` round-trip through JSON
+    (see :class:`esc50tf.config.Config`). Keras-free.
+
+    Args:
+        kind: str. A registered front end (`KINDS`: `"mel"`, `"mfcc"` or
+            `"stft"`). Defaults to `"mel"`.
+        sample_rate: int. Hz. Defaults to 44100 (ESC-50).
+        n_fft: int. Defaults to 2048.
+        hop_length: int. Defaults to 512.
+        win_length: int or None. None means `n_fft`. Defaults to None.
+        window: str. `"hann"` or `"hamming"`. Defaults to `"hann"`.
+        center: bool. Defaults to True.
+        pad_mode: str. `"constant"` or `"reflect"`. Defaults to `"constant"`.
+        n_mels: int. Defaults to 128.
+        fmin: float. Defaults to 0.
+        fmax: float or None. None means `sample_rate / 2`. Defaults to None.
+        mel_scale: str. `"slaney"` or `"htk"`. Defaults to `"slaney"`.
+        norm: str or None. `"slaney"` or None. Defaults to `"slaney"`.
+        power: float. 1.0 or 2.0. Defaults to 2.0.
+        log: str or None. `"db"`, `"ln"` or None. Defaults to `"db"`.
+        top_db: float or None. Defaults to None (no clipping).
+        ref: float or `"max"`. dB reference. Defaults to 1.0.
+        log_offset: float. Offset of `log="ln"`. Defaults to 1e-6.
+        n_mfcc: int. Defaults to 20.
+        deltas: int. 0, 1 or 2. Defaults to 0.
+    """
+
+    kind: str = "mel"
+    sample_rate: int = 44100
+    n_fft: int = 2048
+    hop_length: int = 512
+    win_length: int | None = None
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    mel_scale: str = "slaney"
+    norm: str | None = "slaney"
+    power: float = 2.0
+    log: str | None = "db"
+    top_db: float | None = None
+    ref: float | str = 1.0
+    log_offset: float = 1e-6
+    n_mfcc: int = 20
+    deltas: int = 0
+
+    def __post_init__(self):
+        check_args(dataclasses.asdict(self), Esc50Error, "FeatureConfig")
+        for name in ("fmin", "power", "log_offset"):
+            self.set_field(name, float(getattr(self, name)))
+        for name in ("fmax", "top_db"):
+            if getattr(self, name) is not None:
+                self.set_field(name, float(getattr(self, name)))
+        if self.ref != "max":
+            self.set_field("ref", float(self.ref))
+
+    @property
+    def spec(self) -> FrontendSpec:
+        """The registry entry of `kind`."""
+        return FRONTENDS[self.kind]
+
+    def layer_kwargs(self) -> dict:
+        """The settings the layer of `kind` reads, as its constructor's keyword arguments."""
+        return {name: getattr(self, name) for name in self.spec.fields}
+
+    @property
+    def n_bins(self) -> int:
+        """Size of the feature axis of the front end's output."""
+        return self.spec.n_bins(self)
+
+    def num_frames(self, n_samples: int) -> int:
+        """Frames for a clip of ``n_samples`` samples (librosa's count)."""
+        return num_frames(n_samples, self.n_fft, self.hop_length, self.center)

@@ -1,0 +1,54 @@
+"""The front end as a plain TensorFlow function, to compute features in tf.data on the host.
+
+Example:
+
+>>> featurize = make_host_featurizer(FeatureConfig(n_mels=64))
+>>> featurize(np.zeros((2, 44100), "float32")).shape   # 1 + 44100 // 512
+TensorShape([2, 87, 64])
+"""
+
+from __future__ import annotations
+
+from esc50tf.frontend.build import build_frontend
+
+__all__ = ["make_host_featurizer"]
+
+
+def make_host_featurizer(config, jit_compile=True):
+    """Plain TensorFlow function computing the front end, for ``tf.data``.
+
+    Same numbers as the layer of :func:`build_frontend` (same code, run on
+    ``tf`` ops with the constant matrices baked into the graph as constants
+    rather than read from variables), usable in ``Dataset.map`` whatever the
+    Keras backend. The layer itself works in ``Dataset.map`` too: under the
+    TensorFlow backend it is ordinary TF; under JAX it detects ``tf`` tensors
+    and takes this same path. Always float32.
+
+    Args:
+        config: FeatureConfig or dict.
+        jit_compile: bool. Compile with XLA, which fuses padding, framing,
+            windowing and the log (about 15% less CPU per clip on the host).
+            Defaults to True.
+
+    Returns:
+        ``featurize(waveforms) -> features``: ``[batch, samples]`` (or
+        ``[samples]``) -> ``[batch, frames, bins]`` (or ``[frames, bins]``).
+        int16 waveforms (``make_dataset(waveform_dtype="int16")``) are scaled
+        to [-1, 1] inside the compiled function.
+
+    Example:
+
+    >>> featurize = make_host_featurizer(FeatureConfig())
+    >>> ds = waves_ds.batch(32).map(lambda x, y: (featurize(x), y))  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    layer = build_frontend(config, dtype="float32")
+
+    def featurize(waveforms):
+        waveforms = tf.convert_to_tensor(waveforms)
+        if waveforms.dtype == tf.int16:
+            waveforms = tf.cast(waveforms, tf.float32) / 32768.0
+        return layer.compute_tf(waveforms)
+
+    return tf.function(featurize, jit_compile=True) if jit_compile else featurize

@@ -1,0 +1,304 @@
+"""A run's report: metrics, `report.md` and plots (scikit-learn metrics, matplotlib).
+
+A run folder holds one sub-folder per split (`fold1`, ..., or `ratio0.9`), each
+with `predictions.npz` (y_true, y_prob, filenames), `result.json` and
+`history.csv`. `fold_metrics` scores one split, `aggregate` makes the run's
+report of all of them, and `write_report` writes `report.json`, `report.md`,
+`confusion_matrix.png`, `curves.png` (runs that train in epochs) and
+`per_class_accuracy.png`.
+
+Used by `esc50tf.train` (at the end of a run), `esc50tf.evaluate` (recomputing
+a report from saved models) and `esc50tf.compare` (`pyplot`). Keras-free:
+reading and writing reports never imports TensorFlow.
+
+Example:
+
+>>> m = fold_metrics([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], ["dog", "rain"])
+>>> round(m["accuracy"], 3), m["confusion_matrix"]
+(0.667, [[1, 0], [1, 1]])
+>>> most_confused(m["confusion_matrix"], ["dog", "rain"])
+[{'true': 'rain', 'predicted': 'dog', 'count': 1}]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from esc50tf.io import atomic_path
+
+REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "curves.png",
+                "per_class_accuracy.png")
+
+
+def fold_metrics(y_true, y_prob, class_names):
+    """Accuracy, macro/weighted F1, per-class accuracy and confusion matrix.
+
+    Args:
+        y_true: int array `[n]` of labels.
+        y_prob: float array `[n, classes]` of scores.
+        class_names: list of str, in label order.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    labels = np.arange(len(class_names))
+    y_pred = np.asarray(y_prob).argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    support = cm.sum(axis=1)
+    per_class = {
+        name: (float(cm[i, i] / support[i]) if support[i] else None)
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                      zero_division=0)),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "num_test_clips": int(len(y_true)),
+    }
+
+
+def most_confused(cm, class_names, top=10):
+    """The most frequent confusions, one direction each: `[{true, predicted, count}]`.
+
+    Off-diagonal cells of the confusion matrix `cm` (rows true, columns
+    predicted), largest first; `a -> b` and `b -> a` are separate entries.
+    """
+    cm = np.asarray(cm)
+    pairs = [(int(cm[i, j]), class_names[i], class_names[j])
+             for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [{"true": t, "predicted": p, "count": c} for c, t, p in pairs[:top]]
+
+
+def aggregate(fold_results, class_names, config, wall_time_s, extra=None):
+    """The run's report: fold metrics and their mean / std over folds."""
+    accs = np.array([f["accuracy"] for f in fold_results])
+    cm = np.sum([np.asarray(f["confusion_matrix"]) for f in fold_results], axis=0)
+    support = cm.sum(axis=1)
+    per_class = {n: (float(cm[i, i] / support[i]) if support[i] else None)
+                 for i, n in enumerate(class_names)}
+    examples_per_s = [f.get("train_examples_per_s") for f in fold_results
+                      if f.get("train_examples_per_s")]
+    report = {
+        "model": config["model"]["name"],
+        "accuracy": float(accs.mean()),
+        "accuracy_std": float(accs.std()),
+        "macro_f1": float(np.mean([f["macro_f1"] for f in fold_results])),
+        "macro_f1_std": float(np.std([f["macro_f1"] for f in fold_results])),
+        "weighted_f1": float(np.mean([f["weighted_f1"] for f in fold_results])),
+        "weighted_f1_std": float(np.std([f["weighted_f1"] for f in fold_results])),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(class_names),
+        "most_confused": most_confused(cm, class_names),
+        "folds": fold_results,
+        "wall_time_s": float(wall_time_s),
+        "train_examples_per_s": float(np.mean(examples_per_s)) if examples_per_s else None,
+        "config": config,
+    }
+    report.update(extra or {})
+    return report
+
+
+def _fmt(x, pct=True):
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def _headline(report):
+    if len(report["folds"]) == 1:
+        return f"{report['model']}: {_fmt(report['accuracy'])} ({report['folds'][0]['split']})"
+    return (f"{report['model']}: {_fmt(report['accuracy'])} +- {_fmt(report['accuracy_std'])} "
+            f"over {len(report['folds'])} splits")
+
+
+def report_markdown(report):
+    """The text of `report.md`: headline, recipe, one row per split, confusions, per class."""
+    lines = [
+        f"# {_headline(report)}",
+        "",
+        f"- protocol: {report.get('protocol', '?')}; {len(report['folds'])} split(s); "
+        f"{sum(f['num_test_clips'] for f in report['folds'])} test clips in all",
+        f"- macro F1 {_fmt(report['macro_f1'], False)} +- {_fmt(report['macro_f1_std'], False)}, "
+        f"weighted F1 {_fmt(report['weighted_f1'], False)} +- {_fmt(report['weighted_f1_std'], False)}",
+        f"- wall time {report['wall_time_s']:.1f} s"
+        + (f"; training {report['train_examples_per_s']:.1f} examples/s"
+           if report.get("train_examples_per_s") else ""),
+        f"- device: {report.get('device', '?')}; precision: {report.get('precision', '?')}",
+        *_recipe_lines(report),
+        "",
+        "| split | accuracy | macro F1 | weighted F1 | epochs | train s | examples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in report["folds"]:
+        lines.append(
+            f"| {f['split']} | {_fmt(f['accuracy'])} | {_fmt(f['macro_f1'], False)} | "
+            f"{_fmt(f['weighted_f1'], False)} | {f.get('epochs_run') or '-'} | "
+            f"{f.get('train_seconds', 0):.1f} | {f.get('train_examples_per_s') or 0:.1f} |"
+        )
+    lines += ["", "## Most confused pairs (true -> predicted, count over all test folds)", ""]
+    lines += [f"- {p['true']} -> {p['predicted']}: {p['count']}" for p in report["most_confused"]]
+    if not report["most_confused"]:
+        lines.append("- none")
+    counts = _train_class_counts(report["folds"])
+    lines += ["", "## Per-class accuracy", ""]
+    lines += (["| class | accuracy | training clips |", "| --- | --- | --- |"] if counts else
+              ["| class | accuracy |", "| --- | --- |"])
+    ranked = sorted(report["per_class_accuracy"].items(),
+                    key=lambda kv: (kv[1] is None, kv[1] if kv[1] is not None else 0))
+    lines += [f"| {name} | {_fmt(acc)} |" + (f" {counts.get(name, 0):g} |" if counts else "")
+              for name, acc in ranked]
+    return "\n".join(lines) + "\n"
+
+
+def _train_class_counts(folds):
+    """Training clips per class (mean over splits), or {} for runs from before they were kept."""
+    per_fold = [f["train_class_counts"] for f in folds if f.get("train_class_counts")]
+    if not per_fold:
+        return {}
+    names = per_fold[0]
+    return {n: round(float(np.mean([c.get(n, 0) for c in per_fold])), 1) for n in names}
+
+
+def _recipe_lines(report):
+    """What the reported model is and how it was trained and evaluated (Keras runs)."""
+    t = report.get("config", {}).get("train", {})
+    folds = report["folds"]
+    if not any("reported_model" in f for f in folds):
+        return []
+    schedule = t.get("schedule", "plateau")
+    if t.get("warmup_epochs"):
+        schedule += f" after {t['warmup_epochs']:g} warmup epochs"
+    extras = []
+    if t.get("label_smoothing"):
+        extras.append(f"label smoothing {t['label_smoothing']:g}")
+    if t.get("balance", "none") != "none":
+        extras.append(f"balance {t['balance']}")
+    counts = _train_class_counts(folds)
+    if counts:
+        extras.append(f"training clips per class {min(counts.values()):g}-{max(counts.values()):g}")
+    lines = [f"- learning rate: {schedule}" + ("; " + ", ".join(extras) if extras else "")]
+    for f in folds:
+        crops = f.get("test_crops", 1)
+        lines.append(f"- {f['split']}: reported model {f.get('reported_model', '?')}; evaluated "
+                     f"on {crops} crop{'s' if crops != 1 else ''} per clip; "
+                     f"{f.get('validation', {}).get('note', 'no validation note')}")
+    return lines
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the non-interactive Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm, class_names, path, title):
+    """The confusion matrix, each row as a share of its true class (counts written in when small)."""
+    plt = pyplot()
+    cm = np.asarray(cm, dtype=float)
+    n = len(class_names)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    size = max(6.0, 0.28 * n + 3)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7 if n > 20 else 9)
+    ax.set_yticks(range(n), class_names, fontsize=7 if n > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(histories, path, title):
+    """Loss and accuracy per epoch, train and validation, one line per split."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        epochs = np.arange(1, len(hist["loss"]) + 1)
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            line, = ax.plot(epochs, hist[key], label=f"{name} train")
+            if f"val_{key}" in hist:
+                ax.plot(epochs, hist[f"val_{key}"], "--", color=line.get_color(),
+                        label=f"{name} val")
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class(per_class, path, title):
+    """Horizontal bars, worst class at the bottom; a class with no test clips is shown
+    as an empty hatched bar marked "no test clips" (not as 0%), at the top."""
+    plt = pyplot()
+    items = sorted(((v if v is not None else 2.0), k) for k, v in per_class.items())
+    n = len(items)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * n + 1)))
+    tested = [i for i, (v, _) in enumerate(items) if v <= 1.0]
+    untested = [i for i, (v, _) in enumerate(items) if v > 1.0]
+    ax.barh(tested, [items[i][0] for i in tested], color="tab:blue")
+    if untested:
+        ax.barh(untested, [1.0] * len(untested), color="none", edgecolor="0.6", hatch="//")
+        for i in untested:
+            ax.text(0.5, i, "no test clips", ha="center", va="center", fontsize=7, color="0.3")
+    ax.set_yticks(range(n), [k for _, k in items], fontsize=7 if n > 20 else 9)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (recall) over all test folds")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def read_history(path):
+    """A split's `history.csv` as {metric: [value per epoch]}; {} when there is none."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    return {c: df[c].tolist() for c in df.columns if c != "epoch"}
+
+
+def write_report(run_dir, report):
+    """Writes report.json / report.md and the three plots into `run_dir`."""
+    run_dir = Path(run_dir)
+    for name, text in (("report.json", json.dumps(report, indent=2) + "\n"),
+                       ("report.md", report_markdown(report))):
+        with atomic_path(run_dir / name) as tmp:
+            tmp.write_text(text)
+    title = _headline(report)
+    plot_confusion(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png",
+                   f"{title}: confusion over all test folds")
+    histories = {f["split"]: read_history(run_dir / f["split"] / "history.csv") for f in report["folds"]}
+    if any(histories.values()):  # scikit-learn runs have no epochs to draw
+        plot_curves(histories, run_dir / "curves.png", title)
+    plot_per_class(report["per_class_accuracy"], run_dir / "per_class_accuracy.png", title)

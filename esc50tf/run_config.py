@@ -1,0 +1,254 @@
+"""A run's configuration: TrainConfig, RunConfig, and how flags, presets and files resolve into one.
+
+A run is described by one `RunConfig` with four sections, each a frozen
+config on the `esc50tf.config.Config` base:
+
+- `train`: `TrainConfig` (protocol, optimizer, schedule, precision, ...);
+- `model`: `esc50tf.models.config.ModelConfig`;
+- `features`: `esc50tf.frontend.FeatureConfig`;
+- `augment`: `esc50tf.augment.AugmentConfig`.
+
+Keras-free: configs are resolved, read and compared without TensorFlow.
+
+`resolve_config` layers the defaults, a preset (`esc50tf.presets`), a saved
+`config.json` and the flags the user set, in that order. Every run writes the
+result as `RUN/config.json`; `comparable` and `config_diff` decide whether a
+folder holds the same run (so it resumes) and say what differs when not.
+
+Example:
+
+>>> cfg = resolve_config("gru", "seed", overrides={"train": {"epochs": 3}})
+>>> cfg.train.optimizer, cfg.train.epochs, cfg.features.n_mels
+('adam', 3, 128)
+>>> RunConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from esc50tf import recipe
+from esc50tf.augment import AugmentConfig
+from esc50tf.config import Config
+from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FeatureConfig
+from esc50tf.models.config import ModelConfig
+
+__all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS", "comparable",
+           "config_diff", "resolve_config"]
+
+PROTOCOLS = ("cv", "test-fold", "split")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+FEATURES_ON = ("device", "host")
+# Where a run executes, not what it computes: changing these does not block a resume.
+WHERE_KEYS = ("out", "tpu", "data_service")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """How a run trains. Model, feature and augmentation settings sit in their own configs.
+
+    Args:
+        data: str. TFRecord folder.
+        out: str. Run folder.
+        preset: str. "default", "seed" or "finetune" (recorded; already applied).
+        protocol: str. "cv", "test-fold" or "split".
+        test_fold: int or None. For protocol "test-fold".
+        split_ratio: float or None. For protocol "split", e.g. 0.9.
+        val_fraction: float. Validation share of the training side (grouped by src_file).
+        epochs, batch_size: ints. batch_size is per replica.
+        optimizer: str. adam, adamw, sgd (with momentum) or adagrad.
+        lr, weight_decay, momentum: floats.
+        trunk_lr_scale: float in (0, 1]. Learning-rate factor of a pretrained PANNs
+            trunk (adam/adamw only); the new head learns at `lr`. 1.0: one rate.
+        lr_factor, lr_patience, min_lr: ReduceLROnPlateau (the study: 0.2, 5, 1e-5).
+        early_stopping_patience: int. EarlyStopping on validation loss (the study: 10);
+            0 = off. The best-val-accuracy checkpoint is kept too.
+        schedule: str. "plateau" (ReduceLROnPlateau, the study's), "cosine" (decay to
+            min_lr over the epoch budget) or "constant". See esc50tf.recipe.
+        warmup_epochs: float. Linear warmup from 0 to lr (cosine and constant), at most
+            half the epoch budget.
+        min_val_per_class: float. Validation clips per class (mean) below which early
+            stopping, plateau cuts and best-epoch restore are off; 0 = always on.
+        final_weights: str. The evaluated and saved model: "best" (by validation loss,
+            restored by early stopping), "last", "ema" or "swa".
+        ema_momentum: float. For final_weights "ema" (Keras optimizer `use_ema`).
+        swa_fraction: float. For final_weights "swa": share of the epochs at the end
+            whose weights are averaged.
+        label_smoothing: float. Cross-entropy label smoothing (0 = off).
+        balance: str. "none" or "class_weights" (n / (k * count) per class).
+        mixed_precision: str. auto, off, bf16 or fp16.
+        strategy: str. See esc50tf.distribute.STRATEGIES.
+        devices: str or None. Devices for mirrored / one_device, e.g. "gpu:0,gpu:1".
+        tpu: str or None. TPU name, or "local" on a TPU VM (strategy tpu or auto).
+        data_service: str or None. tf.data service dispatcher "grpc://host:port" that
+            runs the training input pipeline.
+        scale_lr: bool. Multiply lr by the number of replicas (linear scaling rule).
+        jit_compile: bool. XLA-compile the train step.
+        features_on: str. "device" (in the model) or "host" (in tf.data).
+        seed: int.
+        deterministic: bool. Enable TensorFlow op determinism: bit-identical reruns,
+            somewhat slower.
+        export: bool. Also write a SavedModel per split.
+    """
+
+    label = "train"
+
+    data: str = ""
+    out: str = ""
+    preset: str = "default"
+    protocol: str = "cv"
+    test_fold: int | None = None
+    split_ratio: float | None = None
+    val_fraction: float = 0.1
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    trunk_lr_scale: float = 1.0
+    lr_factor: float = 0.2
+    lr_patience: int = 5
+    min_lr: float = 1e-5
+    early_stopping_patience: int = 10
+    # Defaults reproduce runs from before these fields; the default preset sets its own.
+    schedule: str = "plateau"
+    warmup_epochs: float = 0.0
+    min_val_per_class: float = 0.0
+    final_weights: str = "best"
+    ema_momentum: float = 0.99
+    swa_fraction: float = 0.25
+    label_smoothing: float = 0.0
+    balance: str = "none"
+    mixed_precision: str = "auto"
+    strategy: str = "auto"
+    devices: str | None = None
+    tpu: str | None = None
+    data_service: str | None = None
+    scale_lr: bool = False
+    jit_compile: bool = False
+    features_on: str = "device"
+    seed: int = 0
+    deterministic: bool = False
+    export: bool = True
+
+    def __post_init__(self):
+        checks = [
+            (self.protocol in PROTOCOLS, "protocol", self.protocol, ", ".join(PROTOCOLS)),
+            (self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, ", ".join(OPTIMIZERS)),
+            (self.features_on in FEATURES_ON, "features_on", self.features_on, "device, host"),
+            (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+             self.batch_size, "an integer >= 1"),
+            (self.lr > 0, "lr", self.lr, "a number > 0"),
+            (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
+            (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
+            (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
+            (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
+             self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
+            (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
+             "early_stopping_patience", self.early_stopping_patience, "an integer >= 0 (0: off)"),
+            (self.schedule in recipe.SCHEDULES, "schedule", self.schedule,
+             ", ".join(recipe.SCHEDULES)),
+            (self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a number >= 0"),
+            (self.schedule != "plateau" or self.warmup_epochs == 0, "warmup_epochs",
+             self.warmup_epochs, "0 with --schedule plateau (warm up with cosine or constant)"),
+            (self.min_val_per_class >= 0, "min_val_per_class", self.min_val_per_class,
+             "a number >= 0"),
+            (self.final_weights in recipe.FINAL_WEIGHTS, "final_weights", self.final_weights,
+             ", ".join(recipe.FINAL_WEIGHTS)),
+            (0 < self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "(0, 1)"),
+            (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
+            (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
+        ]
+        # "schedule 'linear' is not allowed; ...": the flag's name and value, as the CLI says them.
+        for ok, name, value, allowed in checks:
+            if not ok:
+                raise Esc50Error(f"{name} {value!r} is not allowed; allowed: {allowed}")
+        if self.protocol == "test-fold" and self.test_fold is None:
+            raise Esc50Error("protocol test-fold needs --test-fold K")
+        if self.protocol == "split" and self.split_ratio is None:
+            raise Esc50Error("protocol split needs --split RATIO, e.g. 0.9")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Config):
+    """Everything a run needs; saved as RUN/config.json.
+
+    Args:
+        train: TrainConfig. How the run trains and where it writes.
+        model: ModelConfig. The model and its hyperparameters.
+        features: FeatureConfig. The front end.
+        augment: AugmentConfig. Augmentation of the training batches.
+    """
+
+    label = "config"
+    nested = {"train": TrainConfig, "model": ModelConfig, "features": FeatureConfig,
+              "augment": AugmentConfig}
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+def resolve_config(model, preset="default", base=None, overrides=None):
+    """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.
+
+    Args:
+        model: str. Registered model name.
+        preset: str. "default", "seed" or "finetune" ("default" becomes "finetune"
+            for a PANNs model given pretrained weights).
+        base: dict or None. A saved config.json (sections train/model/...).
+        overrides: dict or None. Same sections; only keys the user set.
+    """
+    from esc50tf import models, presets
+    from esc50tf.models import panns
+
+    models.get(model)  # unknown names fail here, listing the valid ones
+    preset = panns.effective_preset(model, preset, base, overrides)
+    merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
+    for layer in (presets.preset(preset, model), base or {}, overrides or {}):
+        for section, values in layer.items():
+            if section not in merged:
+                raise Esc50Error(f"unknown config section {section!r}")
+            merged[section].update(values)
+    merged["model"]["name"] = model
+    merged["train"]["preset"] = preset
+    panns.fix_settings(merged, overrides)
+    # The study froze ImageNet backbones; a random backbone is never frozen by a preset.
+    if preset == "seed" and merged["model"].get("weights") and model in (
+            "vgg16", "resnet50", "densenet121"):
+        merged["model"].setdefault("freeze_backbone", True)
+    return RunConfig.from_dict(merged)
+
+
+def comparable(d):
+    """A config dict reduced to what the run computes, for "is this the same run?".
+
+    Train settings a `config.json` from before they existed lacks take their
+    defaults, and `WHERE_KEYS` (where the run executes) are dropped.
+    """
+    d = json.loads(json.dumps(d))
+    train_section = d.setdefault("train", {})
+    for f in dataclasses.fields(TrainConfig):
+        train_section.setdefault(f.name, f.default)
+    for key in WHERE_KEYS:
+        train_section.pop(key, None)
+    return d
+
+
+def config_diff(old, new):
+    """The first settings that differ between two config dicts, e.g. "train.lr 0.001 -> 0.01"."""
+    old, new = comparable(old), comparable(new)
+    out = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if k not in WHERE_KEYS and a.get(k) != b.get(k):
+                out.append(f"{section}.{k} {a.get(k)!r} -> {b.get(k)!r}")
+    return "; ".join(out[:4]) + ("; ..." if len(out) > 4 else "")
