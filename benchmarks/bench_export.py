@@ -23,9 +23,9 @@ clips and 2 epochs in quick mode (latency and size only: its parity says
 little, the model barely learned).
 
 Usage:
-    python benchmarks/bench_export.py --quick          # < 2 min on 2 CPU cores
-    python benchmarks/bench_export.py --run D/run      # an existing run
-    python benchmarks/bench_export.py                  # trains the demo first
+    python -m benchmarks.bench_export --quick          # < 2 min on 2 CPU cores
+    python -m benchmarks.bench_export --run D/run      # an existing run
+    python -m benchmarks.bench_export                  # trains the demo first
 
 Writes `OUT/bench_export-<quick|full>-cpu.json` and `.md` (OUT defaults to
 benchmarks/results) and prints the table.
@@ -40,9 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_export"
 REFERENCE = "tflite-float"

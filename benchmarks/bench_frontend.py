@@ -19,9 +19,9 @@ Runs on the Keras backend in use (`KERAS_BACKEND`):
   needed.
 
 Usage:
-    python benchmarks/bench_frontend.py --quick               # < 2 min on 2 CPU cores
-    python benchmarks/bench_frontend.py                       # batches 32..1024
-    KERAS_BACKEND=jax python benchmarks/bench_frontend.py     # JAX, e.g. on a GPU
+    python -m benchmarks.bench_frontend --quick               # < 2 min on 2 CPU cores
+    python -m benchmarks.bench_frontend                       # batches 32..1024
+    KERAS_BACKEND=jax python -m benchmarks.bench_frontend     # JAX, e.g. on a GPU
 
 Writes `OUT/bench_frontend-<quick|full>-<device>.json` and `.md` (OUT defaults
 to benchmarks/results; device is cpu, gpu or tpu) and prints the tables.
@@ -33,16 +33,13 @@ import contextlib
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_frontend"
 REFERENCE = "esc50tf-mel-float32-xla"
@@ -501,9 +498,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     backend = Backend()
     device = backend.device()
     if args.peak_gflops:
@@ -524,23 +519,17 @@ def main(argv=None):
         raise SystemExit(f"no variant ran: {skipped}")
     common.add_ratios(results, REFERENCE, match=("batch_size",))
 
-    payload = common.new_payload(SCRIPT, args.quick)
+    payload = common.backend_payload(SCRIPT, args, argv, device, environment, backend, {
+        "batch_sizes": inputs["batches"],
+        "repeats": args.repeats,
+        "min_repeat_s": MIN_REPEAT_S[args.quick],
+        "sample_rate": inputs["sample_rate"],
+        "num_samples": inputs["num_samples"],
+        "input": inputs["origin"],
+        "features": FEATURES,
+        "policies": list(POLICIES),
+    })
     payload.update({
-        "device": device,
-        "environment": common.finish_environment(environment),
-        "config": {
-            "backend": backend.name,
-            "versions": backend.versions(),
-            "batch_sizes": inputs["batches"],
-            "repeats": args.repeats,
-            "min_repeat_s": MIN_REPEAT_S[args.quick],
-            "sample_rate": inputs["sample_rate"],
-            "num_samples": inputs["num_samples"],
-            "input": inputs["origin"],
-            "features": FEATURES,
-            "policies": list(POLICIES),
-            "command": common.command_line(argv),
-        },
         "reference": REFERENCE,
         "flops_per_clip": flops,
         "results": results,

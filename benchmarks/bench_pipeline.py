@@ -26,9 +26,9 @@ tf.data; the files themselves sit in the OS page cache (they were just written
 or read), as they do for the librosa references.
 
 Usage:
-    python benchmarks/bench_pipeline.py --quick          # < 2 min on 2 cores
-    python benchmarks/bench_pipeline.py                  # full: 2,000 clips
-    python benchmarks/bench_pipeline.py --data tfrecords # the real ESC-50
+    python -m benchmarks.bench_pipeline --quick          # < 2 min on 2 cores
+    python -m benchmarks.bench_pipeline                  # full: 2,000 clips
+    python -m benchmarks.bench_pipeline --data tfrecords # the real ESC-50
 
 With `--data`, quick mode reads whole folds up to 200 clips (fold 1 of
 ESC-50); full mode reads every fold. `--profile-dir DIR` also records a
@@ -46,7 +46,6 @@ import concurrent.futures
 import contextlib
 import math
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -54,9 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_pipeline"
 REFERENCE = "esc50tf-host-mel-cold"
@@ -774,9 +771,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     workers = common.usable_cpus()
     with tempfile.TemporaryDirectory(prefix="esc50tf-bench-") as tmp:
         workdir = Path(tmp)

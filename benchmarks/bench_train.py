@@ -33,9 +33,9 @@ epochs): `5 x 100 x steps/epoch x median step time` - no early stopping, no
 validation or test passes, no augmentation layers.
 
 Usage:
-    python benchmarks/bench_train.py --quick         # < 2 min on 2 CPU cores
-    python benchmarks/bench_train.py --models cnn_small,gru --batch-sizes 16,32
-    KERAS_BACKEND=jax python benchmarks/bench_train.py   # JAX (no TensorFlow needed)
+    python -m benchmarks.bench_train --quick         # < 2 min on 2 CPU cores
+    python -m benchmarks.bench_train --models cnn_small,gru --batch-sizes 16,32
+    KERAS_BACKEND=jax python -m benchmarks.bench_train   # JAX (no TensorFlow needed)
 
 Writes `OUT/bench_train-<quick|full>-<device>.json` and `.md` (OUT defaults
 to benchmarks/results; device is cpu, gpu or tpu) and prints the table.
@@ -48,7 +48,6 @@ import dataclasses
 import gc
 import importlib.util
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -57,9 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "bench_train"
 REFERENCE = "memory"  # ratios: each feed against the in-memory feed of the same configuration
@@ -145,7 +142,7 @@ def parse_args(argv=None):
 
 def _frontend_module():
     """bench_frontend.py (same folder): device detection and the policy context."""
-    import bench_frontend
+    from benchmarks import bench_frontend
 
     return bench_frontend
 
@@ -419,9 +416,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     bf = _frontend_module()
     backend = bf.Backend()
     device = backend.device()
@@ -468,39 +463,33 @@ def main(argv=None):
     common.add_ratios(results, REFERENCE, match=("model", "policy", "jit_compile", "batch_size"))
     epochs = args.epochs
     t = default.train
-    payload = common.new_payload(SCRIPT, args.quick)
+    payload = common.backend_payload(SCRIPT, args, argv, device, environment, backend, {
+        "models": list(models),
+        "batch_sizes": list(args.batch_sizes),
+        "policies": list(args.policies),
+        "jit_compile": list(args.jit),
+        "jit_on_also_for": list(args.jit_on_for or ()),
+        "feeds": list(args.feeds),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "sample_rate": data["sample_rate"],
+        "num_samples": data["num_samples"],
+        "clip_seconds": data["num_samples"] / data["sample_rate"],
+        "shorter_than_esc50": data["num_samples"] < 5 * data["sample_rate"],
+        "num_classes": data["num_classes"],
+        "data": data["origin"],
+        "data_clips": data.get("total_clips"),
+        "features": {k: getattr(features, k) for k in ("kind", "n_fft", "hop_length",
+                                                       "n_mels")},
+        "optimizer": f"{t.optimizer} lr {t.lr} weight decay {t.weight_decay} "
+                     "(train.make_optimizer, default preset)",
+        "loss": "categorical_crossentropy (one-hot labels, as with mixup)",
+        "epochs": epochs,
+        "epoch_clips": EPOCH_CLIPS,
+        "cv_folds": CV_FOLDS,
+    })
     payload.update({
-        "device": device,
-        "environment": common.finish_environment(environment),
-        "config": {
-            "backend": backend.name,
-            "versions": backend.versions(),
-            "models": list(models),
-            "batch_sizes": list(args.batch_sizes),
-            "policies": list(args.policies),
-            "jit_compile": list(args.jit),
-            "jit_on_also_for": list(args.jit_on_for or ()),
-            "feeds": list(args.feeds),
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "repeats": args.repeats,
-            "sample_rate": data["sample_rate"],
-            "num_samples": data["num_samples"],
-            "clip_seconds": data["num_samples"] / data["sample_rate"],
-            "shorter_than_esc50": data["num_samples"] < 5 * data["sample_rate"],
-            "num_classes": data["num_classes"],
-            "data": data["origin"],
-            "data_clips": data.get("total_clips"),
-            "features": {k: getattr(features, k) for k in ("kind", "n_fft", "hop_length",
-                                                           "n_mels")},
-            "optimizer": f"{t.optimizer} lr {t.lr} weight decay {t.weight_decay} "
-                         "(train.make_optimizer, default preset)",
-            "loss": "categorical_crossentropy (one-hot labels, as with mixup)",
-            "epochs": epochs,
-            "epoch_clips": EPOCH_CLIPS,
-            "cv_folds": CV_FOLDS,
-            "command": common.command_line(argv),
-        },
         "reference": REFERENCE,
         "results": results,
         "skipped": skipped,

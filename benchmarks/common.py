@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from esc50tf.io import write_json, write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
@@ -432,6 +434,30 @@ def cv_projection(batch_size, step_s, epochs):
             "cv5_projected_s": round(cv_s, 1), "cv5_projected_h": round(cv_s / 3600, 3)}
 
 
+def start(parse_args, argv):
+    """Parses the flags, quiets TensorFlow's C++ log lines and records the environment.
+
+    Returns (args, environment); the environment is completed by
+    :func:`finish_environment` once the work has imported its libraries.
+    """
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args, environment()
+
+
+def backend_payload(script, args, argv, device, environment, backend, config):
+    """`new_payload` plus the device, the environment and a config that starts with the
+    Keras backend, its library versions and ends with the command line."""
+    payload = new_payload(script, args.quick)
+    payload.update({
+        "device": device,
+        "environment": finish_environment(environment),
+        "config": {"backend": backend.name, "versions": backend.versions(), **config,
+                   "command": command_line(argv)},
+    })
+    return payload
+
+
 def new_payload(script, quick):
     """The fields every report starts with; scripts add theirs."""
     return {
@@ -467,11 +493,8 @@ def write_report(out_dir, device_label, payload, markdown, echo=True):
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_suffix(".json")
     md_path = base.with_suffix(".md")
-    for path, text in ((json_path, json.dumps(payload, indent=2, allow_nan=False)),
-                       (md_path, markdown.rstrip())):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+    write_json(json_path, payload, allow_nan=False)
+    write_text(md_path, markdown.rstrip() + "\n")
     if echo:
         print(markdown.rstrip())
         print(f"\nwrote {json_path} and {md_path.name}", file=sys.stderr)

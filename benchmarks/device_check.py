@@ -29,27 +29,23 @@ and markdown reports are rewritten after every task, so a run cut short
 still returns its measurements (a run the watchdog ended exits with status 3).
 
 Usage (repository root):
-    KERAS_BACKEND=jax python benchmarks/device_check.py --out OUT    # the device
-    KERAS_BACKEND=jax python benchmarks/device_check.py --quick      # CI: ~35 s of CPU
+    KERAS_BACKEND=jax python -m benchmarks.device_check --out OUT    # the device
+    KERAS_BACKEND=jax python -m benchmarks.device_check --quick      # CI: ~35 s of CPU
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import os
 import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, bench_*.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "device_check"
 POLICIES = ("mixed_bfloat16", "float32")
@@ -315,7 +311,7 @@ def _mib(n):
 
 def frontend_task(backend, kind, policy, inputs, args, device, flops):
     """clips/s of one esc50tf front-end layer under `policy`, jitted, at each batch size."""
-    import bench_frontend
+    from benchmarks import bench_frontend
 
     skipped = []
     rows = bench_frontend.run_variant(
@@ -329,8 +325,8 @@ def frontend_task(backend, kind, policy, inputs, args, device, flops):
 
 def train_task(backend, name, policy, batch, args, device):
     """Keras' jitted train step and jitted inference of model `name`."""
-    import bench_frontend
-    import bench_train
+    from benchmarks import bench_frontend
+    from benchmarks import bench_train
     import jax
     import keras
 
@@ -632,7 +628,7 @@ def main(argv=None):
     # in the same process finds memory and peak_bytes_in_use is what the models use.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     environment = common.environment()
-    import bench_frontend
+    from benchmarks import bench_frontend
 
     backend = bench_frontend.Backend()
     if backend.name != "jax":

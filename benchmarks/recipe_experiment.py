@@ -29,24 +29,21 @@ bands, 256-point FFT, hop 128: 63 frames; masks of up to 6 bands and 12
 frames), identically for every recipe.
 
 Usage:
-    python benchmarks/recipe_experiment.py            # ~20-25 min on 2 busy CPU cores
-    python benchmarks/recipe_experiment.py --quick    # ~2-3 min: 10 classes, 3 epochs, 1 seed
+    python -m benchmarks.recipe_experiment            # ~20-25 min on 2 busy CPU cores
+    python -m benchmarks.recipe_experiment --quick    # ~2-3 min: 10 classes, 3 epochs, 1 seed
 
 Writes `OUT/recipe_experiment-<quick|full>-<device>.json` and `.md`.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # esc50tf from this checkout
-import common  # noqa: E402
+from benchmarks import common
 
 SCRIPT = "recipe_experiment"
 RECIPES = {
@@ -208,9 +205,7 @@ def render_markdown(payload):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment = common.environment()
+    args, environment = common.start(parse_args, argv)
     started = time.perf_counter()
     runs = []
     with tempfile.TemporaryDirectory(prefix="recipe_experiment-") as workdir:

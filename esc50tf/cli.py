@@ -20,34 +20,22 @@ from esc50tf.frontend import FRONTENDS, KINDS
 from esc50tf.pretrained import cli as pretrained_cli
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(parse, ok, expected, out_of_range=None):
+    """An argparse type: `parse(text)` (int or float) must succeed and satisfy `ok`."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {out_of_range or expected}, got {text!r}")
+        return value
+    return convert
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _ratio(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a ratio like 0.9, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a ratio in (0, 1) like 0.9, got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_ratio = _number(float, lambda v: 0 < v < 1, "a ratio like 0.9", "a ratio in (0, 1) like 0.9")
 
 
 # --- download -----------------------------------------------------------------
@@ -450,19 +438,27 @@ def _add_train(sub):
     proto.add_argument("--cv", action="store_true", help="k-fold cross-validation over all folds (default)")
     proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")
     proto.add_argument("--split", type=_ratio, help="grouped, stratified ratio split, e.g. 0.9")
+    _add_run_flags(p, "replace a run folder holding another configuration")
+    p.set_defaults(handler=_run_train)
+
+
+def _add_run_flags(p, overwrite_help, every_run=False):
+    """The flags `train` and `study` share; `every_run`: study's wording, and no --features
+    (study has its own list of front ends)."""
+    each = " (every run)" if every_run else ""
     p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="TensorFlow op determinism: bit-identical reruns with the same --seed (slower)")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="keep the CNN backbone's (or PANNs trunk's) weights fixed; train only the new head")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder holding another configuration")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export" + each)
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    _add_options(p, TRAIN_OPTIONS, "training")
-    _add_options(p, MODEL_OPTIONS, "model")
-    _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
+    _add_options(p, TRAIN_OPTIONS, "training" + each)
+    _add_options(p, MODEL_OPTIONS, "model" + each)
+    _add_options(p, [o for o in FEATURE_OPTIONS if not (every_run and o[0] == "--features")],
+                 f"front end ({'every run; ' if every_run else ''}librosa names)")
     _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
-    p.set_defaults(handler=_run_train)
 
 
 def _run_overrides(args, protocol=False):
@@ -690,6 +686,7 @@ def _run_features(args):
 
     from esc50tf.frontend import FeatureConfig
     from esc50tf.featurize import extract_features, plot_features
+    from esc50tf.io import atomic_path
 
     if not (args.out or args.plot):
         raise Esc50Error("nothing to write: give --out FILE.npz, --plot FILE.png or both")
@@ -711,10 +708,9 @@ def _run_features(args):
     for path, message in errors:
         print(f"esc50tf features: error: {message}", file=sys.stderr)
     if names and args.out:
-        tmp = args.out + ".tmp.npz"
-        np.savez(tmp, features=feats, filenames=np.array(names),
-                 config=json.dumps(config.to_dict()))
-        os.replace(tmp, args.out)
+        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats, filenames=np.array(names),
+                     config=json.dumps(config.to_dict()))
         print(f"wrote {len(names)} x {feats.shape[1]} frames x {feats.shape[2]} bins to {args.out}",
               file=sys.stderr)
     if names and args.plot:
@@ -847,20 +843,7 @@ def _add_study(sub):
                    help="grid optimizers, comma-separated (default: adam,sgd,adagrad; implies --grid)")
     p.add_argument("--grid-lrs", type=_float_list, default=None, metavar="LIST",
                    help="grid learning rates (default: 0.01,0.001,0.0001; implies --grid)")
-    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA-compile the training step")
-    p.add_argument("--deterministic", action="store_true", default=None,
-                   help="TensorFlow op determinism (slower)")
-    p.add_argument("--freeze-backbone", action="store_true", default=None,
-                   help="keep CNN backbones' weights fixed")
-    p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--no-export", action="store_true", help="skip the SavedModel exports")
-    p.add_argument("--overwrite", action="store_true", help="redo every run, finished or not")
-    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    _add_options(p, TRAIN_OPTIONS, "training (every run)")
-    _add_options(p, MODEL_OPTIONS, "model (every run)")
-    _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"],
-                 "front end (every run; librosa names)")
-    _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
+    _add_run_flags(p, "redo every run, finished or not", every_run=True)
     p.set_defaults(handler=_run_study)
 
 

@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_dir
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -496,11 +496,6 @@ def _folder_size(path):
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _staging(out):
-    out = Path(out)
-    return out.parent / f".{out.name}.staging-{os.getpid()}"
-
-
 def export_run(run_path, cfg, log=_log):
     """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
     import esc50tf
@@ -533,11 +528,7 @@ def export_run(run_path, cfg, log=_log):
     frontend = model.get_layer(FRONTEND)
     num_samples = int(model.input_shape[-1])
     rate = int(run.config.features.sample_rate)
-    staging = _staging(out)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite=cfg.overwrite) as staging:
         t0 = time.perf_counter()
         if cfg.format == "savedmodel":
             log(f"export: writing a SavedModel into {out}")
@@ -588,10 +579,6 @@ def export_run(run_path, cfg, log=_log):
                      _folder_size(staging / file_name), ops, parity, calib_names, models,
                      convert_seconds, esc50tf.__version__)
         (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
-        _move_into_place(staging, out, cfg.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     msg = f"export: {out}/{file_name} ({card['size_bytes'] / 1e6:.2f} MB)"
     if parity:
         msg += (f"; parity on {parity['clips']} test clips: max |dp| "
@@ -601,18 +588,6 @@ def export_run(run_path, cfg, log=_log):
                 f"{100 * parity['accuracy_reference']:.1f}%)")
     log(msg)
     return card
-
-
-def _move_into_place(staging, out, overwrite):
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise Esc50Error(f"{out}: appeared while exporting; nothing was replaced")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def _card(run, cfg, class_names, rate, num_samples, frontend, file_name, size, ops, parity,

@@ -1,22 +1,37 @@
-"""Writing files whole or not at all.
+"""Writing files and folders whole or not at all, and reading JSON.
 
 A file is written under a hidden temporary name beside it and renamed into
 place only once complete, so an error or Ctrl-C leaves the old file (or no
-file) and no partial one; the temporary file is always removed.
+file) and no partial one; the temporary file is always removed. A folder is
+built in a hidden staging folder beside it and renamed into place the same
+way; an old folder is moved aside and removed only once the new one is in.
 
 Example:
 
 >>> with atomic_path("out.npz") as tmp:
 ...     np.savez(tmp, x=np.zeros(3))
+>>> write_json("report.json", {"accuracy": 0.9})
+>>> read_json("report.json")
+{'accuracy': 0.9}
+>>> with atomic_dir("export", overwrite=True) as staging:
+...     (staging / "labels.txt").write_text("dog\\n")
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_paths", "atomic_write_bytes"]
+from esc50tf.errors import Esc50Error
+
+__all__ = ["atomic_dir", "atomic_path", "atomic_paths", "atomic_write_bytes", "read_json",
+           "write_json", "write_text"]
+
+_RAISE = object()
 
 
 def _tmp_for(path):
@@ -66,3 +81,122 @@ def atomic_write_bytes(path, data):
     """Writes `data` (bytes) to `path` whole or not at all."""
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def write_text(path, text):
+    """Writes `text` (str) to `path` whole or not at all."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_json(path, value, *, allow_nan=True):
+    """Writes `value` as indented JSON (ending in a newline) to `path` whole or not at all.
+
+    Args:
+        path: str or Path. The file (its folder must exist).
+        value: anything `json.dumps` takes.
+        allow_nan: bool. False raises ValueError on NaN or infinity (which
+            strict JSON readers reject) before anything is written.
+    """
+    write_text(path, json.dumps(value, indent=2, allow_nan=allow_nan) + "\n")
+
+
+def read_json(path, default=_RAISE):
+    """The JSON value in `path`.
+
+    Args:
+        path: str or Path.
+        default: returned when `path` does not exist. Without it a missing
+            file is an error. A file that exists but cannot be read or parsed
+            is always an error.
+
+    Raises:
+        Esc50Error: naming the file, when it is missing (and no `default` is
+            given), unreadable or not JSON.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if default is not _RAISE:
+            return default
+        raise Esc50Error(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise Esc50Error(f"{path}: unreadable ({err})") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise Esc50Error(f"{path}: unreadable ({err})") from None
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _is_empty_dir(path):
+    try:
+        with os.scandir(path) as it:
+            return not any(True for _ in it)
+    except (NotADirectoryError, FileNotFoundError):
+        return False
+
+
+def _sibling(path, tag):
+    """A hidden, unused path next to `path`."""
+    return path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_dir(path, *, overwrite=False):
+    """A staging folder beside `path` that becomes `path` if the block succeeds.
+
+    The staging folder (`.NAME.staging-...`, on the same file system, so the
+    final rename is atomic) is removed if the block raises or is interrupted;
+    `path` is then untouched. On success a missing `path` or an empty folder
+    is simply replaced. Anything else at `path` is replaced only with
+    `overwrite`: it is renamed aside, the new folder renamed in (the old one
+    put back if that fails), and only then removed, so at every moment one
+    whole version is in place.
+
+    Args:
+        path: str or Path. The folder to create (its parents are created).
+        overwrite: bool. Replace what is at `path` when the block ends.
+            Without it, something appearing there meanwhile is an error and
+            nothing is replaced. Defaults to False.
+
+    Yields:
+        Path: the staging folder to fill.
+
+    Raises:
+        Esc50Error: `path` holds something on success and `overwrite` is False.
+    """
+    path = Path(path)
+    staging = _sibling(path, "staging")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        _swap_in(staging, path, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_in(staging, path, overwrite):
+    if _is_empty_dir(path):
+        path.rmdir()
+    if not (path.exists() or path.is_symlink()):
+        os.replace(staging, path)
+        return
+    if not overwrite:
+        raise Esc50Error(f"{path}: appeared while writing it; nothing was replaced")
+    old = _sibling(path, "old")
+    os.replace(path, old)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    _remove(old)

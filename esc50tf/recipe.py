@@ -28,10 +28,11 @@ predict_crops`), because `evaluate` and `predict` need it without training.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from esc50tf.io import atomic_path
 
 SCHEDULES = ("plateau", "cosine", "constant")
 FINAL_WEIGHTS = ("best", "last", "ema", "swa")
@@ -213,10 +214,8 @@ def _weight_averaging():
                                                               zip(self.total, weights)]
             self.count += 1
             if self.state_path:
-                tmp = self.state_path.with_name(".tmp-" + self.state_path.name)
-                with open(tmp, "wb") as f:
+                with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
                     np.savez(f, count=self.count, **{f"w{i}": w for i, w in enumerate(self.total)})
-                os.replace(tmp, self.state_path)
 
         def on_train_end(self, logs=None):
             if self.start_epoch is not None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import KINDS
+from esc50tf.io import read_json, write_json
 from esc50tf.presets import STUDY_GRID_LRS, STUDY_GRID_OPTIMIZERS
 
 FEATURE_KINDS = KINDS
@@ -317,7 +318,7 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
         check_run_folders(runs)
     created = cleanup.make_dirs(out / "runs")
     first = runs[0].config.train if runs else None
-    _write_json(out / "study.json", {
+    write_json(out / "study.json", {
         "data": first.data if first else None,
         "preset": first.preset if first else None,
         "runs": [{"name": r.name, "model": r.model, "family": r.family, "features": r.features,
@@ -327,14 +328,14 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
     failures_path = out / "failures.json"
     result = StudyResult([], [], [])
     failures = []
-    _write_json(failures_path, failures)
+    write_json(failures_path, failures)
     durations = {}  # model -> seconds of its finished runs (for the estimate)
     n = len(runs)
     for i, run in enumerate(runs, 1):
         run_dir = Path(run.config.train.out)
         tag = f"study [{i}/{n}] {run.name}"
         if not overwrite and (run_dir / "report.json").is_file():
-            report = _read_json(run_dir / "report.json")
+            report = read_json(run_dir / "report.json")
             seconds = report.get("wall_time_s")
             if seconds:
                 durations.setdefault(run.model, []).append(float(seconds))
@@ -353,7 +354,7 @@ def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
                 "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc(), "time": _now(),
             })
-            _write_json(failures_path, failures)
+            write_json(failures_path, failures)
             result.failed.append(run.name)
             log(f"{tag}: FAILED after {format_duration(time.perf_counter() - start)}: "
                 f"{type(err).__name__}: {err} (recorded in {failures_path}; continuing)")
@@ -412,17 +413,3 @@ def _free_keras_memory():
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise Esc50Error(f"{path}: unreadable ({err})") from None
-
-
-def _write_json(path, value):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)

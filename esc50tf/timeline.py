@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_dir
 
 TOP_K = 3
 QUIET_DB = 6.0
@@ -326,18 +327,9 @@ def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=Fal
         raise Esc50Error(f"--smooth {smooth!r}: allowed: an odd number of windows >= 1")
     if out.exists() and not overwrite:
         raise Esc50Error(f"{out}: already exists; choose another --out or pass --overwrite")
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite=overwrite) as staging:
         summary = _write(model, audio, staging, n, hop_n, window_s, hop_s, threshold, smooth,
                          progress, batch_size, block_seconds)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return summary
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from esc50tf import cleanup, recipe
 from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
+from esc50tf.io import write_json
 from esc50tf.models.build import predict_dataset
 from esc50tf.report import aggregate, fold_metrics, write_report
 from esc50tf.run_config import comparable, config_diff
@@ -99,9 +100,7 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
     if check_only:
         return False
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.json.tmp"
-    tmp.write_text(json.dumps(config_dict, indent=2) + "\n")
-    tmp.replace(cfg_path)
+    write_json(cfg_path, config_dict)
     return False
 
 
@@ -310,9 +309,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
             result["split"] = split.name
             result["wall_seconds"] = time.perf_counter() - split_start
-            tmp = split_dir / ".result.json.tmp"
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-            os.replace(tmp, done)
+            write_json(done, result)
             if remote:
                 remote.upload()
             results.append(result)

@@ -58,6 +58,7 @@ from esc50tf import cleanup
 from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import KINDS, kinds_reading
+from esc50tf.io import atomic_path, read_json, write_json, write_text
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -684,7 +685,7 @@ class _TrialRunner:
         meta = dict(self.meta, status=trial.status, wall_seconds=wall,
                     error=_last_line(trial.message) if failed else None,
                     traceback=trial.message if failed else None)
-        _write_json(Path(tuner.get_trial_dir(trial.trial_id)) / TRIAL_META, meta)
+        write_json(Path(tuner.get_trial_dir(trial.trial_id)) / TRIAL_META, meta)
         oracle = tuner.oracle
         done = [oracle.trials[i] for i in oracle.end_order]
         total = f"/{self.max_trials}" if self.max_trials else ""
@@ -860,10 +861,10 @@ def _prepare_out(out, settings, resume, overwrite):
                 raise Esc50Error(f"{out}: holds a search with other settings ({'; '.join(diff[:3])}"
                                  f"{'; ...' if len(diff) > 3 else ''}); resume it with the same "
                                  "settings, or pass --overwrite")
-            _write_json(saved, settings)
+            write_json(saved, settings)
             return True
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(saved, settings)
+    write_json(saved, settings)
     return False
 
 
@@ -966,7 +967,7 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_
     from esc50tf import distribute
 
     t = search_space.base_config.train
-    _write_json(out / "space.json", space)
+    write_json(out / "space.json", space)
     max_trials = c.max_trials or (None if c.tuner == "hyperband" else 10)
 
     if t.deterministic:
@@ -1007,7 +1008,7 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_
         train_over.update(protocol="cv", test_fold=None)
     best_cfg = search_space.run_config(tuner.oracle.get_trial(best["trial"]).hyperparameters.values,
                                        **train_over)
-    _write_json(out / "best_hyperparameters.json", best_cfg.to_dict())
+    write_json(out / "best_hyperparameters.json", best_cfg.to_dict())
     _log(f"tune: best trial {best['trial']} ({c.objective} {best[c.objective]:.4f}); settings in "
          f"{out}/best_hyperparameters.json")
     report = None
@@ -1048,7 +1049,7 @@ def trial_rows(oracle, objective, project_dir):
     rows = []
     for trial_id in sorted(oracle.trials, key=int):
         trial = oracle.trials[trial_id]
-        meta = _read_json(Path(project_dir) / f"trial_{trial_id}" / TRIAL_META)
+        meta = read_json(Path(project_dir) / f"trial_{trial_id}" / TRIAL_META, default={})
         status = _STATUS.get(trial.status, str(trial.status).lower())
         score = trial.score if status == "completed" else None
         rows.append({
@@ -1071,8 +1072,7 @@ def write_results(out, oracle, objective, models, space, test_fold, cv, fixed=No
     out = Path(out)
     rows = trial_rows(oracle, objective, out / PROJECT)
     names = [n for n in PARAMS if any(n in r["values"] for r in rows)]
-    tmp = out / ".trials.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "trials.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "trial", "status", objective, "epochs", "wall_seconds", *names,
                          "error"])
@@ -1080,7 +1080,6 @@ def write_results(out, oracle, objective, models, space, test_fold, cv, fixed=No
             writer.writerow([rank, r["trial"], r["status"], _csv(r[objective]), _csv(r["epochs"]),
                              _csv(r["wall_seconds"]), *(_csv(r["values"].get(n)) for n in names),
                              r["error"] or ""])
-    tmp.replace(out / "trials.csv")
     _write_markdown(out, rows, names, objective, models, space, test_fold, cv, fixed or {})
     _plot_objective(out / "objective.png", rows, objective)
     return rows
@@ -1114,9 +1113,7 @@ def _write_markdown(out, rows, names, objective, models, space, test_fold, cv, f
     lines += ["", "## Search space", "", describe_space(space, models), ""]
     if fixed:
         lines += ["Fixed by flags: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), ""]
-    tmp = out / ".trials.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "trials.md")
+    write_text(out / "trials.md", "\n".join(lines))
 
 
 def _append_test_result(out, report, cv, test_fold):
@@ -1210,17 +1207,3 @@ def _flatten(d, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _write_json(path, data):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}

@@ -1,6 +1,6 @@
 """The benchmark scripts: each one's --quick run, its report's structure, its helpers."""
 
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -11,23 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py")
+                 if p.stem not in ("__init__", "common"))
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def _run(script, *args, timeout=300):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("KERAS_BACKEND", None)  # the TensorFlow backend, as installed here
     proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{script}.py"), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [sys.executable, "-m", f"benchmarks.{script}", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -113,16 +112,41 @@ def test_bench_frontend_quick(tmp_path):
 
 def test_frontend_script_imports_no_tensorflow():
     # The JAX GPU machine has no TensorFlow: importing the script and --help must not need it.
-    script = str(BENCHMARKS / "bench_frontend.py")
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('bf', {script!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import importlib, sys\n"
+        "m = importlib.import_module('benchmarks.bench_frontend')\n"
         "try:\n    m.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [k for k in ('tensorflow', 'keras', 'jax') if k in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
+
+
+def test_every_benchmark_runs_as_a_module_of_the_package():
+    # `python -m benchmarks.NAME` from the repository root, no sys.path edits: the
+    # checkout's esc50tf and `benchmarks.common` are found because the root is on the path.
+    assert SCRIPTS and "device_check" in SCRIPTS and "bench_train" in SCRIPTS
+    for name in SCRIPTS + ["common"]:
+        assert "sys.path" not in (BENCHMARKS / f"{name}.py").read_text(), name
+    code = (
+        "import runpy, sys\n"
+        f"for name in {SCRIPTS!r}:\n"
+        "    sys.argv = [name, '--help']\n"
+        "    try:\n"
+        "        runpy.run_module('benchmarks.' + name, run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, (name, e.code)\n"
+        "    else:\n"
+        "        raise AssertionError(name + ' --help did not exit')\n"
+        "    print('usage ok', name, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line.split()[2] for line in proc.stdout.splitlines()
+            if line.startswith("usage ok")] == SCRIPTS
+    assert proc.stdout.count("usage:") == len(SCRIPTS)
 
 
 def test_flops_per_clip_counts_each_step():
@@ -205,15 +229,13 @@ def test_bench_train_quick(tmp_path):
 
 def test_train_script_imports_no_tensorflow():
     # The JAX GPU machine has no TensorFlow: importing the script and --help must not need it.
-    script = str(BENCHMARKS / "bench_train.py")
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('bt', {script!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import importlib, sys\n"
+        "m = importlib.import_module('benchmarks.bench_train')\n"
         "try:\n    m.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
         "a = m.parse_args(['--quick'])\n"
         "assert a.batch_sizes == (8,) and a.clip_seconds == 1.0 and a.policies == ('float32',)\n"
         "heavy = [k for k in ('tensorflow', 'keras', 'jax') if k in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)

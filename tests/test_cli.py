@@ -51,6 +51,19 @@ def test_unknown_command_exits_2(capsys):
     assert exit_.value.code == 2
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["build-tfrecords", "--data-dir", "d", "--out", "o", "--workers", "0"], "expected a positive integer, got '0'"),
+    (["build-tfrecords", "--data-dir", "d", "--out", "o", "--workers", "two"], "expected a positive integer, got 'two'"),
+    (["build-tfrecords", "--data-dir", "d", "--out", "o", "--clip-seconds", "-1"], "expected a positive number, got '-1'"),
+    (["inspect", "d", "--split", "1"], "expected a ratio in (0, 1) like 0.9, got '1'"),
+    (["inspect", "d", "--split", "most"], "expected a ratio like 0.9, got 'most'"),
+])
+def test_number_flags_name_the_bad_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_inspect_shows_leak_free_splits(tiny_tfrecords, capsys):
     assert main(["inspect", str(tiny_tfrecords), "--verify", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

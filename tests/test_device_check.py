@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ROOT / "benchmarks"
 
 # Makes `import tensorflow` (and its submodules) fail as if it were not installed.
 NO_TENSORFLOW = textwrap.dedent("""
@@ -52,11 +51,7 @@ def _run_without_tensorflow(code, tmp_path, timeout=1800):
 
 
 def _load_device_check():
-    spec = importlib.util.spec_from_file_location("_device_check", BENCHMARKS / "device_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.device_check")
 
 
 def test_blocker_really_blocks_tensorflow(tmp_path):
@@ -67,6 +62,18 @@ def test_blocker_really_blocks_tensorflow(tmp_path):
             print("blocked:", e)
     """, tmp_path)
     assert "blocked:" in proc.stdout
+
+
+def test_device_check_module_imports_nothing_heavy(tmp_path):
+    # Run as `python -m benchmarks.device_check` on the GPU machine (JAX, no TensorFlow):
+    # importing it and parsing its flags imports no TensorFlow, Keras or JAX.
+    proc = _run_without_tensorflow("""
+        import importlib, sys
+        dc = importlib.import_module("benchmarks.device_check")
+        assert dc.parse_args(["--quick"]).quick
+        print("HEAVY", [k for k in ("tensorflow", "keras", "jax") if k in sys.modules])
+    """, tmp_path)
+    assert "HEAVY []" in proc.stdout
 
 
 @pytest.mark.slow
@@ -140,9 +147,9 @@ def test_device_check_quick_runs_without_tensorflow(tmp_path):
     out = tmp_path / "out"
     _run_without_tensorflow(f"""
         import runpy, sys
-        sys.argv = ["device_check.py", "--quick", "--out", {str(out)!r}]
+        sys.argv = ["device_check", "--quick", "--out", {str(out)!r}]
         try:
-            runpy.run_path({str(BENCHMARKS / "device_check.py")!r}, run_name="__main__")
+            runpy.run_module("benchmarks.device_check", run_name="__main__")
         except SystemExit as e:
             assert not e.code, e.code
         assert "tensorflow" not in sys.modules
@@ -226,10 +233,8 @@ def test_run_task_lists_what_did_not_fit_and_failures(tmp_path):
 
 def test_watchdog_writes_what_was_measured_and_stops_a_task_past_the_budget(tmp_path):
     code = textwrap.dedent(f"""
-        import importlib.util, sys, time
-        spec = importlib.util.spec_from_file_location("dc", {str(BENCHMARKS / "device_check.py")!r})
-        dc = importlib.util.module_from_spec(spec); sys.modules["dc"] = dc
-        spec.loader.exec_module(dc)
+        import importlib, time
+        dc = importlib.import_module("benchmarks.device_check")
         budget = dc.Budget(1.5)
         payload = {{"benchmark": "device_check", "mode": "quick", "results": [],
                     "skipped": [], "budget": {{"seconds": 1.5, "clock": budget.elapsed}}}}
@@ -240,7 +245,7 @@ def test_watchdog_writes_what_was_measured_and_stops_a_task_past_the_budget(tmp_
         print("not reached")
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=ROOT)
     assert proc.returncode == 3, proc.stderr
     assert "not reached" not in proc.stdout and "# partial" in proc.stdout
     saved = json.loads((tmp_path / "device_check-quick-cpu.json").read_text())
@@ -255,7 +260,7 @@ def test_step_flops_counts_a_matmul_and_peaks_are_by_precision():
     lowered = jax.jit(lambda a, b: a @ b).lower(jax.numpy.ones((64, 32)), jax.numpy.ones((32, 16)))
     assert dc.step_flops(lowered) == 2 * 64 * 32 * 16
     assert dc.compiled_bytes(lowered.compile()) == 4 * (64 * 32 + 32 * 16 + 64 * 16)
-    common = sys.modules["common"]
+    from benchmarks import common
     assert common.dense_peak_tflops("NVIDIA H200", "mixed_bfloat16") == 989.5
     assert common.dense_peak_tflops("NVIDIA H200", "float32") == 494.7
     assert common.dense_peak_tflops("NVIDIA A100-SXM4-80GB", "float32") == 156.0
@@ -263,8 +268,9 @@ def test_step_flops_counts_a_matmul_and_peaks_are_by_precision():
 
 
 def test_cv_projection():
-    _load_device_check()
-    p = sys.modules["common"].cv_projection(32, 0.1, 100)
+    from benchmarks import common
+
+    p = common.cv_projection(32, 0.1, 100)
     assert p == {"epoch_steps": 50, "epoch_s": 5.0, "cv5_projected_s": 2500.0,
                  "cv5_projected_h": 0.694}
 

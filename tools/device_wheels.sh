@@ -16,7 +16,7 @@
 # Then, on the device (the `run` tool, carry [".whl"]), from the repository root:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site && \
-#   KERAS_BACKEND=jax PYTHONUNBUFFERED=1 python3 benchmarks/device_check.py --out "$OUT"
+#   KERAS_BACKEND=jax PYTHONUNBUFFERED=1 python3 -m benchmarks.device_check --out "$OUT"
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_path
 
 DEFAULT_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 _PART = ".esc50tf-download.part"
@@ -39,10 +40,8 @@ def fetch(url, path, progress=True, chunk=1 << 20):
     """Streams `url` into `path` (written whole or not at all)."""
     from tqdm import tqdm
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_path(path) as tmp, urllib.request.urlopen(url, timeout=60) as response:
             total = response.headers.get("Content-Length")
             bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                        unit_divisor=1024, desc="download", disable=not progress,
@@ -51,13 +50,8 @@ def fetch(url, path, progress=True, chunk=1 << 20):
                 while block := response.read(chunk):
                     out.write(block)
                     bar.update(len(block))
-        os.replace(tmp, path)
     except (urllib.error.URLError, OSError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
         raise Esc50Error(f"cannot download {url}: {err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _dataset_root(extracted):

@@ -39,9 +39,7 @@ import functools
 import math
 import numbers
 import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +47,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import atomic_dir
 
 __all__ = ["synthesize"]
 
@@ -556,10 +555,7 @@ def synthesize(
     rows = _plan(recipes, clips_per_class, num_folds, seed)
     n = max(int(round(clip_seconds * sample_rate)), 1)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(out_dir, "incomplete")
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         audio = tmp / "audio"
         audio.mkdir()
         rec_index, rec = -1, None
@@ -579,32 +575,4 @@ def synthesize(
             writer.writerow(COLUMNS)
             for row in sorted(rows, key=lambda r: r["filename"]):
                 writer.writerow([row[c] for c in COLUMNS])
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return given
-
-
-def _sibling(out_dir, tag):
-    """A hidden, unused path next to `out_dir`."""
-    return out_dir.parent / f".{out_dir.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _swap_into_place(tmp, out_dir):
-    """Renames the finished `tmp` to `out_dir`, removing the old one afterwards."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    if not _is_nonempty_dir(out_dir):
-        out_dir.rmdir()
-        os.replace(tmp, out_dir)
-        return
-    old = _sibling(out_dir, "old")
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -40,6 +40,7 @@ from esc50tf import cleanup
 from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
+from esc50tf.io import write_json
 
 MANIFEST = "manifest.json"
 CLIPS_CSV = "clips.csv"
@@ -523,9 +524,7 @@ def build_tfrecords(
             p.unlink()
         for p in staging.iterdir():
             os.replace(p, out_dir / p.name)
-        tmp = out_dir / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, out_dir / MANIFEST)
+        write_json(out_dir / MANIFEST, manifest)
     except BaseException:
         with cleanup.interrupts_deferred():
             shutil.rmtree(staging, ignore_errors=True)
