@@ -1,4 +1,8 @@
-"""Tests for esc50tf.augment: identity at inference, seeds, statistics, XLA."""
+"""Tests for esc50tf.augment: statistics of each layer, mixing, config, JAX.
+
+Identity at inference, seeds, config and `.keras` round trips, tf.data, XLA
+and mixed precision of every augmentation layer: tests/test_layers.py.
+"""
 
 import json
 import math
@@ -14,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 from esc50tf import augment, presets  # noqa: E402
 from esc50tf.augment import mixing, spectrogram  # noqa: E402
 from esc50tf.errors import Esc50Error  # noqa: E402
+from layer_testing import shifts_of, snr_db  # noqa: E402
 
 SR = 1000  # small sample rate keeps arrays small: 0.1 s = 100 samples
 _np = keras.ops.convert_to_numpy
@@ -24,162 +29,13 @@ def _wave(batch=6, samples=3000, seed=0):
     return rng.uniform(-0.5, 0.5, (batch, samples)).astype("float32")
 
 
-def _spec(batch=6, frames=40, bins=32, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(batch, frames, bins)).astype("float32")
-
-
 def _image(batch=4, height=24, width=20, channels=3, seed=0):
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 1, (batch, height, width, channels)).astype("float32")
 
 
-def _shifts_of(x, out, max_shift):
-    """The shift s per row with out[i] == np.roll(x[i], s), or None if none."""
-    found = []
-    for row_in, row_out in zip(x, out):
-        matches = [
-            s
-            for s in range(-max_shift, max_shift + 1)
-            if np.array_equal(np.roll(row_in, s), row_out)
-        ]
-        found.append(matches[0] if len(matches) == 1 else None)
-    return found
-
-
-def _snr_db(x, out):
-    noise = out.astype("float64") - x.astype("float64")
-    signal = x.astype("float64")
-    return 10 * np.log10(np.mean(signal**2, axis=1) / np.mean(noise**2, axis=1))
-
-
-# Per-layer invariants that any training-mode output must satisfy. Each is
-# checked on eager, tf.data and XLA outputs.
-
-
-def _check_time_shift(x, out):
-    shifts = _shifts_of(x, out, 100)
-    assert None not in shifts, shifts
-    np.testing.assert_allclose(np.sum(out**2, 1), np.sum(x**2, 1), rtol=1e-6)
-
-
-def _check_crop(x, out):
-    assert out.shape == (x.shape[0], 2000)
-    for row_in, row_out in zip(x, out):
-        starts = [
-            s for s in range(1001) if np.array_equal(row_in[s : s + 2000], row_out)
-        ]
-        assert len(starts) == 1
-
-
-def _check_add_noise(x, out):
-    snr = _snr_db(x, out)
-    assert np.all(snr > 10 - 0.5) and np.all(snr < 20 + 0.5), snr
-
-
-def _check_study_noise(x, out):
-    residual = out - x
-    assert np.all(np.abs(out) <= 1.0)
-    assert abs(np.std(residual) - 0.05) < 0.005
-    assert abs(np.mean(residual)) < 0.005
-
-
-def _check_gain(x, out):
-    ratio = out / x
-    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=1e-5)
-    gain_db = 20 * np.log10(ratio[:, 0])
-    assert np.all(gain_db >= -6 - 1e-4) and np.all(gain_db <= 6 + 1e-4), gain_db
-
-
-def _check_spec_augment(x, out):
-    means = x.mean(axis=(1, 2), keepdims=True)
-    changed = out != x
-    # Every changed cell holds the example's mean ...
-    np.testing.assert_allclose(
-        np.where(changed, out, means * np.ones_like(out)),
-        means * np.ones_like(out),
-        rtol=1e-5,
-    )
-    # ... and changed cells form whole frames or whole bins.
-    full_frames = changed.all(axis=2)
-    full_bins = changed.all(axis=1)
-    covered = full_frames[:, :, None] | full_bins[:, None, :]
-    np.testing.assert_array_equal(changed, covered)
-    assert full_frames.sum(axis=1).max() <= 2 * 10
-    assert full_bins.sum(axis=1).max() <= 2 * 8
-
-
-def _check_image(x, out):
-    assert np.all(np.isfinite(out))
-    assert not np.allclose(out, x)
-
-
-# name: (layer factory taking a seed, input maker, invariant check)
-CASES = {
-    "time_shift": (
-        lambda s: augment.RandomTimeShift(0.1, SR, seed=s),
-        _wave,
-        _check_time_shift,
-    ),
-    "crop": (lambda s: augment.RandomCrop(2000, seed=s), _wave, _check_crop),
-    "add_noise": (
-        lambda s: augment.AddNoise((10.0, 20.0), seed=s),
-        _wave,
-        _check_add_noise,
-    ),
-    "study_noise": (
-        lambda s: augment.StudyNoise(0.05, seed=s),
-        _wave,
-        _check_study_noise,
-    ),
-    "gain": (lambda s: augment.RandomGain(-6.0, 6.0, seed=s), _wave, _check_gain),
-    "spec_augment": (
-        lambda s: augment.SpecAugment(8, 10, 2, 2, seed=s),
-        _spec,
-        _check_spec_augment,
-    ),
-    "image_3d": (
-        lambda s: augment.StudyImageAugment(10.0, True, True, 0.1, seed=s),
-        _spec,
-        _check_image,
-    ),
-    "image_4d": (
-        lambda s: augment.StudyImageAugment(10.0, True, False, 0.0, seed=s),
-        _image,
-        _check_image,
-    ),
-}
-ALL = sorted(CASES)
-SHAPE_KEEPING = [name for name in ALL if name != "crop"]
-
-
-def _expected_shape(name, x):
-    return (x.shape[0], 2000) if name == "crop" else x.shape
-
-
-@pytest.fixture
-def mixed_float16():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 # ---------------------------------------------------------------------------
-# Shared layer behaviour.
-
-
-@pytest.mark.parametrize("name", SHAPE_KEEPING)
-def test_identity_at_inference(name):
-    make, data, _ = CASES[name]
-    layer = make(3)
-    x = data()
-    for out in (layer(x, training=False), layer(x), layer(x, training=None)):
-        out = _np(out)
-        assert out.dtype == x.dtype
-        np.testing.assert_array_equal(out, x)
+# Inference (the shared layer checks are in tests/test_layers.py).
 
 
 def test_random_crop_is_centre_crop_at_inference():
@@ -191,113 +47,6 @@ def test_random_crop_is_centre_crop_at_inference():
     np.testing.assert_array_equal(_np(exact(x, training=True)), x)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_training_output_satisfies_invariant(name):
-    make, data, check = CASES[name]
-    x = data()
-    out = _np(make(3)(x, training=True))
-    assert out.shape == _expected_shape(name, x)
-    assert not np.array_equal(out, x[:, : out.shape[1]])
-    check(x, out)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_seeded_layers_are_reproducible(name):
-    make, data, _ = CASES[name]
-    x = data()
-    first, twin, other = make(7), make(7), make(8)
-    a1 = _np(first(x, training=True))
-    a2 = _np(first(x, training=True))
-    b1 = _np(twin(x, training=True))
-    b2 = _np(twin(x, training=True))
-    c1 = _np(other(x, training=True))
-    np.testing.assert_array_equal(a1, b1)
-    np.testing.assert_array_equal(a2, b2)
-    assert not np.array_equal(a1, a2), "the generator must advance between calls"
-    assert not np.array_equal(a1, c1), "different seeds must give different draws"
-
-
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_shape_and_dtype_preserved_under_mixed_precision(name, dtype, mixed_float16):
-    make, data, _ = CASES[name]
-    layer = make(0)
-    assert layer.compute_dtype == "float16"
-    x = data().astype(dtype)
-    for training in (True, False):
-        out = layer(x, training=training)
-        assert keras.backend.standardize_dtype(out.dtype) == dtype
-        assert tuple(out.shape) == _expected_shape(name, x)
-        assert np.all(np.isfinite(_np(out)))
-    # Symbolic use inside a model keeps the input dtype too.
-    inputs = keras.Input(shape=x.shape[1:], dtype=dtype)
-    assert keras.backend.standardize_dtype(layer(inputs).dtype) == dtype
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_get_config_round_trip(name):
-    make, data, _ = CASES[name]
-    layer = make(5)
-    config = layer.get_config()
-    json.dumps(config)
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    x = data()
-    np.testing.assert_array_equal(
-        _np(layer(x, training=True)),
-        _np(clone(x, training=True)),
-    )
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_keras_file_round_trip(name, tmp_path):
-    make, data, _ = CASES[name]
-    x = data()
-    model = keras.Sequential([keras.Input(shape=x.shape[1:]), make(11)])
-    model(x, training=True)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded.layers[0]) is type(model.layers[0])
-    assert loaded.layers[0].get_config() == model.layers[0].get_config()
-    np.testing.assert_array_equal(
-        _np(loaded(x)), _np(model(x))
-    )
-    # Like Keras' own random layers, the seed is saved, not the generator's
-    # position: the loaded layer draws what a fresh layer with that seed draws.
-    np.testing.assert_array_equal(
-        _np(loaded(x, training=True)),
-        _np(make(11)(x, training=True)),
-    )
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_runs_in_tf_data_map(name):
-    make, data, check = CASES[name]
-    layer = make(2)
-    x = data()
-    # Batches of 4 and 2: the batch dimension is unknown while tracing.
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(4)
-    ds = ds.map(lambda t: layer(t, training=True))
-    assert ds.element_spec.shape[0] is None
-    out = np.concatenate([b.numpy() for b in ds])
-    assert out.dtype == np.float32
-    assert out.shape == _expected_shape(name, x)
-    check(x, out)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_runs_under_xla(name):
-    make, data, check = CASES[name]
-    layer = make(4)
-    x = data()
-    step = tf.function(lambda t: layer(t, training=True), jit_compile=True)
-    out = step(tf.constant(x)).numpy()
-    assert out.shape == _expected_shape(name, x)
-    check(x, out)
-    assert not np.array_equal(out, step(tf.constant(x)).numpy())
-
-
 # ---------------------------------------------------------------------------
 # Statistics of each layer.
 
@@ -307,7 +56,7 @@ def test_time_shift_is_a_circular_roll_within_range():
     layer = augment.RandomTimeShift(0.1, SR, seed=0)
     assert layer.max_shift == 100
     out = _np(layer(x, training=True))
-    shifts = np.array(_shifts_of(x, out, 100))
+    shifts = np.array(shifts_of(x, out, 100))
     assert None not in shifts.tolist()
     assert shifts.min() < -50 and shifts.max() > 50, shifts
     np.testing.assert_allclose(np.sum(out**2, 1), np.sum(x**2, 1), rtol=1e-6)
@@ -344,7 +93,7 @@ def test_add_noise_snr_in_range_and_silence_stays_finite():
         augment.AddNoise(snr_db_range=(5.0, 25.0), seed=0)(x, training=True)
     )
     np.testing.assert_array_equal(out[0], 0.0)
-    snr = _snr_db(x[1:], out[1:])
+    snr = snr_db(x[1:], out[1:])
     assert np.all(snr >= 5.0 - 0.5) and np.all(snr <= 25.0 + 0.5), snr
     assert snr.min() < 9.0 and snr.max() > 21.0, snr
     # The SNR does not depend on the loudness of the clip.

@@ -82,6 +82,13 @@ class AttentionPooling(keras.layers.Layer):
             return pooled, (input_shape[0], input_shape[1])
         return pooled
 
+    def compute_output_spec(self, inputs):
+        # The weights stay float32 under mixed precision, as `call` returns them.
+        pooled = keras.KerasTensor((inputs.shape[0], inputs.shape[-1]), self.compute_dtype)
+        if self.return_attention:
+            return pooled, keras.KerasTensor((inputs.shape[0], inputs.shape[1]), "float32")
+        return pooled
+
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "return_attention": self.return_attention}
