@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir
 
@@ -58,7 +59,7 @@ FRONTEND = "frontend"
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Config):
     """What `export_run` writes.
 
     Args:

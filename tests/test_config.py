@@ -63,3 +63,31 @@ def test_check_names_setting_value_and_allowed():
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Inner().width = 4
+
+
+def _esc50tf_classes():
+    import importlib
+    import pkgutil
+
+    import esc50tf
+
+    for info in pkgutil.walk_packages(esc50tf.__path__, "esc50tf."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == info.name:
+                yield value
+
+
+def test_every_config_of_the_package_is_a_frozen_config():
+    # One base for every config: a dataclass named ...Config or ...Options anywhere in
+    # esc50tf derives from Config, and every Config subclass is a frozen dataclass.
+    classes = list(_esc50tf_classes())
+    configs = [c for c in classes if dataclasses.is_dataclass(c)
+               and c.__name__.endswith(("Config", "Options"))]
+    assert len(configs) >= 8, [c.__name__ for c in configs]
+    assert [c.__qualname__ for c in configs if not issubclass(c, Config)] == []
+    subclasses = [c for c in classes if issubclass(c, Config) and c is not Config]
+    assert [c.__qualname__ for c in subclasses
+            if not (dataclasses.is_dataclass(c) and c.__dataclass_params__.frozen)] == []
