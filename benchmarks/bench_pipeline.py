@@ -160,17 +160,16 @@ def parse_args(argv=None):
 
 def synthesize_tfrecords(clips, workdir):
     """ESC-50-sized synthetic TFRecords: 5 s at 44.1 kHz, about `clips` clips."""
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
 
     # Every fold must hold every class: at least 5 clips per class.
     per_class = max(5, clips // 50)
     classes = max(2, clips // per_class)
-    audio = synthesize(workdir / "synth", num_classes=classes, clips_per_class=per_class,
-                       sample_rate=44100, clip_seconds=5.0, progress=False)
     out = workdir / "tfrecords"
-    build_tfrecords(audio, out, BuildConfig(sample_rate=44100, clip_seconds=5.0),
-                    progress=False, log=lambda _: None)
+    synthesize_tfrecords(workdir / "synth", out,
+                         SynthConfig(num_classes=classes, clips_per_class=per_class,
+                                     sample_rate=44100, clip_seconds=5.0),
+                         progress=False, log=lambda _: None)
     return out
 
 
@@ -210,15 +209,15 @@ def reference_wavs(tfrecord_dir, manifest, index, rows, workdir):
 def export_wavs(tfrecord_dir, manifest, index, rows, out_dir):
     import soundfile as sf
 
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.data.splits import Selection
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = index.iloc[rows]
     selection = Selection(folds=tuple(sorted(set(int(f) for f in wanted["fold"]))),
                           filenames=frozenset(wanted["filename"]))
-    ds = make_dataset(tfrecord_dir, selection, training=False, batch_size=1, cache=False,
-                      with_metadata=True, waveform_dtype="int16", manifest=manifest)
+    ds = TFRecordFolder(tfrecord_dir).dataset(selection, DatasetOptions(
+        batch_size=1, cache=False, with_metadata=True, waveform_dtype="int16"))
     rate = int(manifest["config"]["sample_rate"])
     written = {}
     for x, _, meta in ds.as_numpy_iterator():
@@ -354,14 +353,15 @@ class Bench:
         import keras
         import tensorflow as tf
 
-        from esc50tf.data import tfrecords as tfr
-        from esc50tf.data.splits import Selection, load_index
+        from esc50tf.data.dataset import TFRecordFolder
+        from esc50tf.data.splits import Selection
         from esc50tf.features import FeatureConfig, make_host_featurizer
 
         self.tf = tf
         self.dir = tfrecord_dir
         self.batch_size = args.batch_size
-        self.manifest = tfr.read_manifest(tfrecord_dir)
+        self.folder = TFRecordFolder(tfrecord_dir)
+        self.manifest = self.folder.manifest
         folds = self.manifest["folds"]
         if args.data:
             # Whole folds (never a filter, which would still read every shard)
@@ -372,7 +372,7 @@ class Bench:
                     break
             folds = folds[:k]
         self.selection = Selection(folds=tuple(folds))
-        index = load_index(tfrecord_dir)
+        index = self.folder.index
         self.index = index[index["fold"].isin(folds)].reset_index(drop=True)
         self.count = len(self.index)
         self.sample_rate = int(self.manifest["config"]["sample_rate"])
@@ -409,12 +409,11 @@ class Bench:
             self.featurize_before(x)
             self.keras_mel(x)
 
-    def dataset(self, **kwargs):
-        from esc50tf.data.pipeline import make_dataset
+    def dataset(self, batch_fns=(), **kwargs):
+        from esc50tf.data.dataset import DatasetOptions
 
         kwargs.setdefault("batch_size", self.batch_size)
-        return make_dataset(self.dir, self.selection, training=False, manifest=self.manifest,
-                            **kwargs)
+        return self.folder.dataset(self.selection, DatasetOptions(**kwargs), batch_fns=batch_fns)
 
     def map_features(self, fn):
         return lambda x, y: (fn(x), y)
@@ -427,9 +426,7 @@ class Bench:
 
     def case_raw(self):
         tf = self.tf
-        from esc50tf.data.pipeline import selection_files
-
-        files = selection_files(self.dir, self.manifest, self.selection)
+        files = self.folder.files(self.selection)
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
             tf.data.TFRecordDataset, cycle_length=min(8, len(files)),
             num_parallel_calls=min(8, len(files)),

@@ -448,6 +448,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     from esc50tf import distribute, evaluate, models
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
+    from esc50tf.data.dataset import TFRecordFolder
     from esc50tf.models.panns import check_sample_rate
 
     t = cfg.train
@@ -460,14 +461,14 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         distribute.check_options(t.strategy, tpu=t.tpu, devices=t.devices,
                                  mixed_precision=t.mixed_precision, jit_compile=t.jit_compile,
                                  deterministic=t.deterministic, data_service=t.data_service)
-    manifest = tfr.read_manifest(t.data)
-    tfr.verify_shards(t.data, manifest)
+    folder = TFRecordFolder(t.data)
+    manifest = folder.manifest
     check_sample_rate(cfg.model, manifest, t.data)
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
-    index = splits.load_index(t.data)
+    index = folder.index
     chosen = protocol_splits(cfg, index)
     config_dict = cfg.to_dict()
     strategy, kind = None, "none"
@@ -538,11 +539,11 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 split_callbacks = list(callbacks)
                 if remote:
                     split_callbacks.append(remote.callback())
-                result = _train_keras_split(cfg, spec, split, split_dir, manifest, strategy,
+                result = _train_keras_split(cfg, spec, split, split_dir, folder, strategy,
                                             class_names, split_callbacks, verbose, sizes,
                                             kind=kind, index=index)
             else:
-                result = _train_classic_split(cfg, spec, split, split_dir, manifest, class_names)
+                result = _train_classic_split(cfg, spec, split, split_dir, folder, class_names)
             result["split"] = split.name
             result["wall_seconds"] = time.perf_counter() - split_start
             tmp = split_dir / ".result.json.tmp"
@@ -679,7 +680,7 @@ def _protocol_name(t):
     return "k-fold cross-validation"
 
 
-def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_augmenter=None, *,
+def _datasets(cfg, split, folder, host_featurize=None, one_hot=False, wave_augmenter=None, *,
               num_workers=1, repeat=False, data_service=None, data_service_job=None,
               drop_val_remainder=False):
     """Training and validation pipelines; augmentation only on the training side.
@@ -687,12 +688,12 @@ def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_aug
     With features on the host, `host_featurize` runs in tf.data on both sides and
     the model's own waveform augmenter (training=True) runs before it on the
     training side only. `cfg.train.batch_size` is the global batch here.
-    num_workers, repeat, data_service, data_service_job: see `make_dataset` (the
+    num_workers, repeat, data_service, data_service_job: see `DatasetOptions` (the
     service gets the training pipeline only). drop_val_remainder: static
     validation batches too (TPUs).
     """
     from esc50tf.augment import BatchMixer
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions
 
     t = cfg.train
     eval_fns, train_fns = [], []
@@ -704,22 +705,21 @@ def _datasets(cfg, split, manifest, host_featurize=None, one_hot=False, wave_aug
             train_fns.append(eval_fns[0])
     if cfg.augment.mix != "none":
         train_fns.append(BatchMixer(cfg.augment.mix, alpha=cfg.augment.mixup_alpha, seed=t.seed,
-                                    num_classes=manifest["num_classes"],
-                                    sample_rate=manifest["config"]["sample_rate"]))
-    train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
-                            seed=t.seed, batch_fns=train_fns, manifest=manifest,
-                            one_hot=one_hot and cfg.augment.mix == "none",
-                            num_workers=num_workers, repeat=repeat, data_service=data_service,
-                            data_service_job=data_service_job)
+                                    num_classes=folder.num_classes,
+                                    sample_rate=folder.sample_rate))
+    train_ds = folder.dataset(split.train, DatasetOptions(
+        training=True, batch_size=t.batch_size, seed=t.seed,
+        one_hot=one_hot and cfg.augment.mix == "none", num_workers=num_workers, repeat=repeat,
+        data_service=data_service, data_service_job=data_service_job), batch_fns=train_fns)
     val_ds = None
     if split.val is not None:
-        val_ds = make_dataset(t.data, split.val, training=False, batch_size=t.batch_size,
-                              one_hot=one_hot, batch_fns=eval_fns, manifest=manifest,
-                              num_workers=num_workers, drop_remainder=drop_val_remainder)
+        val_ds = folder.dataset(split.val, DatasetOptions(
+            batch_size=t.batch_size, one_hot=one_hot, num_workers=num_workers,
+            drop_remainder=drop_val_remainder), batch_fns=eval_fns)
     return train_ds, val_ds
 
 
-def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_names,
+def _train_keras_split(cfg, spec, split, split_dir, folder, strategy, class_names,
                        extra_callbacks, verbose, sizes, kind="default", index=None):
     import hashlib
     import warnings
@@ -728,12 +728,12 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
 
     from esc50tf import distribute
     from esc50tf import features as feat
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions
     from esc50tf.models.build import adapt_normalization, build_model, test_crops
 
     t = cfg.train
     one_hot = recipe.soft_labels(cfg)
-    num_samples = int(manifest["config"]["num_samples"])
+    num_samples = folder.num_samples
     replicas = distribute.num_replicas(strategy)
     global_batch = distribute.global_batch_size(t.batch_size, replicas)
     t_global = dataclasses.replace(t, batch_size=global_batch)
@@ -756,9 +756,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         job = "esc50tf-" + hashlib.sha1(f"{t.out}/{split.name}".encode()).hexdigest()[:16]
     host_featurize = feat.make_host_featurizer(cfg.features) if t.features_on == "host" else None
     if index is None:
-        from esc50tf.data.splits import load_index
-
-        index = load_index(t.data)
+        index = folder.index
     train_counts = recipe.class_counts(split.train.rows(index)["label"], len(class_names))
     validation = recipe.judge_validation(
         [] if split.val is None else split.val.rows(index)["label"], len(class_names),
@@ -768,8 +766,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
         model = build_model(cfg.model, cfg.features, len(class_names), num_samples,
                             cfg.augment, seed=t.seed)
         # Per-frequency statistics from the training clips only (no augmentation).
-        stats_ds = make_dataset(t.data, split.train, training=False, batch_size=64,
-                                manifest=manifest)
+        stats_ds = folder.dataset(split.train, DatasetOptions(batch_size=64))
         adapt_normalization(model, stats_ds)
         trainable = model
         if host_featurize is not None:
@@ -785,7 +782,7 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
             wave_augmenter = model.get_layer("waveform_augmenter")
         except ValueError:
             pass
-    train_ds, val_ds = _datasets(cfg_global, split, manifest, host_featurize, one_hot,
+    train_ds, val_ds = _datasets(cfg_global, split, folder, host_featurize, one_hot,
                                  wave_augmenter,
                                  num_workers=workers,
                                  repeat=repeat, data_service=t.data_service,
@@ -800,9 +797,9 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     # Training clips without augmentation, for batch-norm statistics of averaged weights.
     averaging = recipe.averaging_callbacks(
         t, split_dir / "swa_state.npz",
-        lambda: make_dataset(t.data, split.train, training=False, batch_size=global_batch,
-                             manifest=manifest, batch_fns=[lambda x, y: (host_featurize(x), y)]
-                             if host_featurize is not None else ()))
+        lambda: folder.dataset(split.train, DatasetOptions(batch_size=global_batch),
+                               batch_fns=[lambda x, y: (host_featurize(x), y)]
+                               if host_featurize is not None else ()))
     cbs = [
         keras.callbacks.BackupAndRestore(str(split_dir / "backup")),
         *recipe.decision_callbacks(t, monitor_loss, validation["trusted"]),
@@ -828,8 +825,8 @@ def _train_keras_split(cfg, spec, split, split_dir, manifest, strategy, class_na
     fit_seconds = time.perf_counter() - fit_start
     epochs_this_session = len(history.history.get("loss", []))
     history_rows = _history_length(split_dir / "history.csv")
-    test_ds = make_dataset(t.data, split.test, training=False, batch_size=global_batch,
-                           with_metadata=True, manifest=manifest)
+    test_ds = folder.dataset(split.test, DatasetOptions(batch_size=global_batch,
+                                                         with_metadata=True))
     _log(f"{split.name}: predicting {sizes['test']} test clips")
     y_true, y_prob, names = _predict(model, test_ds, verbose=verbose)
     model.save(split_dir / "model.keras")
@@ -910,10 +907,10 @@ def export_model(model, path):
         model.export(str(path), format="tf_saved_model")
 
 
-def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
+def _train_classic_split(cfg, spec, split, split_dir, folder, class_names):
     import pickle
 
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions
     from esc50tf.evaluate import fold_metrics
     from esc50tf.models import classic
 
@@ -924,8 +921,8 @@ def _train_classic_split(cfg, spec, split, split_dir, manifest, class_names):
         featurize = classic.make_featurizer(cfg.features, cfg.model)
 
         def features_of(selection):
-            ds = make_dataset(t.data, selection, training=False, batch_size=64,
-                              with_metadata=True, manifest=manifest, cache=False)
+            ds = folder.dataset(selection, DatasetOptions(batch_size=64, with_metadata=True,
+                                                          cache=False))
             return classic.extract(ds, featurize)
 
     start = time.perf_counter()
