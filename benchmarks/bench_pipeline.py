@@ -2,7 +2,7 @@
 
 Clips per second from ESC-50-sized TFRecords (5 s at 44.1 kHz), in one run:
 
-- esc50tf `make_dataset`: read + decode only; with host-side log-Mel features
+- esc50tf `TFRecordFolder.dataset`: read + decode only; with host-side log-Mel features
   (`make_host_featurizer`: 128 Mels, n_fft 2048, hop 512, mapped over
   batches); cold (first epoch, which also fills the cache) and cached (second
   epoch); by parallel readers and by parallel calls of the feature map; the
@@ -69,13 +69,13 @@ DESCRIPTIONS = {
     "tfrecord-read-raw":
         "TFRecordDataset over all shards (8 readers), records counted, not parsed",
     "esc50tf-read-decode-cold":
-        "make_dataset float32 batches, first epoch (parse, decode, cache fill)",
+        "TFRecordFolder.dataset float32 batches, first epoch (parse, decode, cache fill)",
     "esc50tf-read-decode-cached":
-        "make_dataset float32 batches, second epoch (from the int16 memory cache)",
-    "esc50tf-read-decode-int16-cold": "make_dataset waveform_dtype='int16', first epoch",
-    "esc50tf-read-decode-int16-cached": "make_dataset waveform_dtype='int16', second epoch",
+        "TFRecordFolder.dataset float32 batches, second epoch (from the int16 memory cache)",
+    "esc50tf-read-decode-int16-cold": "DatasetOptions(waveform_dtype='int16'), first epoch",
+    "esc50tf-read-decode-int16-cached": "DatasetOptions(waveform_dtype='int16'), second epoch",
     "esc50tf-host-mel-cold":
-        "REFERENCE: make_dataset + make_host_featurizer log-Mel as batch_fns, as train "
+        "REFERENCE: TFRecordFolder.dataset + make_host_featurizer log-Mel as batch_fns, as train "
         "--features-on host runs it (XLA, banded Mel product, float32 batches), first epoch",
     "esc50tf-host-mel-cached": "the reference pipeline, second epoch",
     "esc50tf-host-mel-int16-cold":
@@ -85,7 +85,7 @@ DESCRIPTIONS = {
         "make_host_featurizer(jit_compile=False): banded Mel product, no XLA, first epoch",
     "esc50tf-host-mel-nojit-cached": "the same without XLA, second epoch",
     "esc50tf-host-mel-autotune-cold":
-        "the reference with make_dataset(autotune=True): tf.data's autotuner on "
+        "the reference with DatasetOptions(autotune=True): tf.data's autotuner on "
         "(the esc50tf default is off), first epoch",
     "esc50tf-host-mel-autotune-cached": "the same with the autotuner on, second epoch",
     "esc50tf-host-mel-before-cold":
@@ -118,7 +118,7 @@ def describe(name):
         return DESCRIPTIONS[name]
     if name.startswith("esc50tf-read-decode-readers"):
         n = name[len("esc50tf-read-decode-readers"):].split("-")[0]
-        return f"make_dataset(num_parallel_reads={n}), float32, no cache (one pass)"
+        return f"DatasetOptions(num_parallel_reads={n}), float32, no cache (one pass)"
     if name.startswith("esc50tf-host-mel-calls"):
         n = name[len("esc50tf-host-mel-calls"):].split("-")[0]
         return f"host log-Mel map with num_parallel_calls={n}, no cache (one pass)"
@@ -885,7 +885,7 @@ def main(argv=None):
             "Each epoch's time includes the teardown of its iterator. With tf.data's "
             "autotuner on, TensorFlow 2.21 makes the teardown wait for the autotuner's next "
             "wake-up (at 10 ms, 30 ms, 70 ms, ... after the iterator starts, then every "
-            "minute), which stretched some epochs of ~3.4 s to ~5.2 s; make_dataset turns the "
+            "minute), which stretched some epochs of ~3.4 s to ~5.2 s; DatasetOptions turns the "
             "autotuner off unless asked (the -autotune variants).",
             "XLA variants compile their function again in each new tf.data pipeline "
             "(a few tenths of a second), which first-epoch figures include.",

@@ -14,7 +14,7 @@ manual loop, one synchronised step at a time:
   execution, so only "on" runs by default there);
 - two batch sizes;
 - two feeds: `memory` (one batch already on the device, repeated: the upper
-  bound) and `tfrecord` (the real `make_dataset` pipeline over TFRecords,
+  bound) and `tfrecord` (the real `TFRecordFolder.dataset` pipeline over TFRecords,
   shuffled, cached, prefetched). When the two match, the input pipeline keeps
   the device busy.
 
@@ -173,7 +173,7 @@ def synthesize_tfrecords(clips, clip_seconds, workdir):
 
 
 class TFRecordFeed:
-    """`make_dataset` over every fold: training mode, one-hot labels, repeated forever."""
+    """`TFRecordFolder.dataset` over every fold: training mode, one-hot labels, repeated forever."""
 
     def __init__(self, folder, batch_size, backend_name):
         from esc50tf.data.dataset import DatasetOptions
