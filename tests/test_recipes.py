@@ -114,9 +114,9 @@ def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_pat
     soft = recipe.loss(smooth)
     assert soft.label_smoothing == 0.2 and float(soft(y, p)) != pytest.approx(hard)
     # Smoothing needs one-hot training labels even without batch mixing.
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, _ = _datasets(smooth, split, manifest, one_hot=recipe.soft_labels(smooth))
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
+    train_ds, _ = _datasets(smooth, split, folder, one_hot=recipe.soft_labels(smooth))
     _, labels = next(iter(train_ds))
     assert labels.shape == (8, 4) and set(np.unique(labels)) == {0.0, 1.0}
 

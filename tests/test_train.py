@@ -257,10 +257,10 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     from esc50tf.train import _classifier_part, _datasets
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={})
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    _, val_host = _datasets(cfg, split, manifest, make_host_featurizer(cfg.features))
-    _, val_device = _datasets(cfg, split, manifest)
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
+    _, val_host = _datasets(cfg, split, folder, make_host_featurizer(cfg.features))
+    _, val_device = _datasets(cfg, split, folder)
     model = build_model(cfg.model, cfg.features, 4, 8000, seed=0)
     head = _classifier_part(model)
     for (f, _), (w, _) in zip(val_host, val_device):
