@@ -539,15 +539,9 @@ def synthesize(
     Args:
         out_dir: str or path-like. The dataset folder to create. It must not
             exist, be empty, or `overwrite` must be True.
-        num_classes: int. Number of classes, >= 2. Defaults to 10.
-        clips_per_class: int. Clips per class, >= `num_folds`. Defaults to 40
-            (as ESC-50).
-        sample_rate: int. Sampling rate in Hz, >= 1000. Defaults to 22050.
-        clip_seconds: float. Length of every clip in seconds, >= 0.1.
-            Defaults to 5.0 (as ESC-50).
-        num_folds: int. Number of folds, >= 1. Defaults to 5.
-        seed: int. Seed, >= 0; the same seed gives byte-identical files.
-            Defaults to 0.
+        num_classes, clips_per_class, sample_rate, clip_seconds, num_folds,
+            seed: what the dataset holds, as in :class:`SynthConfig` (same
+            meanings, defaults and limits).
         overwrite: bool. Replace a non-empty `out_dir`. Defaults to False.
         progress: bool. Show a progress bar on stderr. Defaults to True.
 
