@@ -93,17 +93,16 @@ def make_run(args, workdir):
     data, origin = args.data, f"TFRecords {args.data}"
     train_cfg = dict(DEMO_TRAIN)
     if data is None:
-        from esc50tf.data.synth import synthesize
-        from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+        from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
 
         q = QUICK_DATA
-        synthesize(workdir / "esc50", num_classes=q["num_classes"],
-                   clips_per_class=q["clips_per_class"], sample_rate=DEMO_SAMPLE_RATE,
-                   clip_seconds=q["clip_seconds"], progress=False)
         data = workdir / "tfr"
-        build_tfrecords(workdir / "esc50", data,
-                        BuildConfig(sample_rate=DEMO_SAMPLE_RATE, clip_seconds=q["clip_seconds"]),
-                        workers=1, progress=False, log=lambda _: None)
+        synthesize_tfrecords(workdir / "esc50", data,
+                             SynthConfig(num_classes=q["num_classes"],
+                                         clips_per_class=q["clips_per_class"],
+                                         sample_rate=DEMO_SAMPLE_RATE,
+                                         clip_seconds=q["clip_seconds"]),
+                             workers=1, progress=False, log=lambda _: None)
         train_cfg["epochs"] = q["epochs"]
         origin = (f"demo recipe on {q['num_classes']} synthetic classes x "
                   f"{q['clips_per_class']} clips of {q['clip_seconds']:g} s, {q['epochs']} epochs")

@@ -392,13 +392,12 @@ def read_clips(tfrecord_dir, n):
     """Up to `n` float32 clips from TFRecords (needs TensorFlow), else None."""
     if importlib.util.find_spec("tensorflow") is None:
         return None, "random (TensorFlow, which reads TFRecords, is not installed)"
-    from esc50tf.data import tfrecords as tfr
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.data.splits import Selection
 
-    manifest = tfr.read_manifest(tfrecord_dir)
-    ds = make_dataset(tfrecord_dir, Selection(folds=tuple(manifest["folds"])), training=False,
-                      batch_size=min(n, 256), cache=False, manifest=manifest)
+    folder = TFRecordFolder(tfrecord_dir)
+    ds = folder.dataset(Selection(folds=tuple(folder.folds)),
+                        DatasetOptions(batch_size=min(n, 256), cache=False))
     clips = []
     for x, _ in ds.as_numpy_iterator():
         clips.append(x)

@@ -2,7 +2,7 @@
 
 Clips per second from ESC-50-sized TFRecords (5 s at 44.1 kHz), in one run:
 
-- esc50tf `make_dataset`: read + decode only; with host-side log-Mel features
+- esc50tf `TFRecordFolder.dataset`: read + decode only; with host-side log-Mel features
   (`make_host_featurizer`: 128 Mels, n_fft 2048, hop 512, mapped over
   batches); cold (first epoch, which also fills the cache) and cached (second
   epoch); by parallel readers and by parallel calls of the feature map; the
@@ -66,13 +66,13 @@ DESCRIPTIONS = {
     "tfrecord-read-raw":
         "TFRecordDataset over all shards (8 readers), records counted, not parsed",
     "esc50tf-read-decode-cold":
-        "make_dataset float32 batches, first epoch (parse, decode, cache fill)",
+        "TFRecordFolder.dataset float32 batches, first epoch (parse, decode, cache fill)",
     "esc50tf-read-decode-cached":
-        "make_dataset float32 batches, second epoch (from the int16 memory cache)",
-    "esc50tf-read-decode-int16-cold": "make_dataset waveform_dtype='int16', first epoch",
-    "esc50tf-read-decode-int16-cached": "make_dataset waveform_dtype='int16', second epoch",
+        "TFRecordFolder.dataset float32 batches, second epoch (from the int16 memory cache)",
+    "esc50tf-read-decode-int16-cold": "DatasetOptions(waveform_dtype='int16'), first epoch",
+    "esc50tf-read-decode-int16-cached": "DatasetOptions(waveform_dtype='int16'), second epoch",
     "esc50tf-host-mel-cold":
-        "REFERENCE: make_dataset + make_host_featurizer log-Mel as batch_fns, as train "
+        "REFERENCE: TFRecordFolder.dataset + make_host_featurizer log-Mel as batch_fns, as train "
         "--features-on host runs it (XLA, banded Mel product, float32 batches), first epoch",
     "esc50tf-host-mel-cached": "the reference pipeline, second epoch",
     "esc50tf-host-mel-int16-cold":
@@ -82,7 +82,7 @@ DESCRIPTIONS = {
         "make_host_featurizer(jit_compile=False): banded Mel product, no XLA, first epoch",
     "esc50tf-host-mel-nojit-cached": "the same without XLA, second epoch",
     "esc50tf-host-mel-autotune-cold":
-        "the reference with make_dataset(autotune=True): tf.data's autotuner on "
+        "the reference with DatasetOptions(autotune=True): tf.data's autotuner on "
         "(the esc50tf default is off), first epoch",
     "esc50tf-host-mel-autotune-cached": "the same with the autotuner on, second epoch",
     "esc50tf-host-mel-before-cold":
@@ -115,7 +115,7 @@ def describe(name):
         return DESCRIPTIONS[name]
     if name.startswith("esc50tf-read-decode-readers"):
         n = name[len("esc50tf-read-decode-readers"):].split("-")[0]
-        return f"make_dataset(num_parallel_reads={n}), float32, no cache (one pass)"
+        return f"DatasetOptions(num_parallel_reads={n}), float32, no cache (one pass)"
     if name.startswith("esc50tf-host-mel-calls"):
         n = name[len("esc50tf-host-mel-calls"):].split("-")[0]
         return f"host log-Mel map with num_parallel_calls={n}, no cache (one pass)"
@@ -157,17 +157,16 @@ def parse_args(argv=None):
 
 def synthesize_tfrecords(clips, workdir):
     """ESC-50-sized synthetic TFRecords: 5 s at 44.1 kHz, about `clips` clips."""
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
 
     # Every fold must hold every class: at least 5 clips per class.
     per_class = max(5, clips // 50)
     classes = max(2, clips // per_class)
-    audio = synthesize(workdir / "synth", num_classes=classes, clips_per_class=per_class,
-                       sample_rate=44100, clip_seconds=5.0, progress=False)
     out = workdir / "tfrecords"
-    build_tfrecords(audio, out, BuildConfig(sample_rate=44100, clip_seconds=5.0),
-                    progress=False, log=lambda _: None)
+    synthesize_tfrecords(workdir / "synth", out,
+                         SynthConfig(num_classes=classes, clips_per_class=per_class,
+                                     sample_rate=44100, clip_seconds=5.0),
+                         progress=False, log=lambda _: None)
     return out
 
 
@@ -207,15 +206,15 @@ def reference_wavs(tfrecord_dir, manifest, index, rows, workdir):
 def export_wavs(tfrecord_dir, manifest, index, rows, out_dir):
     import soundfile as sf
 
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.data.splits import Selection
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = index.iloc[rows]
     selection = Selection(folds=tuple(sorted(set(int(f) for f in wanted["fold"]))),
                           filenames=frozenset(wanted["filename"]))
-    ds = make_dataset(tfrecord_dir, selection, training=False, batch_size=1, cache=False,
-                      with_metadata=True, waveform_dtype="int16", manifest=manifest)
+    ds = TFRecordFolder(tfrecord_dir).dataset(selection, DatasetOptions(
+        batch_size=1, cache=False, with_metadata=True, waveform_dtype="int16"))
     rate = int(manifest["config"]["sample_rate"])
     written = {}
     for x, _, meta in ds.as_numpy_iterator():
@@ -351,14 +350,15 @@ class Bench:
         import keras
         import tensorflow as tf
 
-        from esc50tf.data import tfrecords as tfr
-        from esc50tf.data.splits import Selection, load_index
+        from esc50tf.data.dataset import TFRecordFolder
+        from esc50tf.data.splits import Selection
         from esc50tf.frontend import FeatureConfig, make_host_featurizer
 
         self.tf = tf
         self.dir = tfrecord_dir
         self.batch_size = args.batch_size
-        self.manifest = tfr.read_manifest(tfrecord_dir)
+        self.folder = TFRecordFolder(tfrecord_dir)
+        self.manifest = self.folder.manifest
         folds = self.manifest["folds"]
         if args.data:
             # Whole folds (never a filter, which would still read every shard)
@@ -369,7 +369,7 @@ class Bench:
                     break
             folds = folds[:k]
         self.selection = Selection(folds=tuple(folds))
-        index = load_index(tfrecord_dir)
+        index = self.folder.index
         self.index = index[index["fold"].isin(folds)].reset_index(drop=True)
         self.count = len(self.index)
         self.sample_rate = int(self.manifest["config"]["sample_rate"])
@@ -406,12 +406,11 @@ class Bench:
             self.featurize_before(x)
             self.keras_mel(x)
 
-    def dataset(self, **kwargs):
-        from esc50tf.data.pipeline import make_dataset
+    def dataset(self, batch_fns=(), **kwargs):
+        from esc50tf.data.dataset import DatasetOptions
 
         kwargs.setdefault("batch_size", self.batch_size)
-        return make_dataset(self.dir, self.selection, training=False, manifest=self.manifest,
-                            **kwargs)
+        return self.folder.dataset(self.selection, DatasetOptions(**kwargs), batch_fns=batch_fns)
 
     def map_features(self, fn):
         return lambda x, y: (fn(x), y)
@@ -424,9 +423,7 @@ class Bench:
 
     def case_raw(self):
         tf = self.tf
-        from esc50tf.data.pipeline import selection_files
-
-        files = selection_files(self.dir, self.manifest, self.selection)
+        files = self.folder.files(self.selection)
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
             tf.data.TFRecordDataset, cycle_length=min(8, len(files)),
             num_parallel_calls=min(8, len(files)),
@@ -883,7 +880,7 @@ def main(argv=None):
             "Each epoch's time includes the teardown of its iterator. With tf.data's "
             "autotuner on, TensorFlow 2.21 makes the teardown wait for the autotuner's next "
             "wake-up (at 10 ms, 30 ms, 70 ms, ... after the iterator starts, then every "
-            "minute), which stretched some epochs of ~3.4 s to ~5.2 s; make_dataset turns the "
+            "minute), which stretched some epochs of ~3.4 s to ~5.2 s; DatasetOptions turns the "
             "autotuner off unless asked (the -autotune variants).",
             "XLA variants compile their function again in each new tf.data pipeline "
             "(a few tenths of a second), which first-epoch figures include.",

@@ -14,7 +14,7 @@ manual loop, one synchronised step at a time:
   execution, so only "on" runs by default there);
 - two batch sizes;
 - two feeds: `memory` (one batch already on the device, repeated: the upper
-  bound) and `tfrecord` (the real `make_dataset` pipeline over TFRecords,
+  bound) and `tfrecord` (the real `TFRecordFolder.dataset` pipeline over TFRecords,
   shuffled, cached, prefetched). When the two match, the input pipeline keeps
   the device busy.
 
@@ -158,29 +158,26 @@ def have_tensorflow():
 
 def synthesize_tfrecords(clips, clip_seconds, workdir):
     """Synthetic TFRecords: 50 classes, >= 5 clips per class (every fold holds every class)."""
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
 
     per_class = max(5, math.ceil(clips / NUM_CLASSES))
-    audio = synthesize(Path(workdir) / "synth", num_classes=NUM_CLASSES,
-                       clips_per_class=per_class, sample_rate=SAMPLE_RATE,
-                       clip_seconds=clip_seconds, progress=False)
     out = Path(workdir) / "tfrecords"
-    build_tfrecords(audio, out, BuildConfig(sample_rate=SAMPLE_RATE, clip_seconds=clip_seconds),
-                    progress=False, log=lambda _: None)
+    synthesize_tfrecords(Path(workdir) / "synth", out,
+                         SynthConfig(num_classes=NUM_CLASSES, clips_per_class=per_class,
+                                     sample_rate=SAMPLE_RATE, clip_seconds=clip_seconds),
+                         progress=False, log=lambda _: None)
     return out
 
 
 class TFRecordFeed:
-    """`make_dataset` over every fold: training mode, one-hot labels, repeated forever."""
+    """`TFRecordFolder.dataset` over every fold: training mode, one-hot labels, repeated forever."""
 
-    def __init__(self, tfrecord_dir, manifest, batch_size, backend_name):
-        from esc50tf.data.pipeline import make_dataset
+    def __init__(self, folder, batch_size, backend_name):
+        from esc50tf.data.dataset import DatasetOptions
         from esc50tf.data.splits import Selection
 
-        self.ds = make_dataset(tfrecord_dir, Selection(folds=tuple(manifest["folds"])),
-                               training=True, batch_size=batch_size, seed=0, one_hot=True,
-                               repeat=True, manifest=manifest)
+        self.ds = folder.dataset(Selection(folds=tuple(folder.folds)), DatasetOptions(
+            training=True, batch_size=batch_size, seed=0, one_hot=True, repeat=True))
         self.it = (iter(self.ds) if backend_name == "tensorflow"
                    else self.ds.as_numpy_iterator())
 
@@ -271,7 +268,7 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
                                       f"{rate})"})
         else:
             try:
-                feeds["tfrecord"] = TFRecordFeed(data["tfrecord_dir"], data["manifest"], batch,
+                feeds["tfrecord"] = TFRecordFeed(data["folder"], batch,
                                                  backend.name)
             except Exception as e:  # noqa: BLE001
                 skipped.append({"variant": f"{label}-tfrecord",
@@ -325,7 +322,7 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
 def load_data(args, workdir):
     """Clip length, classes, the TFRecord folder (or why not) and a batch of real clips."""
     data = {"sample_rate": SAMPLE_RATE, "num_classes": NUM_CLASSES, "clips": None,
-            "tfrecord_dir": None, "manifest": None, "tfrecord_reason": None,
+            "tfrecord_dir": None, "folder": None, "tfrecord_reason": None,
             "num_samples": int(round(args.clip_seconds * SAMPLE_RATE)), "origin": None}
     if not have_tensorflow():
         data["tfrecord_reason"] = ("skipped: TensorFlow (tf.data, TFRecords) is not installed; "
@@ -334,7 +331,8 @@ def load_data(args, workdir):
         if args.data:
             common.log("--data ignored: TensorFlow is not installed")
         return data
-    from esc50tf.data import tfrecords as tfr
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.data.splits import Selection
 
     if args.data:
         tf_dir = Path(args.data)
@@ -344,19 +342,17 @@ def load_data(args, workdir):
         tf_dir = synthesize_tfrecords(args.clips, args.clip_seconds, workdir)
         data["origin"] = (f"synthetic: esc50tf.data.synth, 50 classes, "
                           f"{args.clip_seconds:g} s at {SAMPLE_RATE} Hz")
-    manifest = tfr.read_manifest(tf_dir)
-    data.update(tfrecord_dir=tf_dir, manifest=manifest,
+    folder = TFRecordFolder(tf_dir)
+    manifest = folder.manifest
+    data.update(tfrecord_dir=tf_dir, folder=folder,
                 sample_rate=int(manifest["config"]["sample_rate"]),
                 num_samples=int(manifest["config"]["num_samples"]),
                 num_classes=int(manifest["num_classes"]))
     data["total_clips"] = int(sum(manifest["counts"]["per_fold"].values())) \
         if "counts" in manifest else None
     # The in-memory batch: the first clips of the data, repeated to fill it.
-    from esc50tf.data.pipeline import make_dataset
-    from esc50tf.data.splits import Selection
-
-    ds = make_dataset(tf_dir, Selection(folds=tuple(manifest["folds"])), training=False,
-                      batch_size=64, cache=False, manifest=manifest)
+    ds = folder.dataset(Selection(folds=tuple(folder.folds)),
+                        DatasetOptions(batch_size=64, cache=False))
     for x, _ in ds.take(1).as_numpy_iterator():
         data["clips"] = x
     return data

@@ -102,18 +102,19 @@ def parse_args(argv=None):
 
 
 def make_data(args, workdir):
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     if args.data:
         return Path(args.data), f"TFRecords at {args.data}"
     raw, tfr = Path(workdir) / "synth", Path(workdir) / "tfr"
     m = args.mode
-    synthesize(raw, num_classes=m["classes"], clips_per_class=m["clips_per_class"],
-               sample_rate=SAMPLE_RATE, clip_seconds=CLIP_SECONDS, seed=0, progress=False)
-    build_tfrecords(raw, tfr, BuildConfig(sample_rate=SAMPLE_RATE, clip_seconds=CLIP_SECONDS,
-                                          shards_per_fold=1),
-                    workers=1, progress=False, log=lambda _m: None)
+    synthesize_tfrecords(raw, tfr,
+                         SynthConfig(num_classes=m["classes"], clips_per_class=m["clips_per_class"],
+                                     sample_rate=SAMPLE_RATE, clip_seconds=CLIP_SECONDS, seed=0),
+                         BuildConfig(sample_rate=SAMPLE_RATE, clip_seconds=CLIP_SECONDS,
+                                     shards_per_fold=1),
+                         workers=1, progress=False, log=lambda _m: None)
     return tfr, (f"esc50tf.data.synth seed 0: {m['classes']} classes x {m['clips_per_class']} "
                  f"clips, {CLIP_SECONDS:g} s at {SAMPLE_RATE} Hz, 5 folds")
 

@@ -1007,7 +1007,7 @@ def _add_data_service(sub):
 def _run_data_service(args):
     import socket
 
-    from esc50tf import data_service
+    from esc50tf.data import service as data_service
 
     if args.role == "dispatcher":
         server = data_service.start_dispatcher(args.port, work_dir=args.work_dir)

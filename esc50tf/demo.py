@@ -40,30 +40,31 @@ def run_demo(out=None, seed=0):
 
 def _run(root, seed, kept=True):
     from esc50tf.data import splits
-    from esc50tf.data.pipeline import make_dataset
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.data.synth import SynthConfig, synthesize_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     data_dir, tfr_dir = root / "data", root / "tfrecords"
     t0 = time.perf_counter()
     _say(f"[1/4] synthesising {DEMO_CLASSES} classes x {DEMO_CLIPS_PER_CLASS} clips "
-         f"({DEMO_SECONDS:g} s at {DEMO_SAMPLE_RATE} Hz) in {data_dir}")
-    if not (data_dir / "meta" / "esc50.csv").is_file():
-        synthesize(data_dir, num_classes=DEMO_CLASSES, clips_per_class=DEMO_CLIPS_PER_CLASS,
-                   sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS, seed=seed)
-    _say(f"[2/4] building TFRecords in {tfr_dir}")
-    manifest = build_tfrecords(
-        data_dir, tfr_dir, BuildConfig(sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS,
-                                       shards_per_fold=2),
-    )
-    index = splits.load_index(tfr_dir)
+         f"({DEMO_SECONDS:g} s at {DEMO_SAMPLE_RATE} Hz) in {data_dir}, "
+         f"then building TFRecords in {tfr_dir}")
+    synthesize_tfrecords(
+        data_dir, tfr_dir,
+        SynthConfig(num_classes=DEMO_CLASSES, clips_per_class=DEMO_CLIPS_PER_CLASS,
+                    sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS, seed=seed),
+        BuildConfig(sample_rate=DEMO_SAMPLE_RATE, clip_seconds=DEMO_SECONDS, shards_per_fold=2),
+        reuse=True)
+    _say(f"[2/4] opening {tfr_dir} (manifest, index, shards checked once)")
+    folder = TFRecordFolder(tfr_dir)
+    manifest, index = folder.manifest, folder.index
     split = splits.test_fold_split(index, test_fold=manifest["folds"][0], seed=seed)
     sizes = splits.check_disjoint(split, index)
     _say(f"[3/4] streaming split {split.name} through tf.data: "
          + ", ".join(f"{k} {v} clips" for k, v in sizes.items()) + " (no src_file shared)")
     summary = {"clips": manifest["counts"]["total"], "split": split.name, "sizes": sizes}
     for side, selection, training in (("train", split.train, True), ("test", split.test, False)):
-        ds = make_dataset(tfr_dir, selection, training=training, batch_size=32, seed=seed)
+        ds = folder.dataset(selection, DatasetOptions(training=training, batch_size=32, seed=seed))
         for epoch in ("cold", "cached"):
             start, n = time.perf_counter(), 0
             for x, y in ds:

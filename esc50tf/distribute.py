@@ -211,7 +211,7 @@ def check_options(strategy="auto", *, tpu=None, devices=None, mixed_precision="a
         raise Esc50Error("--mixed-precision fp16 with --strategy tpu: TPUs compute in bfloat16; "
                          "use --mixed-precision bf16 or auto")
     if data_service is not None:
-        from esc50tf import data_service as service
+        from esc50tf.data import service
 
         service.parse_address(data_service)
 

@@ -95,21 +95,19 @@ def embed_tfrecords(embedder, sample_rate, data, selection=None, batch_size=32, 
     at another rate are resampled to `sample_rate` (soxr) first.
     """
     from esc50tf.data import splits
-    from esc50tf.data import tfrecords as tfr
     from tqdm import tqdm
 
     from esc50tf.data.audio import resample
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 
-    manifest = tfr.read_manifest(data)
-    tfr.verify_shards(data, manifest)
-    index = splits.load_index(data)
+    folder = TFRecordFolder(data)
+    index = folder.index
     if selection is None:
         selection = splits.Selection(tuple(sorted(int(f) for f in index["fold"].unique())))
-    rate = int(manifest["config"]["sample_rate"])
+    rate = folder.sample_rate
     total = len(selection.rows(index))
-    ds = make_dataset(data, selection, training=False, batch_size=batch_size, with_metadata=True,
-                      manifest=manifest, cache=False)
+    ds = folder.dataset(selection, DatasetOptions(batch_size=batch_size, with_metadata=True,
+                                                  cache=False))
     rows, names, labels, folds = [], [], [], []
     with tqdm(total=total, desc="embed", unit="clip", disable=not progress,
               file=sys.stderr) as pbar:

@@ -26,8 +26,7 @@ def evaluate_run(run_dir, data=None, log=None):
     import time
 
     from esc50tf.data import splits as split_lib
-    from esc50tf.data import tfrecords as tfr
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.errors import Esc50Error
     from esc50tf.run_config import RunConfig
 
@@ -40,9 +39,9 @@ def evaluate_run(run_dir, data=None, log=None):
     cfg = RunConfig.from_dict(config)
     if data:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
-    manifest = tfr.read_manifest(cfg.train.data)
-    class_names = [c["category"] for c in manifest["classes"]]
-    index = split_lib.load_index(cfg.train.data)
+    folder = TFRecordFolder(cfg.train.data)
+    class_names = folder.class_names
+    index = folder.index
     started = time.perf_counter()
     results = []
     for split in split_lib.protocol_splits(cfg.train, index):
@@ -52,8 +51,7 @@ def evaluate_run(run_dir, data=None, log=None):
             raise Esc50Error(f"{split_dir}: split not finished (no result.json); "
                              "finish it with `esc50tf train --config` first")
         previous = json.loads(old.read_text())
-        ds = make_dataset(cfg.train.data, split.test, training=False, batch_size=64,
-                          with_metadata=True, manifest=manifest)
+        ds = folder.dataset(split.test, DatasetOptions(batch_size=64, with_metadata=True))
         if (split_dir / "model.keras").is_file():
             from esc50tf.models.build import predict_dataset
             from esc50tf.predict import load_predictor

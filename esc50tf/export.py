@@ -395,10 +395,10 @@ def _data_dir(run, cfg):
     return data
 
 
-def _run_splits(run, data):
+def _run_splits(run, folder):
     from esc50tf.data import splits
 
-    index = splits.load_index(data)
+    data, index = folder.path, folder.index
     chosen = {s.name: s for s in splits.protocol_splits(run.config.train, index)}
     missing = [n for n in run.split_names if n not in chosen]
     if missing:
@@ -434,14 +434,14 @@ def calibration_set(index, splits_, max_clips, seed=0):
     return names
 
 
-def _clips(data, index, folds_and_names, manifest):
+def _clips(folder, folds_and_names):
     """Yields `(waveform [samples] float32, label, filename)` of the named clips."""
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions
     from esc50tf.data.splits import Selection
 
     folds, names = folds_and_names
-    ds = make_dataset(data, Selection(tuple(sorted(folds)), frozenset(names)), training=False,
-                      batch_size=32, with_metadata=True, manifest=manifest, cache=False)
+    ds = folder.dataset(Selection(tuple(sorted(folds)), frozenset(names)),
+                        DatasetOptions(batch_size=32, with_metadata=True, cache=False))
     for x, y, meta in ds:
         for wave, label, name in zip(x.numpy(), y.numpy(), meta["filename"].numpy()):
             yield wave.astype(np.float32), int(label), name.decode()
@@ -500,7 +500,7 @@ def _folder_size(path):
 def export_run(run_path, cfg, log=_log):
     """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
     import esc50tf
-    from esc50tf.data import tfrecords as tfr
+    from esc50tf.data.dataset import TFRecordFolder
 
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
@@ -514,10 +514,10 @@ def export_run(run_path, cfg, log=_log):
     if cfg.parity and data is None:
         raise Esc50Error(f"the parity check needs the run's test clips, but {where} holds no "
                          "TFRecords (manifest.json); pass --data DIR, or --skip-parity")
-    index = splits_ = manifest = None
+    index = splits_ = folder = None
     if data is not None:
-        manifest = tfr.read_manifest(data)
-        index, splits_ = _run_splits(run, data)
+        folder = TFRecordFolder(data)
+        index, splits_ = _run_splits(run, folder)
     calib_names = None
     if cfg.quantize == "int8":
         calib_names = calibration_set(index, splits_, cfg.calibration_clips, cfg.seed)
@@ -542,8 +542,7 @@ def export_run(run_path, cfg, log=_log):
             representative = None
             if calib_names is not None:
                 log(f"export: calibrating int8 on {len(calib_names)} training-side clips")
-                calib_waves = [w for w, _, _ in _clips(data, index, _folds_of(index, calib_names),
-                                                       manifest)]
+                calib_waves = [w for w, _, _ in _clips(folder, _folds_of(index, calib_names))]
 
                 def representative():
                     for w in calib_waves:
@@ -567,7 +566,7 @@ def export_run(run_path, cfg, log=_log):
         if cfg.parity:
             log("export: measuring parity with the run's Keras model(s) on their test clips")
             names = sorted(set().union(*(set(s.test.rows(index)["filename"]) for s in splits_)))
-            clips = list(_clips(data, index, _folds_of(index, names), manifest))
+            clips = list(_clips(folder, _folds_of(index, names)))
             waves = [w for w, _, _ in clips]
             labels = [y for _, y, _ in clips]
             runner = runner_for(staging / file_name)

@@ -176,6 +176,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     from esc50tf import distribute, models, tasks
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
+    from esc50tf.data.dataset import TFRecordFolder
     from esc50tf.models.panns import check_sample_rate
 
     t = cfg.train
@@ -186,14 +187,14 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     spec = models.get(cfg.model.name)
     task = tasks.get_task(spec)
     task.check_options(cfg)
-    manifest = tfr.read_manifest(t.data)
-    tfr.verify_shards(t.data, manifest)
+    folder = TFRecordFolder(t.data)
+    manifest = folder.manifest
     check_sample_rate(cfg.model, manifest, t.data)
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
-    index = splits.load_index(t.data)
+    index = folder.index
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
     strategy, kind = task.make_strategy(cfg)
@@ -240,7 +241,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
             sizes = splits.check_disjoint(split, index)
             _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
                  + " clips (no src_file shared)")
-            result = task.train_split(cfg, split, split_dir, manifest, class_names,
+            result = task.train_split(cfg, split, split_dir, folder, class_names,
                                       strategy=strategy, kind=kind, index=index, sizes=sizes,
                                       callbacks=callbacks, verbose=verbose,
                                       epoch_end=remote.upload if remote else None)

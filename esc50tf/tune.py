@@ -607,12 +607,13 @@ class _TrialRunner:
     training and validation selections.
     """
 
-    def __init__(self, space, data, split, manifest, num_classes, strategy, kind, policy, out,
+    def __init__(self, space, data, split, folder, num_classes, strategy, kind, policy, out,
                  epochs, objective, max_trials, max_failures, verbose):
         self.space = space
         self.data = data
         self.split = split  # train and val only: the test side is None
-        self.manifest = manifest
+        self.folder = folder  # the opened TFRecordFolder of `data`
+        self.manifest = folder.manifest
         self.num_classes = num_classes
         self.strategy = strategy
         self.kind = kind
@@ -633,7 +634,6 @@ class _TrialRunner:
         import keras
 
         from esc50tf import distribute, tasks
-        from esc50tf.data.splits import load_index
         from esc50tf.models.panns import check_sample_rate
 
         trial_dir = self.out / PROJECT / f"trial_{self.trial_id}"
@@ -645,10 +645,10 @@ class _TrialRunner:
         keras.mixed_precision.set_global_policy(self.policy)
         t = cfg.train
         global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
-        steps = len(self.split.train.rows(load_index(self.data))) // global_batch
+        steps = len(self.split.train.rows(self.folder.index)) // global_batch
         # As a run builds it: normalisation adapted on the training side only, then compiled.
         model, _ = tasks.get_task(cfg.model.name).build_compiled(
-            cfg, self.split.train, self.manifest, self.num_classes,
+            cfg, self.split.train, self.folder, self.num_classes,
             distribute.num_replicas(self.strategy), steps_per_epoch=steps)
         return model
 
@@ -662,7 +662,7 @@ class _TrialRunner:
         global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
         cfg_global = dataclasses.replace(cfg, train=dataclasses.replace(t, batch_size=global_batch))
         # TPUs need static shapes, so whole validation batches there.
-        train_ds, val_ds = task.build_inputs(cfg_global, self.split, self.manifest,
+        train_ds, val_ds = task.build_inputs(cfg_global, self.split, self.folder,
                                              one_hot=recipe.soft_labels(cfg),
                                              drop_val_remainder=self.kind == "tpu")
         history = task.fit(model, train_ds, val_ds, cfg, epochs=epochs,
@@ -884,6 +884,7 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     from esc50tf import distribute
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
+    from esc50tf.data.dataset import TFRecordFolder
 
     c = config
     out = Path(c.out)
@@ -894,9 +895,8 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
     models = resolve_models(c.models)
     fixed = fixed_by_flags(overrides)
     space = resolve_space(c.space, fixed=fixed)
-    manifest = tfr.read_manifest(c.data)
-    tfr.verify_shards(c.data, manifest)
-    index = splits.load_index(c.data)
+    folder = TFRecordFolder(c.data)
+    manifest, index = folder.manifest, folder.index
     folds = sorted(int(f) for f in index["fold"].unique())
     test_fold = folds[0] if c.test_fold is None else int(c.test_fold)
     protocol = dict(protocol="test-fold", test_fold=test_fold)
@@ -938,7 +938,7 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
         cleanup.remove_created(created)
         raise
     try:
-        return _search_and_retrain(c, out, resumed, models, fixed, space, manifest,
+        return _search_and_retrain(c, out, resumed, models, fixed, space, folder,
                                    search_space, split, sizes, test_fold, verbose, callbacks)
     except BaseException:
         if not resumed and not _ended_trials(out):
@@ -958,7 +958,7 @@ def _ended_trials(out):
     return False
 
 
-def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_space,
+def _search_and_retrain(c, out, resumed, models, fixed, space, folder, search_space,
                         split, sizes, test_fold, verbose, callbacks):
     import keras
 
@@ -975,8 +975,8 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, manifest, search_
     policy = distribute.resolve_precision(t.mixed_precision, kind)
     # The search sees the training side only: no test Selection exists in it.
     search_split = dataclasses.replace(split, test=None)
-    runner = _TrialRunner(search_space, c.data, search_split, manifest,
-                          int(manifest["num_classes"]), strategy, kind, policy, out, c.epochs,
+    runner = _TrialRunner(search_space, c.data, search_split, folder,
+                          folder.num_classes, strategy, kind, policy, out, c.epochs,
                           c.objective, max_trials, c.max_failures, verbose)
     _log(f"tune: {c.tuner} search over {', '.join(models)}, "
          f"{max_trials or 'Hyperband'} trial(s) of up to {c.epochs} epoch(s), objective "

@@ -1,4 +1,5 @@
-"""Shared fixtures: small ESC-50-layout datasets made by the project's synth tool."""
+"""Shared fixtures: small ESC-50-layout datasets made by the project's fake-data builder
+(esc50tf.data.synth.synthesize_tfrecords, which the demo and the benchmarks use too)."""
 
 import os
 import shutil
@@ -17,14 +18,29 @@ import soundfile as sf  # noqa: E402
 TINY = dict(num_classes=4, clips_per_class=10, sample_rate=8000, clip_seconds=1.0, seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_esc50(tmp_path_factory):
-    """4 classes x 10 clips, 1 s at 8 kHz, 5 folds. Treat as read-only."""
-    from esc50tf.data.synth import synthesize
+def synthesize_quietly(data_dir, tfrecord_dir, synth, shards_per_fold):
+    """`synthesize_tfrecords` with one build worker, no progress bars and no log."""
+    from esc50tf.data.synth import synthesize_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
-    root = tmp_path_factory.mktemp("tiny") / "esc50"
-    synthesize(root, progress=False, **TINY)
-    return root
+    build = BuildConfig(sample_rate=synth["sample_rate"], clip_seconds=synth["clip_seconds"],
+                        shards_per_fold=shards_per_fold)
+    return synthesize_tfrecords(data_dir, tfrecord_dir, synth, build, workers=1,
+                                progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(ESC-50 folder, its TFRecords with 2 shards per fold) of the TINY dataset."""
+    root = tmp_path_factory.mktemp("tiny")
+    synthesize_quietly(root / "esc50", root / "tfr", TINY, shards_per_fold=2)
+    return root / "esc50", root / "tfr"
+
+
+@pytest.fixture(scope="session")
+def tiny_esc50(tiny_data):
+    """4 classes x 10 clips, 1 s at 8 kHz, 5 folds. Treat as read-only."""
+    return tiny_data[0]
 
 
 def build_tiny_tfrecords(tiny_esc50, out, sample_rate=8000, shards_per_fold=2):
@@ -38,9 +54,9 @@ def build_tiny_tfrecords(tiny_esc50, out, sample_rate=8000, shards_per_fold=2):
 
 
 @pytest.fixture(scope="session")
-def tiny_tfrecords(tiny_esc50, tmp_path_factory):
+def tiny_tfrecords(tiny_data):
     """TFRecords of `tiny_esc50` (2 shards per fold). Treat as read-only."""
-    return build_tiny_tfrecords(tiny_esc50, tmp_path_factory.mktemp("tiny_tfr") / "tfr")
+    return tiny_data[1]
 
 
 @pytest.fixture
@@ -93,18 +109,12 @@ def trained_run(tmp_path_factory):
 
     Returns (run_dir, esc50_dir, tfrecord_dir).
     """
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
     from esc50tf.presets import DEMO_FEATURES, DEMO_MODEL
     from esc50tf.run_config import resolve_config
     from esc50tf.train import train
 
     root = tmp_path_factory.mktemp("trained")
-    synthesize(root / "esc50", progress=False, **TRAINED)
-    build_tfrecords(root / "esc50", root / "tfr",
-                    BuildConfig(sample_rate=TRAINED["sample_rate"],
-                                clip_seconds=TRAINED["clip_seconds"], shards_per_fold=1),
-                    workers=1, progress=False, log=lambda _: None)
+    synthesize_quietly(root / "esc50", root / "tfr", TRAINED, shards_per_fold=1)
     cfg = resolve_config(DEMO_MODEL, overrides={
         "train": {"protocol": "test-fold", "test_fold": 1, "epochs": TRAINED_EPOCHS,
                   "batch_size": 16, "data": str(root / "tfr"), "out": str(root / "run"),

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from esc50tf import data_service
+from esc50tf.data import service as data_service
 from esc50tf.data import splits
-from esc50tf.data.pipeline import make_dataset
+from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 from esc50tf.errors import Esc50Error
 
 TIMEOUT_S = 60
@@ -66,8 +66,9 @@ def test_distributed_epoch_serves_every_clip_exactly_once(cluster, tiny_tfrecord
     dispatcher, workers = cluster
     index = splits.load_index(tiny_tfrecords)
     split = splits.test_fold_split(index, test_fold=1)  # training side: a filename subset
-    ds = make_dataset(tiny_tfrecords, split.train, training=True, batch_size=5, seed=0,
-                      with_metadata=True, drop_remainder=False, data_service=dispatcher.target)
+    ds = TFRecordFolder(tiny_tfrecords).dataset(split.train, DatasetOptions(
+        training=True, batch_size=5, seed=0, with_metadata=True, drop_remainder=False,
+        data_service=dispatcher.target))
     expected = sorted(split.train.filenames)
     for _epoch in range(2):
         seen = _filenames(ds)
@@ -78,8 +79,8 @@ def test_distributed_epoch_serves_every_clip_exactly_once(cluster, tiny_tfrecord
 def test_training_batches_from_the_service_are_static(cluster, tiny_tfrecords):
     dispatcher, _ = cluster
     selection = splits.Selection((2, 3, 4, 5))  # 32 clips over 8 shards
-    ds = make_dataset(tiny_tfrecords, selection, training=True, batch_size=6, seed=0,
-                      with_metadata=True, data_service=dispatcher.target)
+    ds = TFRecordFolder(tiny_tfrecords).dataset(selection, DatasetOptions(
+        training=True, batch_size=6, seed=0, with_metadata=True, data_service=dispatcher.target))
     assert ds.element_spec[0].shape.as_list() == [6, 8000]
     seen = _filenames(ds)
     counts = collections.Counter(seen)

@@ -20,7 +20,7 @@ from esc50tf import distribute
 from esc50tf.cli import main
 from esc50tf.data import splits
 from esc50tf.data import tfrecords as tfr
-from esc50tf.data.pipeline import make_dataset
+from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 from esc50tf.data.splits import Selection
 from esc50tf.errors import Esc50Error
 
@@ -228,24 +228,26 @@ def test_auto_shard_policy(tiny_tfrecords):
     def policy_of(ds):
         return ds.options().experimental_distribute.auto_shard_policy
 
-    local = make_dataset(tiny_tfrecords, train, training=True, batch_size=8, seed=0)
+    local = TFRecordFolder(tiny_tfrecords).dataset(train, DatasetOptions(
+        training=True, batch_size=8, seed=0))
     assert policy_of(local) == policy.AUTO  # unchanged for one input pipeline
-    by_file = make_dataset(tiny_tfrecords, train, training=True, batch_size=8, seed=0,
-                           num_workers=8)
+    by_file = TFRecordFolder(tiny_tfrecords).dataset(train, DatasetOptions(
+        training=True, batch_size=8, seed=0, num_workers=8))
     assert policy_of(by_file) == policy.FILE
     assert by_file.element_spec[0].shape.as_list() == [8, 8000]  # static for training
     with pytest.warns(UserWarning, match="--shards-per-fold"):
-        by_data = make_dataset(tiny_tfrecords, train, training=True, batch_size=8, seed=0,
-                               num_workers=9)
+        by_data = TFRecordFolder(tiny_tfrecords).dataset(train, DatasetOptions(
+            training=True, batch_size=8, seed=0, num_workers=9))
     assert policy_of(by_data) == policy.DATA
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make_dataset(tiny_tfrecords, train, training=True, batch_size=8, num_workers=2)
+        TFRecordFolder(tiny_tfrecords).dataset(train, DatasetOptions(
+            training=True, batch_size=8, num_workers=2))
 
 
 def test_repeat_makes_an_endless_reshuffled_stream(tiny_tfrecords):
-    ds = make_dataset(tiny_tfrecords, Selection((1,)), training=True, batch_size=4, seed=0,
-                      num_workers=2, repeat=True)
+    ds = TFRecordFolder(tiny_tfrecords).dataset(Selection((1,)), DatasetOptions(
+        training=True, batch_size=4, seed=0, num_workers=2, repeat=True))
     labels = [y.numpy() for _, y in ds.take(6)]  # 8 clips: 3 passes
     assert all(y.shape == (4,) for y in labels)
     passes = np.concatenate(labels).reshape(3, 8)
@@ -275,7 +277,8 @@ def test_remote_tfrecord_folder_through_gfile(tiny_tfrecords):
     split = splits.test_fold_split(index, 1)
 
     def names(root):
-        ds = make_dataset(root, split.val, training=False, batch_size=4, with_metadata=True)
+        ds = TFRecordFolder(root).dataset(split.val, DatasetOptions(
+            batch_size=4, with_metadata=True))
         return [n.decode() for _, _, m in ds for n in m["filename"].numpy()]
 
     assert names(url) == names(tiny_tfrecords) and len(names(url)) == len(split.val.filenames)

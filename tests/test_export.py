@@ -23,13 +23,13 @@ def fold1_clips(trained_run):
     import keras
 
     from esc50tf.data import splits
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 
     run, _, tfr = trained_run
     index = splits.load_index(tfr)
     split = splits.test_fold_split(index, 1)
     xs, ys = [], []
-    for x, y in make_dataset(tfr, split.test, training=False, batch_size=32):
+    for x, y in TFRecordFolder(tfr).dataset(split.test, DatasetOptions(batch_size=32)):
         xs.append(x.numpy())
         ys.append(y.numpy())
     x, y = np.concatenate(xs), np.concatenate(ys)

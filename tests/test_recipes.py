@@ -10,7 +10,7 @@ import pytest
 from esc50tf import recipe
 from esc50tf.augment import RandomCrop
 from esc50tf.cli import main
-from esc50tf.data import pipeline
+from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 from esc50tf.errors import Esc50Error
 from esc50tf.run_config import TrainConfig, resolve_config
 from esc50tf.train import train
@@ -115,9 +115,9 @@ def test_label_smoothing_changes_the_loss_and_the_labels(tiny_tfrecords, tmp_pat
     soft = recipe.loss(smooth)
     assert soft.label_smoothing == 0.2 and float(soft(y, p)) != pytest.approx(hard)
     # Smoothing needs one-hot training labels even without batch mixing.
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, _ = get_task(smooth.model.name).build_inputs(smooth, split, manifest,
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
+    train_ds, _ = get_task(smooth.model.name).build_inputs(smooth, split, folder,
                                                           one_hot=recipe.soft_labels(smooth))
     _, labels = next(iter(train_ds))
     assert labels.shape == (8, 4) and set(np.unique(labels)) == {0.0, 1.0}
@@ -140,13 +140,14 @@ def test_recompute_batch_norm_gives_the_mean_batch_statistics():
 
 
 def _spied_train(cfg, monkeypatch, callbacks=()):
-    """Trains with make_dataset and Model.fit spied on; returns (report, events, fit kwargs)."""
+    """Trains with the datasets and Model.fit spied on; returns (report, events, fit kwargs)."""
     events, fit_kwargs = [], {}
-    real_make, real_fit = pipeline.make_dataset, keras.Model.fit
+    real_make, real_fit = TFRecordFolder.dataset, keras.Model.fit
 
-    def spy(tfrecord_dir, selection, **kwargs):
-        events.append(("dataset", tuple(selection.folds), kwargs.get("with_metadata", False)))
-        return real_make(tfrecord_dir, selection, **kwargs)
+    def spy(folder, selection, options=None, batch_fns=()):
+        with_metadata = DatasetOptions.from_dict(options or {}).with_metadata
+        events.append(("dataset", tuple(selection.folds), with_metadata))
+        return real_make(folder, selection, options, batch_fns)
 
     def fit(self, *args, **kwargs):
         fit_kwargs.update(kwargs)
@@ -156,7 +157,7 @@ def _spied_train(cfg, monkeypatch, callbacks=()):
         def on_train_end(self, logs=None):
             events.append(("fit-done",))
 
-    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    monkeypatch.setattr(TFRecordFolder, "dataset", spy)
     monkeypatch.setattr(keras.Model, "fit", fit)
     report = train(cfg, callbacks=[*callbacks, Mark()], verbose=0)
     done = events.index(("fit-done",))
@@ -220,8 +221,8 @@ def test_ema_weights_are_saved_and_small_validation_stops_nothing(tiny_tfrecords
     # ... and what the report evaluated.
     from esc50tf.data import splits
 
-    test = pipeline.make_dataset(tiny_tfrecords, splits.Selection((1,)), training=False,
-                                 batch_size=8, with_metadata=True)
+    test = TFRecordFolder(tiny_tfrecords).dataset(splits.Selection((1,)), DatasetOptions(
+        batch_size=8, with_metadata=True))
     _, y_prob, _ = predict_dataset(model, test)
     saved_probs = np.load(tmp_path / "run" / "fold1" / "predictions.npz")["y_prob"]
     np.testing.assert_allclose(y_prob, saved_probs, rtol=1e-4, atol=1e-6)
@@ -265,8 +266,8 @@ def test_swa_averages_last_epochs_and_evaluates_on_crops(tiny_tfrecords, tmp_pat
     from esc50tf.models.build import crop_rolls, predict_crops
 
     assert crop_rolls(model, 8000) == [2000, 0, -2000]
-    clips = next(iter(pipeline.make_dataset(tiny_tfrecords, splits.Selection((1,)),
-                                            training=False, batch_size=8)))[0].numpy()
+    clips = next(iter(TFRecordFolder(tiny_tfrecords).dataset(
+        splits.Selection((1,)), DatasetOptions(batch_size=8))))[0].numpy()
     saved = np.load(tmp_path / "run" / "fold1" / "predictions.npz")
     probs = np.asarray(predict_crops(model, clips))  # eager: the spy sees the 3 crops
     np.testing.assert_allclose(saved["y_prob"], probs, rtol=1e-5, atol=1e-6)

@@ -266,3 +266,34 @@ def test_does_not_import_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_synth_config_is_a_config():
+    config = synth.SynthConfig(num_classes=3, clips_per_class=5, sample_rate=8000,
+                               clip_seconds=1, seed=2)
+    assert config.clip_seconds == 1.0 and isinstance(config.clip_seconds, float)
+    assert synth.SynthConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(Esc50Error, match="unknown setting.*classes"):
+        synth.SynthConfig.from_dict({"classes": 3})
+    with pytest.raises(Esc50Error, match="SynthConfig.clips_per_class=2.*num_folds \\(5\\)"):
+        synth.SynthConfig(clips_per_class=2)
+
+
+def test_synthesize_tfrecords_builds_both_folders_and_reuses_data(tmp_path):
+    config = dict(num_classes=2, clips_per_class=2, num_folds=2, sample_rate=8000,
+                  clip_seconds=0.2)
+    quiet = dict(workers=1, progress=False, log=lambda _: None)
+    manifest = synth.synthesize_tfrecords(tmp_path / "data", tmp_path / "tfr", config, **quiet)
+    assert manifest["counts"]["total"] == 4 and manifest["folds"] == [1, 2]
+    # The build follows the data's rate and length unless told otherwise.
+    assert manifest["config"]["sample_rate"] == 8000 and manifest["config"]["num_samples"] == 1600
+    assert manifest["config"]["shards_per_fold"] == 4  # BuildConfig's default
+    with pytest.raises(Esc50Error, match="overwrite"):  # existing data is never replaced ...
+        synth.synthesize_tfrecords(tmp_path / "data", tmp_path / "tfr", config, **quiet)
+    again = synth.synthesize_tfrecords(tmp_path / "data", tmp_path / "tfr", config, reuse=True,
+                                       **quiet)  # ... unless reused, as the demo does
+    assert again["up_to_date"] and again["shards"] == manifest["shards"]
+    # The same arguments give the same bytes (the demo's and the tests' figures rest on it).
+    other = synth.synthesize_tfrecords(tmp_path / "data2", tmp_path / "tfr2", config,
+                                       {"sample_rate": 8000, "clip_seconds": 0.2}, **quiet)
+    assert [s["sha256"] for s in other["shards"]] == [s["sha256"] for s in manifest["shards"]]

@@ -115,20 +115,21 @@ def test_keras_task_builds_compiled_models_adapted_on_the_training_side(tiny_tfr
     import numpy as np
 
     from esc50tf.data import splits
+    from esc50tf.data.dataset import TFRecordFolder
     from esc50tf.run_config import resolve_config
 
     cfg = resolve_config("cnn_small", overrides={
         "train": {"data": str(tiny_tfrecords), "batch_size": 8, "optimizer": "sgd"},
         "features": {"n_fft": 256, "hop_length": 64, "n_mels": 32}})
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
     task = get_task("cnn_small")
-    model, trainable = task.build_compiled(cfg, split.train, manifest, 4, steps_per_epoch=3)
+    model, trainable = task.build_compiled(cfg, split.train, folder, 4, steps_per_epoch=3)
     assert trainable is model and model.compiled and type(model.optimizer).__name__ == "SGD"
     # The normalisation's statistics are those of the training clips' spectrograms.
     frontend = model.get_layer("frontend")
     feats = np.concatenate([frontend(x).numpy() for x, _ in task.stats_inputs(
-        cfg, split.train, manifest)])
+        cfg, split.train, folder)])
     norm = model.get_layer("normalization")
     mean = keras.ops.convert_to_numpy(norm.mean)
     np.testing.assert_allclose(mean, feats.mean(axis=(0, 1)), rtol=1e-3, atol=1e-3)

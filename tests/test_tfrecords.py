@@ -340,3 +340,17 @@ def test_suspicious_clips_are_recorded_shown_and_refused_with_strict(esc50_copy,
 
 def test_clean_data_has_no_issues(tiny_tfrecords):
     assert tfr.read_manifest(tiny_tfrecords)["issues"] == []
+
+
+def test_build_config_is_a_config(tiny_tfrecords):
+    config = tfr.BuildConfig(sample_rate=8000, clip_seconds=1.0, shards_per_fold=2)
+    manifest = tfr.read_manifest(tiny_tfrecords)
+    assert manifest["config"] == config.to_dict()  # the manifest's config, num_samples included
+    assert tfr.BuildConfig.from_dict(manifest["config"]) == config
+    with pytest.raises(Esc50Error, match="unknown setting.*shards;"):
+        tfr.BuildConfig.from_dict({"shards": 2})
+    for bad in (dict(sample_rate=500), dict(sample_rate=8000.0), dict(clip_seconds=0),
+                dict(clip_seconds=601), dict(shards_per_fold=0), dict(compression="zip")):
+        name, value = next(iter(bad.items()))
+        with pytest.raises(Esc50Error, match=f"BuildConfig.{name}={value!r}"):
+            tfr.BuildConfig(**bad)

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from esc50tf.cli import main
-from esc50tf.data import pipeline
+from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 from esc50tf.report import fold_metrics
 from esc50tf.run_config import resolve_config
 from esc50tf.train import train
@@ -159,17 +159,18 @@ def test_resume_continues_from_last_epoch(tiny_tfrecords, tmp_path):
 
 def test_test_fold_is_never_read_while_training(tiny_tfrecords, tmp_path, monkeypatch):
     events = []
-    real = pipeline.make_dataset
+    real = TFRecordFolder.dataset
 
-    def spy(tfrecord_dir, selection, **kwargs):
-        events.append(("dataset", tuple(selection.folds), kwargs.get("with_metadata", False)))
-        return real(tfrecord_dir, selection, **kwargs)
+    def spy(folder, selection, options=None, batch_fns=()):
+        with_metadata = DatasetOptions.from_dict(options or {}).with_metadata
+        events.append(("dataset", tuple(selection.folds), with_metadata))
+        return real(folder, selection, options, batch_fns)
 
     class Mark(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
             events.append(("fit-done",))
 
-    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    monkeypatch.setattr(TFRecordFolder, "dataset", spy)
     train(_cfg(tiny_tfrecords, tmp_path / "run", test_fold=3), callbacks=[Mark()], verbose=0)
     done = events.index(("fit-done",))
     before = [e for e in events[:done] if e[0] == "dataset"]
@@ -218,18 +219,17 @@ def test_small_model_learns_synthetic_data(tmp_path):
 def test_evaluation_batches_are_never_augmented(tiny_tfrecords, tmp_path):
     """Mixup reaches training labels only; validation waveforms are the stored clips."""
     from esc50tf.data import splits
-    from esc50tf.data.pipeline import make_dataset
     from esc50tf.tasks import get_task
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={"mix": "mixup", "mixup_alpha": 1.0})
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
-    train_ds, val_ds = get_task(cfg.model.name).build_inputs(cfg, split, manifest, one_hot=True)
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
+    train_ds, val_ds = get_task(cfg.model.name).build_inputs(cfg, split, folder, one_hot=True)
     soft = np.concatenate([y.numpy() for _, y in train_ds])
     assert np.any((soft > 0.01) & (soft < 0.99))  # training labels are mixed
     hard = np.concatenate([y.numpy() for _, y in val_ds])
     assert set(np.unique(hard)) <= {0.0, 1.0}
-    plain = make_dataset(tiny_tfrecords, split.val, training=False, batch_size=8)
+    plain = folder.dataset(split.val, DatasetOptions(batch_size=8))
     for (a, _), (b, _) in zip(val_ds, plain):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # Augmentation layers inside the model are the identity at inference.
@@ -259,11 +259,11 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     from esc50tf.tasks.keras_task import classifier_part
 
     cfg = _cfg(tiny_tfrecords, tmp_path / "run", augment={})
-    manifest = json.loads((tiny_tfrecords / "manifest.json").read_text())
-    split = splits.test_fold_split(splits.load_index(tiny_tfrecords), 1)
+    folder = TFRecordFolder(tiny_tfrecords)
+    split = splits.test_fold_split(folder.index, 1)
     task = get_task(cfg.model.name)
-    _, val_host = task.build_inputs(cfg, split, manifest, make_host_featurizer(cfg.features))
-    _, val_device = task.build_inputs(cfg, split, manifest)
+    _, val_host = task.build_inputs(cfg, split, folder, make_host_featurizer(cfg.features))
+    _, val_device = task.build_inputs(cfg, split, folder)
     model = build_model(cfg.model, cfg.features, 4, 8000, seed=0)
     head = classifier_part(model)
     for (f, _), (w, _) in zip(val_host, val_device):

@@ -14,7 +14,8 @@ from esc50tf import models
 from esc50tf import train as train_mod
 from esc50tf import tune as tune_mod
 from esc50tf.cli import build_parser, main, train_config_from_args
-from esc50tf.data import pipeline, splits
+from esc50tf.data import splits
+from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
 from esc50tf.errors import Esc50Error
 from esc50tf.models import build as model_build
 
@@ -51,17 +52,18 @@ def _config(tfr, out, **kw):
 
 @pytest.fixture(scope="module")
 def searched(tiny_tfrecords, tmp_path_factory):
-    """One CLI search (2 trials, 1 epoch, then the retraining) with make_dataset spied on."""
+    """One CLI search (2 trials, 1 epoch, then the retraining) with the datasets spied on."""
     root = tmp_path_factory.mktemp("tune")
     space = root / "space.json"
     space.write_text(json.dumps(SPACE))
     out = root / "out"
     events = []
-    real_make = pipeline.make_dataset
+    real_make = TFRecordFolder.dataset
 
-    def spy(tfrecord_dir, selection, **kwargs):
-        events.append(("dataset", selection, kwargs.get("with_metadata", False)))
-        return real_make(tfrecord_dir, selection, **kwargs)
+    def spy(folder, selection, options=None, batch_fns=()):
+        with_metadata = DatasetOptions.from_dict(options or {}).with_metadata
+        events.append(("dataset", selection, with_metadata))
+        return real_make(folder, selection, options, batch_fns)
 
     real_train = train_mod.train
 
@@ -70,7 +72,7 @@ def searched(tiny_tfrecords, tmp_path_factory):
         return real_train(cfg, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "make_dataset", spy)
+        mp.setattr(TFRecordFolder, "dataset", spy)
         mp.setattr(train_mod, "train", train_spy)
         code = main(["tune", "--model", "gru", "--data", str(tiny_tfrecords), "--out", str(out),
                      "--max-trials", "2", "--epochs", "1", "--test-fold", str(TEST_FOLD),
@@ -150,7 +152,7 @@ def test_search_runs_with_the_test_fold_scrambled(tiny_tfrecords, tmp_path):
     for shard in data.glob(f"fold{TEST_FOLD}-*.tfrecord"):
         shard.write_bytes(rng.integers(0, 256, shard.stat().st_size, dtype=np.uint8).tobytes())
     with pytest.raises(Exception):  # the scrambled fold cannot be read ...
-        list(pipeline.make_dataset(data, splits.Selection((TEST_FOLD,)), training=False))
+        list(TFRecordFolder(data).dataset(splits.Selection((TEST_FOLD,))))
     summary = tune_mod.tune(_config(data, tmp_path / "out", max_trials=1, test_fold=TEST_FOLD),
                             verbose=0)
     assert [r["status"] for r in summary["trials"]] == ["completed"]  # ... and was never read
@@ -337,13 +339,13 @@ def test_split_holds_out_a_ratio_split_instead_of_a_fold(tiny_tfrecords, tmp_pat
     index = splits.load_index(tiny_tfrecords)
     held = splits.ratio_split(index, 0.8, 0.1, 0).test.filenames
     seen = []
-    real_make = pipeline.make_dataset
+    real_make = TFRecordFolder.dataset
 
-    def spy(tfrecord_dir, selection, **kwargs):
+    def spy(folder, selection, options=None, batch_fns=()):
         seen.append(selection)
-        return real_make(tfrecord_dir, selection, **kwargs)
+        return real_make(folder, selection, options, batch_fns)
 
-    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    monkeypatch.setattr(TFRecordFolder, "dataset", spy)
     out = tmp_path / "out"
     result = tune_mod.tune(_config(tiny_tfrecords, out, split_ratio=0.8, max_trials=1,
                                    retrain=True, final_epochs=1), verbose=0)

@@ -27,13 +27,12 @@ import soundfile as sf  # noqa: E402
 
 
 def check_pcm(data_dir, tfr_dir):
-    from esc50tf.data.pipeline import make_dataset
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.data.splits import Selection
-    from esc50tf.data.tfrecords import read_manifest
 
-    manifest = read_manifest(tfr_dir)
-    ds = make_dataset(tfr_dir, Selection(tuple(manifest["folds"])), training=False, batch_size=8,
-                      with_metadata=True, waveform_dtype="int16")
+    folder = TFRecordFolder(tfr_dir)
+    ds = folder.dataset(Selection(tuple(folder.folds)), DatasetOptions(
+        batch_size=8, with_metadata=True, waveform_dtype="int16"))
     checked = 0
     for x, _, meta in ds:
         for pcm, name in zip(x.numpy(), meta["filename"].numpy()):

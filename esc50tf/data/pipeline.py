@@ -2,7 +2,7 @@
 
 Stages, in order:
 
-    shard files of the selected folds (manifest verified first)
+    shard files of the selected folds (verified when the folder was opened)
     -> interleave: read several shards in parallel
     -> parse: tf.io.parse_single_example, PCM bytes -> int16 [samples]
     -> filter to the selection's clips (ratio splits, validation holdouts)
@@ -16,19 +16,24 @@ Stages, in order:
 Caching int16 halves the memory of caching float32 (ESC-50: 0.88 GB instead of
 1.76 GB) and the conversion runs once per batch, not once per clip.
 
+The settings come from a `DatasetOptions` (esc50tf.data.dataset); the
+folder's manifest, index and shards come from a `TFRecordFolder`, which
+builds this pipeline in `TFRecordFolder.dataset`.
+
 At scale: `num_workers` > 1 (hosts that each run this pipeline under
 MultiWorkerMirroredStrategy or a TPU pod) sets the tf.distribute auto-shard
 policy: FILE when there are at least as many shard files as workers (each
 worker reads its own shards), else DATA with a warning (every worker reads
 everything and keeps its share; rebuild with more --shards-per-fold). With
 `data_service`, everything up to the float conversion and `batch_fns` runs on
-tf.data service workers (see esc50tf.data_service) and the client only
+tf.data service workers (see esc50tf.data.service) and the client only
 rebatches to static shapes. Paths may be `gs://` (or any TensorFlow file
 system) URIs.
 
 Example:
->>> ds = make_dataset("tfrecords/", Selection(folds=(2, 3, 4, 5)), training=True,
-...                   batch_size=32, seed=0)
+>>> folder = TFRecordFolder("tfrecords/")
+>>> ds = folder.dataset(Selection(folds=(2, 3, 4, 5)),
+...                     DatasetOptions(training=True, batch_size=32, seed=0))
 >>> x, y = next(iter(ds))          # x: float32 [32, 220500], y: int32 [32]
 """
 
@@ -37,7 +42,6 @@ from __future__ import annotations
 import warnings
 
 from esc50tf.data import tfrecords as tfr
-from esc50tf.data.splits import Selection, load_index
 from esc50tf.errors import Esc50Error
 
 INT16_SCALE = 32768.0
@@ -62,136 +66,35 @@ def _feature_spec():
     }
 
 
-def selection_files(tfrecord_dir, manifest, selection):
-    """Shard paths holding the selection's folds; Esc50Error for unknown folds."""
-    available = set(manifest["folds"])
-    unknown = [f for f in selection.folds if f not in available]
-    if unknown:
-        raise Esc50Error(
-            f"{tfrecord_dir}: fold(s) {', '.join(map(str, unknown))} not in the data; "
-            f"folds present: {', '.join(map(str, sorted(available)))}"
-        )
-    wanted = set(selection.folds)
-    return [
-        tfr.join_path(tfrecord_dir, s["file"])
-        for s in manifest["shards"]
-        if s["fold"] in wanted and s["num_records"] > 0
-    ]
+def build_pipeline(folder, selection, files, count, options, batch_fns=()):
+    """Builds the tf.data stages over `files`, the shards of `selection`.
 
-
-def expected_count(manifest, selection, index=None):
-    if selection.filenames is None:
-        wanted = set(selection.folds)
-        return sum(s["num_records"] for s in manifest["shards"] if s["fold"] in wanted)
-    return len(selection.rows(index))
-
-
-def make_dataset(
-    tfrecord_dir,
-    selection,
-    *,
-    training,
-    batch_size=32,
-    seed=None,
-    cache=True,
-    shuffle_buffer=None,
-    drop_remainder=None,
-    one_hot=False,
-    with_metadata=False,
-    waveform_dtype="float32",
-    num_parallel_reads=None,
-    deterministic=None,
-    batch_fns=(),
-    prefetch=True,
-    manifest=None,
-    num_workers=1,
-    repeat=False,
-    data_service=None,
-    data_service_job=None,
-    autotune=False,
-):
-    """Builds the tf.data pipeline over the selected clips.
+    Called by `TFRecordFolder.dataset`, which has already verified the folder,
+    checked the selection and counted its clips; nothing here touches the file
+    system until the dataset is iterated.
 
     Args:
-        tfrecord_dir: str or path. A folder made by `build_tfrecords`.
+        folder: TFRecordFolder. The opened folder (path, clip length, classes,
+            compression).
         selection: Selection. Folds (and optionally clips) to read.
-        training: bool. Shuffle (seeded) and drop the last partial batch.
-        batch_size: int. Defaults to 32.
-        seed: int or None. Seeds file order and shuffling; with a seed the
-            order is reproducible. Defaults to None.
-        cache: True (memory), False, or a str path prefix for a file cache.
-            Decoded int16 clips are cached before any random step.
-        shuffle_buffer: int. Defaults to the number of selected clips
-            (a full shuffle), capped at 4096.
-        drop_remainder: bool. Defaults to `training`.
-        one_hot: bool. Labels as one-hot float32 `[batch, classes]` (for
-            mixup); else int32 `[batch]`.
-        with_metadata: bool. Yield `(waveform, label, metadata_dict)`, the
-            dict holding filename, fold, src_file, take, category, target.
-        waveform_dtype: "float32" (in [-1, 1]) or "int16" (raw, to convert on
-            the accelerator and save host-to-device bandwidth).
-        num_parallel_reads: int. Shards read at once. Defaults to
-            min(number of shards, 8).
-        deterministic: bool. Fixed element order. Defaults to True when a
-            seed is given or when not training.
+        files: list of str. The selection's non-empty shard paths.
+        count: int. Clips the selection holds (checked while reading).
+        options: DatasetOptions. How to batch, shuffle, cache and distribute.
         batch_fns: callables `(x, y) -> (x, y)` mapped over batches after the
             float conversion (e.g. host-side features, mixup).
-        prefetch: bool. Prefetch with AUTOTUNE. Defaults to True.
-        manifest: dict. An already-read manifest (skips reading it again).
-        num_workers: int. Input pipelines reading this dataset at once
-            (tf.distribute workers); above 1 the auto-shard policy is set
-            (FILE, or DATA when there are fewer shards than workers) and the
-            record-count check, which needs every shard, is skipped.
-            Defaults to 1.
-        repeat: bool. Repeat forever (shuffled anew each pass) before
-            batching, for multi-worker training with a fixed number of steps
-            per epoch, so no worker runs out of data before the others.
-            Defaults to False.
-        data_service: str or None. A tf.data service dispatcher,
-            "grpc://host:port": parsing, batching, the float conversion and
-            `batch_fns` run on the service's workers (processing mode
-            `esc50tf.data_service.processing_mode(repeat)`); not cached.
-        data_service_job: str or None. Shared job name, so several trainers
-            (multi-worker) read one stream instead of one each.
-        autotune: bool. Run tf.data's autotuner (`Options.autotune`), which
-            resizes parallelism and buffers while the pipeline runs. Defaults
-            to False: in TensorFlow 2.21, destroying an autotuned iterator
-            (which Keras does after every epoch of `fit` and every `evaluate`)
-            blocks until the autotuner's next wake-up, and those come at
-            doubling intervals after the iterator starts (10 ms, 20 ms, ...,
-            up to a minute). That added up to 1.8 s to 3.4-s epochs, in about
-            half of them. Without it the AUTOTUNE values take tf.data's fixed
-            defaults; throughput on 2 cores was the same
-            (benchmarks/bench_pipeline.py, the `-autotune` variants).
 
     Returns:
         A `tf.data.Dataset`.
-
-    Raises:
-        Esc50Error: no manifest, a missing or resized shard, unknown folds,
-            or an empty selection.
     """
     import tensorflow as tf
 
-    if not isinstance(selection, Selection):
-        raise TypeError(f"selection must be a Selection, got {type(selection).__name__}")
-    if waveform_dtype not in ("float32", "int16"):
-        raise Esc50Error(f"waveform_dtype must be 'float32' or 'int16', got {waveform_dtype!r}")
-    if batch_size < 1:
-        raise Esc50Error(f"batch size must be >= 1, got {batch_size}")
-    if num_workers < 1:
-        raise Esc50Error(f"num_workers must be >= 1, got {num_workers}")
-    manifest = manifest or tfr.read_manifest(tfrecord_dir)
-    tfr.verify_shards(tfrecord_dir, manifest)
-    files = selection_files(tfrecord_dir, manifest, selection)
-    index = load_index(tfrecord_dir) if selection.filenames is not None else None
-    count = expected_count(manifest, selection, index)
-    if count == 0 or not files:
-        raise Esc50Error(f"{tfrecord_dir}: the selection holds no clips ({selection})")
-    num_samples = int(manifest["config"]["num_samples"])
-    num_classes = int(manifest["num_classes"])
-    compression = tfr.COMPRESSIONS[manifest["config"]["compression"]]
-    drop_remainder = training if drop_remainder is None else drop_remainder
+    o = options
+    training, batch_size, seed, cache = o.training, o.batch_size, o.seed, o.cache
+    with_metadata, num_workers, repeat = o.with_metadata, o.num_workers, o.repeat
+    data_service, deterministic = o.data_service, o.deterministic
+    tfrecord_dir, num_samples, num_classes = folder.path, folder.num_samples, folder.num_classes
+    compression = tfr.COMPRESSIONS[folder.compression]
+    drop_remainder = training if o.drop_remainder is None else o.drop_remainder
     if deterministic is None:
         deterministic = seed is not None or not training
     if training and drop_remainder and count < batch_size:
@@ -216,7 +119,7 @@ def make_dataset(
 
     shard_policy = None
     if data_service is not None:
-        from esc50tf import data_service as service
+        from esc50tf.data import service
 
         service_mode = service.processing_mode(repeat)
         if service_mode == "parallel_epochs":
@@ -233,16 +136,14 @@ def make_dataset(
                 f"worker reads all of them and keeps 1/{num_workers} of the clips (auto-shard "
                 "DATA); rebuild with `esc50tf build-tfrecords --shards-per-fold N` so that the "
                 "selected folds hold at least one shard per worker",
-                stacklevel=2,
+                stacklevel=3,
             )
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if num_parallel_reads in (None, tf.data.AUTOTUNE):
-        num_parallel_reads = 8  # every shard at once, up to 8
-    elif num_parallel_reads < 1:
-        raise Esc50Error(f"num_parallel_reads must be >= 1 or AUTOTUNE, got {num_parallel_reads}")
-    readers = min(len(files), num_parallel_reads)
+    # AUTOTUNE (or None): every shard at once, up to 8.
+    readers = min(len(files), 8 if o.num_parallel_reads in (None, tf.data.AUTOTUNE)
+                  else o.num_parallel_reads)
     # `deterministic` only applies (and only goes without a warning) in parallel.
     parallel = {"num_parallel_calls": readers, "deterministic": deterministic} if readers > 1 else {}
     ds = ds.interleave(
@@ -269,7 +170,7 @@ def make_dataset(
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if training:
-        buffer = shuffle_buffer or min(count, 4096)
+        buffer = o.shuffle_buffer or min(count, 4096)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
@@ -280,10 +181,10 @@ def make_dataset(
 
     def finish(batch):
         x = batch["pcm"]
-        if waveform_dtype == "float32":
+        if o.waveform_dtype == "float32":
             x = tf.cast(x, tf.float32) / INT16_SCALE
         y = batch["label"]
-        if one_hot:
+        if o.one_hot:
             y = tf.one_hot(y, num_classes, dtype=tf.float32)
         if with_metadata:
             return x, y, {k: batch[k] for k in METADATA_KEYS}
@@ -293,34 +194,22 @@ def make_dataset(
     for fn in batch_fns:
         ds = ds.map(fn, num_parallel_calls=auto, deterministic=deterministic)
     if data_service is not None:
-        ds = service.distribute(ds, data_service, service_mode, job_name=data_service_job)
+        ds = service.distribute(ds, data_service, service_mode, job_name=o.data_service_job)
         # unbatch + batch, not rebatch: rebatch may leave two workers' partial
         # batches unmerged (seen: 7 batches for 29 clips of batch 5).
         ds = ds.unbatch().batch(batch_size, drop_remainder=drop_remainder)
-        if service_mode == "distributed_epoch" and data_service_job is None:
+        if service_mode == "distributed_epoch" and o.data_service_job is None:
             # Every clip exactly once per epoch: the batch count is known (progress bars,
             # Keras' steps), and a clip lost with a failed service worker is an error.
             batches = count // batch_size if drop_remainder else -(-count // batch_size)
             ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic)
-    options.autotune.enabled = bool(autotune)
+    tf_options = tf.data.Options()
+    tf_options.deterministic = bool(deterministic)
+    tf_options.autotune.enabled = bool(o.autotune)
     if shard_policy is not None:
-        options.experimental_distribute.auto_shard_policy = shard_policy
-    ds = ds.with_options(options)
-    if prefetch:
+        tf_options.experimental_distribute.auto_shard_policy = shard_policy
+    ds = ds.with_options(tf_options)
+    if o.prefetch:
         ds = ds.prefetch(auto)
     return ds
 
-
-def dataset_info(tfrecord_dir):
-    """A short description of a TFRecord folder from its manifest (no data read)."""
-    manifest = tfr.read_manifest(tfrecord_dir)
-    return {
-        "sample_rate": manifest["config"]["sample_rate"],
-        "num_samples": manifest["config"]["num_samples"],
-        "num_classes": manifest["num_classes"],
-        "class_names": [c["category"] for c in manifest["classes"]],
-        "folds": manifest["folds"],
-        "counts": manifest["counts"],
-    }

@@ -23,6 +23,10 @@ recording sit in one fold. Every fold holds every class, as evenly as
 ``clips_per_class`` allows. The output depends only on the arguments: the
 same seed gives byte-identical files.
 
+:func:`synthesize_tfrecords` also builds the folder's TFRecords: it is the one
+fake-data builder of the tests, ``esc50tf demo`` and the benchmarks, each
+describing its data with a :class:`SynthConfig`.
+
 Example:
 >>> from esc50tf.data.synth import synthesize
 >>> root = synthesize("/tmp/esc50-synth", num_classes=5, clips_per_class=10,
@@ -46,10 +50,11 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir
 
-__all__ = ["synthesize"]
+__all__ = ["SynthConfig", "synthesize", "synthesize_tfrecords"]
 
 COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
@@ -114,31 +119,51 @@ class _Recording:
     tilt: float  # background noise slope: 0 white, 1 pink, 2 brown
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise Esc50Error(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _is_int(value, minimum):
+    return (not isinstance(value, bool) and isinstance(value, numbers.Integral)
+            and value >= minimum)
 
 
-def _validate(num_classes, clips_per_class, sample_rate, clip_seconds, num_folds, seed):
-    num_classes = _check_int("num_classes", num_classes, 2)
-    num_folds = _check_int("num_folds", num_folds, 1)
-    clips_per_class = _check_int("clips_per_class", clips_per_class, 1)
-    if clips_per_class < num_folds:
-        raise Esc50Error(
-            f"clips_per_class must be >= num_folds ({num_folds}) so that every fold "
-            f"holds every class, got {clips_per_class}"
-        )
-    sample_rate = _check_int("sample_rate", sample_rate, 1000)
-    if (
-        isinstance(clip_seconds, bool)
-        or not isinstance(clip_seconds, numbers.Real)
-        or not math.isfinite(clip_seconds)
-        or clip_seconds < 0.1
-    ):
-        raise Esc50Error(f"clip_seconds must be a finite number >= 0.1, got {clip_seconds!r}")
-    seed = _check_int("seed", seed, 0)
-    return num_classes, clips_per_class, sample_rate, float(clip_seconds), num_folds, seed
+@dataclasses.dataclass(frozen=True)
+class SynthConfig(Config):
+    """What a synthetic dataset holds (validated when made).
+
+    Args:
+        num_classes: int. Number of classes, >= 2. Defaults to 10.
+        clips_per_class: int. Clips per class, >= `num_folds`. Defaults to 40
+            (as ESC-50).
+        sample_rate: int. Sampling rate in Hz, >= 1000. Defaults to 22050.
+        clip_seconds: float. Length of every clip in seconds, >= 0.1.
+            Defaults to 5.0 (as ESC-50).
+        num_folds: int. Number of folds, >= 1. Defaults to 5.
+        seed: int. Seed, >= 0; the same seed gives byte-identical files.
+            Defaults to 0.
+    """
+
+    num_classes: int = 10
+    clips_per_class: int = 40
+    sample_rate: int = 22050
+    clip_seconds: float = 5.0
+    num_folds: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, minimum in (("num_classes", 2), ("num_folds", 1), ("clips_per_class", 1)):
+            value = getattr(self, name)
+            self.check(_is_int(value, minimum), name, value, f"an integer >= {minimum}")
+        self.check(self.clips_per_class >= self.num_folds, "clips_per_class",
+                   self.clips_per_class, f"an integer >= num_folds ({self.num_folds}), so that "
+                   "every fold holds every class")
+        self.check(_is_int(self.sample_rate, 1000), "sample_rate", self.sample_rate,
+                   "an integer >= 1000")
+        seconds = self.clip_seconds
+        self.check(not isinstance(seconds, bool) and isinstance(seconds, numbers.Real)
+                   and math.isfinite(seconds) and seconds >= 0.1,
+                   "clip_seconds", seconds, "a finite number >= 0.1")
+        self.check(_is_int(self.seed, 0), "seed", self.seed, "an integer >= 0")
+        for name in ("num_classes", "clips_per_class", "sample_rate", "num_folds", "seed"):
+            self.set_field(name, int(getattr(self, name)))
+        self.set_field("clip_seconds", float(seconds))
 
 
 def _make_recipes(num_classes, sample_rate, seed):
@@ -513,15 +538,9 @@ def synthesize(
     Args:
         out_dir: str or path-like. The dataset folder to create. It must not
             exist, be empty, or `overwrite` must be True.
-        num_classes: int. Number of classes, >= 2. Defaults to 10.
-        clips_per_class: int. Clips per class, >= `num_folds`. Defaults to 40
-            (as ESC-50).
-        sample_rate: int. Sampling rate in Hz, >= 1000. Defaults to 22050.
-        clip_seconds: float. Length of every clip in seconds, >= 0.1.
-            Defaults to 5.0 (as ESC-50).
-        num_folds: int. Number of folds, >= 1. Defaults to 5.
-        seed: int. Seed, >= 0; the same seed gives byte-identical files.
-            Defaults to 0.
+        num_classes, clips_per_class, sample_rate, clip_seconds, num_folds,
+            seed: what the dataset holds, as in :class:`SynthConfig` (same
+            meanings, defaults and limits).
         overwrite: bool. Replace a non-empty `out_dir`. Defaults to False.
         progress: bool. Show a progress bar on stderr. Defaults to True.
 
@@ -538,9 +557,12 @@ def synthesize(
     >>> (root / "meta" / "esc50.csv").exists()
     True
     """
-    num_classes, clips_per_class, sample_rate, clip_seconds, num_folds, seed = _validate(
-        num_classes, clips_per_class, sample_rate, clip_seconds, num_folds, seed
-    )
+    config = SynthConfig(num_classes=num_classes, clips_per_class=clips_per_class,
+                         sample_rate=sample_rate, clip_seconds=clip_seconds,
+                         num_folds=num_folds, seed=seed)
+    num_classes, clips_per_class = config.num_classes, config.clips_per_class
+    sample_rate, clip_seconds, num_folds, seed = (config.sample_rate, config.clip_seconds,
+                                                  config.num_folds, config.seed)
     given, out_dir = Path(out_dir), Path(os.path.abspath(out_dir))
     if out_dir.exists() and _is_nonempty_dir(out_dir):
         if not overwrite:
@@ -576,3 +598,50 @@ def synthesize(
             for row in sorted(rows, key=lambda r: r["filename"]):
                 writer.writerow([row[c] for c in COLUMNS])
     return given
+
+
+def synthesize_tfrecords(data_dir, tfrecord_dir, config=None, build=None, *, reuse=False,
+                         workers=None, progress=True, log=None):
+    """Writes a synthetic ESC-50-layout folder and builds its TFRecords.
+
+    The one fake-data builder of the tests, ``esc50tf demo`` and the
+    benchmarks: `synthesize` then `build_tfrecords`.
+
+    Args:
+        data_dir: str or path-like. The ESC-50-layout folder to write (it must
+            not exist or be empty, unless `reuse`).
+        tfrecord_dir: str or path-like. The TFRecord folder to build (an
+            up-to-date build there is kept as it is).
+        config: SynthConfig or dict. What to synthesise. Defaults to
+            `SynthConfig()`.
+        build: BuildConfig or dict. How to store it. Defaults to the data's
+            own rate and clip length, 4 shards per fold.
+        reuse: bool. Keep a dataset already in `data_dir` (one holding
+            `meta/esc50.csv`, e.g. from an earlier run) instead of refusing
+            it. Defaults to False.
+        workers: int or None. Decoding processes of the build. Defaults to
+            the number of CPUs.
+        progress: bool. Progress bars on stderr. Defaults to True.
+        log: callable(str) or None. The build's status lines. Defaults to
+            printing to stderr.
+
+    Returns:
+        The TFRecord folder's manifest dict.
+
+    Example:
+    >>> manifest = synthesize_tfrecords("/tmp/toy", "/tmp/toy-tfr",
+    ...                                 SynthConfig(num_classes=4, clips_per_class=10,
+    ...                                             sample_rate=8000, clip_seconds=1.0),
+    ...                                 progress=False)
+    >>> manifest["counts"]["total"]
+    40
+    """
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    config = SynthConfig.from_dict(config or {})
+    if build is None:
+        build = BuildConfig(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds)
+    if not (reuse and (Path(data_dir) / "meta" / "esc50.csv").is_file()):
+        synthesize(data_dir, **config.to_dict(), progress=progress)
+    return build_tfrecords(data_dir, tfrecord_dir, BuildConfig.from_dict(build),
+                           workers=workers, progress=progress, log=log)

@@ -37,6 +37,7 @@ import numpy as np
 
 from esc50tf import __version__
 from esc50tf import cleanup
+from esc50tf.config import Config
 from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
@@ -65,8 +66,8 @@ FEATURE_KEYS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """How clips are stored.
+class BuildConfig(Config):
+    """How clips are stored (validated when made).
 
     Args:
         sample_rate: int. Rate every clip is resampled to. Defaults to 44100
@@ -77,6 +78,9 @@ class BuildConfig:
             interleave and multi-worker training can shard by file. Defaults to 4.
         compression: str. "none" or "gzip". Defaults to "none" (PCM barely
             compresses and gzip costs read throughput).
+
+    `to_dict()` adds the derived `num_samples` (the manifest's `config`), and
+    `from_dict()` accepts it back.
     """
 
     sample_rate: int = 44100
@@ -88,32 +92,24 @@ class BuildConfig:
     def num_samples(self):
         return int(round(self.sample_rate * self.clip_seconds))
 
-    def validate(self):
-        if not isinstance(self.sample_rate, int) or not 1000 <= self.sample_rate <= 384000:
-            raise Esc50Error(
-                f"sample rate must be an integer in 1000..384000 Hz, got {self.sample_rate!r}"
-            )
-        if not (self.clip_seconds > 0 and self.clip_seconds <= 600):
-            raise Esc50Error(
-                f"clip length must be in (0, 600] seconds, got {self.clip_seconds!r}"
-            )
-        if not isinstance(self.shards_per_fold, int) or not 1 <= self.shards_per_fold <= 1024:
-            raise Esc50Error(
-                f"shards per fold must be an integer in 1..1024, got {self.shards_per_fold!r}"
-            )
-        if self.compression not in COMPRESSIONS:
-            raise Esc50Error(
-                f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}"
-            )
-        return self
+    def __post_init__(self):
+        self.check(isinstance(self.sample_rate, int) and 1000 <= self.sample_rate <= 384000,
+                   "sample_rate", self.sample_rate, "an integer in 1000..384000 Hz")
+        self.check(isinstance(self.clip_seconds, (int, float)) and 0 < self.clip_seconds <= 600,
+                   "clip_seconds", self.clip_seconds, "a number of seconds in (0, 600]")
+        self.check(isinstance(self.shards_per_fold, int) and 1 <= self.shards_per_fold <= 1024,
+                   "shards_per_fold", self.shards_per_fold, "an integer in 1..1024")
+        self.check(self.compression in COMPRESSIONS, "compression", self.compression,
+                   ", ".join(COMPRESSIONS))
 
     def to_dict(self):
-        return {**dataclasses.asdict(self), "num_samples": self.num_samples}
+        return {**super().to_dict(), "num_samples": self.num_samples}
 
     @classmethod
-    def from_dict(cls, d):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
+    def from_dict(cls, values):
+        if isinstance(values, dict):  # a manifest's config also holds the derived length
+            values = {k: v for k, v in values.items() if k != "num_samples"}
+        return super().from_dict(values)
 
 
 def shard_name(fold, index, count, compression="none"):
@@ -460,7 +456,7 @@ def build_tfrecords(
         Esc50Error: on invalid configuration, metadata or audio (naming the
             file or row), or an output folder that would be overwritten.
     """
-    config = (config or BuildConfig()).validate()
+    config = BuildConfig.from_dict(config or {})
     log = log or (lambda msg: print(msg, file=sys.stderr))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     workers = int(workers or os.cpu_count() or 1)

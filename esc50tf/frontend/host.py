@@ -33,7 +33,7 @@ def make_host_featurizer(config, jit_compile=True):
     Returns:
         ``featurize(waveforms) -> features``: ``[batch, samples]`` (or
         ``[samples]``) -> ``[batch, frames, bins]`` (or ``[frames, bins]``).
-        int16 waveforms (``make_dataset(waveform_dtype="int16")``) are scaled
+        int16 waveforms (``DatasetOptions(waveform_dtype="int16")``) are scaled
         to [-1, 1] inside the compiled function.
 
     Example:

@@ -214,7 +214,7 @@ def predict_dataset(model, dataset, verbose=1):
     Args:
         model: keras.Model taking `[batch, samples]` waveforms.
         dataset: tf.data.Dataset of `(waveforms, labels, meta)` batches, with
-            `meta["filename"]` (`make_dataset(..., with_metadata=True)`).
+            `meta["filename"]` (`DatasetOptions(with_metadata=True)`).
         verbose: int. Keras predict verbosity.
 
     Returns:

@@ -73,7 +73,7 @@ class Task:
         """The untrained model of `cfg.model`."""
         raise NotImplementedError
 
-    def build_inputs(self, cfg, split, manifest, **options):
+    def build_inputs(self, cfg, split, folder, **options):
         """The training and validation inputs of `split` (never its test side)."""
         raise NotImplementedError
 
@@ -85,7 +85,7 @@ class Task:
         """Class probabilities of `inputs` (a Keras task: a `(x, y, meta)` dataset; see there)."""
         raise NotImplementedError
 
-    def train_split(self, cfg, split, split_dir, manifest, class_names, *, strategy=None,
+    def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,
                     verbose=1):
         """Trains on one split, predicts its test side once, saves the model there.
@@ -94,7 +94,7 @@ class Task:
             cfg: RunConfig.
             split: Split. train / val / test selections.
             split_dir: Path. The split's folder in the run folder.
-            manifest: dict. The TFRecord folder's manifest.
+            folder: TFRecordFolder. The opened TFRecord folder (`data.dataset`).
             class_names: list of str.
             strategy, kind: from `make_strategy`.
             index: the dataset's index, or None to load it.

@@ -85,8 +85,8 @@ class KerasTask(Task):
     Example:
     >>> from esc50tf.tasks import get_task
     >>> task = get_task("cnn_small")
-    >>> # model, trainable = task.build_compiled(cfg, split.train, manifest, 50)
-    >>> # train_ds, val_ds = task.build_inputs(cfg, split, manifest)
+    >>> # model, trainable = task.build_compiled(cfg, split.train, folder, 50)
+    >>> # train_ds, val_ds = task.build_inputs(cfg, split, folder)
     """
 
     name = "keras"
@@ -164,21 +164,20 @@ class KerasTask(Task):
         return model_build.build_model(cfg.model, cfg.features, num_classes, num_samples,
                                        cfg.augment, seed=cfg.train.seed)
 
-    def stats_inputs(self, cfg, selection, manifest, batch_size=64, host_featurize=None):
+    def stats_inputs(self, cfg, selection, folder, batch_size=64, host_featurize=None):
         """Clips of `selection` without augmentation, in order (statistics, batch norm)."""
-        from esc50tf.data.pipeline import make_dataset
+        from esc50tf.data.dataset import DatasetOptions
 
-        return make_dataset(cfg.train.data, selection, training=False, batch_size=batch_size,
-                            manifest=manifest,
-                            batch_fns=[lambda x, y: (host_featurize(x), y)]
-                            if host_featurize is not None else ())
+        return folder.dataset(selection, DatasetOptions(batch_size=batch_size),
+                              batch_fns=[lambda x, y: (host_featurize(x), y)]
+                              if host_featurize is not None else ())
 
-    def test_inputs(self, cfg, selection, manifest, batch_size):
+    def test_inputs(self, cfg, selection, folder, batch_size):
         """`(waveform, label, metadata)` batches of the test side, in their fixed order."""
-        from esc50tf.data.pipeline import make_dataset
+        from esc50tf.data.dataset import DatasetOptions
 
-        return make_dataset(cfg.train.data, selection, training=False, batch_size=batch_size,
-                            with_metadata=True, manifest=manifest)
+        return folder.dataset(selection, DatasetOptions(batch_size=batch_size,
+                                                        with_metadata=True))
 
     def compile(self, model, cfg, replicas=1, steps_per_epoch=None):
         """Compiles `model` with the run's optimizer (lr scaled for `replicas`), loss, accuracy."""
@@ -191,7 +190,7 @@ class KerasTask(Task):
                       loss=recipe.loss(cfg), metrics=["accuracy"], jit_compile=t.jit_compile)
         return model
 
-    def build_compiled(self, cfg, train_selection, manifest, num_classes, replicas=1,
+    def build_compiled(self, cfg, train_selection, folder, num_classes, replicas=1,
                        steps_per_epoch=None, host_featurize=None):
         """Builds the model, adapts its normalisation on the training clips, compiles it.
 
@@ -203,14 +202,14 @@ class KerasTask(Task):
         """
         from esc50tf.models.build import adapt_normalization
 
-        model = self.build_model(cfg, num_classes, int(manifest["config"]["num_samples"]))
+        model = self.build_model(cfg, num_classes, folder.num_samples)
         # Per-frequency statistics from the training clips only (no augmentation).
-        adapt_normalization(model, self.stats_inputs(cfg, train_selection, manifest))
+        adapt_normalization(model, self.stats_inputs(cfg, train_selection, folder))
         trainable = classifier_part(model) if host_featurize is not None else model
         self.compile(trainable, cfg, replicas, steps_per_epoch)
         return model, trainable
 
-    def build_inputs(self, cfg, split, manifest, host_featurize=None, one_hot=False,
+    def build_inputs(self, cfg, split, folder, host_featurize=None, one_hot=False,
                      wave_augmenter=None, *, num_workers=1, repeat=False, data_service=None,
                      data_service_job=None, drop_val_remainder=False):
         """Training and validation pipelines; augmentation only on the training side.
@@ -218,12 +217,12 @@ class KerasTask(Task):
         With features on the host, `host_featurize` runs in tf.data on both sides and
         the model's own waveform augmenter (training=True) runs before it on the
         training side only. `cfg.train.batch_size` is the global batch here.
-        num_workers, repeat, data_service, data_service_job: see `make_dataset` (the
+        num_workers, repeat, data_service, data_service_job: see `DatasetOptions` (the
         service gets the training pipeline only). drop_val_remainder: static
         validation batches too (TPUs).
         """
         from esc50tf.augment import BatchMixer
-        from esc50tf.data.pipeline import make_dataset
+        from esc50tf.data.dataset import DatasetOptions
 
         t = cfg.train
         eval_fns, train_fns = [], []
@@ -235,18 +234,17 @@ class KerasTask(Task):
                 train_fns.append(eval_fns[0])
         if cfg.augment.mix != "none":
             train_fns.append(BatchMixer(cfg.augment.mix, alpha=cfg.augment.mixup_alpha, seed=t.seed,
-                                        num_classes=manifest["num_classes"],
-                                        sample_rate=manifest["config"]["sample_rate"]))
-        train_ds = make_dataset(t.data, split.train, training=True, batch_size=t.batch_size,
-                                seed=t.seed, batch_fns=train_fns, manifest=manifest,
-                                one_hot=one_hot and cfg.augment.mix == "none",
-                                num_workers=num_workers, repeat=repeat, data_service=data_service,
-                                data_service_job=data_service_job)
+                                        num_classes=folder.num_classes,
+                                        sample_rate=folder.sample_rate))
+        train_ds = folder.dataset(split.train, DatasetOptions(
+            training=True, batch_size=t.batch_size, seed=t.seed,
+            one_hot=one_hot and cfg.augment.mix == "none", num_workers=num_workers, repeat=repeat,
+            data_service=data_service, data_service_job=data_service_job), batch_fns=train_fns)
         val_ds = None
         if split.val is not None:
-            val_ds = make_dataset(t.data, split.val, training=False, batch_size=t.batch_size,
-                                  one_hot=one_hot, batch_fns=eval_fns, manifest=manifest,
-                                  num_workers=num_workers, drop_remainder=drop_val_remainder)
+            val_ds = folder.dataset(split.val, DatasetOptions(
+                batch_size=t.batch_size, one_hot=one_hot, num_workers=num_workers,
+                drop_remainder=drop_val_remainder), batch_fns=eval_fns)
         return train_ds, val_ds
 
     def callbacks(self, cfg, split_dir, monitor_loss, monitor_acc, trusted, averaging=(),
@@ -296,7 +294,7 @@ class KerasTask(Task):
 
         return predict_dataset(model, dataset, verbose=verbose)
 
-    def train_split(self, cfg, split, split_dir, manifest, class_names, *, strategy=None,
+    def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="default", index=None, sizes=None, callbacks=(), epoch_end=None,
                     verbose=1):
         import hashlib
@@ -306,8 +304,8 @@ class KerasTask(Task):
 
         from esc50tf import distribute
         from esc50tf import frontend as feat
-        from esc50tf.report import fold_metrics
         from esc50tf.models.build import test_crops
+        from esc50tf.report import fold_metrics
 
         t = cfg.train
         one_hot = recipe.soft_labels(cfg)
@@ -333,9 +331,7 @@ class KerasTask(Task):
         host_featurize = (feat.make_host_featurizer(cfg.features) if t.features_on == "host"
                           else None)
         if index is None:
-            from esc50tf.data.splits import load_index
-
-            index = load_index(t.data)
+            index = folder.index
         train_counts = recipe.class_counts(split.train.rows(index)["label"], len(class_names))
         validation = recipe.judge_validation(
             [] if split.val is None else split.val.rows(index)["label"], len(class_names),
@@ -343,7 +339,7 @@ class KerasTask(Task):
         _log(f"{split.name}: {validation['note']}")
         with strategy.scope():
             model, trainable = self.build_compiled(
-                cfg, split.train, manifest, len(class_names), replicas,
+                cfg, split.train, folder, len(class_names), replicas,
                 steps_per_epoch=sizes["train"] // global_batch, host_featurize=host_featurize)
         wave_augmenter = None
         if host_featurize is not None:
@@ -351,7 +347,7 @@ class KerasTask(Task):
                 wave_augmenter = model.get_layer("waveform_augmenter")
             except ValueError:
                 pass
-        train_ds, val_ds = self.build_inputs(cfg_global, split, manifest, host_featurize,
+        train_ds, val_ds = self.build_inputs(cfg_global, split, folder, host_featurize,
                                              one_hot, wave_augmenter, num_workers=workers,
                                              repeat=repeat, data_service=t.data_service,
                                              data_service_job=job,
@@ -367,7 +363,7 @@ class KerasTask(Task):
         # Training clips without augmentation, for batch-norm statistics of averaged weights.
         averaging = recipe.averaging_callbacks(
             t, split_dir / "swa_state.npz",
-            lambda: self.stats_inputs(cfg, split.train, manifest, global_batch, host_featurize))
+            lambda: self.stats_inputs(cfg, split.train, folder, global_batch, host_featurize))
         extra = list(callbacks)
         if epoch_end is not None:
             extra.append(keras.callbacks.LambdaCallback(
@@ -387,7 +383,7 @@ class KerasTask(Task):
         fit_seconds = time.perf_counter() - fit_start
         epochs_this_session = len(history.history.get("loss", []))
         history_rows = history_length(split_dir / "history.csv")
-        test_ds = self.test_inputs(cfg, split.test, manifest, global_batch)
+        test_ds = self.test_inputs(cfg, split.test, folder, global_batch)
         _log(f"{split.name}: predicting {sizes['test']} test clips")
         y_true, y_prob, names = self.predict(model, test_ds, verbose=verbose)
         model.save(split_dir / "model.keras")

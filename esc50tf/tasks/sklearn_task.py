@@ -38,37 +38,35 @@ class SklearnTask(Task):
         """The unfitted estimator of `cfg.model` (its registered builder)."""
         return self.spec.builder(cfg.model, seed=cfg.train.seed)
 
-    def build_inputs(self, cfg, split, manifest, run_dir=None):
+    def build_inputs(self, cfg, split, folder, run_dir=None):
         """`selection -> (X, y, filenames)`: the features of a side of `split`.
 
         Args:
             run_dir: Path or None. The run folder, where "embeddings" are cached
                 (None: the split folder's parent is not known; required then).
         """
-        from esc50tf.data.pipeline import make_dataset
+        from esc50tf.data.dataset import DatasetOptions
         from esc50tf.models import classic
 
         if cfg.model.classic_features == "embeddings":
-            return self._embedding_rows(cfg, run_dir)
+            return self._embedding_rows(cfg, run_dir, folder)
         featurize = classic.make_featurizer(cfg.features, cfg.model)
 
         def features_of(selection):
-            ds = make_dataset(cfg.train.data, selection, training=False, batch_size=64,
-                              with_metadata=True, manifest=manifest, cache=False)
+            ds = folder.dataset(selection, DatasetOptions(batch_size=64, with_metadata=True,
+                                                          cache=False))
             return classic.extract(ds, featurize)
 
         return features_of
 
     @staticmethod
-    def _embedding_rows(cfg, run_dir):
+    def _embedding_rows(cfg, run_dir, folder):
         """`selection -> (X, y, filenames)` from PANNs embeddings computed once per run, cached."""
         from esc50tf import embed
-        from esc50tf.data.splits import load_index
 
         table = embed.embedding_table(cfg.train.data, cfg.model,
                                       Path(run_dir) / "embeddings.npz")
-        index = load_index(cfg.train.data)
-        return lambda selection: embed.select(table, selection, index)
+        return lambda selection: embed.select(table, selection, folder.index)
 
     def fit(self, model, train_inputs, val_inputs, cfg, **options):
         """`estimator.fit(X, y)` of the training side; returns the estimator."""
@@ -82,14 +80,14 @@ class SklearnTask(Task):
 
         return classic.predict_proba(model, inputs, num_classes)
 
-    def train_split(self, cfg, split, split_dir, manifest, class_names, *, strategy=None,
+    def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,
                     verbose=1):
         import pickle
 
         from esc50tf.report import fold_metrics
 
-        features_of = self.build_inputs(cfg, split, manifest, run_dir=split_dir.parent)
+        features_of = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent)
         start = time.perf_counter()
         x_train, y_train, _ = features_of(split.train)
         estimator = self.fit(self.build_model(cfg), (x_train, y_train), None, cfg)

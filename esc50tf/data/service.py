@@ -25,7 +25,8 @@ Processing mode (`processing_mode`), following the tf.data service guide:
 Example:
 >>> dispatcher = start_dispatcher(port=0)
 >>> workers = [start_worker(dispatcher_address(dispatcher)) for _ in range(2)]
->>> ds = make_dataset(..., training=True, data_service=dispatcher.target)
+>>> ds = TFRecordFolder("tfrecords/").dataset(
+...     selection, DatasetOptions(training=True, data_service=dispatcher.target))
 """
 
 from __future__ import annotations
