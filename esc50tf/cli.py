@@ -8,6 +8,7 @@ modules (TensorFlow, Keras) are imported inside the handlers, so
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -38,23 +39,42 @@ _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _ratio = _number(float, lambda v: 0 < v < 1, "a ratio like 0.9", "a ratio in (0, 1) like 0.9")
 
 
+def _subparser(sub, name, add_fn, handler=None, **kwargs):
+    """The parser of command `name`, run by `handler(args)`; its texts from `add_fn`'s docstring.
+
+    The docstring's first line is the one-line help of `esc50tf --help`; the
+    next paragraph, unless it starts with "example", the description (one
+    paragraph, re-wrapped by argparse); the rest, kept as written, the epilog.
+    `kwargs` (usage, formatter_class, a computed description) go to argparse.
+    """
+    first, _, rest = inspect.cleandoc(add_fn.__doc__).partition("\n\n")
+    texts = {"help": first}
+    if rest and not rest.startswith("example"):
+        description, _, rest = rest.partition("\n\n")
+        texts["description"] = " ".join(description.split())
+    if rest:
+        texts["epilog"] = rest
+    parser = sub.add_parser(name, **{**texts, **kwargs})
+    if handler is not None:  # data-service: its roles have the handlers
+        parser.set_defaults(handler=handler)
+    return parser
+
+
 # --- download -----------------------------------------------------------------
 
 def _add_download(sub):
+    """download and unpack ESC-50
+
+    Download the ESC-50 archive, unpack it and verify the layout (meta/esc50.csv and every
+    WAV it lists under audio/). A complete copy already in DEST is not downloaded again.
+    """
     from esc50tf.data.download import DEFAULT_URL
 
-    p = sub.add_parser(
-        "download",
-        help="download and unpack ESC-50",
-        description="Download the ESC-50 archive, unpack it and verify the layout "
-        "(meta/esc50.csv and every WAV it lists under audio/). A complete copy "
-        "already in DEST is not downloaded again.",
-    )
+    p = _subparser(sub, "download", _add_download, _run_download)
     p.add_argument("--dest", default="ESC-50", help="dataset folder to create (default: %(default)s)")
     p.add_argument("--url", default=DEFAULT_URL, help="archive URL, http(s):// or file:// (default: %(default)s)")
     p.add_argument("--keep-archive", action="store_true", help="keep the zip as DEST/esc50.zip")
     p.add_argument("--overwrite", action="store_true", help="replace an incomplete or different copy in DEST")
-    p.set_defaults(handler=_run_download)
 
 
 def _run_download(args):
@@ -67,15 +87,16 @@ def _run_download(args):
 # --- build-tfrecords ------------------------------------------------------------
 
 def _add_build(sub):
-    p = sub.add_parser(
-        "build-tfrecords",
-        help="turn an ESC-50-layout folder into TFRecord shards per fold",
-        description="Validate meta/esc50.csv, decode every clip (any common WAV bit depth, "
-        "FLAC, OGG; mixed to mono; resampled with soxr; padded/cropped), and write "
-        "TFRecord shards grouped by fold, plus clips.csv and manifest.json (written last). "
-        "Rebuilding with the same inputs and settings is a no-op.",
-        epilog="example: esc50tf build-tfrecords --data-dir ESC-50 --out tfrecords",
-    )
+    """turn an ESC-50-layout folder into TFRecord shards per fold
+
+    Validate meta/esc50.csv, decode every clip (any common WAV bit depth, FLAC, OGG; mixed
+    to mono; resampled with soxr; padded/cropped), and write TFRecord shards grouped by
+    fold, plus clips.csv and manifest.json (written last). Rebuilding with the same inputs
+    and settings is a no-op.
+
+    example: esc50tf build-tfrecords --data-dir ESC-50 --out tfrecords
+    """
+    p = _subparser(sub, "build-tfrecords", _add_build, _run_build)
     p.add_argument("--data-dir", required=True, help="dataset root holding meta/esc50.csv and audio/")
     p.add_argument("--out", required=True, help="output folder for shards and manifest")
     p.add_argument("--sample-rate", type=_positive_int, default=44100,
@@ -98,7 +119,6 @@ def _add_build(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing build made with other settings or inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_run_build)
 
 
 def _run_build(args):
@@ -120,13 +140,13 @@ def _run_build(args):
 # --- inspect --------------------------------------------------------------------
 
 def _add_inspect(sub):
-    p = sub.add_parser(
-        "inspect",
-        help="summarise a TFRecord folder, verify its shards, show the splits",
-        description="Print the manifest summary of a TFRecord folder (classes, folds, counts), "
-        "check that every shard is present (--verify: also sha256 and record counts), and show "
-        "the train/validation/test sizes of a protocol, checking that no src_file crosses sides.",
-    )
+    """summarise a TFRecord folder, verify its shards, show the splits
+
+    Print the manifest summary of a TFRecord folder (classes, folds, counts), check that
+    every shard is present (--verify: also sha256 and record counts), and show the
+    train/validation/test sizes of a protocol, checking that no src_file crosses sides.
+    """
+    p = _subparser(sub, "inspect", _add_inspect, _run_inspect)
     p.add_argument("data", help="TFRecord folder made by build-tfrecords")
     p.add_argument("--verify", action="store_true", help="recompute sha256 and record counts of every shard")
     proto = p.add_mutually_exclusive_group()
@@ -137,7 +157,6 @@ def _add_inspect(sub):
                    help="validation share carved from the training side (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the holdouts (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_run_inspect)
 
 
 def _run_inspect(args):
@@ -202,13 +221,13 @@ def _protocol_splits(args, index):
 # --- synth ------------------------------------------------------------------------
 
 def _add_synth(sub):
-    p = sub.add_parser(
-        "synth",
-        help="write a synthetic dataset in the ESC-50 layout",
-        description="Write WAV files and meta/esc50.csv (5 folds, src_file/take groups) of "
-        "synthetic classes: harmonic stacks, chirps, noise bands, burst rhythms... placed at "
-        "random times with random gain over background noise. Used by the tests and the demo.",
-    )
+    """write a synthetic dataset in the ESC-50 layout
+
+    Write WAV files and meta/esc50.csv (5 folds, src_file/take groups) of synthetic classes:
+    harmonic stacks, chirps, noise bands, burst rhythms... placed at random times with
+    random gain over background noise. Used by the tests and the demo.
+    """
+    p = _subparser(sub, "synth", _add_synth, _run_synth)
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--classes", type=_positive_int, default=10, help="number of classes (default: %(default)s)")
     p.add_argument("--clips-per-class", type=_positive_int, default=40, help="clips per class (default: %(default)s)")
@@ -217,7 +236,6 @@ def _add_synth(sub):
     p.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    p.set_defaults(handler=_run_synth)
 
 
 def _run_synth(args):
@@ -235,21 +253,20 @@ def _run_synth(args):
 # --- demo -------------------------------------------------------------------------
 
 def _add_demo(sub):
-    p = sub.add_parser(
-        "demo",
-        help="run the whole job end to end on built-in synthetic data",
-        description="Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at "
-        "16 kHz), build TFRecords, check the splits, stream the tf.data pipeline back, then train "
-        "cnn_small on folds 2-5 and evaluate it on the held-out fold 1, writing the full report "
-        "(report.md, confusion matrix, curves) into --out. A few minutes on 2 CPU cores.",
-    )
+    """run the whole job end to end on built-in synthetic data
+
+    Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at 16 kHz), build
+    TFRecords, check the splits, stream the tf.data pipeline back, then train cnn_small on
+    folds 2-5 and evaluate it on the held-out fold 1, writing the full report (report.md,
+    confusion matrix, curves) into --out. A few minutes on 2 CPU cores.
+    """
+    p = _subparser(sub, "demo", _add_demo, _run_demo)
     p.add_argument("--out", default="esc50tf-demo",
                    help="folder for the data, TFRecords and the run's report, kept afterwards; "
                    "run again, finished steps are reused (default: %(default)s)")
     p.add_argument("--temporary", action="store_true",
                    help="work in a temporary folder, deleted at exit (nothing is kept)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args):
@@ -386,12 +403,14 @@ def _model_names():
 # --- models -----------------------------------------------------------------------------
 
 def _add_models(sub):
-    p = sub.add_parser("models", help="list every model with a one-line description",
-                       description="List the registered models by family (classic, cnn, rnn, "
-                       "hybrid), one line each. These names are what `train --model` and "
-                       "`tune --model` take; an unknown name is an error listing them.")
+    """list every model with a one-line description
+
+    List the registered models by family (classic, cnn, rnn, hybrid), one line each. These
+    names are what `train --model` and `tune --model` take; an unknown name is an error
+    listing them.
+    """
+    p = _subparser(sub, "models", _add_models, _run_models)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_run_models)
 
 
 def _run_models(args):
@@ -410,21 +429,22 @@ def _run_models(args):
 # --- train ------------------------------------------------------------------------------
 
 def _add_train(sub):
-    p = sub.add_parser(
-        "train",
-        usage="esc50tf train --model MODEL --data DIR --out DIR [options]\n"
-        "       esc50tf train --config RUN/config.json [--out DIR] [options]",
-        help="train and evaluate a model (k-fold CV, a test fold or a grouped ratio split)",
-        description="Train MODEL on TFRecords under the official protocol (k-fold CV over every "
-        "fold by default), with validation carved from the training side only, and write "
-        "report.json/.md, confusion_matrix.png, curves.png, per_class_accuracy.png, each split's "
-        "model.keras and SavedModel, and config.json into --out. An interrupted run resumes "
-        "where it stopped when started again with the same settings.",
-        epilog="examples:\n  esc50tf train --model hybrid --data tfrecords --out runs/hybrid\n"
-        "  esc50tf train --model bigru --preset seed --data tfrecords --out runs/bigru-seed\n"
-        "  esc50tf train --config runs/hybrid/config.json --out runs/hybrid-again",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """train and evaluate a model (k-fold CV, a test fold or a grouped ratio split)
+
+    Train MODEL on TFRecords under the official protocol (k-fold CV over every fold by
+    default), with validation carved from the training side only, and write report.json/.md,
+    confusion_matrix.png, curves.png, per_class_accuracy.png, each split's model.keras and
+    SavedModel, and config.json into --out. An interrupted run resumes where it stopped when
+    started again with the same settings.
+
+    examples:
+      esc50tf train --model hybrid --data tfrecords --out runs/hybrid
+      esc50tf train --model bigru --preset seed --data tfrecords --out runs/bigru-seed
+      esc50tf train --config runs/hybrid/config.json --out runs/hybrid-again
+    """
+    p = _subparser(sub, "train", _add_train, _run_train,
+                   usage="esc50tf train --model MODEL --data DIR --out DIR [options]\n"
+        "       esc50tf train --config RUN/config.json [--out DIR] [options]", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=f"one of: {', '.join(_model_names())} (required unless "
                    "--config names one)")
     p.add_argument("--data", help="TFRecord folder made by build-tfrecords (required unless "
@@ -439,7 +459,6 @@ def _add_train(sub):
     proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")
     proto.add_argument("--split", type=_ratio, help="grouped, stratified ratio split, e.g. 0.9")
     _add_run_flags(p, "replace a run folder holding another configuration")
-    p.set_defaults(handler=_run_train)
 
 
 def _add_run_flags(p, overwrite_help, every_run=False):
@@ -535,12 +554,14 @@ def _run_train(args):
 # --- evaluate ---------------------------------------------------------------------------
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="recompute a run's report from its saved models",
-                       description="Load each split's saved model, predict its test side again "
-                       "(from --data, default the run's TFRecords) and rewrite the report and plots.")
+    """recompute a run's report from its saved models
+
+    Load each split's saved model, predict its test side again (from --data, default the
+    run's TFRecords) and rewrite the report and plots.
+    """
+    p = _subparser(sub, "evaluate", _add_evaluate, _run_evaluate)
     p.add_argument("run", help="run folder written by esc50tf train")
     p.add_argument("--data", help="TFRecord folder (default: the one the run used)")
-    p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args):
@@ -556,12 +577,14 @@ def _run_evaluate(args):
 # --- predict ----------------------------------------------------------------------------
 
 def _add_predict(sub):
-    p = sub.add_parser(
-        "predict", help="top-k classes for audio files with a saved model",
-        description="Predict with a run folder (averaging its split models; Keras or scikit-learn "
-        "runs, whose features are computed as in training) or one .keras file. "
-        "Any sample rate, length and channel count: mixed to mono, resampled, padded, or cut "
-        "into half-overlapping windows whose probabilities are averaged.")
+    """top-k classes for audio files with a saved model
+
+    Predict with a run folder (averaging its split models; Keras or scikit-learn runs, whose
+    features are computed as in training) or one .keras file. Any sample rate, length and
+    channel count: mixed to mono, resampled, padded, or cut into half-overlapping windows
+    whose probabilities are averaged.
+    """
+    p = _subparser(sub, "predict", _add_predict, _run_predict)
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes to show (default: %(default)s)")
@@ -585,7 +608,6 @@ def _add_predict(sub):
     t.add_argument("--out", default="timeline",
                    help="folder for the timelines (default: %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace existing timelines")
-    p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args):
@@ -617,15 +639,17 @@ def _run_predict(args):
 # --- export -----------------------------------------------------------------------------
 
 def _add_export(sub):
+    """export a trained run as a SavedModel or TFLite model, front end inside
+
+    Export a run's Keras model(s) (the average of every split, or one with --split) as one
+    model taking raw mono waveforms at the run's sample rate, with the STFT / log-Mel / MFCC
+    front end inside and only builtin TFLite ops. Writes the model, labels.txt and
+    model_card.json (with parity figures measured on the test clips against the Keras model)
+    into OUT, via a staging folder.
+    """
     from esc50tf.export import FORMATS, QUANTIZATIONS
 
-    p = sub.add_parser(
-        "export", help="export a trained run as a SavedModel or TFLite model, front end inside",
-        description="Export a run's Keras model(s) (the average of every split, or one with "
-        "--split) as one model taking raw mono waveforms at the run's sample rate, with the "
-        "STFT / log-Mel / MFCC front end inside and only builtin TFLite ops. Writes the model, "
-        "labels.txt and model_card.json (with parity figures measured on the test clips "
-        "against the Keras model) into OUT, via a staging folder.")
+    p = _subparser(sub, "export", _add_export, _run_export)
     p.add_argument("run", help="run folder made by esc50tf train")
     p.add_argument("--format", choices=FORMATS, default="tflite", help="default: %(default)s")
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
@@ -642,7 +666,6 @@ def _add_export(sub):
                    help="do not measure parity on the test clips (no TFRecords needed)")
     p.add_argument("--seed", type=int, default=0, help="picks the calibration clips")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.set_defaults(handler=_run_export)
 
 
 def _run_export(args):
@@ -661,11 +684,13 @@ def _run_export(args):
 # --- features ---------------------------------------------------------------------------
 
 def _add_features(sub):
-    p = sub.add_parser(
-        "features", help="compute STFT / log-Mel / MFCC features of audio files",
-        description="Compute features with exactly the layers the models use and write them to "
-        "an .npz (features [n_files, frames, bins] float32, filenames, config JSON); --plot "
-        "draws waveform and features per file.")
+    """compute STFT / log-Mel / MFCC features of audio files
+
+    Compute features with exactly the layers the models use and write them to an .npz
+    (features [n_files, frames, bins] float32, filenames, config JSON); --plot draws
+    waveform and features per file.
+    """
+    p = _subparser(sub, "features", _add_features, _run_features)
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--kind", choices=KINDS, default="mel", help="feature kind (default: %(default)s)")
     p.add_argument("--out", help="output .npz file (--out, --plot or both)")
@@ -678,7 +703,6 @@ def _add_features(sub):
     p.add_argument("--no-center", dest="center", action="store_false", help="do not centre frames")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --plot file")
     _add_options(p, [o for o in FEATURE_OPTIONS if o[0] != "--features"], "front end (librosa names)")
-    p.set_defaults(handler=_run_features)
 
 
 def _run_features(args):
@@ -733,19 +757,22 @@ def _first_rate(paths):
 # --- compare ----------------------------------------------------------------------------
 
 def _add_compare(sub):
-    p = sub.add_parser(
-        "compare", help="compare finished runs: ranked table, accuracy plot, hard classes",
-        description="Read the report.json of finished runs (train run folders, tune folders "
-        "with best_run/, study folders with runs/*) and write comparison.md/.csv (one row per "
-        "run, ranked by accuracy, the best run of each model marked), comparison.png (accuracy "
-        "+- std over folds, by model family), per_class.csv/.png (per-class accuracy, classes x "
-        "runs), the hard classes and the most confused class pairs. Runs measured under another "
-        "protocol, dataset or class list are flagged and not ranked with the rest. A run folder "
-        "without report.json is an error; in a study folder such runs are skipped with a warning.",
-        epilog="examples:\n  esc50tf compare runs/hybrid runs/bigru-seed --out comparison\n"
-        "  esc50tf compare study-out tune-out --out comparison",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """compare finished runs: ranked table, accuracy plot, hard classes
+
+    Read the report.json of finished runs (train run folders, tune folders with best_run/,
+    study folders with runs/*) and write comparison.md/.csv (one row per run, ranked by
+    accuracy, the best run of each model marked), comparison.png (accuracy +- std over
+    folds, by model family), per_class.csv/.png (per-class accuracy, classes x runs), the
+    hard classes and the most confused class pairs. Runs measured under another protocol,
+    dataset or class list are flagged and not ranked with the rest. A run folder without
+    report.json is an error; in a study folder such runs are skipped with a warning.
+
+    examples:
+      esc50tf compare runs/hybrid runs/bigru-seed --out comparison
+      esc50tf compare study-out tune-out --out comparison
+    """
+    p = _subparser(sub, "compare", _add_compare, _run_compare,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run, tune or study folders")
     p.add_argument("--out", default="comparison",
                    help="folder for the comparison files; only those files are replaced "
@@ -754,7 +781,6 @@ def _add_compare(sub):
                    help="a class is hard for a run below this accuracy (default: %(default)s)")
     p.add_argument("--top", type=_positive_int, default=10,
                    help="hard classes and confused pairs to list (default: %(default)s)")
-    p.set_defaults(handler=_run_compare)
 
 
 def _run_compare(args):
@@ -802,22 +828,23 @@ def _float_list(text):
 
 
 def _add_study(sub):
-    p = sub.add_parser(
-        "study",
-        help="train every model x front end (x optimizer x lr), then compare them",
-        description="Run `esc50tf train` for each model x feature kind (with --grid also x "
-        "optimizer x learning rate: the study's Adam, SGD, Adagrad x 0.01, 0.001, 0.0001) into "
-        "OUT/runs/<model>-<features>-<preset>[-<optimizer>-lr<lr>]/, then `esc50tf compare` "
-        "over them into OUT. Started again, finished runs are skipped and an interrupted one "
-        "resumes. A run that fails is recorded in OUT/failures.json and the study goes on; the "
-        "exit status is non-zero if any run failed. The scikit-learn models run once (their "
-        "input is --classic-features, not --features).",
-        epilog="examples:\n"
-        "  esc50tf study --data tfrecords --out study --models all --preset seed\n"
-        "  esc50tf study --data tfrecords --out study-grid --models rnn --grid --features mel,mfcc\n"
-        "  esc50tf study --data tfrecords --out study-cv --models gru,svm --protocol cv --epochs 30",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """train every model x front end (x optimizer x lr), then compare them
+
+    Run `esc50tf train` for each model x feature kind (with --grid also x optimizer x
+    learning rate: the study's Adam, SGD, Adagrad x 0.01, 0.001, 0.0001) into
+    OUT/runs/<model>-<features>-<preset>[-<optimizer>-lr<lr>]/, then `esc50tf compare` over
+    them into OUT. Started again, finished runs are skipped and an interrupted one resumes.
+    A run that fails is recorded in OUT/failures.json and the study goes on; the exit status
+    is non-zero if any run failed. The scikit-learn models run once (their input is
+    --classic-features, not --features).
+
+    examples:
+      esc50tf study --data tfrecords --out study --models all --preset seed
+      esc50tf study --data tfrecords --out study-grid --models rnn --grid --features mel,mfcc
+      esc50tf study --data tfrecords --out study-cv --models gru,svm --protocol cv --epochs 30
+    """
+    p = _subparser(sub, "study", _add_study, _run_study,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="TFRecord folder made by build-tfrecords")
     p.add_argument("--out", required=True, help="study folder (runs/, failures.json, comparison)")
     p.add_argument("--models", default="classic,cnn_small,gru",
@@ -844,7 +871,6 @@ def _add_study(sub):
     p.add_argument("--grid-lrs", type=_float_list, default=None, metavar="LIST",
                    help="grid learning rates (default: 0.01,0.001,0.0001; implies --grid)")
     _add_run_flags(p, "redo every run, finished or not", every_run=True)
-    p.set_defaults(handler=_run_study)
 
 
 def _run_study(args):
@@ -871,6 +897,23 @@ def _run_study(args):
 # --- tune -------------------------------------------------------------------------------
 
 def _add_tune(sub):
+    """search hyperparameters with KerasTuner, then retrain and test the best settings
+
+    examples:
+      esc50tf tune --model hybrid --data tfrecords --out tune/hybrid --max-trials 30 --epochs 40
+      esc50tf tune --model gru,bigru,cnn_small --tuner bayesian --data tfrecords --out tune/small
+      esc50tf tune --model auto --tuner hyperband --epochs 60 --data tfrecords --out tune/all --cv
+      esc50tf tune --model gru --space space.json --data tfrecords --out tune/gru   # see below
+      esc50tf tune ... --out tune/gru --resume      # continue an interrupted search
+      esc50tf train --config tune/gru/best_hyperparameters.json --out runs/gru-best
+
+    space.json (JSON; YAML when PyYAML is installed) overrides the default space:
+      {"lr": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+       "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+       "n_mels": {"type": "fixed", "value": 64}, "dropout": null}
+    types: float / int (min, max, optional step, sampling linear|log|reverse_log),
+    choice (values), fixed (value), boolean; null: not searched (preset or flag value).
+    """
     import textwrap
 
     from esc50tf.models import registry
@@ -885,25 +928,8 @@ def _add_tune(sub):
         "Writes OUT/trials.csv, trials.md, objective.png and best_hyperparameters.json (usable "
         "as esc50tf train --config). A flag that names a searched setting (--lr, --batch-size, "
         "--n-mels...) fixes it. Searched settings: " + ", ".join(PARAMS) + ".")
-    p = sub.add_parser(
-        "tune",
-        help="search hyperparameters with KerasTuner, then retrain and test the best settings",
-        description=textwrap.fill(about, width=90),
-        epilog="examples:\n"
-        "  esc50tf tune --model hybrid --data tfrecords --out tune/hybrid --max-trials 30 --epochs 40\n"
-        "  esc50tf tune --model gru,bigru,cnn_small --tuner bayesian --data tfrecords --out tune/small\n"
-        "  esc50tf tune --model auto --tuner hyperband --epochs 60 --data tfrecords --out tune/all --cv\n"
-        "  esc50tf tune --model gru --space space.json --data tfrecords --out tune/gru   # see below\n"
-        "  esc50tf tune ... --out tune/gru --resume      # continue an interrupted search\n"
-        "  esc50tf train --config tune/gru/best_hyperparameters.json --out runs/gru-best\n\n"
-        "space.json (JSON; YAML when PyYAML is installed) overrides the default space:\n"
-        '  {"lr": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},\n'
-        '   "optimizer": {"type": "choice", "values": ["adam", "sgd"]},\n'
-        '   "n_mels": {"type": "fixed", "value": 64}, "dropout": null}\n'
-        "types: float / int (min, max, optional step, sampling linear|log|reverse_log),\n"
-        "choice (values), fixed (value), boolean; null: not searched (preset or flag value).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _subparser(sub, "tune", _add_tune, _run_tune, description=textwrap.fill(about, width=90),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn_small",
                    help="a model, several separated by commas (searched as a choice), or auto "
                    f"(every Keras model): {', '.join(s.name for s in registry.specs() if s.keras)} "
@@ -952,7 +978,6 @@ def _add_tune(sub):
     _add_options(p, MODEL_OPTIONS, "model")
     _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
     _add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")
-    p.set_defaults(handler=_run_tune)
 
 
 def _run_tune(args):
@@ -973,17 +998,19 @@ def _run_tune(args):
 # --- data-service -----------------------------------------------------------------------
 
 def _add_data_service(sub):
-    p = sub.add_parser(
-        "data-service", help="run a tf.data service dispatcher or worker",
-        description="Run one server of a tf.data service cluster until Ctrl-C: one dispatcher, "
-        "then workers on any machines that can read the TFRecords. `esc50tf train "
-        "--data-service grpc://DISPATCHER:PORT` then runs its training input pipeline there.",
-        epilog="example:\n  esc50tf data-service dispatcher --port 5050\n"
-        "  esc50tf data-service worker --dispatcher host1:5050 --port 5051\n"
-        "  esc50tf train --model cnn_small --data gs://bucket/tfrecords --out runs/a "
-        "--data-service grpc://host1:5050",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """run a tf.data service dispatcher or worker
+
+    Run one server of a tf.data service cluster until Ctrl-C: one dispatcher, then workers
+    on any machines that can read the TFRecords. `esc50tf train --data-service
+    grpc://DISPATCHER:PORT` then runs its training input pipeline there.
+
+    example:
+      esc50tf data-service dispatcher --port 5050
+      esc50tf data-service worker --dispatcher host1:5050 --port 5051
+      esc50tf train --model cnn_small --data gs://bucket/tfrecords --out runs/a --data-service grpc://host1:5050
+    """
+    p = _subparser(sub, "data-service", _add_data_service,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     roles = p.add_subparsers(dest="role", metavar="ROLE")
     roles.required = True
     d = roles.add_parser("dispatcher", help="hand out work to the workers",
@@ -1024,17 +1051,19 @@ def _run_data_service(args):
 # --- embed ------------------------------------------------------------------------------
 
 def _add_embed(sub):
-    p = sub.add_parser(
-        "embed",
-        help="clip embeddings from a pretrained PANNs model into an .npz (for linear probes)",
-        description="Compute the fc1 embedding of every clip once (inference mode, no "
-        "augmentation) with pretrained PANNs weights, and write an .npz with 'embeddings' "
-        "[clips, dim] and 'filenames' (plus 'labels' and 'folds' for a TFRecord folder). "
-        "Audio is mixed to mono and resampled to the model's rate.",
-        epilog="examples:\n  esc50tf embed cnn14 tfrecords --out embeddings.npz\n"
-        "  esc50tf embed weights/cnn14.npz dog.wav recordings/ --out mine.npz",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """clip embeddings from a pretrained PANNs model into an .npz (for linear probes)
+
+    Compute the fc1 embedding of every clip once (inference mode, no augmentation) with
+    pretrained PANNs weights, and write an .npz with 'embeddings' [clips, dim] and
+    'filenames' (plus 'labels' and 'folds' for a TFRecord folder). Audio is mixed to mono
+    and resampled to the model's rate.
+
+    examples:
+      esc50tf embed cnn14 tfrecords --out embeddings.npz
+      esc50tf embed weights/cnn14.npz dog.wav recordings/ --out mine.npz
+    """
+    p = _subparser(sub, "embed", _add_embed, _run_embed,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights", metavar="WEIGHTS",
                    help="a checkpoint name from `esc50tf pretrained list` (downloaded) or a converted weights file")
     p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_TFRECORDS",
@@ -1044,7 +1073,6 @@ def _add_embed(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--skip-bad", action="store_true", help="leave out audio files that do not decode (listed on stderr); by default the first one stops the command before anything is written")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_run_embed)
 
 
 def _run_embed(args):

@@ -43,7 +43,7 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FRONTENDS, FeatureConfig
-from esc50tf.io import atomic_path
+from esc50tf.io import atomic_path, read_json
 from esc50tf.report import pyplot
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv",
@@ -160,10 +160,7 @@ def find_runs(paths, log=None):
 
 def read_report(path):
     """Loads a report.json, checking that it has what a comparison needs."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise Esc50Error(f"{path}: unreadable report ({err})") from None
+    report = read_json(path)
     if not isinstance(report, dict):
         raise Esc50Error(f"{path}: not an esc50tf report (expected a JSON object)")
     missing = [k for k in _REQUIRED if k not in report]

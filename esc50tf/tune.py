@@ -599,6 +599,7 @@ def _fit_trunk(model, base, over):
 # --------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(eq=False)
 class _TrialRunner:
     """Builds and fits one trial's model, and keeps the per-trial records and progress lines.
 
@@ -607,27 +608,28 @@ class _TrialRunner:
     training and validation selections.
     """
 
-    def __init__(self, space, data, split, folder, num_classes, strategy, kind, policy, out,
-                 epochs, objective, max_trials, max_failures, verbose):
-        self.space = space
-        self.data = data
-        self.split = split  # train and val only: the test side is None
-        self.folder = folder  # the opened TFRecordFolder of `data`
-        self.manifest = folder.manifest
-        self.num_classes = num_classes
-        self.strategy = strategy
-        self.kind = kind
-        self.policy = policy
-        self.out = Path(out)
-        self.epochs = epochs
-        self.objective = objective
-        self.max_trials = max_trials
-        self.max_failures = max_failures
-        self.verbose = verbose
-        self.trial_id = None
-        self.config = None
-        self.meta = {}
-        self.started = None
+    space: SearchSpace
+    data: str
+    split: object  # train and val only: the test side is None
+    folder: object  # the opened TFRecordFolder of `data`
+    num_classes: int
+    strategy: object
+    kind: str
+    policy: str
+    out: Path
+    epochs: int
+    objective: str
+    max_trials: int | None
+    max_failures: int
+    verbose: int
+    trial_id: str | None = dataclasses.field(default=None, init=False)
+    config: object = dataclasses.field(default=None, init=False)
+    meta: dict = dataclasses.field(default_factory=dict, init=False)
+    started: float | None = dataclasses.field(default=None, init=False)
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.manifest = self.folder.manifest
 
     # HyperModel.build
     def build(self, hp):

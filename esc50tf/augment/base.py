@@ -27,6 +27,9 @@ class AugmentLayer(keras.layers.Layer):
     Subclasses implement `_augment(inputs)` for the training path.
     """
 
+    # Constructor arguments a subclass saves in its config (same-named attributes).
+    config_keys = ()
+
     def __init__(self, seed=None, **kwargs):
         # Augmentation keeps the input dtype; a mixed_float16 policy must not
         # cast a float32 waveform to float16 before noise is added.
@@ -45,6 +48,11 @@ class AugmentLayer(keras.layers.Layer):
     def _augment(self, inputs):
         raise NotImplementedError
 
+    def _normal_like(self, x):
+        """Standard normal float32 noise of `x`'s shape, from the layer's generator."""
+        return keras.random.normal(keras.ops.shape(x), dtype="float32",
+                                   seed=self.seed_generator)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
@@ -55,7 +63,7 @@ class AugmentLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"seed": self.seed})
+        config.update({"seed": self.seed, **{k: getattr(self, k) for k in self.config_keys}})
         return config
 
 

@@ -114,22 +114,12 @@ class SpecAugment(AugmentLayer):
         batch, frames, bins = shape[0], shape[1], shape[2]
         mask = ops.zeros((batch, frames, bins), "bool")
         if self.freq_mask_param > 0 and self.num_freq_masks > 0:
-            freq = _random_band_mask(
-                batch,
-                bins,
-                self.freq_mask_param,
-                self.num_freq_masks,
-                self.seed_generator,
-            )
+            freq = _random_band_mask(batch, bins, self.freq_mask_param, self.num_freq_masks,
+                                     self.seed_generator)
             mask = mask | freq[:, None, :]
         if self.time_mask_param > 0 and self.num_time_masks > 0:
-            time = _random_band_mask(
-                batch,
-                frames,
-                self.time_mask_param,
-                self.num_time_masks,
-                self.seed_generator,
-            )
+            time = _random_band_mask(batch, frames, self.time_mask_param, self.num_time_masks,
+                                     self.seed_generator)
             mask = mask | time[:, :, None]
         if rank == 4:
             mask = mask[..., None]
@@ -141,18 +131,9 @@ class SpecAugment(AugmentLayer):
             value = ops.cast(self.mask_value, inputs.dtype)
         return ops.where(mask, value, inputs)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "freq_mask_param": self.freq_mask_param,
-                "time_mask_param": self.time_mask_param,
-                "num_freq_masks": self.num_freq_masks,
-                "num_time_masks": self.num_time_masks,
-                "mask_value": self.mask_value,
-            }
-        )
-        return config
+    config_keys = (
+        "freq_mask_param", "time_mask_param", "num_freq_masks", "num_time_masks", "mask_value",
+    )
 
 
 def rotate_images(images, angles):
@@ -286,22 +267,10 @@ class StudyImageAugment(AugmentLayer):
         if self.flip_vertical:
             x = self._flip(x, axis=1)
         if self.noise_stddev > 0:
-            x = x + self.noise_stddev * keras.random.normal(
-                ops.shape(x), dtype="float32", seed=self.seed_generator
-            )
+            x = x + self.noise_stddev * self._normal_like(x)
         if rank == 3:
             x = x[..., 0]
         return ops.cast(x, inputs.dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_rotation_degrees": self.max_rotation_degrees,
-                "flip_horizontal": self.flip_horizontal,
-                "flip_vertical": self.flip_vertical,
-                "noise_stddev": self.noise_stddev,
-            }
-        )
-        return config
+    config_keys = ("max_rotation_degrees", "flip_horizontal", "flip_vertical", "noise_stddev")
 

@@ -83,15 +83,7 @@ class RandomTimeShift(AugmentLayer):
         idx = ops.reshape(idx, (-1, n) + (1,) * (len(inputs.shape) - 2))
         return ops.take_along_axis(inputs, idx, axis=1)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_shift_seconds": self.max_shift_seconds,
-                "sample_rate": self.sample_rate,
-            }
-        )
-        return config
+    config_keys = ("max_shift_seconds", "sample_rate")
 
 
 @keras.saving.register_keras_serializable(package="esc50tf")
@@ -148,10 +140,7 @@ class RandomCrop(AugmentLayer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_samples) + tuple(input_shape[2:])
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_samples": self.num_samples, "test_crops": self.test_crops})
-        return config
+    config_keys = ("num_samples", "test_crops")
 
 
 @keras.saving.register_keras_serializable(package="esc50tf")
@@ -202,15 +191,9 @@ class AddNoise(AugmentLayer):
             seed=self.seed_generator,
         )
         scale = ops.sqrt(power * ops.power(10.0, -snr_db / 10.0))
-        noise = keras.random.normal(
-            ops.shape(x), dtype="float32", seed=self.seed_generator
-        )
-        return ops.cast(x + scale * noise, inputs.dtype)
+        return ops.cast(x + scale * self._normal_like(x), inputs.dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"snr_db_range": self.snr_db_range})
-        return config
+    config_keys = ("snr_db_range",)
 
 
 @keras.saving.register_keras_serializable(package="esc50tf")
@@ -240,16 +223,10 @@ class StudyNoise(AugmentLayer):
 
     def _augment(self, inputs):
         x = ops.cast(inputs, "float32")
-        noise = keras.random.normal(
-            ops.shape(x), dtype="float32", seed=self.seed_generator
-        )
-        out = ops.clip(x + self.factor * noise, -1.0, 1.0)
+        out = ops.clip(x + self.factor * self._normal_like(x), -1.0, 1.0)
         return ops.cast(out, inputs.dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"factor": self.factor})
-        return config
+    config_keys = ("factor",)
 
 
 @keras.saving.register_keras_serializable(package="esc50tf")
@@ -290,8 +267,5 @@ class RandomGain(AugmentLayer):
         out = ops.cast(inputs, "float32") * ops.power(10.0, gain_db / 20.0)
         return ops.cast(out, inputs.dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"min_db": self.min_db, "max_db": self.max_db})
-        return config
+    config_keys = ("min_db", "max_db")
 

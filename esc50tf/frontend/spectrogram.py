@@ -351,37 +351,16 @@ class MelSpectrogram(_Frontend):
     TensorShape([4, 431, 64])
     """
 
-    def __init__(
-        self,
-        sample_rate=44100,
-        n_fft=2048,
-        hop_length=512,
-        win_length=None,
-        window="hann",
-        center=True,
-        pad_mode="constant",
-        n_mels=128,
-        fmin=0.0,
-        fmax=None,
-        mel_scale="slaney",
-        norm="slaney",
-        power=2.0,
-        log="db",
-        top_db=None,
-        ref=1.0,
-        log_offset=1e-6,
-        **kwargs,
-    ):
+    def __init__(self, sample_rate=44100, n_mels=128, fmin=0.0, fmax=None,
+                 mel_scale="slaney", norm="slaney", **kwargs):
+        # The STFT arguments (n_fft, hop_length, ..., log_offset) and the base
+        # layer's go to `_Frontend` through **kwargs.
         check_args(
             dict(sample_rate=sample_rate, n_mels=n_mels, fmin=fmin, fmax=fmax,
                  mel_scale=mel_scale, norm=norm),
             ValueError, type(self).__name__,
         )
-        super().__init__(
-            n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-            window=window, center=center, pad_mode=pad_mode, power=power,
-            log=log, top_db=top_db, ref=ref, log_offset=log_offset, **kwargs,
-        )
+        super().__init__(**kwargs)
         self.sample_rate = int(sample_rate)
         self.n_mels = int(n_mels)
         self.fmin = float(fmin)

@@ -49,25 +49,25 @@ def _gru_stack(x, config, bidirectional):
                                 name="head_dropout1")(x)
 
 
-@register("lstm", "rnn", "the study's LSTM 64 + LSTM 32 (BN) over Mel frames, dense 64-32 head",
-          settings=_LSTM_SETTINGS, tuned=_TUNED)
-def build_lstm(x, config, num_classes):
-    return _lstm_stack(x, config, bidirectional=False)
+# name, stack, bidirectional, the ModelConfig settings it reads, description
+_VARIANTS = (
+    ("lstm", _lstm_stack, False, _LSTM_SETTINGS,
+     "the study's LSTM 64 + LSTM 32 (BN) over Mel frames, dense 64-32 head"),
+    ("bilstm", _lstm_stack, True, _LSTM_SETTINGS, "the LSTM stack with bidirectional layers"),
+    ("gru", _gru_stack, False, _GRU_SETTINGS,
+     "the study's GRU 64 over Mel frames, dense 64, dropout 0.5"),
+    ("bigru", _gru_stack, True, _GRU_SETTINGS,
+     "bidirectional GRU 64 over Mel frames, dense 64, dropout 0.5"),
+)
 
 
-@register("bilstm", "rnn", "the LSTM stack with bidirectional layers",
-          settings=_LSTM_SETTINGS, tuned=_TUNED)
-def build_bilstm(x, config, num_classes):
-    return _lstm_stack(x, config, bidirectional=True)
+def _builder(stack, bidirectional):
+    def build(x, config, num_classes):
+        return stack(x, config, bidirectional=bidirectional)
+
+    return build
 
 
-@register("gru", "rnn", "the study's GRU 64 over Mel frames, dense 64, dropout 0.5",
-          settings=_GRU_SETTINGS, tuned=_TUNED)
-def build_gru(x, config, num_classes):
-    return _gru_stack(x, config, bidirectional=False)
-
-
-@register("bigru", "rnn", "bidirectional GRU 64 over Mel frames, dense 64, dropout 0.5",
-          settings=_GRU_SETTINGS, tuned=_TUNED)
-def build_bigru(x, config, num_classes):
-    return _gru_stack(x, config, bidirectional=True)
+for _name, _stack, _bidirectional, _settings, _description in _VARIANTS:
+    register(_name, "rnn", _description, settings=_settings, tuned=_TUNED)(
+        _builder(_stack, _bidirectional))

@@ -27,11 +27,10 @@ checkpoint served from a `file://` URL.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from pathlib import Path
 
 from esc50tf.errors import Esc50Error
+from esc50tf.io import read_json
 
 __all__ = ["CATALOG_ENV", "Checkpoint", "CHECKPOINTS", "checkpoints", "get"]
 
@@ -106,10 +105,7 @@ CHECKPOINTS = {
 
 
 def _extra(path):
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise Esc50Error(f"{CATALOG_ENV}={path}: cannot read the extra catalog ({err})") from None
+    entries = read_json(path)  # names the file if it is missing or not JSON
     if not isinstance(entries, list):
         raise Esc50Error(f"{CATALOG_ENV}={path}: expected a JSON list of checkpoints")
     fields = {f.name for f in dataclasses.fields(Checkpoint)}
