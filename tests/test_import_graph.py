@@ -129,3 +129,27 @@ def test_config_and_report_modules_import_without_keras():
             "    heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
             "    assert not heavy, (module, heavy)\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_no_module_imports_another_modules_private_names():
+    # `from esc50tf.x import _name` (or `x._name` through an imported module) would tie a
+    # module to another's internals; shared pieces are public where they belong.
+    found = []
+    for path in sorted((ROOT / "esc50tf").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("esc50tf"):
+                found += [f"{path.name}: from {node.module} import {a.name}"
+                          for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+                imported |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.asname or a.name.split(".")[0] for a in node.names
+                             if a.name.startswith("esc50tf")}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                    and node.value.id in imported and node.value.id != "self"):
+                found.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert found == []
