@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esc50tf.io import write_json, write_npz
 from esc50tf.report import aggregate, fold_metrics, write_report
 
 
@@ -67,10 +68,10 @@ def evaluate_run(run_dir, data=None, log=None):
             y_prob = classic.predict_proba(estimator, x, len(class_names))
         else:
             raise Esc50Error(f"{split_dir}: no saved model (model.keras or model.pkl)")
-        np.savez_compressed(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
-                            filenames=np.array(names))
+        write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
+                  filenames=np.array(names))
         result = {**previous, **fold_metrics(y_true, y_prob, class_names), "split": split.name}
-        old.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(old, result)
         results.append(result)
         log(f"{split.name}: accuracy {100 * result['accuracy']:.1f}%")
     previous_report = {}

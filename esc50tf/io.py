@@ -89,6 +89,14 @@ def write_text(path, text):
         Path(tmp).write_text(text)
 
 
+def write_npz(path, **arrays):
+    """Writes `arrays` to the compressed .npz `path` whole or not at all."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file: numpy keeps the name
+        np.savez_compressed(f, **arrays)
+
+
 def write_json(path, value, *, allow_nan=True):
     """Writes `value` as indented JSON (ending in a newline) to `path` whole or not at all.
 

@@ -50,8 +50,6 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-
-
 def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
     """Creates RUN or checks that an existing RUN holds the same configuration.
 
@@ -217,7 +215,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         remote.start()
     run_dir = Path(remote.local if remote else out)
     class_names = [c["category"] for c in manifest["classes"]]
-    (run_dir / "classes.json").write_text(json.dumps(manifest["classes"], indent=2) + "\n")
+    write_json(run_dir / "classes.json", manifest["classes"])
     data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
     extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
              "dataset": {"path": data_path, "clips": manifest["counts"]["total"],

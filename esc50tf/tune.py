@@ -1047,7 +1047,11 @@ def trial_rows(oracle, objective, project_dir):
     rows = []
     for trial_id in sorted(oracle.trials, key=int):
         trial = oracle.trials[trial_id]
-        meta = read_json(Path(project_dir) / f"trial_{trial_id}" / TRIAL_META, default={})
+        try:
+            meta = read_json(Path(project_dir) / f"trial_{trial_id}" / TRIAL_META, default={})
+        except Esc50Error as err:  # one damaged record must not cost the whole search's table
+            _log(f"warning: {err}; trial {trial_id} is listed without its record")
+            meta = {}
         status = _STATUS.get(trial.status, str(trial.status).lower())
         score = trial.score if status == "completed" else None
         rows.append({

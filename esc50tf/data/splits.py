@@ -221,7 +221,6 @@ def ratio_split(index, train_ratio, val_fraction=0.1, seed=0):
     return Split(name, Selection(folds, kept), Selection(folds, held), test)
 
 
-# What to use when the folds cannot carry a fold-based protocol.
 def protocol_splits(train_config, index):
     """The splits of a run's protocol, each checked to share no clip or `src_file`.
 
@@ -247,6 +246,7 @@ def protocol_splits(train_config, index):
     return chosen
 
 
+# What to use when the folds cannot carry a fold-based protocol.
 SPLIT_ADVICE = ("use --split 0.8 instead (a ratio split over all clips, stratified by class "
                 "and grouped by src_file)")
 # A fold-based protocol is doubtful when a fold is this many times larger than another.

@@ -82,7 +82,11 @@ class Task:
         raise NotImplementedError
 
     def predict(self, model, inputs, **options):
-        """Class probabilities of `inputs` (a Keras task: a `(x, y, meta)` dataset; see there)."""
+        """Predictions for `inputs`, in the task's own form.
+
+        KerasTask: `(y_true, y_prob, filenames)` of a `(x, y, meta)` dataset;
+        SklearnTask: class probabilities `[n, classes]` of a feature matrix.
+        """
         raise NotImplementedError
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,

@@ -25,6 +25,7 @@ import numpy as np
 
 from esc50tf import recipe
 from esc50tf.errors import Esc50Error
+from esc50tf.io import write_npz
 from esc50tf.tasks.base import Task, history_length
 
 
@@ -308,6 +309,14 @@ class KerasTask(Task):
         from esc50tf.report import fold_metrics
 
         t = cfg.train
+        if strategy is None:  # a library caller outside any strategy: the default one
+            import tensorflow as tf
+
+            strategy = tf.distribute.get_strategy()
+        if sizes is None:
+            from esc50tf.data.splits import check_disjoint
+
+            sizes = check_disjoint(split, folder.index)
         one_hot = recipe.soft_labels(cfg)
         replicas = distribute.num_replicas(strategy)
         global_batch = distribute.global_batch_size(t.batch_size, replicas)
@@ -389,8 +398,8 @@ class KerasTask(Task):
         model.save(split_dir / "model.keras")
         if t.export:
             export_model(model, split_dir / "saved_model")
-        np.savez_compressed(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
-                            filenames=np.array(names))
+        write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
+                  filenames=np.array(names))
         result = fold_metrics(y_true, y_prob, class_names)
         steps = epochs_this_session * (sizes["train"] // global_batch)
         result.update(

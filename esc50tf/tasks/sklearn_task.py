@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esc50tf.io import atomic_path, write_npz
 from esc50tf.tasks.base import Task
 
 
@@ -98,10 +99,10 @@ class SklearnTask(Task):
             val_acc = float((estimator.predict(x_val) == y_val).mean())
         x_test, y_test, names = features_of(split.test)
         y_prob = self.predict(estimator, x_test, num_classes=len(class_names))
-        with open(split_dir / "model.pkl", "wb") as f:
+        with atomic_path(split_dir / "model.pkl") as tmp, open(tmp, "wb") as f:
             pickle.dump(estimator, f)
-        np.savez_compressed(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
-                            filenames=np.array(names))
+        write_npz(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
+                  filenames=np.array(names))
         result = fold_metrics(y_test, y_prob, class_names)
         result.update(epochs_run=None, train_seconds=seconds,
                       train_examples_per_s=len(y_train) / seconds if seconds else None,
