@@ -97,14 +97,22 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
+_interrupted = []  # Ctrl-Cs the handler of `keep_interrupts` saw and nothing has reported yet
+
+
 def keep_interrupts():
     """Makes sure a Ctrl-C is never dropped (installed by the `esc50tf` command).
 
     Python turns SIGINT into KeyboardInterrupt in whatever code runs at that
-    moment; inside a garbage-collector callback or a `__del__` (JAX and
-    TensorFlow run such code) the exception is printed as "Exception ignored"
-    and the program goes on as if nothing happened. This raises it again in
-    the main thread instead.
+    moment. Inside a garbage-collector callback or a `__del__` (JAX and
+    TensorFlow run such code) the exception is printed as "Exception ignored",
+    and inside Python code that TensorFlow's C++ calls back it becomes a
+    `SystemError` ("returned a result with an exception set") that TensorFlow
+    prints and passes over: either way the program would go on as if nothing
+    happened. So the SIGINT handler also records every Ctrl-C, the
+    unraisable-exception hook keeps such a KeyboardInterrupt quiet, and
+    `raise_if_interrupted` raises it at the next safe point: after every
+    training batch (`tasks.KerasTask.fit`) and when the command's work ends.
     """
     previous = sys.unraisablehook
     if getattr(previous, "keeps_interrupts", False):
@@ -112,9 +120,38 @@ def keep_interrupts():
 
     def hook(unraisable):
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            _thread.interrupt_main()
+            if threading.current_thread() is not threading.main_thread():
+                _thread.interrupt_main()
+            # In the main thread a new KeyboardInterrupt would be raised inside this
+            # hook, and lost again; the SIGINT handler recorded the Ctrl-C, and the next
+            # `raise_if_interrupted` raises it.
             return
         previous(unraisable)
 
     hook.keeps_interrupts = True
     sys.unraisablehook = hook
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread() and callable(handler):
+
+        def on_sigint(signum, frame):
+            _interrupted.append(signum)
+            handler(signum, frame)  # Python's own: raises KeyboardInterrupt here
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+
+def raise_if_interrupted():
+    """Raises KeyboardInterrupt for a Ctrl-C that arrived and was swallowed on its way.
+
+    Called at safe points (after every training batch); a no-op unless
+    `keep_interrupts` is installed and saw a Ctrl-C that `interrupt_reported`
+    has not cleared.
+    """
+    if _interrupted:
+        _interrupted.clear()
+        raise KeyboardInterrupt
+
+
+def interrupt_reported():
+    """Forgets the Ctrl-Cs seen so far: their KeyboardInterrupt reached the command."""
+    _interrupted.clear()

@@ -1135,7 +1135,9 @@ def main(argv=None):
     try:
         if quiet and (args.command in _TF_COMMANDS or getattr(args, "verify", False)):
             startup.quiet_tensorflow()
-        return args.handler(args)
+        rc = args.handler(args)
+        cleanup.raise_if_interrupted()  # a Ctrl-C swallowed after the last safe point
+        return rc
     except Esc50Error as err:
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -1143,6 +1145,7 @@ def main(argv=None):
         # Stopping now: a second Ctrl-C (or one re-raised late by cleanup.keep_interrupts)
         # must not turn this clean exit into a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cleanup.interrupt_reported()
         print(f"esc50tf {args.command}: interrupted", file=sys.stderr)
         return 130
 

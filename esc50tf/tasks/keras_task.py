@@ -282,10 +282,23 @@ class KerasTask(Task):
 
     def fit(self, model, train_inputs, val_inputs, cfg, *, callbacks=(), epochs=None,
             initial_epoch=0, steps_per_epoch=None, class_weight=None, verbose=1):
-        """`model.fit` over the pipelines (which shuffle themselves); returns the History."""
+        """`model.fit` over the pipelines (which shuffle themselves); returns the History.
+
+        After every batch a Ctrl-C that TensorFlow swallowed is raised
+        (`cleanup.raise_if_interrupted`), so an interrupted fit always stops.
+        """
+        import keras
+
+        from esc50tf import cleanup
+
+        def check(batch, logs=None):
+            cleanup.raise_if_interrupted()
+
+        interrupts = keras.callbacks.LambdaCallback(on_train_batch_end=check,
+                                                    on_test_batch_end=check)
         return model.fit(train_inputs, validation_data=val_inputs,
                          epochs=epochs or cfg.train.epochs, initial_epoch=initial_epoch,
-                         callbacks=list(callbacks), steps_per_epoch=steps_per_epoch,
+                         callbacks=[*callbacks, interrupts], steps_per_epoch=steps_per_epoch,
                          verbose=verbose, class_weight=class_weight,
                          shuffle=False)  # tf.data already shuffles
 
