@@ -35,6 +35,7 @@ import re
 import sys
 import time
 
+from esc50tf import cleanup
 from esc50tf.errors import Esc50Error
 
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
@@ -167,8 +168,8 @@ def serve(server, name, address, log=None, poll_seconds=0.5):
     try:
         while True:
             time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # the way to stop a server: handled, not an interruption
+        cleanup.interrupt_reported()
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
