@@ -629,7 +629,10 @@ class _TrialRunner:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.manifest = self.folder.manifest
+
+    @property
+    def manifest(self):
+        return self.folder.manifest
 
     # HyperModel.build
     def build(self, hp):
