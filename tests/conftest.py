@@ -1,6 +1,7 @@
 """Shared fixtures: small ESC-50-layout datasets made by the project's fake-data builder
 (esc50tf.data.synth.synthesize_tfrecords, which the demo and the benchmarks use too)."""
 
+import fcntl
 import os
 import shutil
 
@@ -14,6 +15,36 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
+
+def made_once(tmp_path_factory, name, make):
+    """The folder `name`, filled by `make(folder)` once per test run.
+
+    Under pytest-xdist every worker runs the session fixtures; the first one to
+    get here makes the folder in the run's shared temporary folder while holding
+    a lock, the others wait on that lock and then read what it made.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by its workers
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (root / f"{name}.done").touch()
+    return folder
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read a module-scoped fixture run in one pytest-xdist worker (one
+    `xdist_group` per module, for `--dist loadgroup`), so the fixture is made once."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
 
 TINY = dict(num_classes=4, clips_per_class=10, sample_rate=8000, clip_seconds=1.0, seed=0)
 
@@ -32,8 +63,8 @@ def synthesize_quietly(data_dir, tfrecord_dir, synth, shards_per_fold):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """(ESC-50 folder, its TFRecords with 2 shards per fold) of the TINY dataset."""
-    root = tmp_path_factory.mktemp("tiny")
-    synthesize_quietly(root / "esc50", root / "tfr", TINY, shards_per_fold=2)
+    root = made_once(tmp_path_factory, "tiny", lambda root: synthesize_quietly(
+        root / "esc50", root / "tfr", TINY, shards_per_fold=2))
     return root / "esc50", root / "tfr"
 
 
@@ -97,31 +128,41 @@ def rows_for(folds, classes=2, per_group=2, groups_per_class_fold=1):
     return rows
 
 
-# The demo's data and front end (esc50tf.demo), shrunk to 1 s clips and a few epochs:
-# trained enough (~90% on its 60 test clips) for the export parity figures to mean something.
+# The demo's data, front end and recipe (esc50tf.demo), shrunk to 1 s clips and 25 epochs:
+# trained enough (>= 90% on its 60 test clips, test_train.test_small_model_learns_synthetic_data)
+# for the export parity figures to mean something.
 TRAINED = dict(num_classes=10, clips_per_class=30, sample_rate=16000, clip_seconds=1.0, seed=0)
-TRAINED_EPOCHS = 15
+TRAINED_EPOCHS = 25
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A cnn_small run on synthetic demo-like data, test fold 1. Treat as read-only.
-
-    Returns (run_dir, esc50_dir, tfrecord_dir).
-    """
-    from esc50tf.presets import DEMO_FEATURES, DEMO_MODEL
+def _train_demo_like(root):
+    from esc50tf.presets import DEMO_FEATURES, DEMO_MODEL, DEMO_TRAIN
     from esc50tf.run_config import resolve_config
     from esc50tf.train import train
 
-    root = tmp_path_factory.mktemp("trained")
     synthesize_quietly(root / "esc50", root / "tfr", TRAINED, shards_per_fold=1)
     cfg = resolve_config(DEMO_MODEL, overrides={
-        "train": {"protocol": "test-fold", "test_fold": 1, "epochs": TRAINED_EPOCHS,
-                  "batch_size": 16, "data": str(root / "tfr"), "out": str(root / "run"),
-                  "seed": 0, "export": False, "deterministic": True},
+        "train": {**DEMO_TRAIN, "epochs": TRAINED_EPOCHS, "data": str(root / "tfr"),
+                  "out": str(root / "run"), "seed": 0, "export": False},
         "features": DEMO_FEATURES, "augment": {"mix": "none"}})
     train(cfg, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """A cnn_small run on synthetic demo-like data, test fold 1, made once per test run.
+    Treat as read-only. Most tests name it `trained_run`.
+
+    Returns (run_dir, esc50_dir, tfrecord_dir).
+    """
+    root = made_once(tmp_path_factory, "trained", _train_demo_like)
     return root / "run", root / "esc50", root / "tfr"
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_run):
+    """`demo_run` (test_train.py has a `trained_run` of its own)."""
+    return demo_run
 
 
 EXPORT_VARIANTS = {  # name -> (format, quantize)
@@ -139,13 +180,15 @@ def exports(trained_run, tmp_path_factory):
     from esc50tf.export import ExportConfig, export_run
 
     run, _, _ = trained_run
-    root = tmp_path_factory.mktemp("exports")
-    out = {}
-    for name, (fmt, quantize) in EXPORT_VARIANTS.items():
-        out[name] = root / name
-        if name == "savedmodel":
-            assert cli.main(["export", str(run), "--format", fmt, "--out", str(out[name])]) == 0
-        else:
-            export_run(run, ExportConfig(out=str(out[name]), format=fmt, quantize=quantize),
-                       log=lambda _: None)
-    return out
+
+    def export_all(root):
+        for name, (fmt, quantize) in EXPORT_VARIANTS.items():
+            if name == "savedmodel":
+                assert cli.main(["export", str(run), "--format", fmt, "--out",
+                                 str(root / name)]) == 0
+            else:
+                export_run(run, ExportConfig(out=str(root / name), format=fmt,
+                                             quantize=quantize), log=lambda _: None)
+
+    root = made_once(tmp_path_factory, "exports", export_all)
+    return {name: root / name for name in EXPORT_VARIANTS}

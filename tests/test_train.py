@@ -191,29 +191,30 @@ def test_classic_model_run(tiny_tfrecords, tmp_path):
 
 
 @pytest.mark.slow
-def test_small_model_learns_synthetic_data(tmp_path):
-    """cnn_small with the demo's recipe reaches >= 90% on a held-out fold (48 clips, 6 classes)."""
-    from esc50tf.data.synth import synthesize
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+def test_small_model_learns_synthetic_data(demo_run):
+    """cnn_small with the demo's front end and recipe reaches >= 90% on a held-out fold
+    (conftest.TRAINED: 10 classes x 30 clips of 1 s; the fold holds 60 clips)."""
+    from esc50tf.presets import DEMO_FEATURES, DEMO_MODEL, DEMO_TRAIN
 
-    synthesize(tmp_path / "data", num_classes=6, clips_per_class=40, sample_rate=16000,
-               clip_seconds=2.0, seed=SYNTH_SEED, progress=False)
-    build_tfrecords(tmp_path / "data", tmp_path / "tfr",
-                    BuildConfig(sample_rate=16000, clip_seconds=2.0, shards_per_fold=2),
-                    workers=1, progress=False, log=lambda _: None)
-    from esc50tf.presets import DEMO_AUGMENT
+    run, _, _ = demo_run
+    report = json.loads((run / "report.json").read_text())
+    cfg = report["config"]
+    assert cfg["model"]["name"] == DEMO_MODEL and cfg["augment"]["mix"] == "none"
+    assert {k: cfg["features"][k] for k in DEMO_FEATURES} == DEMO_FEATURES
+    assert {k: cfg["train"][k] for k in DEMO_TRAIN if k != "epochs"} == {
+        k: v for k, v in DEMO_TRAIN.items() if k != "epochs"}
+    assert report["folds"][0]["num_test_clips"] == 60 and len(report["classes"]) == 10
+    assert report["accuracy"] >= 0.9, report["per_class_accuracy"]
 
-    cfg = _cfg(tmp_path / "tfr", tmp_path / "run", epochs=25, batch_size=16, export=False,
-               augment=DEMO_AUGMENT, deterministic=True)
-    cfg = dataclasses.replace(cfg, features=dataclasses.replace(
-        cfg.features, n_fft=512, hop_length=128, n_mels=64))
-    report = train(cfg, verbose=0)
+
+def test_deterministic_training_switches_op_determinism_off_again(tiny_tfrecords, tmp_path):
     from tensorflow.python.framework import config as tf_config
 
+    report = train(_cfg(tiny_tfrecords, tmp_path / "run", model="gru", epochs=1, export=False,
+                        deterministic=True), verbose=0)
     # Op determinism is process-wide (and makes Keras drop jit_compile): switched off again.
     assert not tf_config.is_op_determinism_enabled()
-    assert report["folds"][0]["num_test_clips"] == 48
-    assert report["accuracy"] >= 0.9, report["per_class_accuracy"]
+    assert report["folds"][0]["epochs_run"] == 1
 
 
 def test_evaluation_batches_are_never_augmented(tiny_tfrecords, tmp_path):
