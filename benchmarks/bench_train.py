@@ -16,7 +16,13 @@ manual loop, one synchronised step at a time:
 - two feeds: `memory` (one batch already on the device, repeated: the upper
   bound) and `tfrecord` (the real `TFRecordFolder.dataset` pipeline over TFRecords,
   shuffled, cached, prefetched). When the two match, the input pipeline keeps
-  the device busy.
+  the device busy;
+- on request (`--feeds fit,fit-nocheck`), the in-memory batch through `fit`
+  as training runs it: `fit` is `KerasTask.fit` (with its per-batch Ctrl-C
+  check, `cleanup.raise_if_interrupted`), `fit-nocheck` is `model.fit` with
+  the same arguments and no check; their ratio is the check's cost. Each
+  repeat is one `fit` of `--steps` steps, timed whole (epoch start and end
+  included, the same in both).
 
 The PANNs models (`cnn14`, `cnn14_16k`, `cnn14_sed`; esc50tf.models.panns)
 run on their own front end at their own rate (32 or 16 kHz): their in-memory
@@ -60,7 +66,8 @@ from benchmarks import common
 
 SCRIPT = "bench_train"
 REFERENCE = "memory"  # ratios: each feed against the in-memory feed of the same configuration
-FEEDS = ("memory", "tfrecord")
+FEEDS = ("memory", "tfrecord", "fit", "fit-nocheck")
+FIT_FEEDS = ("fit", "fit-nocheck")
 POLICIES = ("float32", "mixed_bfloat16")
 SAMPLE_RATE = 44100
 NUM_CLASSES = 50
@@ -98,7 +105,9 @@ def parse_args(argv=None):
                         help="Comma-separated of off,on. Default: off,on on TensorFlow; on on "
                              "JAX (off is eager there). Quick: off (and on for cnn_small).")
     parser.add_argument("--feeds", default="memory,tfrecord",
-                        help="Comma-separated of memory,tfrecord. Default: both.")
+                        help="Comma-separated of memory,tfrecord,fit,fit-nocheck (fit: "
+                             "KerasTask.fit with its per-batch Ctrl-C check; fit-nocheck: "
+                             "model.fit without it). Default: memory,tfrecord.")
     parser.add_argument("--steps", type=int, default=None,
                         help="Timed steps per repeat. Default: 3 (full), 5 (quick).")
     parser.add_argument("--warmup", type=int, default=None,
@@ -232,6 +241,52 @@ def time_steps(model, next_batch, steps):
     return per_step, window
 
 
+def time_fit(model, fit, steps, batch):
+    """One `fit(steps)` call timed whole: (its mean step time x steps, Timing)."""
+    with common.timed(clips=steps * batch) as window:
+        fit(steps)
+    return [window.wall_s / steps] * steps, window
+
+
+def fit_feeds(model, cfg, x, y, feeds):
+    """{feed: fit(steps)} over the in-memory batch repeated, for the fit feeds in `feeds`."""
+    import tensorflow as tf
+
+    from esc50tf.tasks import get_task
+
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    task = get_task(cfg.model.name)
+    runs = {
+        "fit": lambda steps: task.fit(model, dataset, None, cfg, epochs=1,
+                                      steps_per_epoch=steps, verbose=0),
+        "fit-nocheck": lambda steps: model.fit(dataset, epochs=1, steps_per_epoch=steps,
+                                               verbose=0, shuffle=False),
+    }
+    return {feed: runs[feed] for feed in FIT_FEEDS if feed in feeds}
+
+
+def check_cost_us(model, calls=20000, rounds=5):
+    """Microseconds per batch that Keras' callback dispatch spends on the Ctrl-C check:
+    `on_train_batch_end` of a CallbackList with `KerasTask.fit`'s check minus one without
+    (the fastest of `rounds` interleaved rounds of `calls` calls each)."""
+    import keras
+
+    from esc50tf.tasks.keras_task import interrupt_check
+
+    logs = {"loss": 0.5, "accuracy": 0.5}
+    lists = {"with": keras.callbacks.CallbackList([interrupt_check()], add_history=True,
+                                                  model=model),
+             "without": keras.callbacks.CallbackList([], add_history=True, model=model)}
+    per_call = {name: math.inf for name in lists}
+    for _ in range(rounds):
+        for name, callback_list in lists.items():
+            t0 = time.perf_counter()
+            for batch in range(calls):
+                callback_list.on_train_batch_end(batch, logs)
+            per_call[name] = min(per_call[name], 1e6 * (time.perf_counter() - t0) / calls)
+    return round(per_call["with"] - per_call["without"], 3)
+
+
 def run_config(name, policy, jit, batch, data, args, backend, skipped):
     """Results of one (model, policy, jit, batch) for each feed."""
     import keras
@@ -273,6 +328,13 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
             except Exception as e:  # noqa: BLE001
                 skipped.append({"variant": f"{label}-tfrecord",
                                 "reason": f"{type(e).__name__}: {e}"})
+    fits = {}
+    if any(feed in args.feeds for feed in FIT_FEEDS):
+        if backend.name != "tensorflow":
+            skipped += [{"variant": f"{label}-{feed}", "reason": "KerasTask.fit trains under "
+                         "TensorFlow (tf.data input)"} for feed in FIT_FEEDS if feed in args.feeds]
+        else:
+            fits = fit_feeds(model, cfg, x, y, args.feeds)
     try:
         # Warm-up: the first step traces and compiles; every feed is started.
         t0 = time.perf_counter()
@@ -284,13 +346,21 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
             for _ in range(args.warmup - (1 if feed == "memory" else 0)):
                 model.train_on_batch(*fn())
             warm[feed] = round(time.perf_counter() - t0, 3)
-        steps = {f: [] for f in feeds}
-        windows = {f: [] for f in feeds}
+        for feed, fit in fits.items():  # fit traces its own train function
+            t0 = time.perf_counter()
+            fit(args.warmup)
+            warm[feed] = round(time.perf_counter() - t0, 3)
+        timers = {f: lambda fn=fn: time_steps(model, fn, args.steps) for f, fn in feeds.items()}
+        timers.update({f: lambda fit=fit: time_fit(model, fit, args.steps, batch)
+                       for f, fit in fits.items()})
+        steps = {f: [] for f in timers}
+        windows = {f: [] for f in timers}
         for _ in range(args.repeats):  # feeds interleaved
-            for feed, fn in feeds.items():
-                per_step, window = time_steps(model, fn, args.steps)
+            for feed, timer in timers.items():
+                per_step, window = timer()
                 steps[feed] += per_step
                 windows[feed].append(window)
+        check_us = check_cost_us(model) if "fit" in fits else None
     except Exception as e:  # noqa: BLE001 - e.g. out of memory at a large batch
         skipped.append({"variant": label, "reason": f"{type(e).__name__}: {str(e)[:300]}"})
         return [], None
@@ -299,7 +369,7 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
         keras.backend.clear_session()
         gc.collect()
     results = []
-    for feed in feeds:
+    for feed in steps:
         step_s = statistics.median(steps[feed])
         projection = common.cv_projection(batch, step_s, args.epochs)
         results.append(common.summarise(
@@ -313,6 +383,9 @@ def run_config(name, policy, jit, batch, data, args, backend, skipped):
             first_step_s=round(first_step_s, 3), warmup_s=warm[feed], build_s=round(build_s, 3),
             **projection,
         ))
+        if feed == "fit":
+            results[-1].update(check_us_per_batch=check_us,
+                               check_fraction_of_step=round(check_us / (1e6 * step_s), 6))
         common.log(f"{label}-{feed}: {1000 * step_s:.1f} ms/step, {batch / step_s:.1f} ex/s, "
                    f"epoch {projection['epoch_s']:.1f} s, 5-fold CV x{args.epochs} ~ "
                    f"{projection['cv5_projected_h']:.2f} h")
@@ -493,6 +566,11 @@ def main(argv=None):
             "Step = one model.train_on_batch call (forward, backward, AdamW update, logs "
             "copied to the host, so every step is synchronised); tfrecord steps include "
             "taking the next batch from the prefetching tf.data iterator.",
+            "fit / fit-nocheck (when asked for): one `fit` call of `steps` steps over the "
+            "in-memory batch, timed whole, step = its time / steps; `fit` is KerasTask.fit "
+            "(the per-batch Ctrl-C check), `fit-nocheck` model.fit without it. "
+            "check_us_per_batch: the check's own cost per batch, timed apart (20,000 calls of "
+            "Keras' on_train_batch_end with and without it), and its share of the median step.",
             "The first step (tracing/compilation) and the other warm-up steps are excluded; "
             "first_step_s records the first one.",
             "cv5_projected = 5 x epochs x floor(1600 / batch) x median step time: a "

@@ -227,6 +227,22 @@ def test_bench_train_quick(tmp_path):
     assert "PROJECTION" in md
 
 
+@pytest.mark.slow
+def test_bench_train_times_the_ctrl_c_check(tmp_path):
+    _run("bench_train", "--quick", "--models", "gru", "--jit", "off", "--feeds",
+         "memory,fit,fit-nocheck", "--batch-sizes", "4", "--steps", "2", "--warmup", "1",
+         "--clips", "50", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "bench_train-quick-cpu.json").read_text())
+    by_name = {r["name"]: r for r in report["results"]}
+    assert set(by_name) == {f"gru-float32-noxla-b4-{f}" for f in ("memory", "fit", "fit-nocheck")}
+    fit, nocheck = by_name["gru-float32-noxla-b4-fit"], by_name["gru-float32-noxla-b4-fit-nocheck"]
+    for r in (fit, nocheck):
+        assert r["timed_steps"] == 2 and r["step_ms_median"] > 0 and r["clips"] == 8
+    assert "check_us_per_batch" not in nocheck
+    assert fit["check_fraction_of_step"] == pytest.approx(
+        fit["check_us_per_batch"] / (1000 * fit["step_ms_median"]), rel=1e-2, abs=1e-6)
+
+
 def test_train_script_imports_no_tensorflow():
     # The JAX GPU machine has no TensorFlow: importing the script and --help must not need it.
     code = (

@@ -77,6 +77,20 @@ def export_model(model, path):
         model.export(str(path), format="tf_saved_model")
 
 
+def interrupt_check():
+    """A callback that raises, after every training and validation batch, a Ctrl-C that
+    TensorFlow swallowed (`cleanup.raise_if_interrupted`): one Python call per batch
+    (benchmarks.bench_train measures it)."""
+    import keras
+
+    from esc50tf import cleanup
+
+    def check(batch, logs=None):
+        cleanup.raise_if_interrupted()
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=check, on_test_batch_end=check)
+
+
 class KerasTask(Task):
     """Trains a registered Keras model (`ModelSpec.task == "keras"`).
 
@@ -287,18 +301,10 @@ class KerasTask(Task):
         After every batch a Ctrl-C that TensorFlow swallowed is raised
         (`cleanup.raise_if_interrupted`), so an interrupted fit always stops.
         """
-        import keras
-
-        from esc50tf import cleanup
-
-        def check(batch, logs=None):
-            cleanup.raise_if_interrupted()
-
-        interrupts = keras.callbacks.LambdaCallback(on_train_batch_end=check,
-                                                    on_test_batch_end=check)
         return model.fit(train_inputs, validation_data=val_inputs,
                          epochs=epochs or cfg.train.epochs, initial_epoch=initial_epoch,
-                         callbacks=[*callbacks, interrupts], steps_per_epoch=steps_per_epoch,
+                         callbacks=[*callbacks, interrupt_check()],
+                         steps_per_epoch=steps_per_epoch,
                          verbose=verbose, class_weight=class_weight,
                          shuffle=False)  # tf.data already shuffles
 
