@@ -332,6 +332,7 @@ def test_batch_mixer_in_tf_data_and_reproducible(mode):
         augment.BatchMixer("cutmix")
 
 
+@pytest.mark.slow
 def test_mixing_functions_compile_with_xla():
     generator = keras.random.SeedGenerator(0)
     x = tf.constant(_wave(batch=8, samples=4096))

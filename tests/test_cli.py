@@ -89,12 +89,12 @@ def test_synth_refuses_to_overwrite(tmp_path, capsys):
     assert main(args + ["--overwrite", "--seed", "3"]) == 0
 
 
-@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     # The demo's wiring, every stage and its report, on a handful of clips and one epoch:
     # the same command, data maker, front end, model and recipe (esc50tf.presets), only
     # smaller. That its model, front end and recipe learn (>= 90%) is
-    # test_train.test_small_model_learns_synthetic_data.
+    # test_train.test_small_model_learns_synthetic_data. Not marked slow although it takes
+    # more than 5 s: it is the inner loop's one test of esc50tf.demo.
     from esc50tf import demo, presets
 
     monkeypatch.setattr(demo, "DEMO_CLASSES", 4)
@@ -195,6 +195,7 @@ def _says(log, text):
     return lambda proc: text in Path(log).read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_ctrl_c_stops_a_build_with_workers_and_leaves_nothing(tmp_path):
     from esc50tf.data.synth import synthesize
@@ -294,6 +295,7 @@ def test_features_can_plot_without_out(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plain_command_prints_no_tensorflow_log_lines(tmp_path):
     import numpy as np
     import soundfile as sf
@@ -347,6 +349,7 @@ def test_ctrl_c_after_a_finished_epoch_keeps_the_run_to_resume(tiny_tfrecords, t
     assert (out / "config.json").is_file() and len(history.read_text().splitlines()) >= 2
 
 
+@pytest.mark.slow
 def test_a_swallowed_ctrl_c_is_raised_at_the_next_batch():
     # A Ctrl-C can land in Python code that TensorFlow's C++ calls back, where the
     # KeyboardInterrupt becomes a SystemError TensorFlow prints and passes over (seen in

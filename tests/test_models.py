@@ -65,6 +65,7 @@ def test_model_trains_a_step_and_round_trips(name, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x, training=False)), probs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_hybrid_keeps_time_and_attention_sums_to_one():
     import keras
 

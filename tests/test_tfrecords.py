@@ -77,6 +77,7 @@ def test_stored_pcm_equals_the_wav_file(tiny_esc50, tiny_tfrecords):
     np.testing.assert_array_equal(pcm, wav)
 
 
+@pytest.mark.slow
 def test_builds_in_separate_processes_are_byte_identical(tiny_esc50, tmp_path):
     # Protobuf may order an Example's feature map differently in each process;
     # the shards (and the sha256 in the manifest) must not depend on that.

@@ -135,6 +135,7 @@ def test_predict_windows_long_clips(trained_run):
     assert w.shape[0] == 4  # starts 0, n/2, n and the flush end
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_epoch(tiny_tfrecords, tmp_path):
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -157,6 +158,7 @@ def test_resume_continues_from_last_epoch(tiny_tfrecords, tmp_path):
     assert [int(r.split(",")[0]) for r in rows] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_test_fold_is_never_read_while_training(tiny_tfrecords, tmp_path, monkeypatch):
     events = []
     real = TFRecordFolder.dataset
@@ -179,6 +181,7 @@ def test_test_fold_is_never_read_while_training(tiny_tfrecords, tmp_path, monkey
     assert after == [("dataset", (3,), True)]
 
 
+@pytest.mark.slow
 def test_classic_model_run(tiny_tfrecords, tmp_path):
     out = tmp_path / "svm"
     assert main(["train", "--model", "svm", "--data", str(tiny_tfrecords), "--out", str(out),
