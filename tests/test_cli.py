@@ -90,7 +90,7 @@ def test_synth_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
-    # The demo's wiring, every stage and its report, on a handful of clips and one epoch:
+    # The demo's wiring, every stage and its report, on 60 one-second clips and one epoch:
     # the same command, data maker, front end, model and recipe (esc50tf.presets), only
     # smaller. That its model, front end and recipe learn (>= 90%) is
     # test_train.test_small_model_learns_synthetic_data. Not marked slow although it takes
@@ -98,7 +98,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     from esc50tf import demo, presets
 
     monkeypatch.setattr(demo, "DEMO_CLASSES", 4)
-    monkeypatch.setattr(demo, "DEMO_CLIPS_PER_CLASS", 10)
+    monkeypatch.setattr(demo, "DEMO_CLIPS_PER_CLASS", 15)  # >= 32 training clips: a batch
     monkeypatch.setattr(demo, "DEMO_SECONDS", 1.0)
     monkeypatch.setattr(demo, "DEMO_TRAIN", {**presets.DEMO_TRAIN, "epochs": 1})
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
@@ -106,10 +106,10 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert "no src_file shared" in err and "demo finished" in err
     assert f"report in {tmp_path / 'demo' / 'run'}/report.md" in err
     manifest = json.loads((tmp_path / "demo" / "tfrecords" / "manifest.json").read_text())
-    assert manifest["counts"]["total"] == 40
+    assert manifest["counts"]["total"] == 60
     assert manifest["config"]["sample_rate"] == presets.DEMO_SAMPLE_RATE
     report = json.loads((tmp_path / "demo" / "run" / "report.json").read_text())
-    assert report["folds"][0]["split"] == "fold1" and report["folds"][0]["num_test_clips"] == 8
+    assert report["folds"][0]["split"] == "fold1" and report["folds"][0]["num_test_clips"] == 12
     assert report["folds"][0]["epochs_run"] == 1
     assert report["config"]["model"]["name"] == presets.DEMO_MODEL
     assert {k: report["config"]["features"][k] for k in presets.DEMO_FEATURES} \
