@@ -2,10 +2,12 @@
 parity with the reference implementation, the catalog, the cache and download.
 
 The fixtures in tests/fixtures/panns/ were made by tools/make_panns_fixtures.py
-with the reference code itself (panns-inference + PyTorch, in a separate
-environment): reduced-width CNN14 / CNN14-16k / CNN14-SED checkpoints in both
-PyTorch formats and the reference outputs for three waveforms. None of these
-tests needs PyTorch.
+with the reference code itself (panns-inference + PyTorch, and the authors'
+training code for the sampler state, in a separate environment): reduced-width
+CNN14 / CNN14-16k / CNN14-SED checkpoints saved as the official ones are (the
+training script's dict around an unchanged `state_dict()`), in both PyTorch
+formats, and the reference outputs for three waveforms. None of these tests
+needs PyTorch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import sys
@@ -32,7 +35,7 @@ import pytest
 from esc50tf.errors import Esc50Error
 from esc50tf.models.panns import build_reference
 from esc50tf.pretrained import architectures, catalog, store
-from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+from esc50tf.pretrained.checkpoint import read_torch_checkpoint, read_torch_file
 from esc50tf.pretrained.convert import check_frontend, convert_state_dict, load_into
 
 FIXTURES = Path(__file__).parent / "fixtures" / "panns"
@@ -85,8 +88,9 @@ def test_both_formats_read_the_same_state_dict(arch):
     assert zipfile.is_zipfile(_checkpoint(arch, "zip"))
     assert not zipfile.is_zipfile(_checkpoint(arch, "legacy"))
     assert sorted(zipped) == sorted(legacy)
-    # 6 blocks x (2 convs + 2 BNs x 5 entries) + bn0 (5) + 2 Linear x 2 + melW.
-    assert len(zipped) == 6 * (2 + 10) + 5 + 4 + 1
+    # 6 blocks x (2 convs + 2 BNs x 5 entries) + bn0 (5) + 2 Linear x 2 + melW
+    # + the STFT's two DFT matrices.
+    assert len(zipped) == 6 * (2 + 10) + 5 + 4 + 1 + 2
     for key in zipped:
         assert zipped[key].dtype == legacy[key].dtype
         np.testing.assert_array_equal(zipped[key], legacy[key])
@@ -94,6 +98,49 @@ def test_both_formats_read_the_same_state_dict(arch):
     assert zipped["conv_block6.bn2.running_var"].dtype == np.float32
     assert zipped["bn0.num_batches_tracked"].dtype == np.int64
     assert zipped["fc_audioset.weight"].shape == (527, 32)
+
+
+def _object_pickle_ops(path):
+    """(opcode name, argument) of the pickle holding a checkpoint's object: a zip's
+    data.pkl, or the 4th of a legacy file's pickles (magic, protocol, system info)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            stream = io.BytesIO(zf.read(next(n for n in zf.namelist()
+                                             if n.endswith("/data.pkl"))))
+    else:
+        stream = io.BytesIO(path.read_bytes())
+        for _ in range(3):
+            for _op in pickletools.genops(stream):
+                pass
+    return [(op.name, arg) for op, arg, _ in pickletools.genops(stream)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_fixtures_are_what_the_training_script_saves(arch, fmt):
+    """The official files' layout (tools/make_panns_fixtures.py says how it is known):
+    `{"iteration", "model": state_dict(), "sampler"}`, the state dict an
+    OrderedDict whose `_metadata` a pickle BUILD restores; never a tidied dict."""
+    path = _checkpoint(arch, fmt)
+    ops = _object_pickle_ops(path)
+    at = ops.index(("BINUNICODE", "_metadata"))
+    assert "BUILD" in [name for name, _ in ops[at:]]
+    saved = read_torch_file(path)
+    assert list(saved) == ["iteration", "model", "sampler"]
+    assert type(saved["iteration"]) is int
+    state = saved["model"]
+    assert type(state) is collections.OrderedDict
+    modules = {key.rpartition(".")[0] for key in state}
+    assert {""} | modules <= set(state._metadata)  # every module, parameters or not
+    assert all(set(record) == {"version"} for record in state._metadata.values())
+    assert state._metadata["bn0"] == {"version": 2}  # BatchNorm's version
+    assert "spectrogram_extractor.stft.conv_real.weight" in state
+    sampler = saved["sampler"]
+    assert list(sampler) == ["indexes_per_class", "queue", "pointers_of_classes"]
+    assert len(sampler["indexes_per_class"]) == len(sampler["pointers_of_classes"]) == 527
+    assert all(a.dtype == np.int64 for a in sampler["indexes_per_class"])
+    assert all(type(i) is int for i in sampler["queue"] + sampler["pointers_of_classes"])
+    assert read_torch_checkpoint(path).keys() == state.keys()
 
 
 @contextlib.contextmanager
@@ -247,32 +294,114 @@ def _zip_of(path, pickle_bytes, members=(), compression=zipfile.ZIP_STORED):
 
 
 # BUILD (set state) on what the allow-list hands out: a storage type's dtype, a
-# builder function's defaults (slot state), numpy's own float32 dtype object.
+# builder function's defaults (slot state), numpy's own float32 dtype object;
+# each with what must stop it. A dtype's BUILD is allowed, on the fresh holder
+# the reader hands out (never numpy's shared dtype), so that file fails later.
 _STATE_ATTACKS = {
-    "storage-dtype": _g("torch", "FloatStorage") + b"}" + _u("dtype") + _u("int32") + b"sb.",
-    "function-defaults": (_g("torch._utils", "_rebuild_parameter") + b"N}" + _u("__defaults__")
-                          + b"(K\x07ts\x86b."),
-    "ndarray-name": _g("numpy", "ndarray") + b"}" + _u("x") + b"K\x01sb.",
-    "numpy-dtype": (_g("numpy", "dtype") + _u("f4") + b"\x89\x88\x87R(K\x03" + _u(">")
-                    + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb."),
+    "storage-dtype": (
+        _g("torch", "FloatStorage") + b"}" + _u("dtype") + _u("int32") + b"sb.",
+        r"refusing to set the state of _StorageType \(BUILD\)"),
+    "function-defaults": (
+        _g("torch._utils", "_rebuild_parameter") + b"N}" + _u("__defaults__") + b"(K\x07ts\x86b.",
+        r"refusing to set the state of partial \(BUILD\)"),
+    "ndarray-name": (
+        _g("numpy", "ndarray") + b"}" + _u("x") + b"K\x01sb.",
+        r"refusing to set the state of _NdarrayName \(BUILD\)"),
+    "numpy-dtype": (
+        _g("numpy", "dtype") + _u("f4") + b"\x89\x88\x87R(K\x03" + _u(">")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.",
+        r"holds no state dict"),
 }
 
 
 @pytest.mark.parametrize("attack", list(_STATE_ATTACKS))
 def test_a_hostile_pickle_cannot_change_how_later_files_load(tmp_path, attack):
+    body, refusal = _STATE_ATTACKS[attack]
     fixture = _checkpoint("cnn14", "zip")
     good = read_torch_checkpoint(fixture)
-    path = _zip_of(tmp_path / "hostile.pth", b"\x80\x02" + _STATE_ATTACKS[attack])
-    try:
+    path = _zip_of(tmp_path / "hostile.pth", b"\x80\x02" + body)
+    with pytest.raises(Esc50Error, match=r"hostile\.pth: .*" + refusal):
         read_torch_checkpoint(path)
-    except Esc50Error as err:
-        assert "hostile.pth" in str(err)
     again = read_torch_checkpoint(fixture)
     for key, value in good.items():
         assert again[key].dtype == value.dtype
         np.testing.assert_array_equal(again[key], value)
     assert np.dtype("f4").byteorder == "="
     assert np.array([1.0], "f4").tobytes() == np.array([1.0], "<f4").tobytes()
+
+
+class _StateDictLike(collections.OrderedDict):
+    """Pickles as `Module.state_dict()` does (REDUCE, SETITEMS, then BUILD of its
+    attributes), with whatever attribute state a test gives it."""
+
+    def __init__(self, items, state):
+        super().__init__(items)
+        self.state = state
+
+    def __reduce__(self):
+        return collections.OrderedDict, (), self.state, None, iter(self.items())
+
+
+def _state_dict_pickle(state, extra_build=b""):
+    """Protocol 2, as torch.save writes; `extra_build` goes before STOP."""
+    data = pickle.dumps(_StateDictLike({"w": 1}, state), protocol=2)
+    assert data.endswith(b"b.")
+    return data[:-1] + extra_build + b"."
+
+
+def test_a_state_dicts_metadata_is_read(tmp_path):
+    meta = collections.OrderedDict([("", {"version": 1}), ("bn0", {"version": 2})])
+    path = _zip_of(tmp_path / "meta.pth", _state_dict_pickle({"_metadata": meta}))
+    loaded = read_torch_file(path)
+    assert type(loaded) is collections.OrderedDict and dict(loaded) == {"w": 1}
+    assert loaded._metadata == meta
+
+
+_BUILD_GUARD = r"meta\.pth: not a readable PyTorch checkpoint \(refusing "
+# state given to an OrderedDict's BUILD -> what the BUILD guard says.
+_METADATA_ATTACKS = {
+    "array-value": ({"_metadata": {"": {"version": np.arange(3)}}},
+                    "OrderedDict _metadata entry '' \\(BUILD\\): not a small dict of plain"),
+    "list-record": ({"_metadata": {"": [1]}}, "OrderedDict _metadata entry '' "),
+    "nested-record": ({"_metadata": {"": {"version": {"a": 1}}}},
+                      "OrderedDict _metadata entry '' "),
+    "int-module": ({"_metadata": {1: {"version": 1}}}, "OrderedDict _metadata entry 1 "),
+    "long-name": ({"_metadata": {"m" * 5000: {"version": 1}}},
+                  "OrderedDict _metadata entry 'mmm"),
+    "wide-record": ({"_metadata": {"": {str(i): i for i in range(17)}}},
+                    "OrderedDict _metadata entry '' "),
+    "huge": ({"_metadata": {f"m{i}": {"version": 1} for i in range(100_001)}},
+             "OrderedDict _metadata of 100001 entries \\(BUILD\\): over 100000"),
+    "list-metadata": ({"_metadata": [1, 2]}, "OrderedDict _metadata of type list"),
+    "nested-metadata": ({"_metadata": _StateDictLike({}, {"_metadata": {}})},
+                        "OrderedDict _metadata that carries attributes of its own"),
+    "another-attribute": ({"_metadata": {}, "update": 1},
+                          "to set the state of OrderedDict \\(BUILD\\) other than its "
+                          "_metadata \\(got keys '_metadata', 'update'\\)"),
+    "only-another-attribute": ({"__class__": 1}, "to set the state of OrderedDict .* "
+                               "\\(got keys '__class__'\\)"),
+    "slot-state": (({"_metadata": {}}, {"x": 1}),
+                   "to set the state of OrderedDict .* \\(got tuple\\)"),
+}
+
+
+@pytest.mark.parametrize("attack", list(_METADATA_ATTACKS))
+def test_an_ordered_dict_takes_no_state_but_its_metadata(tmp_path, attack):
+    state, refusal = _METADATA_ATTACKS[attack]
+    path = _zip_of(tmp_path / "meta.pth", _state_dict_pickle(state))
+    with pytest.raises(Esc50Error, match=_BUILD_GUARD + refusal):
+        read_torch_file(path)
+
+
+def test_an_ordered_dict_takes_its_metadata_once_and_a_dict_none(tmp_path):
+    again = b"}" + _u("_metadata") + b"}sb"
+    path = _zip_of(tmp_path / "meta.pth", _state_dict_pickle({"_metadata": {}}, again))
+    with pytest.raises(Esc50Error, match=_BUILD_GUARD + "a second BUILD on one OrderedDict"):
+        read_torch_file(path)
+    plain = b"\x80\x02}" + again + b"."
+    path = _zip_of(tmp_path / "meta.pth", plain)
+    with pytest.raises(Esc50Error, match=_BUILD_GUARD + r"to set the state of dict \(BUILD\)"):
+        read_torch_file(path)
 
 
 def test_a_big_endian_numpy_value_still_loads(tmp_path):
