@@ -56,6 +56,9 @@ _LEGACY_PROTOCOL = 1001
 _MAX_PICKLE_BYTES = 64 << 20
 # A file's tensors may hold this many times the elements of its storages.
 _VIEW_FACTOR = 4
+# Zip general-purpose flags: encrypted (bit 0), compressed patched data (5),
+# strong encryption (6).
+_ZIP_ENCRYPTED_OR_PATCHED = 0x01 | 0x20 | 0x40
 
 # torch storage class name -> numpy dtype ("bfloat16" is handled apart).
 _STORAGE_DTYPES = {
@@ -410,7 +413,17 @@ def load_pickle(data, path, load_storage=None, overrides=None):
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, struct.error, OverflowError,
             MemoryError, RecursionError) as err:
-        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({_reason(err)})") from None
+
+
+def _reason(err):
+    """What went wrong in a pickle, in words: the pure-Python unpickler raises a bare
+    EOFError at the end of the data, and KeyError(opcode) for an unknown opcode."""
+    if isinstance(err, EOFError) and not str(err):
+        return "the pickle ends early"
+    if type(err) is KeyError and len(err.args) == 1 and isinstance(err.args[0], int):
+        return f"unknown pickle opcode {bytes([err.args[0] & 0xFF])!r}"
+    return err
 
 
 def _tensor_overrides(builder):
@@ -439,11 +452,17 @@ def _storage_array(raw, dtype, numel, path, key, byteorder="little"):
 
 def _stored_member(path, zf, member, what):
     """A member's ZipInfo; PyTorch stores members uncompressed, and a compressed
-    one could inflate to any size before its length is known."""
+    one could inflate to any size before its length is known. Encrypted or
+    patched members (zip flag bits 0, 5, 6) are refused here: zipfile would
+    raise RuntimeError or NotImplementedError on reading them."""
     info = zf.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED:
         raise Esc50Error(f"{path}: {what} is compressed in the archive; PyTorch stores "
                          "checkpoint members uncompressed")
+    if info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:
+        raise Esc50Error(f"{path}: {what} is encrypted or patched in the archive (zip flags "
+                         f"{info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:#x}); PyTorch writes "
+                         "plain members")
     return info
 
 
@@ -648,8 +667,14 @@ def read_torch_file(path):
             with zipfile.ZipFile(path) as zf:
                 return _resolve(_read_zip(path, zf))
         with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # a zip's first member, but no zip directory
+                raise Esc50Error(f"{path}: damaged zip checkpoint (no central directory: "
+                                 "truncated?)")
+            f.seek(0)
             return _read_legacy(path, f)
-    except zipfile.BadZipFile as err:
+    except (zipfile.BadZipFile, NotImplementedError) as err:
+        # NotImplementedError: zipfile refuses a central directory asking for a
+        # newer zip version than it reads.
         raise Esc50Error(f"{path}: damaged zip checkpoint ({err})") from None
     except (RecursionError, MemoryError) as err:
         raise Esc50Error(f"{path}: not a readable PyTorch checkpoint: nested too deeply "
