@@ -229,6 +229,12 @@ ZIP_CASES = {
     "dtype-state-unknown-byteorder": (
         _pickled(_dtype_state(3, "?", None, None, None, -1, -1, 0)),
         UNREADABLE + r"unexpected numpy dtype state\)"),
+    "dtype-state-empty-byteorder": (
+        _pickled(_dtype_state(3, "", None, None, None, -1, -1, 0)),
+        UNREADABLE + r"unexpected numpy dtype state\)"),
+    "dtype-state-byteorder-not-text": (
+        _pickled(_dtype_state(3, 60, None, None, None, -1, -1, 0)),
+        UNREADABLE + r"unexpected numpy dtype state\)"),
     "dtype-state-too-short": (
         _pickled(_dtype_state(3)),
         UNREADABLE + r"unexpected numpy dtype state\)"),

@@ -207,7 +207,8 @@ class _DtypeSpec:
     def __setstate__(self, state):
         # numpy writes (version, byteorder, subarray, names, fields, elsize,
         # alignment, flags); only the byte order matters for plain numbers.
-        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in "<>=|"):
+        if not (isinstance(state, tuple) and len(state) >= 2
+                and state[1] in ("<", ">", "=", "|")):
             raise pickle.UnpicklingError("unexpected numpy dtype state")
         if any(v is not None for v in state[2:5]):
             raise pickle.UnpicklingError("structured numpy dtype refused")
