@@ -139,7 +139,9 @@ def test_the_readme_marks_its_figures():
     # Each committed result the README quotes is named at least once.
     for name in ("bench_pipeline-full-cpu.json", "bench_frontend-full-cpu.json",
                  "bench_train-full-cpu.json", "bench_export-full-cpu.json",
-                 "recipe_experiment-full-cpu.json", "device_check-quick-cpu.json"):
+                 "recipe_experiment-full-cpu.json", "device_check-quick-cpu.json",
+                 "bench_train-quick-cpu.json", "panns_parity-full-cpu.json",
+                 "check_real_clips-esc50-sample.json"):
         assert f"benchmarks/results/{name}" in sources, name
     assert "tests/test_timeline.py" in sources
 

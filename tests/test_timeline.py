@@ -305,6 +305,34 @@ def test_merge_events():
     assert events[1]["peak_probability"] == pytest.approx(0.95)
 
 
+def test_digital_silence_is_no_event_and_not_the_background(tmp_path):
+    """A model that names class "a" for any input, zeros included (as the tests' trained
+    model does for silence): only the noisy stretches become events, and 12 s of silence
+    in 40 s (over the 10th percentile) leave the background at the noise's level."""
+    from esc50tf.timeline import WindowModel, timeline, trim_quiet_edges
+
+    rng = np.random.default_rng(0)
+    x = (BACKGROUND_RMS * rng.standard_normal(40 * RATE)).astype(np.float32)
+    x[10 * RATE:22 * RATE] = 0.0  # digital silence
+    x[30 * RATE:33 * RATE] += 0.3 * rng.standard_normal(3 * RATE).astype(np.float32)  # a sound
+    sf.write(tmp_path / "rec.wav", x, RATE, subtype="PCM_16")
+    model = WindowModel(predict=lambda b: np.tile([0.98, 0.02], (len(b), 1)),
+                        class_names=["a", "b"], sample_rate=RATE, num_samples=RATE,
+                        source="constant")
+    events = timeline(model, tmp_path / "rec.wav", tmp_path / "tl", hop=0.5,
+                      progress=False)["events"]
+    # Windows reading any noise are named, those reading only zeros are not; the second
+    # stretch is trimmed to its sound, the noise around it being the background (a
+    # stretch of noise alone has no louder hop to trim to and is left as it is).
+    assert [(e["start"], e["end"]) for e in events] == [(0.25, 10.25), (30.0, 33.0)]
+    # The background is the noise, not the silence: edges of a louder event are
+    # trimmed to it (without ignoring silent hops, the floor would be 0).
+    starts = np.arange(80) * 0.5
+    envelope = np.array([0.0] * 30 + [BACKGROUND_RMS] * 44 + [0.3] * 6)
+    (event,) = trim_quiet_edges([{"start": 35.0, "end": 40.0}], starts, envelope, 0.5)
+    assert (event["start"], event["end"]) == (37.0, 40.0)
+
+
 @pytest.mark.slow
 def test_decode_error_mid_stream_names_file_and_position(exports, tmp_path, capsys):
     from esc50tf import cli
