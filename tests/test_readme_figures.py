@@ -13,7 +13,9 @@ table, every number of the body except the row labels (first column); in a
 paragraph, every number except those inside backticks and the settings the
 marker lists (sizes and rates that describe the run rather than measure it).
 "n of m" must be a pair of the file. A figure edited by hand, or left behind
-when its result file was rerun, fails here.
+when its result file was rerun, fails here. A limit: a one- or two-digit
+figure can match some other value of a large file by chance; a figure printed
+with three significant digits or more practically cannot.
 """
 
 import ast
