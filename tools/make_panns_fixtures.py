@@ -55,21 +55,26 @@ What the official checkpoints are, and what each fixture mirrors:
   weights were saved from a GPU (storage location "cuda:0"; here "cpu"), and
   their numpy arrays were pickled by numpy 1.x (`numpy.core.multiarray`;
   numpy 2 writes `numpy._core.multiarray`, both accepted).
-- `waveforms_<rate>.npz`: the int16 waveforms (`pcm`, [3, samples]) and
+- `waveforms_<rate>.npz`: the int16 waveforms (`pcm`, [6, samples]) and
   their `names`; both sides read `pcm / 32768` as float32, so resampling is
   not part of the comparison. Clip 0 is 2 s of a real ESC-50 clip
   (2-104877-A, "Cows muing.wav" by Kulanen, freesound.org/s/104877, CC0),
   resampled with librosa; clip 1 a chirp in noise; clip 2 quiet noise with
-  0.5 s of digital silence.
+  0.5 s of digital silence; then the inputs users have that models get wrong
+  most easily: 3 digital silence throughout, 4 the chirp clipped at full
+  scale, 5 0.5 s of clip 0 zero-padded to 2 s.
 - `<arch>.outputs.npz`: the reference outputs in eval mode: `logmel`
-  [3, frames, 64] (the log-Mel before bn0), `logits` (fc_audioset's output:
-  [3, classes] or, for the SED variant, [3, segments, classes]),
+  [6, frames, 64] (the log-Mel before bn0), `logits` (fc_audioset's output:
+  [6, classes] or, for the SED variant, [6, segments, classes]),
   `clipwise`, `embedding` (the 'embedding' output; for the SED variant, the
-  per-segment ReLU(fc1) `[3, segments, D]`), `framewise` (SED only), and the
+  per-segment ReLU(fc1) `[6, segments, D]`), `framewise` (SED only), and the
   reduced `widths` / `embedding_size`.
 
 It also prints the full-size parameter counts recorded in
-tests/test_pretrained.py.
+tests/test_pretrained.py. With `--full-size --out DIR` it writes the same
+files for the models at their real widths (about 330 MB a checkpoint, not
+for the repository), which `python -m benchmarks.panns_parity --fixtures DIR`
+then compares.
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "panns"
 WIDTHS = (4, 8, 8, 16, 16, 32)
 EMBEDDING = 32
+FULL_WIDTHS = (64, 128, 256, 512, 1024, 2048)  # the reference's own
+FULL_EMBEDDING = 2048
 CLASSES = 527
 SECONDS = 2.0
 # The training script saves at multiples of 100,000 iterations.
@@ -143,15 +150,21 @@ def waveforms(rate, clip_path):
     chirp += 0.02 * rng.standard_normal(n)
     quiet = 0.003 * rng.standard_normal(n)
     quiet[n // 4 : n // 2] = 0.0  # digital silence: the log floor
-    pcm = np.stack([real, chirp, quiet])
+    silence = np.zeros(n, np.float32)
+    clipped = np.clip(4.0 * chirp, -1.0, 1.0)  # full scale, flat-topped
+    padded = np.zeros(n, np.float32)
+    padded[: n // 4] = real[: n // 4]  # a short clip zero-padded to length
+    pcm = np.stack([real, chirp, quiet, silence, clipped, padded])
     return np.clip(np.round(pcm * 32767), -32768, 32767).astype(np.int16)
 
 
-def build(models, torch, arch):
+def build(models, torch, arch, full_size=False):
     nn = torch.nn
     s = dict(SETTINGS[arch])
     cls = getattr(models, s.pop("cls"))
     model = cls(classes_num=CLASSES, **s)
+    if full_size:
+        return model
     channels = (1,) + WIDTHS
     for i in range(6):
         setattr(model, f"conv_block{i + 1}", models.ConvBlock(channels[i], channels[i + 1]))
@@ -253,7 +266,14 @@ def main():
                         help="a checkout of audioset_tagging_cnn (its utils/data_generator.py)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--full-size", action="store_true",
+                        help="the models at their real widths (about 330 MB a file; for "
+                             "`python -m benchmarks.panns_parity --fixtures OUT`, not for "
+                             "the repository): --out must name another folder")
     args = parser.parse_args()
+    if args.full_size and args.out.resolve() == OUT.resolve():
+        parser.error("--full-size writes about 2 GB: give --out a folder outside tests/")
+    widths, embedding = (FULL_WIDTHS, FULL_EMBEDDING) if args.full_size else (WIDTHS, EMBEDDING)
 
     import torch
 
@@ -261,7 +281,8 @@ def main():
     models = reference_models()
     args.out.mkdir(parents=True, exist_ok=True)
     names = np.array([f"{args.sample_clip.name} (2 s excerpt)", "chirp in noise",
-                      "quiet noise with silence"])
+                      "quiet noise with silence", "digital silence",
+                      "chirp clipped at full scale", "0.5 s of the excerpt, zero-padded"])
     pcm_by_rate = {}
     for rate in sorted({s["sample_rate"] for s in SETTINGS.values()}):
         pcm_by_rate[rate] = waveforms(rate, args.sample_clip)
@@ -270,7 +291,7 @@ def main():
     for i, arch in enumerate(SETTINGS):
         torch.manual_seed(args.seed + i)
         s = SETTINGS[arch]
-        model = build(models, torch, arch)
+        model = build(models, torch, arch, args.full_size)
         x = torch.from_numpy(pcm_by_rate[s["sample_rate"]].astype(np.float32) / 32768.0)
         calibrate(model, torch, x)
         with tempfile.TemporaryDirectory() as scratch:
@@ -282,8 +303,8 @@ def main():
         torch.save(checkpoint, args.out / f"{arch}.legacy.pth",
                    _use_new_zipfile_serialization=False)
         outputs = run(model, torch, x, sed=s["cls"] != "Cnn14")
-        np.savez_compressed(args.out / f"{arch}.outputs.npz", widths=np.array(WIDTHS),
-                            embedding_size=np.array(EMBEDDING), **outputs)
+        np.savez_compressed(args.out / f"{arch}.outputs.npz", widths=np.array(widths),
+                            embedding_size=np.array(embedding), **outputs)
         print(arch, {k: v.shape for k, v in outputs.items()})
     full_size_counts(models, torch)
     total = sum(p.stat().st_size for p in args.out.iterdir())
