@@ -485,3 +485,24 @@ def test_saved_model_prefers_skops_over_the_legacy_pickle(tmp_path):
     assert classic.saved_model(tmp_path) == tmp_path / "model.pkl"
     (tmp_path / "model.skops").write_bytes(b"")
     assert classic.saved_model(tmp_path) == tmp_path / "model.skops"
+
+
+def test_a_forest_member_that_is_not_a_tree_is_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.preprocessing import StandardScaler
+
+    est, _ = _fitted("random_forest")
+    est.steps[1][1].estimators_[1] = StandardScaler()
+    path = tmp_path / "model.skops"
+    path.write_bytes(sio.dumps(est))
+    with pytest.raises(Esc50Error, match="refusing to load: forest member 1 is not a fitted "
+                                         "decision tree"):
+        classic.load_estimator(path)
+
+
+def test_two_class_svm_scores_are_a_softmax_of_its_decision(tmp_path):
+    est, x = _fitted("svm", classes=2)
+    probs = classic.predict_proba(est, x, 3)  # a third class the split never saw: 0
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert not probs[:, 2].any()
+    np.testing.assert_array_equal(probs.argmax(axis=1), est.predict(x))

@@ -181,6 +181,41 @@ def test_a_member_that_cannot_be_written_names_the_archive(tiny_esc50, tmp_path)
         f"{archive.as_uri()}: cannot unpack it into {tmp_path / 'd' / '.esc50tf-extract'} (")
 
 
+def test_keep_archive_keeps_the_zip(tiny_esc50, tmp_path):
+    archive = make_zip(tiny_esc50, tmp_path / "master.zip")
+    dest = dl.download(tmp_path / "d", archive.as_uri(), keep_archive=True, progress=False,
+                       log=lambda _: None)
+    assert (dest / "esc50.zip").read_bytes() == archive.read_bytes()
+    assert sorted(p.name for p in dest.iterdir()) == ["LICENSE", "audio", "esc50.zip", "meta"]
+
+
+def test_a_refused_archive_leaves_an_existing_folder_as_it_was(tiny_esc50, tmp_path):
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    archive = make_zip(tiny_esc50, tmp_path / "evil.zip", extra={"../evil.txt": "x"})
+    with pytest.raises(Esc50Error, match="goes up a folder"):
+        dl.download(dest, archive.as_uri(), progress=False, log=lambda _: None)
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]  # no staging, no .part
+
+
+def test_an_archive_without_the_metadata_is_refused(tmp_path):
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("project-main/README.md", "not ESC-50")
+    with pytest.raises(Esc50Error, match=r"the archive holds no meta/esc50\.csv; is it the "
+                                         r"ESC-50 archive\?"):
+        dl.download(tmp_path / "d", archive.as_uri(), progress=False, log=lambda _: None)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_destination_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "d").write_text("a file")
+    with pytest.raises(Esc50Error, match=r"d: exists and is not a folder"):
+        dl.download(tmp_path / "d", (tmp_path / "none.zip").as_uri(), progress=False)
+    assert (tmp_path / "d").read_text() == "a file"
+
+
 def test_partial_existing_copy_needs_overwrite(tiny_esc50, tmp_path):
     archive = make_zip(tiny_esc50, tmp_path / "master.zip")
     dest = tmp_path / "ESC-50"

@@ -273,12 +273,13 @@ def _check_pipeline(path, estimator):
     model = steps[1][1]
     if not hasattr(model, "classes_") or not hasattr(steps[0][1], "scale_"):
         raise Esc50Error(f"{path}: not a fitted scikit-learn classifier")
-    for problem in _unsafe_arrays(model):
+    problem = _unsafe_arrays(model)
+    if problem:
         raise Esc50Error(f"{path}: refusing to load: {problem}")
 
 
 def _unsafe_arrays(model):
-    """Yields what is wrong with the arrays that scikit-learn's compiled code indexes unchecked."""
+    """What is wrong with the arrays scikit-learn's compiled code indexes unchecked, or None."""
     from sklearn.tree import DecisionTreeClassifier
     from sklearn.tree._tree import Tree
 
@@ -286,8 +287,7 @@ def _unsafe_arrays(model):
     for i, member in enumerate(getattr(model, "estimators_", [])):
         tree = getattr(member, "tree_", None)
         if type(member) is not DecisionTreeClassifier or type(tree) is not Tree:
-            yield f"forest member {i} is not a fitted decision tree"
-            continue
+            return f"forest member {i} is not a fitted decision tree"
         n = tree.node_count
         left, right, feature = tree.children_left, tree.children_right, tree.feature
         ids = np.arange(n)
@@ -295,9 +295,8 @@ def _unsafe_arrays(model):
         # Children come after their parent (so every path ends) and inside the tree.
         inside = ((left > ids) & (left < n) & (right > ids) & (right < n)
                   & (feature >= 0) & (feature < tree.n_features))
-        if (len(left) != n or not np.all(np.where(leaf, right == -1, inside))
-                or tree.n_features != n_features):
-            yield f"tree {i} has node indices outside its {n} nodes or {n_features} features"
+        if not np.all(np.where(leaf, right == -1, inside)) or tree.n_features != n_features:
+            return f"tree {i} has node indices outside its {n} nodes or {n_features} features"
     if hasattr(model, "support_vectors_"):  # SVC: libsvm reads support vectors by count
         counts = np.asarray(model._n_support)
         k, sv = len(model.classes_), model.support_vectors_
@@ -305,8 +304,9 @@ def _unsafe_arrays(model):
                 or model.dual_coef_.shape != (k - 1, len(sv))
                 or np.shape(model.intercept_) != (k * (k - 1) // 2,)
                 or sv.ndim != 2 or sv.shape[1] != n_features):
-            yield (f"support-vector counts {counts.tolist()} do not match the "
-                   f"{len(sv)} support vectors of {k} classes")
+            return (f"support-vector counts {counts.tolist()} do not match the "
+                    f"{len(sv)} support vectors of {k} classes")
+    return None
 
 
 # --- legacy model.pkl ------------------------------------------------------------------
