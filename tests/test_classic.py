@@ -144,9 +144,10 @@ def test_an_unfitted_pipeline_is_refused(tmp_path):
 
 
 def test_a_compressed_skops_member_is_refused_before_it_is_read(tmp_path):
-    path = write_skops(tmp_path / "hostile.skops", {"pad": "0" * 100_000}, compression=zipfile.ZIP_DEFLATED)
-    with pytest.raises(Esc50Error, match=r"member 'schema\.json' is compressed \(\d+ bytes "
-                                         r"unpacked\); esc50tf writes them stored"):
+    path = write_skops(tmp_path / "hostile.skops", {"pad": "0" * 100_000},
+                       compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(Esc50Error, match=r"member 'schema\.json' is compressed \([\d,]+ bytes "
+                                         r"from [\d,]+\); esc50tf writes them stored"):
         classic.load_estimator(path)
 
 

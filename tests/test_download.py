@@ -130,8 +130,9 @@ def test_a_zip_bomb_member_is_refused_before_it_is_unpacked(tiny_esc50, tmp_path
     assert archive.stat().st_size < 1 << 20
     dest = tmp_path / "d"
     assert main(["download", "--dest", str(dest), "--url", archive.as_uri()]) == 1
-    assert (f"{archive.as_uri()}: 'ESC-50-master/audio/bomb.wav' unpacks to 67,108,865 bytes, over the "
-            "limit of 67,108,864 per member (an ESC-50 clip is 431 KB)") in capsys.readouterr().err
+    assert (f"{archive.as_uri()}: 'ESC-50-master/audio/bomb.wav' unpacks to 67,108,865 "
+            "bytes, over the limit of 67,108,864 per member (an ESC-50 clip is 431 KB)"
+            ) in capsys.readouterr().err
     assert not dest.exists()
 
 
@@ -170,7 +171,8 @@ def test_a_member_longer_than_its_header_says_is_refused(tiny_esc50, tmp_path):
     struct.pack_into("<I", data, entry + 24, 10)
     archive.write_bytes(bytes(data))
     assert _refused(archive, tmp_path / "d").startswith(
-        f"{archive.as_uri()}: not a valid zip archive (Bad CRC-32 for file 'ESC-50-master/liar.txt')")
+        f"{archive.as_uri()}: not a valid zip archive "
+        "(Bad CRC-32 for file 'ESC-50-master/liar.txt')")
 
 
 def test_a_member_that_cannot_be_written_names_the_archive(tiny_esc50, tmp_path):

@@ -254,7 +254,8 @@ def _check_stored(path):
         for info in zf.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
                 raise Esc50Error(f"{path}: member {info.filename!r} is compressed "
-                                 f"({info.file_size} bytes unpacked); esc50tf writes them stored")
+                                 f"({info.file_size:,} bytes from {info.compress_size:,}); "
+                                 "esc50tf writes them stored")
 
 
 def _check_pipeline(path, estimator):
@@ -362,7 +363,8 @@ def _legacy_reconstruct(subtype, shape, dtype):
 
 
 def _legacy_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.kind == "O" or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+    if (not isinstance(dtype, np.dtype) or dtype.kind == "O" or not isinstance(data, bytes)
+            or len(data) != dtype.itemsize):
         raise _Refused(f"numpy scalar of {dtype} from {type(data).__name__} data")
     return np.frombuffer(data, dtype)[0]
 
@@ -435,7 +437,7 @@ class _LegacyUnpickler(pickle._Unpickler):
     def load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
-        if func not in _LEGACY_CALLS.values():
+        if not any(func is f for f in _LEGACY_CALLS.values()):
             raise _Refused(f"its pickle calls {getattr(func, '__name__', type(func).__name__)}")
         self.stack.pop()
         self._keep(func(*args))
