@@ -385,6 +385,7 @@ def test_uneven_folds_refuse_with_the_split_advice_not_a_smaller_batch(tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_predict_with_a_scikit_learn_run(tiny_tfrecords, tmp_path, capsys):
     from esc50tf.data.synth import synthesize
 

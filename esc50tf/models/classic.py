@@ -9,6 +9,10 @@ Three inputs (ModelConfig.classic_features):
   (`weights`), a linear probe when the model is `svm` or `logreg`.
 Features are computed with the same front-end layers as the Keras models, in
 the tf.data pipeline, batch by batch.
+
+A fitted pipeline is saved as `model.skops` (skops, no pickle) and loaded only
+when every type its schema names is trusted (`load_estimator`); a legacy
+`model.pkl` goes through an exact allow-list unpickler.
 """
 
 from __future__ import annotations
