@@ -202,14 +202,14 @@ def save_estimator(estimator, path):
     """
     import skops.io as sio
 
-    from esc50tf.io import atomic_write_bytes
+    from esc50tf.io import atomic_path
 
-    data = sio.dumps(estimator)
-    unknown = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
-    if unknown:
-        raise ValueError(f"{path}: the model holds types esc50tf does not load "
-                         f"({', '.join(unknown)}); review them into classic.TRUSTED_TYPES")
-    atomic_write_bytes(path, data)
+    with atomic_path(path) as tmp:
+        sio.dump(estimator, tmp)  # written once from skops' buffer (a large SVM: GBs)
+        unknown = sorted(set(sio.get_untrusted_types(file=tmp)) - set(TRUSTED_TYPES))
+        if unknown:
+            raise ValueError(f"{path}: the model holds types esc50tf does not load "
+                             f"({', '.join(unknown)}); review them into classic.TRUSTED_TYPES")
 
 
 def load_estimator(path):
