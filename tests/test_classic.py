@@ -195,16 +195,24 @@ def test_a_forest_whose_nodes_point_outside_the_tree_is_refused(tmp_path, field,
         classic.load_estimator(path)
 
 
-def test_an_svm_whose_support_counts_exceed_its_vectors_is_refused(tmp_path):
+@pytest.mark.parametrize("attribute, change", [
+    ("_n_support", lambda a: a + np.array([5, 0, 0], a.dtype)),  # more vectors than stored
+    ("support_", lambda a: np.concatenate([a, a])),  # libsvm's vector count
+    ("_dual_coef_", lambda a: a[:, :3]),
+    ("_intercept_", lambda a: a[:1]),
+    ("_probA", lambda a: np.zeros(1)),
+])
+def test_an_svm_whose_arrays_disagree_is_refused(tmp_path, attribute, change):
     import skops.io as sio
 
     est, _ = _fitted("svm")
     svc = est.steps[1][1]
-    svc._n_support = svc._n_support + np.array([5, 0, 0], svc._n_support.dtype)
+    setattr(svc, attribute, change(getattr(svc, attribute)))
     path = tmp_path / "model.skops"
     path.write_bytes(sio.dumps(est))
-    with pytest.raises(Esc50Error, match=r"refusing to load: support-vector counts \[.*\] do "
-                                         r"not match the \d+ support vectors of 3 classes"):
+    with pytest.raises(Esc50Error, match=r"refusing to load: its SVM's arrays disagree: "
+                                         r"support-vector counts \[\d+, \d+, \d+\], \d+ "
+                                         r"support vectors, 3 classes"):
         classic.load_estimator(path)
 
 

@@ -302,15 +302,20 @@ def _unsafe_arrays(model):
                   & (feature >= 0) & (feature < tree.n_features))
         if not np.all(np.where(leaf, right == -1, inside)) or tree.n_features != n_features:
             return f"tree {i} has node indices outside its {n} nodes or {n_features} features"
-    if hasattr(model, "support_vectors_"):  # SVC: libsvm reads support vectors by count
+    if hasattr(model, "support_vectors_"):
+        # SVC: libsvm takes the number of vectors from support_, splits them by
+        # _n_support and reads _dual_coef_, _intercept_ and _probA/B by those counts.
         counts = np.asarray(model._n_support)
         k, sv = len(model.classes_), model.support_vectors_
-        if (counts.shape != (k,) or counts.min(initial=0) < 0 or counts.sum() != len(sv)
-                or model.dual_coef_.shape != (k - 1, len(sv))
-                or np.shape(model.intercept_) != (k * (k - 1) // 2,)
-                or sv.ndim != 2 or sv.shape[1] != n_features):
-            return (f"support-vector counts {counts.tolist()} do not match the "
-                    f"{len(sv)} support vectors of {k} classes")
+        pairs = [(0,), (k * (k - 1) // 2,)]
+        if (counts.shape != (k,) or counts.min(initial=0) < 0
+                or not counts.sum() == len(sv) == len(model.support_)
+                or np.shape(model._dual_coef_) != (k - 1, len(sv))
+                or np.shape(model._intercept_) != pairs[1]
+                or np.shape(model._probA) not in pairs or np.shape(model._probB) not in pairs
+                or np.ndim(sv) != 2 or sv.shape[1] != n_features):
+            return (f"its SVM's arrays disagree: support-vector counts {counts.tolist()}, "
+                    f"{len(sv)} support vectors, {k} classes")
     return None
 
 
