@@ -3,8 +3,10 @@
 Hostile archives are made with Python's zipfile, the way real archives are made.
 """
 
+import shutil
 import stat
 import struct
+import subprocess
 import zipfile
 
 import pytest
@@ -40,6 +42,33 @@ def test_download_from_file_url(tiny_esc50, tmp_path, capsys):
     # A complete copy is not downloaded again, even when the URL is gone.
     assert main(["download", "--dest", str(dest), "--url", (tmp_path / "gone.zip").as_uri()]) == 0
     assert "not downloading again" in capsys.readouterr().err
+
+
+def test_an_archive_made_as_github_makes_it(tiny_esc50, tmp_path):
+    """GitHub's `archive/master.zip` is `git archive --format=zip --prefix=ESC-50-master/`:
+    deflated members, an entry per folder, the commit id as the zip comment, and the
+    repository's other files (README, tests...) beside audio/ and meta/."""
+    repo = tmp_path / "ESC-50"
+    shutil.copytree(tiny_esc50, repo)
+    for name, text in {"LICENSE": "CC BY-NC 3.0", "README.md": "# ESC-50", "pytest.ini": "",
+                       "requirements.txt": "numpy", "tests/test_dataset.py": "# checks"}.items():
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "dataset"]):
+        subprocess.run(git + args, check=True)
+    archive = tmp_path / "master.zip"
+    subprocess.run(git + ["archive", "--format=zip", "--prefix=ESC-50-master/",
+                          "-o", str(archive), "HEAD"], check=True)
+    with zipfile.ZipFile(archive) as zf:  # the shape this test is about
+        assert "ESC-50-master/audio/" in zf.namelist() and len(zf.comment) == 40
+        assert {i.compress_type for i in zf.infolist() if i.file_size > 1000} == {
+            zipfile.ZIP_DEFLATED}
+    dest = tmp_path / "dest"
+    assert main(["download", "--dest", str(dest), "--url", archive.as_uri()]) == 0
+    assert len(load_metadata(dest)) == 40
+    assert sorted(p.name for p in (dest / "audio").iterdir()) == sorted(
+        p.name for p in (tiny_esc50 / "audio").iterdir())
 
 
 def test_unreachable_url_leaves_nothing(tmp_path, capsys):
