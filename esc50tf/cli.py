@@ -434,7 +434,7 @@ def _add_train(sub):
     Train MODEL on TFRecords under the official protocol (k-fold CV over every fold by
     default), with validation carved from the training side only, and write report.json/.md,
     confusion_matrix.png, curves.png, per_class_accuracy.png, each split's model.keras and
-    SavedModel, and config.json into --out. An interrupted run resumes where it stopped when
+    SavedModel (model.skops for the scikit-learn models), and config.json into --out. An interrupted run resumes where it stopped when
     started again with the same settings.
 
     examples:
@@ -557,7 +557,8 @@ def _add_evaluate(sub):
     """recompute a run's report from its saved models
 
     Load each split's saved model, predict its test side again (from --data, default the
-    run's TFRecords) and rewrite the report and plots.
+    run's TFRecords) and rewrite the report and plots. A scikit-learn split with only the
+    model.pkl of an older esc50tf gets it re-saved as model.skops.
     """
     p = _subparser(sub, "evaluate", _add_evaluate, _run_evaluate)
     p.add_argument("run", help="run folder written by esc50tf train")

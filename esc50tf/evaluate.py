@@ -18,10 +18,12 @@ from esc50tf.report import aggregate, fold_metrics, write_report
 def evaluate_run(run_dir, data=None, log=None):
     """Recomputes a run's report from its saved models (`esc50tf evaluate`).
 
-    Each split's model (`model.keras`, or `model.pkl` for scikit-learn runs)
+    Each split's model (`model.keras`, or `model.skops` for scikit-learn runs)
     predicts that split's test side again, from `data` (default: the run's own
     TFRecord folder); the metrics and report files are rewritten. Training
-    timings are kept from the original run.
+    timings are kept from the original run. A scikit-learn split that only has
+    the `model.pkl` of an older esc50tf (loaded through an allow-list) gets it
+    re-saved as `model.skops` beside it.
     """
     import dataclasses
     import time
@@ -29,6 +31,7 @@ def evaluate_run(run_dir, data=None, log=None):
     from esc50tf.data import splits as split_lib
     from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
     from esc50tf.errors import Esc50Error
+    from esc50tf.models import classic
     from esc50tf.run_config import RunConfig
 
     log = log or (lambda _msg: None)
@@ -53,6 +56,7 @@ def evaluate_run(run_dir, data=None, log=None):
                              "finish it with `esc50tf train --config` first")
         previous = json.loads(old.read_text())
         ds = folder.dataset(split.test, DatasetOptions(batch_size=64, with_metadata=True))
+        saved = classic.saved_model(split_dir)
         if (split_dir / "model.keras").is_file():
             from esc50tf.models.build import predict_dataset
             from esc50tf.predict import load_predictor
@@ -60,14 +64,16 @@ def evaluate_run(run_dir, data=None, log=None):
             model = load_predictor(split_dir / "model.keras",
                                    sample_rate=cfg.features.sample_rate).models[0]
             y_true, y_prob, names = predict_dataset(model, ds)
-        elif (split_dir / "model.pkl").is_file():
-            from esc50tf.models import classic
-
-            estimator = classic.load_estimator(split_dir / "model.pkl")
+        elif saved:
+            estimator = classic.load_estimator(saved)
             x, y_true, names = classic.extract(ds, classic.make_featurizer(cfg.features, cfg.model))
             y_prob = classic.predict_proba(estimator, x, len(class_names))
+            if saved.name == classic.LEGACY_MODEL_FILE:
+                classic.save_estimator(estimator, split_dir / classic.MODEL_FILE)
+                log(f"{split.name}: re-saved {saved} as {classic.MODEL_FILE}")
         else:
-            raise Esc50Error(f"{split_dir}: no saved model (model.keras or model.pkl)")
+            raise Esc50Error(f"{split_dir}: no saved model (model.keras, {classic.MODEL_FILE} "
+                             f"or {classic.LEGACY_MODEL_FILE})")
         write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
                   filenames=np.array(names))
         result = {**previous, **fold_metrics(y_true, y_prob, class_names), "split": split.name}

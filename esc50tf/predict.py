@@ -1,13 +1,14 @@
 """`esc50tf predict`: class probabilities for new audio files from a saved model.
 
 MODEL is a run folder (every split's `model.keras`, or for a scikit-learn
-run every `model.pkl` with the run's features, is loaded and their
-probabilities averaged, a k-fold ensemble) or one `.keras` file. Any sample
-rate, length and channel count works: files are mixed to mono, resampled to
-the model's rate, zero-padded when short, and cut into half-overlapping
-windows of the model's length when long, whose probabilities are averaged. A
-model trained on random crops is also averaged over its evenly spaced test
-crops within each window (`esc50tf.models.build.predict_crops`).
+run every `model.skops`, or legacy `model.pkl`, with the run's features, is
+loaded and their probabilities averaged, a k-fold ensemble) or one `.keras`
+file. Any sample rate, length and channel count works: files are mixed to
+mono, resampled to the model's rate, zero-padded when short, and cut into
+half-overlapping windows of the model's length when long, whose
+probabilities are averaged. A model trained on random crops is also averaged
+over its evenly spaced test crops within each window
+(`esc50tf.models.build.predict_crops`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Predictor:
 
 
 class ClassicModel:
-    """A scikit-learn split model (`model.pkl`) behind the interface Predictor uses.
+    """A scikit-learn split model (`model.skops`) behind the interface Predictor uses.
 
     Args:
         estimator: fitted scikit-learn classifier.
@@ -133,9 +134,14 @@ def load_predictor(path, sample_rate=None):
     if path.is_dir():
         files = sorted(path.glob("*/model.keras"))
         if not files:
-            if list(path.glob("*/model.pkl")):
-                return _load_classic(path, sorted(path.glob("*/model.pkl")))
-            raise Esc50Error(f"{path}: no */model.keras found; is it an esc50tf run folder?")
+            from esc50tf.models import classic
+
+            saved = [m for d in sorted(p for p in path.iterdir() if p.is_dir())
+                     if (m := classic.saved_model(d))]
+            if saved:
+                return _load_classic(path, saved)
+            raise Esc50Error(f"{path}: no */model.keras or */{classic.MODEL_FILE} found; "
+                             "is it an esc50tf run folder?")
         folder = path
     elif path.is_file() and path.suffix == ".keras":
         files, folder = [path], path.parent

@@ -30,7 +30,12 @@ sound fills only a small part of it is still often labelled when the rest is
 quiet, which would stretch the event by up to half a window on each side; so
 edges are then trimmed, hop by hop, while the hop at the edge is no louder
 than the recording's background: its RMS within `QUIET_DB` (6) dB of the
-10th percentile of all hops' RMS.
+10th percentile of all hops' RMS (hops of digital silence, every sample
+zero, left out: a recording muted for a while has no background there).
+A window (or step) of digital silence carries no label, whatever the model
+answers for it: there is no sound to name, and a classifier never trained on
+all-zero input can be confident there (the tests' model says one class at
+0.98 for every silent window).
 
 Frame-wise outputs: a Keras model (run folder or `.keras` file) of the SED
 kind (`cnn14_sed`: per-step class scores `segment_logits`, max over time,
@@ -238,7 +243,8 @@ def merge_events(starts, top, top_prob, class_names, window, hop, duration, thre
     """Consecutive windows with the same top class at or above `threshold` -> events.
 
     Args:
-        starts: seconds, per window. top: int class per window. top_prob: its probability.
+        starts: seconds, per window. top: int class per window (-1: none). top_prob:
+            its probability.
         window, hop, duration: seconds.
 
     Returns:
@@ -273,7 +279,8 @@ def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
     """Moves each event's edges inwards past hops as quiet as the recording's background.
 
     A hop is background when its RMS is within `quiet_db` of the
-    `BACKGROUND_PERCENTILE`th percentile of every hop's RMS.
+    `BACKGROUND_PERCENTILE`th percentile of the RMS of every hop that is not
+    digital silence (RMS 0; a silent hop is always background).
 
     Args:
         events: from `merge_events` (changed in place and returned).
@@ -281,9 +288,10 @@ def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
         envelope: RMS of hop `j`, per window.
         hop: seconds.
     """
-    if not len(envelope):
+    sound = envelope[envelope > 0]
+    if not len(sound):
         return events
-    floor = np.percentile(envelope, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
+    floor = np.percentile(sound, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
     for e in events:
         inside = np.flatnonzero((starts + hop > e["start"]) & (starts < e["end"]))
         loud = inside[envelope[inside] > floor]
@@ -341,7 +349,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
     framewise = model.steps is not None
     output = "framewise" if framewise else "window"
     step_n = model.step_samples if framewise else None
-    starts, envelope, all_probs = [], [], []
+    starts, envelope, all_probs, silent = [], [], [], []
     # The rows' JSON goes to a scratch file as it comes (memory stays flat) and is
     # copied into timeline.json at the end.
     scratch = folder / ".windows.json.part"
@@ -350,7 +358,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         writer.writerow(["start", "end"] + [f"{c}{i}" for i in range(1, k + 1)
                                             for c in ("class", "prob")] + ["output"] + names)
 
-        def emit(start, end, p, env):
+        def emit(start, end, p, env, is_silent):
             """One row (a window, or a step of the frame-wise grid) out."""
             order = np.argsort(-p)[:k]
             top = [(names[i], float(p[i])) for i in order]
@@ -363,6 +371,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
                                             for c, q in top]}))
             starts.append(start)
             envelope.append(env)
+            silent.append(is_silent)
             all_probs.append(p.astype(np.float16))
 
         steps = {}  # frame-wise: grid step -> [sum of estimates, count, RMS]
@@ -375,7 +384,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
                 end = (g + 1) * step_n
                 if last is not None:  # the last step also stands for the frames past it
                     end = audio_end if g == last else min(end, audio_end)
-                emit(g * step_n / rate, end / rate, total / count, env)
+                emit(g * step_n / rate, end / rate, total / count, env, env == 0.0)
 
         pending = []
         num_windows = 0
@@ -384,8 +393,8 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
             batch = np.stack([w for _, w, _, _ in pending])
             if not framewise:
                 probs = np.asarray(model.predict(batch), np.float64)
-                for (s, _, valid, env), p in zip(pending, probs):
-                    emit(s / rate, (s + valid) / rate, p, env)
+                for (s, w, valid, env), p in zip(pending, probs):
+                    emit(s / rate, (s + valid) / rate, p, env, not w[:valid].any())
                 pending.clear()
                 return
             probs = np.asarray(model.steps(batch), np.float64)  # [b, steps, classes]
@@ -427,6 +436,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         smoothed = probs
     top = smoothed.argmax(axis=1)
     top_prob = smoothed[np.arange(len(top)), top]
+    top[np.asarray(silent, bool)] = -1  # digital silence: nothing to name
     events = merge_events(starts, top, top_prob, names, row_window, row_hop, duration, threshold)
     events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), row_hop)
     summary = {

@@ -10,7 +10,7 @@ training clips, fit with the recipe's callbacks (esc50tf.recipe: schedule,
 decisions the validation side is big enough for, weight averaging) plus CSV
 history, TensorBoard and BackupAndRestore, the test side predicted (averaged
 over test crops), `model.keras` and a SavedModel export saved. A scikit-learn
-model: features of each side, `fit`, `model.pkl`. Each split's results are
+model: features of each side, `fit`, `model.skops`. Each split's results are
 written, then aggregated into the run's report.
 
 A run folder is resumable: finished splits are skipped, an interrupted one

@@ -192,3 +192,32 @@ def exports(trained_run, tmp_path_factory):
 
     root = made_once(tmp_path_factory, "exports", export_all)
     return {name: root / name for name in EXPORT_VARIANTS}
+
+
+def write_skops(path, root, compression=None):
+    """Writes a skops file whose schema's root node is `root` (a node dict), the way
+    skops.io.dump lays one out: a zip holding `schema.json` with the running protocol."""
+    import io
+    import json
+    import zipfile
+
+    import skops.io as sio
+
+    with zipfile.ZipFile(io.BytesIO(sio.dumps(0))) as zf:
+        head = {k: v for k, v in json.loads(zf.read("schema.json")).items()
+                if k in ("protocol", "_skops_version")}
+    with zipfile.ZipFile(path, "w", compression=compression or zipfile.ZIP_STORED) as zf:
+        zf.writestr("schema.json", json.dumps({**root, **head}))
+    return path
+
+
+def skops_call(module, name, *args):
+    """A skops node that calls `module.name(*args)` (str args) when it is built
+    (skops' ConstructorFromReduceNode): what a hostile model file would hold."""
+    import json
+
+    content = [{"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
+                "content": json.dumps(a), "is_json": True} for a in args]
+    return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode",
+            "content": {"__class__": "tuple", "__module__": "builtins",
+                        "__loader__": "TupleNode", "content": content}}

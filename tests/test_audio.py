@@ -183,3 +183,47 @@ def test_clip_stats_flag_silence_constants_and_clipping():
     burst = noise.copy()
     burst[:400] = 1.0  # one loud moment at the start is not "clipped throughout"
     assert clip_stats(burst, 8000)["clipped_share"] == 0.0
+
+
+def _write_stdlib_wave(path, pcm, rate):
+    """Python's `wave` module: the plain 44-byte header the ESC-50 clips have."""
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def _write_with_tags(path, pcm, rate):
+    """libsndfile with INFO tags, as Audacity's exports write a LIST chunk."""
+    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:
+        f.title, f.artist, f.software = "cow", "freesound user", "Audacity"
+        f.write(pcm)
+
+
+def _write_extensible(path, pcm, rate):
+    """WAVE_FORMAT_EXTENSIBLE, as recorders and editors write 24-bit files."""
+    sf.write(path, pcm.astype(np.int32) << 16, rate, format="WAVEX", subtype="PCM_24")
+
+
+@pytest.mark.parametrize("writer", [_write_stdlib_wave, _write_with_tags, _write_extensible])
+def test_wavs_as_other_tools_write_them_read_exactly_and_a_cut_is_named(tmp_path, writer):
+    pcm = _pcm(n=8000, seed=4)
+    path = tmp_path / "clip.wav"
+    writer(path, pcm, 8000)
+    raw = path.read_bytes()
+    if writer is _write_stdlib_wave:  # the layout of the real ESC-50 files
+        assert len(raw) == 44 + 2 * len(pcm) and raw[12:16] == b"fmt " and raw[36:40] == b"data"
+    elif writer is _write_with_tags:
+        assert b"LIST" in raw and b"INFO" in raw
+    else:
+        assert raw[20:22] == b"\xfe\xff"  # format tag 0xFFFE
+    np.testing.assert_array_equal(load_clip(path, 8000, len(pcm)), pcm)
+    cut = tmp_path / "cut.wav"
+    data_at = raw.index(b"data") + 8
+    cut.write_bytes(raw[: data_at + (len(raw) - data_at) // 2])
+    with pytest.raises(Esc50Error, match=r"cut\.wav: truncated: the WAV(EX)? header declares "
+                                         r"8000 frames, only 4000 are present"):
+        load_clip(cut, 8000, len(pcm))

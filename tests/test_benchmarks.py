@@ -255,3 +255,21 @@ def test_train_script_imports_no_tensorflow():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_panns_parity_reports_every_fixture(tmp_path):
+    _run("panns_parity", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "panns_parity-full-cpu.json").read_text())
+    assert report["benchmark"] == "panns_parity" and report["config"]["logmel_range_db"] == 80.0
+    rows = {r["name"]: r for r in report["results"]}
+    assert sorted(rows) == sorted(f"{a}-{f}" for a in ("cnn14", "cnn14_16k", "cnn14_sed")
+                                  for f in ("zip", "legacy"))
+    for name, r in rows.items():
+        assert 0 < r["logmel_max_db"] < 0.01 and r["logmel_bins_compared"] > 0.95, r
+        for key in ("embedding", "logits", "clipwise"):
+            assert 0 < r[f"{key}_relative"] < 1e-4, (name, key)
+        assert (r["framewise_relative"] is None) == (r["arch"] != "cnn14_sed")
+        # Both formats hold the same tensors: the same figures.
+        other = rows[name.replace("zip", "legacy")]
+        assert r["embedding_relative"] == other["embedding_relative"]

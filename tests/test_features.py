@@ -6,8 +6,6 @@ synthetic signals over a grid of sizes (kapre's practice).
 
 import json
 import re
-import sys
-import types
 
 import keras
 import librosa
@@ -27,8 +25,8 @@ from esc50tf.errors import Esc50Error
 def make_signals(sample_rate, seconds=1.0, seed=0):
     """Tone with harmonics, exponential chirp, white noise: float32 [3, n].
 
-    Each carries a -60 dB noise floor, as real recordings do, so that no
-    band sits at float32 round-off level.
+    No added noise floor: bands the signals leave empty sit at float32
+    round-off, as they do in clean synthetic audio.
     """
     rng = np.random.default_rng(seed)
     n = int(sample_rate * seconds)
@@ -38,18 +36,62 @@ def make_signals(sample_rate, seconds=1.0, seed=0):
     phase = 2 * np.pi * f0 * seconds / np.log(f1 / f0) * ((f1 / f0) ** (t / seconds) - 1)
     chirp = 0.5 * np.sin(phase) * np.hanning(n)
     noise = 0.1 * rng.standard_normal(n)
-    floor = 1e-3 * rng.standard_normal((3, n))
-    return (np.stack([tone, chirp, noise]) + floor).astype(np.float32)
+    return np.stack([tone, chirp, noise]).astype(np.float32)
 
 
-def db_errors(ours, ref, within_db=80.0):
-    """Max and RMS |ours - ref| over bins within `within_db` of each clip's peak."""
+def make_hard_signals(sample_rate, seconds=1.0, seed=0):
+    """What real files hold and the signals above do not: float32 [4, n].
+
+    Exact digital silence (every sample 0.0); a tone that stops after 40% of
+    the clip and is zero-padded to its length (a short clip padded by
+    build-tfrecords); a 1 kHz sine driven to 4x full scale and clipped at
+    +-1.0, then quantised to int16 (a clipped recording); noise at full scale
+    with its last quarter zero.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(sample_rate * seconds)
+    t = np.arange(n) / sample_rate
+    silence = np.zeros(n)
+    padded = np.zeros(n)
+    padded[: int(0.4 * n)] = 0.5 * np.sin(2 * np.pi * 440 * t[: int(0.4 * n)])
+    clipped = np.round(np.clip(4.0 * np.sin(2 * np.pi * 1000 * t), -1.0, 1.0) * 32767) / 32768
+    noise = np.clip(0.5 * rng.standard_normal(n), -1.0, 1.0)
+    noise[3 * n // 4:] = 0.0
+    return np.stack([silence, padded, clipped, noise]).astype(np.float32)
+
+
+def silent_frames(y, cfg):
+    """[clips, frames] True where a frame's window reads only zero samples
+    (centred frames included, padding counted as zeros)."""
+    pad = cfg.n_fft // 2 if cfg.center else 0
+    padded = np.pad(y, [(0, 0), (pad, pad)]) if pad else y
+    frames = cfg.num_frames(y.shape[-1])
+    return np.stack([[not padded[c, f * cfg.hop_length:f * cfg.hop_length + cfg.n_fft].any()
+                      for f in range(frames)] for c in range(len(y))])
+
+
+FLOOR_DB = 80.0
+
+
+def db_errors(ours, ref, top_db=FLOOR_DB):
+    """Max and RMS |ours - ref| over every bin, both clamped at their clip's peak - `top_db`.
+
+    Float32 FFTs leave bins far below a clip's peak at round-off, where the two
+    sides differ by any number of dB; clamping both at the peak minus 80 dB
+    (what librosa's `top_db=80` does) compares those bins as the floor, so a bin
+    that one side puts above the floor and the other below still counts. NaN
+    or -inf on our side fail here, as the clamp keeps them.
+    """
     ours = np.asarray(ours, np.float64)
     ref = np.asarray(ref, np.float64)
     assert ours.shape == ref.shape
-    peak = ref.reshape(len(ref), -1).max(axis=1)[:, None, None]
-    mask = ref >= peak - within_db
-    err = np.abs(ours - ref)[mask]
+    assert not np.isnan(ours).any() and not np.isinf(ours).any()
+
+    def clamp(x):
+        peak = x.reshape(len(x), -1).max(axis=1)[:, None, None]
+        return np.maximum(x, peak - top_db)
+
+    err = np.abs(clamp(ours) - clamp(ref))
     return err.max(), np.sqrt(np.mean(err**2))
 
 
@@ -257,8 +299,10 @@ def test_window_and_dct_equal_scipys():
     )
 
 
-# The issue asks for <= 0.1 dB max and <= 0.02 dB RMS; the layers reach
-# ~1e-4 dB, so the tests hold them to 10x tighter bounds than asked.
+# The issue asks for <= 0.1 dB max and <= 0.02 dB RMS; over every bin, clamped
+# at 80 dB below the peak (`db_errors`), the layers reach about 1e-3 dB (2.3e-3
+# for the STFT power at digital silence and clipping), so the tests hold them
+# to 10x tighter bounds than asked.
 MAX_DB, RMS_DB = 0.01, 0.002
 
 MEL_GRID = [
@@ -328,6 +372,66 @@ def test_stft_matches_librosa(sr, n_fft, hop, overrides):
     max_err, rms = db_errors(ours, ref)
     assert max_err < MAX_DB and rms < RMS_DB, (max_err, rms)
 
+
+HARD_CASES = [
+    # kind, sample_rate, n_fft, hop_length, overrides
+    ("mel", 16000, 512, 128, {"n_mels": 40, "mel_scale": "htk", "norm": None}),
+    ("mel", 22050, 1024, 256, {"n_mels": 64, "pad_mode": "reflect"}),
+    ("mel", 44100, 2048, 512, {"n_mels": 128}),
+    ("mel", 22050, 1024, 256, {"n_mels": 64, "power": 1.0, "ref": "max"}),
+    ("stft", 22050, 1024, 256, {}),
+]
+
+
+@pytest.mark.parametrize("top_db", [None, 80.0], ids=["no-top_db", "top_db=80"])
+@pytest.mark.parametrize("kind, sr, n_fft, hop, overrides", HARD_CASES,
+                         ids=["mel-16k-htk", "mel-22k-reflect", "mel-44k", "mel-power1-refmax",
+                              "stft-22k"])
+def test_silence_padding_and_clipping_match_librosa(kind, sr, n_fft, hop, overrides, top_db):
+    """Digital silence, zero padding and full-scale clipping, every bin compared.
+
+    Frames that read only zeros are at the floor on both sides: `10 log10(1e-10)`
+    = -100 dB (0 dB with `ref="max"`, whose reference is then the floor too), or
+    the clip's peak - `top_db`; compared there without any clamp, to 1e-4 dB
+    (float32's resolution at 100). Every other bin: with `top_db=80` as given to
+    both sides, without a clamp by the test; without `top_db`, both clamped at
+    their peak - 80 dB (see `db_errors`), because a loud clip's bins near -100 dB
+    sit some 150 dB below its peak, far under float32 round-off (about -140 dB).
+    """
+    cfg = F.FeatureConfig(kind=kind, sample_rate=sr, n_fft=n_fft, hop_length=hop,
+                          top_db=top_db, **overrides)
+    y = make_hard_signals(sr)
+    ours = run(frontend(cfg), y)
+    ref = lr_mel_db(y, cfg) if kind == "mel" else lr_stft_db(y, cfg)
+    assert ours.shape == ref.shape
+    assert np.isfinite(ours).all()
+    silent = silent_frames(y, cfg)
+    assert silent[0].all() and silent[1].any() and silent[3].any() and not silent[2].any()
+    for c in range(len(y)):
+        if top_db is None:
+            floor = -100.0 if cfg.ref != "max" else ref[c].min()
+        else:
+            floor = ref[c].max() - top_db if c else ref[c].max()
+        np.testing.assert_allclose(ours[c][silent[c]], floor, atol=1e-4)
+        np.testing.assert_allclose(ref[c][silent[c]], floor, atol=1e-4)
+    if top_db is None:
+        max_err, rms = db_errors(ours, ref)
+    else:
+        err = np.abs(ours.astype(np.float64) - ref)
+        max_err, rms = err.max(), np.sqrt(np.mean(err**2))
+    assert max_err < MAX_DB and rms < RMS_DB, (max_err, rms)
+
+
+def test_mfcc_of_silence_padding_and_clipping_matches_librosa():
+    y = make_hard_signals(22050)
+    # librosa.feature.mfcc(y=...) clamps at top_db=80, per call: one clip at a time.
+    ref = np.stack([librosa.feature.mfcc(y=c, sr=22050, n_mfcc=20).T for c in y])
+    ours = run(F.MFCC(sample_rate=22050, top_db=80.0), y)
+    assert np.isfinite(ours).all()
+    assert np.abs(ours - ref).max() < 1e-3 * (ref.max() - ref.min())
+    # The silent clip: a constant -100 dB Mel, so only c0 is non-zero.
+    np.testing.assert_allclose(ours[0, :, 1:], 0.0, atol=1e-3)
+    np.testing.assert_allclose(ours[0, :, 0], ref[0, :, 0], rtol=1e-5)
 
 def test_linear_spectrogram_matches_librosa():
     y = make_signals(16000)
@@ -496,29 +600,7 @@ def test_frequency_normalization_adapts_from_waveform_dataset():
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def audio_loader(monkeypatch):
-    """The real esc50tf.data.audio.load_audio, or a soundfile stand-in until it exists."""
-    try:
-        from esc50tf.data.audio import load_audio  # noqa: F401
-    except ImportError:
-        def load_audio(path, sample_rate=None):
-            try:
-                y, sr = sf.read(path, dtype="float32", always_2d=True)
-            except Exception as exc:  # noqa: BLE001 - the stand-in mimics the real one
-                raise Esc50Error(f"{path}: cannot read audio ({exc})") from exc
-            y = y.mean(axis=1)
-            if sample_rate is not None and sample_rate != sr:
-                y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate)
-                sr = sample_rate
-            return y.astype(np.float32), sr
-
-        module = types.ModuleType("esc50tf.data.audio")
-        module.load_audio = load_audio
-        monkeypatch.setitem(sys.modules, "esc50tf.data.audio", module)
-
-
-def test_extract_features_pads_to_longest_and_collects_errors(tmp_path, audio_loader):
+def test_extract_features_pads_to_longest_and_collects_errors(tmp_path):
     from esc50tf.featurize import extract_features
 
     sr = 16000
@@ -546,7 +628,7 @@ def test_extract_features_pads_to_longest_and_collects_errors(tmp_path, audio_lo
         extract_features(paths, cfg, clip_seconds=-1)
 
 
-def test_plot_features_writes_an_image(tmp_path, audio_loader):
+def test_plot_features_writes_an_image(tmp_path):
     from esc50tf.featurize import extract_features, plot_features
 
     sr = 16000

@@ -14,62 +14,171 @@ RATE = 16000
 BACKGROUND_RMS = 0.003  # -50 dBFS of white noise between the events
 
 
-def _planted_recording(trained_run, path, seconds, rate=RATE, channels=1, seed=1):
-    """Background noise with events of 3 test-fold clips of one class, 8-14 s apart.
+def _clips_by_outcome(trained_run):
+    """Test-fold clips by how the run's model classified them.
 
-    Uses test clips the run's model classifies right with probability > 0.9 (the
-    timeline is under test here, not the classifier). Returns [(start, end, class)].
+    Returns {"confident": {class: [file]}, "unsure": ..., "wrong": ...}:
+    right with p > 0.9, right with p <= 0.9, wrong.
     """
-    import soxr
-
-    run, esc50, _ = trained_run
+    run, _, _ = trained_run
     pred = np.load(run / "fold1" / "predictions.npz")
-    names = [c["category"] for c in json.loads((run / "classes.json").read_text())]
-    good = {}
+    groups = {"confident": {}, "unsure": {}, "wrong": {}}
     for f, y, p in zip(pred["filenames"], pred["y_true"], pred["y_prob"]):
-        if p.argmax() == y and p.max() > 0.9:
-            good.setdefault(int(y), []).append(str(f))
-    rng = np.random.default_rng(seed)
-    x = (BACKGROUND_RMS * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
-    classes = sorted(good)
-    planted, t, i = [], 5.0, 0
-    while True:
-        c = classes[i % len(classes)]
-        clips = [sf.read(esc50 / "audio" / good[c][(i + j) % len(good[c])], dtype="float32")[0]
-                 for j in range(3)]
-        event = np.concatenate(clips)
-        if t + len(event) / RATE > seconds - 5:
-            break
+        outcome = "wrong" if p.argmax() != y else "confident" if p.max() > 0.9 else "unsure"
+        groups[outcome].setdefault(int(y), []).append(str(f))
+    return groups
+
+
+class _Recording:
+    """Background noise at `BACKGROUND_RMS` with events planted one after another.
+
+    Each event is up to 3 test-fold clips of one class, back to back;
+    `planted` lists (start, end, class, kind) in seconds.
+    """
+
+    def __init__(self, trained_run, seconds, seed):
+        run, self.esc50, _ = trained_run
+        self.names = [c["category"] for c in json.loads((run / "classes.json").read_text())]
+        self.rng = np.random.default_rng(seed)
+        self.x = (BACKGROUND_RMS * self.rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+        self.planted = []
+        self.groups = _clips_by_outcome(trained_run)
+        self.turn = 0  # the next confident event's class and clips
+
+    def fits(self, t, seconds=3.0):
+        return t + seconds <= len(self.x) / RATE - 5
+
+    def gap(self):
+        return self.rng.uniform(8, 14)
+
+    def confident(self):
+        good = self.groups["confident"]
+        c = sorted(good)[self.turn % len(good)]
+        files = [good[c][(self.turn + j) % len(good[c])] for j in range(3)]
+        self.turn += 1
+        return c, files
+
+    def place(self, t, c, files, kind, snr_db=None):
+        """Plants `files` (class `c`) at `t` s; `snr_db`: scaled to that RMS over the noise.
+
+        Returns the event's end (s)."""
+        event = np.concatenate([sf.read(self.esc50 / "audio" / f, dtype="float32")[0]
+                                for f in files])
+        if snr_db is not None:
+            event *= BACKGROUND_RMS * 10 ** (snr_db / 20) / np.sqrt(np.mean(event**2))
         start = int(round(t * RATE))
-        x[start:start + len(event)] += event
-        planted.append((start / RATE, (start + len(event)) / RATE, names[c]))
-        t = (start + len(event)) / RATE + rng.uniform(8, 14)
-        i += 1
-    if rate != RATE:
-        x = soxr.resample(x, RATE, rate).astype(np.float32)
-    if channels > 1:
-        x = np.stack([x] * channels, axis=1)
-    sf.write(path, x, rate, subtype="PCM_16")
-    return planted
+        self.x[start:start + len(event)] += event
+        self.planted.append((start / RATE, (start + len(event)) / RATE, self.names[c], kind))
+        return (start + len(event)) / RATE
+
+    def silence(self, t, seconds):
+        """Digital silence (every sample 0, no background) from `t` s; returns its end."""
+        self.x[int(round(t * RATE)):int(round((t + seconds) * RATE))] = 0.0
+        return t + seconds
+
+    def write(self, path, rate=RATE, channels=1):
+        x = self.x
+        if rate != RATE:
+            import soxr
+
+            x = soxr.resample(x, RATE, rate).astype(np.float32)
+        if channels > 1:
+            x = np.stack([x] * channels, axis=1)
+        sf.write(path, np.clip(x, -1.0, 1.0), rate, subtype="PCM_16")
+
+
+def _planted_recording(trained_run, path, seconds, rate=RATE, channels=1, seed=1):
+    """Easy events only: 3 clips the model classifies right at p > 0.9, 8-14 s apart.
+
+    Returns [(start, end, class, kind)]."""
+    rec = _Recording(trained_run, seconds, seed)
+    t = 5.0
+    while rec.fits(t):
+        t = rec.place(t, *rec.confident(), "easy") + rec.gap()
+    rec.write(path, rate, channels)
+    return rec.planted
+
+
+QUIET_SNR_DB = (20, 10, 0)
+# What `test_ten_minute_recording` measured (found, planted) per kind of event, the
+# README's figures: events of clips the model classifies right at p > 0.9, of clips it is unsure of (right, p <= 0.9) or gets wrong,
+# 20 / 10 / 0 dB over the background, pairs 0-2 s apart, one inside digital silence.
+TIMELINE_FOUND = {"easy": (13, 13), "unsure": (6, 10), "wrong": (0, 3), "quiet 20 dB": (1, 2),
+                  "quiet 10 dB": (2, 2), "quiet 0 dB": (0, 2), "close": (7, 8),
+                  "in silence": (0, 1)}
+TIMELINE_UNMATCHED = 13  # events that match no planted event
+CLOSE_GAPS_S = (0.0, 0.5, 1.0, 2.0)
+
+
+def _hard_recording(trained_run, path, seconds=600.0, seed=1):
+    """Ten minutes that hold what users' recordings hold, not only easy events.
+
+    In order: 4 easy events; every clip the model gets right but unsure
+    (p <= 0.9) and every clip it gets wrong, in events of up to 3 clips of one
+    class; easy events scaled to 20, 10 and 0 dB over the background (2 each);
+    pairs of different classes 0, 0.5, 1 and 2 s apart; 40 s of digital
+    silence with one event in its middle and 30 s of digital silence with
+    none (together 12% of the recording: more than the percentile that sets
+    the background level); easy events to the end.
+
+    Returns (planted [(start, end, class, kind)], silences [(start, end)]).
+    """
+    rec = _Recording(trained_run, seconds, seed)
+    t = 5.0
+    for _ in range(4):
+        t = rec.place(t, *rec.confident(), "easy") + rec.gap()
+    for outcome in ("unsure", "wrong"):
+        for c, files in sorted(rec.groups[outcome].items()):
+            for i in range(0, len(files), 3):
+                t = rec.place(t, c, files[i:i + 3], outcome) + rec.gap()
+    for snr in QUIET_SNR_DB:
+        for _ in range(2):
+            t = rec.place(t, *rec.confident(), f"quiet {snr} dB", snr_db=snr) + rec.gap()
+    for gap in CLOSE_GAPS_S:
+        end = rec.place(t, *rec.confident(), "close")
+        t = rec.place(end + gap, *rec.confident(), "close") + rec.gap()
+    silences = [(t, rec.silence(t, 40.0))]
+    rec.place(t + 18.0, *rec.confident(), "in silence")
+    t = silences[0][1] + rec.gap()
+    silences.append((t, rec.silence(t, 30.0)))
+    t = silences[1][1] + rec.gap()
+    while rec.fits(t):
+        t = rec.place(t, *rec.confident(), "easy") + rec.gap()
+    assert len(rec.planted) >= 40 and rec.groups["unsure"] and rec.groups["wrong"]
+    rec.write(path)
+    return rec.planted, silences
 
 
 def _assert_events_match(events, planted, hop):
-    assert [e["class"] for e in events] == [c for _, _, c in planted]
-    for e, (start, end, _) in zip(events, planted):
+    assert [e["class"] for e in events] == [c for _, _, c, _ in planted]
+    for e, (start, end, _, _) in zip(events, planted):
         assert abs(e["start"] - start) <= hop + 1e-6, (e, start)
         assert abs(e["end"] - end) <= hop + 1e-6, (e, end)
 
 
+def _score(events, planted, hop):
+    """Per kind of planted event: (found, total); and the events that match none.
+
+    Found: an event of the planted class with start and end within one hop.
+    """
+    found, matched = {}, set()
+    for start, end, cls, kind in planted:
+        hits = [i for i, e in enumerate(events) if e["class"] == cls
+                and abs(e["start"] - start) <= hop + 1e-6 and abs(e["end"] - end) <= hop + 1e-6]
+        matched.update(hits)
+        n, total = found.get(kind, (0, 0))
+        found[kind] = (n + bool(hits), total + 1)
+    return found, [e for i, e in enumerate(events) if i not in matched]
+
+
 @pytest.mark.slow
 def test_ten_minute_recording(trained_run, exports, tmp_path, capsys):
+    """What the timeline finds, by kind of event; the README quotes these counts."""
     from esc50tf import cli
 
     audio = tmp_path / "long.wav"
-    planted = _planted_recording(trained_run, audio, 600.0)
-    assert len(planted) >= 30
-    # The default hop, half a window. (At 0.25 s one event of this fixture started 0.28 s
-    # late: the planted truth is the clips' edges, and a clip's sound can start after its edge.)
-    hop = 0.5
+    planted, silences = _hard_recording(trained_run, audio)
+    hop = 0.5  # the default, half a window
     code = cli.main(["predict", str(exports["float"] / "model.tflite"), str(audio), "--timeline",
                      "--out", str(tmp_path / "tl"), "--json"])
     assert code == 0
@@ -78,16 +187,42 @@ def test_ten_minute_recording(trained_run, exports, tmp_path, capsys):
     assert timeline["hop"] == hop
     assert timeline["num_windows"] == len(timeline["windows"]) == 1199  # 1 s every 0.5 s
     assert timeline["duration"] == pytest.approx(600.0)
-    _assert_events_match(timeline["events"], planted, hop)
+    events = timeline["events"]
+    found, unmatched = _score(events, planted, hop)
+    # Clips the model knows (p > 0.9) at their own level: every one found.
+    assert found["easy"][0] == found["easy"][1] >= 10, found["easy"]
+    # Every kind as measured (the README quotes TIMELINE_FOUND): within one event of
+    # these counts (the trained fixture is deterministic, but another CPU may train a
+    # slightly different model).
+    for kind, (n, total) in TIMELINE_FOUND.items():
+        assert abs(found[kind][0] - n) <= 1 and abs(found[kind][1] - total) <= 1, (
+            kind, found[kind], (n, total))
+    # Digital silence is named by no event of its own: away from its edges (a window)
+    # and from the event planted in it (a window), no event overlaps a silent stretch.
+    in_silence = [(s, t) for s, t, _, kind in planted if kind == "in silence"]
+    for lo, hi in silences:
+        for e in events:
+            overlap = (max(e["start"], lo + 1.0), min(e["end"], hi - 1.0))
+            assert overlap[0] >= overlap[1] or any(
+                e["end"] > s - 1.0 and e["start"] < t + 1.0 for s, t in in_silence), e
+    # Nor is the background noise: an event that matches nothing lies within a window
+    # (1 s) of a planted event (wrong class or edges, or a window half event, half
+    # digital silence) or of an edge of digital silence (a window half noise, half
+    # zeros, which this model names one class).
+    edges = [x for lo, hi in silences for x in (lo, hi)]
+    for e in unmatched:
+        assert any(e["end"] > s - 1.0 and e["start"] < t + 1.0 for s, t, _, _ in planted) or any(
+            e["start"] - 1.0 < x < e["end"] + 1.0 for x in edges), e
+    assert len(unmatched) == pytest.approx(TIMELINE_UNMATCHED, abs=2), unmatched
     printed = json.loads(capsys.readouterr().out)
-    assert printed["results"][0]["events"] == timeline["events"]
+    assert printed["results"][0]["events"] == events
     with open(folder / "windows.csv") as f:
         rows = list(csv.reader(f))
     names = timeline["classes"]
     assert rows[0][:4] == ["start", "end", "class1", "prob1"] and rows[0][-len(names):] == names
     assert len(rows) == 1 + 1199
     probs = np.array([[float(v) for v in r[-len(names):]] for r in rows[1:]])
-    assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1.0, atol=1e-4)
     assert [r[2] for r in rows[1:]] == [names[i] for i in probs.argmax(1)]
     assert (folder / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -168,6 +303,34 @@ def test_merge_events():
     assert [(e["class"], e["start"], e["end"], e["windows"]) for e in events] == [
         ("a", 0.75, 1.25, 1), ("b", 1.25, 2.75, 3), ("a", 2.75, 3.75, 2)]
     assert events[1]["peak_probability"] == pytest.approx(0.95)
+
+
+def test_digital_silence_is_no_event_and_not_the_background(tmp_path):
+    """A model that names class "a" for any input, zeros included (as the tests' trained
+    model does for silence): only the noisy stretches become events, and 12 s of silence
+    in 40 s (over the 10th percentile) leave the background at the noise's level."""
+    from esc50tf.timeline import WindowModel, timeline, trim_quiet_edges
+
+    rng = np.random.default_rng(0)
+    x = (BACKGROUND_RMS * rng.standard_normal(40 * RATE)).astype(np.float32)
+    x[10 * RATE:22 * RATE] = 0.0  # digital silence
+    x[30 * RATE:33 * RATE] += 0.3 * rng.standard_normal(3 * RATE).astype(np.float32)  # a sound
+    sf.write(tmp_path / "rec.wav", x, RATE, subtype="PCM_16")
+    model = WindowModel(predict=lambda b: np.tile([0.98, 0.02], (len(b), 1)),
+                        class_names=["a", "b"], sample_rate=RATE, num_samples=RATE,
+                        source="constant")
+    events = timeline(model, tmp_path / "rec.wav", tmp_path / "tl", hop=0.5,
+                      progress=False)["events"]
+    # Windows reading any noise are named, those reading only zeros are not; the second
+    # stretch is trimmed to its sound, the noise around it being the background (a
+    # stretch of noise alone has no louder hop to trim to and is left as it is).
+    assert [(e["start"], e["end"]) for e in events] == [(0.25, 10.25), (30.0, 33.0)]
+    # The background is the noise, not the silence: edges of a louder event are
+    # trimmed to it (without ignoring silent hops, the floor would be 0).
+    starts = np.arange(80) * 0.5
+    envelope = np.array([0.0] * 30 + [BACKGROUND_RMS] * 44 + [0.3] * 6)
+    (event,) = trim_quiet_edges([{"start": 35.0, "end": 40.0}], starts, envelope, 0.5)
+    assert (event["start"], event["end"]) == (37.0, 40.0)
 
 
 @pytest.mark.slow

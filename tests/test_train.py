@@ -389,6 +389,7 @@ def test_uneven_folds_refuse_with_the_split_advice_not_a_smaller_batch(tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_predict_with_a_scikit_learn_run(tiny_tfrecords, tmp_path, capsys):
     from esc50tf.data.synth import synthesize
 
@@ -411,6 +412,35 @@ def test_predict_with_a_scikit_learn_run(tiny_tfrecords, tmp_path, capsys):
         probs = [t["probability"] for t in r["top"]]
         assert sorted(t["class"] for t in r["top"]) == sorted(report["classes"])
         assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-5
+    split = out / "fold1"
+    assert (split / "model.skops").is_file() and not (split / "model.pkl").exists()
+
+    # A run of an older esc50tf (model.pkl) still predicts, with a warning saying how to
+    # re-save it, and `evaluate` re-saves it as model.skops.
+    import pickle
+
+    from esc50tf.models import classic
+
+    estimator = classic.load_estimator(split / "model.skops")
+    (split / "model.pkl").write_bytes(pickle.dumps(estimator))
+    (split / "model.skops").unlink()
+    with pytest.warns(UserWarning, match="`esc50tf evaluate RUN` re-saves each split"):
+        assert main(["predict", str(out), str(clips[0]), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["results"][0]
+    assert again == results[0]
+    with pytest.warns(UserWarning, match="re-saves"):
+        assert main(["evaluate", str(out)]) == 0
+    assert "fold1: re-saved" in capsys.readouterr().err
+    assert classic.saved_model(split) == split / "model.skops"
+
+    # A shared run folder whose model file names os.system is refused, and nothing runs.
+    canary = tmp_path / "canary"
+    from conftest import skops_call, write_skops
+
+    write_skops(split / "model.skops", skops_call("os", "system", f"mkdir '{canary}'"))
+    assert main(["predict", str(out), str(clips[0])]) == 1
+    assert "model.skops: refusing to load: it names os.system" in capsys.readouterr().err
+    assert not canary.exists()
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
@@ -425,6 +455,6 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps(Exploit()))
-    with pytest.raises(Esc50Error, match="not a scikit-learn model"):
+    with pytest.raises(Esc50Error, match="refusing to load: its pickle names posix.system"):
         classic.load_estimator(path)
     assert not (tmp_path / "pwned").exists()

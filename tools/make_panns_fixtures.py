@@ -1,14 +1,19 @@
 """Makes the PANNs parity fixtures in tests/fixtures/panns/ with the reference code.
 
-The reference is the `panns-inference` package (PyTorch, torchlibrosa). It
-is NOT a dependency of esc50tf or of its tests: run this script in a
-separate environment that has it, e.g.
+Two references, neither a dependency of esc50tf or of its tests: the
+`panns-inference` package (PyTorch, torchlibrosa) for the model classes, and
+a checkout of the authors' training code (github.com/qiuqiangkong/
+audioset_tagging_cnn, e.g. a snapshot brought with the search tool's fetch)
+for the sampler whose state the training script saves beside the weights.
+Run this script in a separate environment that has them, e.g.
 
     python3 -m venv /work/torchenv
-    /work/torchenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
-    /work/torchenv/bin/pip install panns-inference torchlibrosa librosa matplotlib soundfile
+    /work/torchenv/bin/pip install torch==2.13.0
+    /work/torchenv/bin/pip install panns-inference torchlibrosa librosa soundfile h5py pandas scipy
+    git clone /work/.mirror/qiuqiangkong+audioset_tagging_cnn/repo /tmp/audioset_tagging_cnn
     /work/torchenv/bin/python tools/make_panns_fixtures.py \
-        --sample-clip ../shared/esc50-sample/audio/2-104877-A-3.wav
+        --sample-clip ../shared/esc50-sample/audio/2-104877-A-3.wav \
+        --training-code /tmp/audioset_tagging_cnn
 
 For each architecture (cnn14, cnn14_16k, cnn14_sed) it instantiates the
 reference class (`Cnn14`, `Cnn14_DecisionLevelMax`) with the official front
@@ -21,29 +26,55 @@ passes over the fixture waveforms (so bn0 really normalises log-Mel dB
 values), then gamma/beta and the linear biases are randomised so that every
 array the converter moves matters.
 
-Written files:
+What the official checkpoints are, and what each fixture mirrors:
 
-- `<arch>.zip.pth` and `<arch>.legacy.pth`: `{"model": state_dict,
-  "iteration": 0}` saved by `torch.save` in its zip format and with
-  `_use_new_zipfile_serialization=False` (the legacy format). The STFT's
-  DFT matrices (`spectrogram_extractor.stft.conv_*.weight`, 4 MB at 32 kHz)
-  are left out to keep the files small; everything else, `logmel_extractor.melW`
-  included, is the reference's state dict.
-- `waveforms_<rate>.npz`: the int16 waveforms (`pcm`, [3, samples]) and
+- `Cnn14_mAP=0.431.pth`, `Cnn14_16k_mAP=0.438.pth` and
+  `Cnn14_DecisionLevelMax_mAP=0.385.pth` (zenodo.org/records/3987831) were
+  written by the training script `pytorch/main.py` of audioset_tagging_cnn,
+  which saves every 100,000 iterations
+  `torch.save({"iteration": iteration, "model": model.module.state_dict(),
+  "sampler": train_sampler.state_dict()}, path)`; panns-inference reads
+  them back with `torch.load(path)["model"]`. So the `model` entry is the
+  `OrderedDict` that `Module.state_dict()` returns, with its `_metadata`
+  attribute (per-module versions, restored by a pickle BUILD), holding
+  every buffer, the torchlibrosa front end's (`spectrogram_extractor.stft.
+  conv_real/conv_imag.weight`, `logmel_extractor.melW`) included. The
+  `sampler` entry is the state of the default `BalancedTrainSampler`
+  (`--balanced=balanced`): `indexes_per_class` (a list of int64 numpy
+  arrays, one per class), `queue` and `pointers_of_classes` (lists of
+  Python ints). Files of 2019-2020 (PyTorch < 1.6) are in the legacy
+  serialisation; later ones in the zip format.
+- `<arch>.zip.pth` and `<arch>.legacy.pth`: exactly that dict, made the same
+  way: `model.state_dict()` unchanged (an `OrderedDict` with `_metadata`,
+  the front end's DFT matrices included), the `sampler` entry from the
+  training code's own `BalancedTrainSampler` over a small index file written
+  as its `utils/create_indexes.py` writes one (600 clips, 527 classes), after
+  drawing a few batches as training does; `torch.save` in its zip format and
+  with `_use_new_zipfile_serialization=False` (the legacy format). Two
+  differences remain, both outside what the reader interprets: the official
+  weights were saved from a GPU (storage location "cuda:0"; here "cpu"), and
+  their numpy arrays were pickled by numpy 1.x (`numpy.core.multiarray`;
+  numpy 2 writes `numpy._core.multiarray`, both accepted).
+- `waveforms_<rate>.npz`: the int16 waveforms (`pcm`, [6, samples]) and
   their `names`; both sides read `pcm / 32768` as float32, so resampling is
   not part of the comparison. Clip 0 is 2 s of a real ESC-50 clip
   (2-104877-A, "Cows muing.wav" by Kulanen, freesound.org/s/104877, CC0),
   resampled with librosa; clip 1 a chirp in noise; clip 2 quiet noise with
-  0.5 s of digital silence.
+  0.5 s of digital silence; then the inputs users have that models get wrong
+  most easily: 3 digital silence throughout, 4 the chirp clipped at full
+  scale, 5 0.5 s of clip 0 zero-padded to 2 s.
 - `<arch>.outputs.npz`: the reference outputs in eval mode: `logmel`
-  [3, frames, 64] (the log-Mel before bn0), `logits` (fc_audioset's output:
-  [3, classes] or, for the SED variant, [3, segments, classes]),
+  [6, frames, 64] (the log-Mel before bn0), `logits` (fc_audioset's output:
+  [6, classes] or, for the SED variant, [6, segments, classes]),
   `clipwise`, `embedding` (the 'embedding' output; for the SED variant, the
-  per-segment ReLU(fc1) `[3, segments, D]`), `framewise` (SED only), and the
+  per-segment ReLU(fc1) `[6, segments, D]`), `framewise` (SED only), and the
   reduced `widths` / `embedding_size`.
 
 It also prints the full-size parameter counts recorded in
-tests/test_pretrained.py.
+tests/test_pretrained.py. With `--full-size --out DIR` it writes the same
+files for the models at their real widths (about 330 MB a checkpoint, not
+for the repository), which `python -m benchmarks.panns_parity --fixtures DIR`
+then compares.
 """
 
 from __future__ import annotations
@@ -51,6 +82,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -60,8 +92,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "panns"
 WIDTHS = (4, 8, 8, 16, 16, 32)
 EMBEDDING = 32
+FULL_WIDTHS = (64, 128, 256, 512, 1024, 2048)  # the reference's own
+FULL_EMBEDDING = 2048
 CLASSES = 527
 SECONDS = 2.0
+# The training script saves at multiples of 100,000 iterations.
+ITERATION = 600_000
+SAMPLER_CLIPS = 600
+SAMPLER_BATCHES = 10
+BATCH_SIZE = 64  # the script's 32, doubled by its mixup
 SETTINGS = {
     "cnn14": dict(cls="Cnn14", sample_rate=32000, window_size=1024, hop_size=320,
                   mel_bins=64, fmin=50, fmax=14000),
@@ -111,15 +150,21 @@ def waveforms(rate, clip_path):
     chirp += 0.02 * rng.standard_normal(n)
     quiet = 0.003 * rng.standard_normal(n)
     quiet[n // 4 : n // 2] = 0.0  # digital silence: the log floor
-    pcm = np.stack([real, chirp, quiet])
+    silence = np.zeros(n, np.float32)
+    clipped = np.clip(4.0 * chirp, -1.0, 1.0)  # full scale, flat-topped
+    padded = np.zeros(n, np.float32)
+    padded[: n // 4] = real[: n // 4]  # a short clip zero-padded to length
+    pcm = np.stack([real, chirp, quiet, silence, clipped, padded])
     return np.clip(np.round(pcm * 32767), -32768, 32767).astype(np.int16)
 
 
-def build(models, torch, arch):
+def build(models, torch, arch, full_size=False):
     nn = torch.nn
     s = dict(SETTINGS[arch])
     cls = getattr(models, s.pop("cls"))
     model = cls(classes_num=CLASSES, **s)
+    if full_size:
+        return model
     channels = (1,) + WIDTHS
     for i in range(6):
         setattr(model, f"conv_block{i + 1}", models.ConvBlock(channels[i], channels[i + 1]))
@@ -146,9 +191,38 @@ def calibrate(model, torch, x):
     model.eval()
 
 
-def state_dict(model):
-    return {k: v for k, v in model.state_dict().items()
-            if not k.startswith("spectrogram_extractor.stft.")}
+def sampler_state(training_code, out_dir, seed):
+    """`train_sampler.state_dict()` of the training code's BalancedTrainSampler.
+
+    The index file is written as `utils/create_indexes.py` writes one (the
+    datasets `audio_name` S20, `target` bool [clips, classes], `hdf5_path`
+    S200, `index_in_hdf5` int32); every class gets at least one clip, as in
+    AudioSet. The sampler then draws a few batches, as training does, so the
+    queue and pointers are mid-epoch.
+    """
+    import h5py
+
+    sys.path.insert(0, str(Path(training_code) / "utils"))
+    from data_generator import BalancedTrainSampler
+
+    rng = np.random.default_rng(seed)
+    target = np.zeros((SAMPLER_CLIPS, CLASSES), bool)
+    target[np.arange(SAMPLER_CLIPS), np.arange(SAMPLER_CLIPS) % CLASSES] = True
+    extra = rng.integers(0, CLASSES, size=(SAMPLER_CLIPS, 2))
+    target[np.arange(SAMPLER_CLIPS)[:, None], extra] = True
+    path = Path(out_dir) / "indexes.h5"
+    with h5py.File(path, "w") as hw:
+        names = [f"Y{i:011d}.wav".encode() for i in range(SAMPLER_CLIPS)]
+        hw.create_dataset("audio_name", data=names, dtype="S20")
+        hw.create_dataset("target", data=target, dtype=bool)
+        hw.create_dataset("hdf5_path", data=[b"balanced_train.h5"] * SAMPLER_CLIPS,
+                          dtype="S200")
+        hw.create_dataset("index_in_hdf5", data=np.arange(SAMPLER_CLIPS), dtype=np.int32)
+    sampler = BalancedTrainSampler(indexes_hdf5_path=str(path), batch_size=BATCH_SIZE)
+    batches = iter(sampler)
+    for _ in range(SAMPLER_BATCHES):
+        next(batches)
+    return sampler.state_dict()
 
 
 def run(model, torch, x, sed):
@@ -188,9 +262,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sample-clip", required=True, type=Path,
                         help="the real ESC-50 clip to excerpt (2-104877-A-3.wav, CC0)")
+    parser.add_argument("--training-code", required=True, type=Path,
+                        help="a checkout of audioset_tagging_cnn (its utils/data_generator.py)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--full-size", action="store_true",
+                        help="the models at their real widths (about 330 MB a file; for "
+                             "`python -m benchmarks.panns_parity --fixtures OUT`, not for "
+                             "the repository): --out must name another folder")
     args = parser.parse_args()
+    if args.full_size and args.out.resolve() == OUT.resolve():
+        parser.error("--full-size writes about 2 GB: give --out a folder outside tests/")
+    widths, embedding = (FULL_WIDTHS, FULL_EMBEDDING) if args.full_size else (WIDTHS, EMBEDDING)
 
     import torch
 
@@ -198,7 +281,8 @@ def main():
     models = reference_models()
     args.out.mkdir(parents=True, exist_ok=True)
     names = np.array([f"{args.sample_clip.name} (2 s excerpt)", "chirp in noise",
-                      "quiet noise with silence"])
+                      "quiet noise with silence", "digital silence",
+                      "chirp clipped at full scale", "0.5 s of the excerpt, zero-padded"])
     pcm_by_rate = {}
     for rate in sorted({s["sample_rate"] for s in SETTINGS.values()}):
         pcm_by_rate[rate] = waveforms(rate, args.sample_clip)
@@ -207,16 +291,20 @@ def main():
     for i, arch in enumerate(SETTINGS):
         torch.manual_seed(args.seed + i)
         s = SETTINGS[arch]
-        model = build(models, torch, arch)
+        model = build(models, torch, arch, args.full_size)
         x = torch.from_numpy(pcm_by_rate[s["sample_rate"]].astype(np.float32) / 32768.0)
         calibrate(model, torch, x)
-        checkpoint = {"model": state_dict(model), "iteration": 0}
+        with tempfile.TemporaryDirectory() as scratch:
+            sampler = sampler_state(args.training_code, scratch, args.seed + i)
+        # The training script's dict, in its order; the state dict unchanged.
+        checkpoint = {"iteration": ITERATION, "model": model.state_dict(),
+                      "sampler": sampler}
         torch.save(checkpoint, args.out / f"{arch}.zip.pth")
         torch.save(checkpoint, args.out / f"{arch}.legacy.pth",
                    _use_new_zipfile_serialization=False)
         outputs = run(model, torch, x, sed=s["cls"] != "Cnn14")
-        np.savez_compressed(args.out / f"{arch}.outputs.npz", widths=np.array(WIDTHS),
-                            embedding_size=np.array(EMBEDDING), **outputs)
+        np.savez_compressed(args.out / f"{arch}.outputs.npz", widths=np.array(widths),
+                            embedding_size=np.array(embedding), **outputs)
         print(arch, {k: v.shape for k, v in outputs.items()})
     full_size_counts(models, torch)
     total = sum(p.stat().st_size for p in args.out.iterdir())

@@ -82,7 +82,9 @@ def read_checked(path):
         data, file_rate = sf.read(path, dtype="float64", always_2d=True)
     except Exception as err:  # soundfile raises several types for bad files
         raise Esc50Error(f"{path}: cannot decode audio ({err})") from None
-    declared = _wav_declared_frames(path) if info.format == "WAV" else info.frames
+    # WAVEX: WAVE_FORMAT_EXTENSIBLE (24-bit and multichannel files), the same RIFF layout;
+    # libsndfile's own frame count is what is present, not what was declared.
+    declared = _wav_declared_frames(path) if info.format in ("WAV", "WAVEX") else info.frames
     if declared and data.shape[0] < declared:
         missing = 100.0 * (declared - data.shape[0]) / declared
         raise Esc50Error(

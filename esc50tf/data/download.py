@@ -1,8 +1,10 @@
 """`esc50tf download`: fetch and unpack the ESC-50 archive, safely.
 
 The archive is streamed to `DEST/.esc50tf-download.part` with a progress bar
-and renamed only when complete; it is unpacked into a hidden staging folder,
-its layout verified (meta/esc50.csv valid, every listed WAV present under
+and renamed only when complete; it is unpacked into a hidden staging folder
+(no member may be absolute, go up with `..`, be a link or special file, or
+unpack past the size bounds, so a zip bomb stops before it is unpacked), its
+layout verified (meta/esc50.csv valid, every listed WAV present under
 audio/), and only then moved to `DEST/audio` and `DEST/meta`. A `DEST` that
 already holds a complete, valid copy is left alone. Any URL urllib can open
 works, `file://` included (that is how the tests run offline).
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import urllib.error
 import urllib.request
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
@@ -62,17 +66,73 @@ def _dataset_root(extracted):
     return min(candidates, key=lambda p: len(p.parts))
 
 
-def extract(archive, into):
-    """Unpacks a zip, refusing members that would land outside `into`."""
+# Bounds on what an archive may unpack to. The real ESC-50 archive (about 600 MB) holds
+# about 2,100 members: 2,000 WAVs of 431 KB, meta/esc50.csv and a few small files, about
+# 0.9 GB unpacked. A zip bomb (a small archive of huge members) stops at these.
+MAX_MEMBER_BYTES = 64 << 20
+MAX_TOTAL_BYTES = 4 << 30
+MAX_MEMBERS = 20_000
+
+
+def _check_member(archive, info):
+    """Refuses a member that would land outside the folder or is not a plain file or folder."""
+    name = info.filename
+    if (PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive
+            or PureWindowsPath(name).root):
+        raise Esc50Error(f"{archive}: unsafe path in archive: {name!r} is absolute")
+    if ".." in PurePosixPath(name).parts or ".." in PureWindowsPath(name).parts:
+        raise Esc50Error(f"{archive}: unsafe path in archive: {name!r} goes up a folder (..)")
+    kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode, where the archiver stored one
+    if kind == stat.S_IFLNK:
+        raise Esc50Error(f"{archive}: {name!r} is a symbolic link; the ESC-50 archive holds "
+                         "only files and folders")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise Esc50Error(f"{archive}: {name!r} is a special file (mode {kind:#o}); the ESC-50 "
+                         "archive holds only files and folders")
+
+
+def extract(archive, into, *, source=None, max_member_bytes=MAX_MEMBER_BYTES,
+            max_total_bytes=MAX_TOTAL_BYTES, max_members=MAX_MEMBERS):
+    """Unpacks a zip into `into`, refusing what could escape it or exhaust the disk.
+
+    Every member is checked before anything is written: no absolute path, no `..`, no
+    symbolic link or other special file, at most `max_member_bytes` per member, at most
+    `max_total_bytes` and `max_members` in all. zipfile stops each member at the size its
+    header declares (and refuses it when the CRC then disagrees), so the bounds checked on
+    the headers hold for the bytes written.
+
+    Args:
+        source: str. What messages call the archive (its URL); defaults to its path.
+
+    Raises:
+        Esc50Error: naming the archive, the member and the bound it breaks.
+    """
+    into = Path(into)
+    name = source or archive
     try:
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                parts = PurePosixPath(member.filename).parts
-                if member.filename.startswith("/") or ".." in parts:
-                    raise Esc50Error(f"{archive}: unsafe path in archive: {member.filename!r}")
+            members = zf.infolist()
+            if len(members) > max_members:
+                raise Esc50Error(f"{name}: {len(members):,} members, over the limit of "
+                                 f"{max_members:,} (ESC-50 holds about 2,100)")
+            total = 0
+            for info in members:
+                _check_member(name, info)
+                if info.file_size > max_member_bytes:
+                    raise Esc50Error(
+                        f"{name}: {info.filename!r} unpacks to {info.file_size:,} bytes, "
+                        f"over the limit of {max_member_bytes:,} per member (an ESC-50 clip "
+                        "is 431 KB)")
+                total += info.file_size
+                if total > max_total_bytes:
+                    raise Esc50Error(
+                        f"{name}: the members unpack to over {max_total_bytes:,} bytes, "
+                        "the limit for the whole archive (ESC-50 unpacks to about 0.9 GB)")
             zf.extractall(into)
     except zipfile.BadZipFile as err:
-        raise Esc50Error(f"{archive}: not a valid zip archive ({err})") from None
+        raise Esc50Error(f"{name}: not a valid zip archive ({err})") from None
+    except (OSError, zlib.error, EOFError) as err:
+        raise Esc50Error(f"{name}: cannot unpack it into {into} ({err})") from None
 
 
 def download(dest="ESC-50", url=DEFAULT_URL, *, overwrite=False, keep_archive=False,
@@ -117,7 +177,7 @@ def download(dest="ESC-50", url=DEFAULT_URL, *, overwrite=False, keep_archive=Fa
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         log(f"extracting {url} ...")
-        extract(part, staging)
+        extract(part, staging, source=url)
         root = _dataset_root(staging)
         try:
             meta = meta_lib.load_metadata(root, check_files=True)

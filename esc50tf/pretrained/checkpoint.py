@@ -3,8 +3,11 @@
 A ``.pth`` file is a pickle, and unpickling runs whatever callables the file
 names. :func:`read_torch_checkpoint` therefore unpickles with an allow-list:
 the few torch functions that rebuild a tensor from a storage, the storage
-types, ``collections.OrderedDict``, ``_codecs.encode`` (protocol 2 writes
-bytes as ``encode(str, "latin1")``; nothing else is accepted), and numpy
+types, ``collections.OrderedDict`` (a module's ``state_dict()`` is one, and
+carries a ``_metadata`` attribute of per-module versions, which the pickle
+restores with BUILD: see :class:`_LoadedOrderedDict`), ``_codecs.encode``
+(protocol 2 writes bytes as ``encode(str, "latin1")``; nothing else is
+accepted), and numpy
 scalars/arrays of plain numeric dtypes (some training scripts store an epoch
 counter or a sampler state as numpy). Nothing of torch is imported or
 called: each allowed name maps to a small function here that builds the
@@ -45,7 +48,7 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 
-__all__ = ["read_torch_checkpoint", "load_pickle"]
+__all__ = ["read_torch_checkpoint", "read_torch_file", "load_pickle"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -53,6 +56,9 @@ _LEGACY_PROTOCOL = 1001
 _MAX_PICKLE_BYTES = 64 << 20
 # A file's tensors may hold this many times the elements of its storages.
 _VIEW_FACTOR = 4
+# Zip general-purpose flags: encrypted (bit 0), compressed patched data (5),
+# strong encryption (6).
+_ZIP_ENCRYPTED_OR_PATCHED = 0x01 | 0x20 | 0x40
 
 # torch storage class name -> numpy dtype ("bfloat16" is handled apart).
 _STORAGE_DTYPES = {
@@ -70,6 +76,11 @@ _STORAGE_DTYPES = {
 
 # numpy dtypes a checkpoint may carry as scalars or arrays: plain numbers only.
 _NUMPY_KINDS = "biuf"
+# A state dict's `_metadata`: one entry per module (CNN14 has 42), each a few
+# plain values ({"version": 1}). Far above any real model, far below harm.
+_MAX_METADATA_MODULES = 100_000
+_MAX_METADATA_VALUES = 16
+_MAX_METADATA_TEXT = 4096
 
 
 class _StorageType(collections.namedtuple("_StorageType", "name dtype")):
@@ -80,6 +91,60 @@ class _StorageType(collections.namedtuple("_StorageType", "name dtype")):
     """
 
     __slots__ = ()
+
+
+class _LoadedOrderedDict(collections.OrderedDict):
+    """``collections.OrderedDict`` as this reader builds it: made by the load itself.
+
+    ``Module.state_dict()`` returns an OrderedDict with a ``_metadata``
+    attribute (``{"": {"version": 1}, "bn0": {"version": 2}, ...}``), so
+    ``torch.save`` pickles it as REDUCE, SETITEMS, then BUILD with the state
+    ``{"_metadata": ...}``. That BUILD, and only that one, is allowed here:
+    once per dict, with exactly that key, and a value that is a mapping of
+    module paths to small dicts of plain values (int, float, bool, str,
+    None). Anything else is refused by :func:`_check_metadata`.
+    """
+
+    def __setstate__(self, state):
+        if not (isinstance(state, dict) and set(state) == {"_metadata"}):
+            got = (f"keys {', '.join(sorted(repr(k)[:80] for k in state)[:5])}"
+                   if isinstance(state, dict) else type(state).__name__)
+            raise pickle.UnpicklingError(
+                f"refusing to set the state of OrderedDict (BUILD) other than its "
+                f"_metadata (got {got})")
+        if "_metadata" in self.__dict__:
+            raise pickle.UnpicklingError("refusing a second BUILD on one OrderedDict")
+        self.__dict__["_metadata"] = _check_metadata(state["_metadata"])
+
+
+def _plain(value):
+    if isinstance(value, str):
+        return len(value) <= _MAX_METADATA_TEXT
+    return value is None or type(value) in (bool, int, float)
+
+
+def _check_metadata(metadata):
+    """A state dict's ``_metadata``, or an UnpicklingError saying what is wrong."""
+    if type(metadata) is _LoadedOrderedDict and metadata.__dict__:
+        raise pickle.UnpicklingError(
+            "refusing OrderedDict _metadata that carries attributes of its own (BUILD)")
+    if type(metadata) not in (dict, _LoadedOrderedDict):
+        raise pickle.UnpicklingError(
+            f"refusing OrderedDict _metadata of type {type(metadata).__name__} (BUILD): "
+            "a state dict's is a mapping of module paths to version records")
+    if len(metadata) > _MAX_METADATA_MODULES:
+        raise pickle.UnpicklingError(
+            f"refusing OrderedDict _metadata of {len(metadata)} entries (BUILD): "
+            f"over {_MAX_METADATA_MODULES}, far more modules than any model has")
+    for module, record in metadata.items():
+        if not (isinstance(module, str) and _plain(module) and type(record) is dict
+                and len(record) <= _MAX_METADATA_VALUES
+                and all(isinstance(k, str) and _plain(k) and _plain(v)
+                        for k, v in record.items())):
+            raise pickle.UnpicklingError(
+                f"refusing OrderedDict _metadata entry {module!r:.80} (BUILD): not a small "
+                "dict of plain values (int, float, bool, str, None)")
+    return metadata
 
 
 def _storage_type(name):
@@ -142,7 +207,8 @@ class _DtypeSpec:
     def __setstate__(self, state):
         # numpy writes (version, byteorder, subarray, names, fields, elsize,
         # alignment, flags); only the byte order matters for plain numbers.
-        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in "<>=|"):
+        if not (isinstance(state, tuple) and len(state) >= 2
+                and state[1] in ("<", ">", "=", "|")):
             raise pickle.UnpicklingError("unexpected numpy dtype state")
         if any(v is not None for v in state[2:5]):
             raise pickle.UnpicklingError("structured numpy dtype refused")
@@ -249,7 +315,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "OrderedDict"): _LoadedOrderedDict,
     ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy", "ndarray"): _NdarrayName,
@@ -261,7 +327,7 @@ _ALLOWED = {
 _ALLOWED.update({("torch", name): _storage_type for name in _STORAGE_DTYPES})
 
 # The only objects a pickle's BUILD opcode may set state on: ones made here, per load.
-_BUILDABLE = (_NumpyArray, _DtypeSpec)
+_BUILDABLE = (_NumpyArray, _DtypeSpec, _LoadedOrderedDict)
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -295,8 +361,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
             return _storage_type(name)
         if builder is _NdarrayName:
             return _NdarrayName()
-        if builder is collections.OrderedDict:
-            return builder
+        if builder is _LoadedOrderedDict:
+            return builder  # a class: each REDUCE makes a new dict of this load
         return functools.partial(builder)
 
     def load_build(self):
@@ -348,7 +414,17 @@ def load_pickle(data, path, load_storage=None, overrides=None):
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, struct.error, OverflowError,
             MemoryError, RecursionError) as err:
-        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint ({_reason(err)})") from None
+
+
+def _reason(err):
+    """What went wrong in a pickle, in words: the pure-Python unpickler raises a bare
+    EOFError at the end of the data, and KeyError(opcode) for an unknown opcode."""
+    if isinstance(err, EOFError) and not str(err):
+        return "the pickle ends early"
+    if type(err) is KeyError and len(err.args) == 1 and isinstance(err.args[0], int):
+        return f"unknown pickle opcode {bytes([err.args[0] & 0xFF])!r}"
+    return err
 
 
 def _tensor_overrides(builder):
@@ -377,11 +453,17 @@ def _storage_array(raw, dtype, numel, path, key, byteorder="little"):
 
 def _stored_member(path, zf, member, what):
     """A member's ZipInfo; PyTorch stores members uncompressed, and a compressed
-    one could inflate to any size before its length is known."""
+    one could inflate to any size before its length is known. Encrypted or
+    patched members (zip flag bits 0, 5, 6) are refused here: zipfile would
+    raise RuntimeError or NotImplementedError on reading them."""
     info = zf.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED:
         raise Esc50Error(f"{path}: {what} is compressed in the archive; PyTorch stores "
                          "checkpoint members uncompressed")
+    if info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:
+        raise Esc50Error(f"{path}: {what} is encrypted or patched in the archive (zip flags "
+                         f"{info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:#x}); PyTorch writes "
+                         "plain members")
     return info
 
 
@@ -527,10 +609,13 @@ def _resolve(obj, memo=None):
     if id(obj) in memo:
         return memo[id(obj)][1]
     if isinstance(obj, dict):
-        resolved = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        ordered = isinstance(obj, collections.OrderedDict)
+        resolved = collections.OrderedDict() if ordered else {}
         memo[id(obj)] = (obj, resolved)
         for k, v in obj.items():
             resolved[k] = _resolve(v, memo)
+        if ordered and "_metadata" in obj.__dict__:
+            resolved._metadata = _resolve(obj._metadata, memo)
     elif isinstance(obj, list):
         resolved = []
         memo[id(obj)] = (obj, resolved)
@@ -556,6 +641,49 @@ def _unwrap(obj, path):
     return dict(obj)
 
 
+def read_torch_file(path):
+    """Reads everything a PyTorch checkpoint holds, as plain Python and numpy.
+
+    What :func:`read_torch_checkpoint` unwraps: the whole saved object
+    (``{"iteration": ..., "model": state_dict, "sampler": ...}`` for the
+    PANNs training script's files), with numpy arrays for tensors and
+    ``collections.OrderedDict`` (carrying its ``_metadata``) for state dicts.
+
+    Args:
+        path: str or Path. A ``.pth``/``.pt`` file in the zip or the legacy
+            format.
+
+    Returns:
+        The unpickled object.
+
+    Raises:
+        Esc50Error: the file is missing, truncated, not a checkpoint, or its
+            pickle names anything beyond tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Esc50Error(f"{path}: no such checkpoint file")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return _resolve(_read_zip(path, zf))
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # a zip's first member, but no zip directory
+                raise Esc50Error(f"{path}: damaged zip checkpoint (no central directory: "
+                                 "truncated?)")
+            f.seek(0)
+            return _read_legacy(path, f)
+    except (zipfile.BadZipFile, NotImplementedError) as err:
+        # NotImplementedError: zipfile refuses a central directory asking for a
+        # newer zip version than it reads.
+        raise Esc50Error(f"{path}: damaged zip checkpoint ({err})") from None
+    except (RecursionError, MemoryError) as err:
+        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint: nested too deeply "
+                         f"or too large ({type(err).__name__})") from None
+    except OSError as err:
+        raise Esc50Error(f"{path}: cannot read ({err})") from None
+
+
 def read_torch_checkpoint(path):
     """Reads a PyTorch checkpoint's state dict as numpy arrays, without torch.
 
@@ -573,21 +701,4 @@ def read_torch_checkpoint(path):
         Esc50Error: the file is missing, truncated, not a checkpoint, or its
             pickle names anything beyond tensors and plain containers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise Esc50Error(f"{path}: no such checkpoint file")
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                obj = _resolve(_read_zip(path, zf))
-        else:
-            with open(path, "rb") as f:
-                obj = _read_legacy(path, f)
-    except zipfile.BadZipFile as err:
-        raise Esc50Error(f"{path}: damaged zip checkpoint ({err})") from None
-    except (RecursionError, MemoryError) as err:
-        raise Esc50Error(f"{path}: not a readable PyTorch checkpoint: nested too deeply "
-                         f"or too large ({type(err).__name__})") from None
-    except OSError as err:
-        raise Esc50Error(f"{path}: cannot read ({err})") from None
-    return _unwrap(obj, path)
+    return _unwrap(read_torch_file(path), Path(path))

@@ -4,7 +4,8 @@ One split: features of every clip of each side (`ModelConfig.classic_features`:
 band statistics or the study's image, computed by the front-end layers in
 tf.data; or PANNs embeddings computed once per run and cached) -> the
 registered estimator's `fit` on the training side -> validation accuracy ->
-class scores of the test side -> model.pkl. No strategy, precision or epochs.
+class scores of the test side -> model.skops (skops, no pickle). No strategy,
+precision or epochs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esc50tf.io import atomic_path, write_npz
+from esc50tf.io import write_npz
 from esc50tf.tasks.base import Task
 
 
@@ -84,8 +85,7 @@ class SklearnTask(Task):
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,
                     verbose=1):
-        import pickle
-
+        from esc50tf.models import classic
         from esc50tf.report import fold_metrics
 
         features_of = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent)
@@ -99,8 +99,7 @@ class SklearnTask(Task):
             val_acc = float((estimator.predict(x_val) == y_val).mean())
         x_test, y_test, names = features_of(split.test)
         y_prob = self.predict(estimator, x_test, num_classes=len(class_names))
-        with atomic_path(split_dir / "model.pkl") as tmp, open(tmp, "wb") as f:
-            pickle.dump(estimator, f)
+        classic.save_estimator(estimator, split_dir / classic.MODEL_FILE)
         write_npz(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
                   filenames=np.array(names))
         result = fold_metrics(y_test, y_prob, class_names)
