@@ -37,15 +37,6 @@ def made_once(tmp_path_factory, name, make):
     return folder
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that read a module-scoped fixture run in one pytest-xdist worker (one
-    `xdist_group` per module, for `--dist loadgroup`), so the fixture is made once."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 TINY = dict(num_classes=4, clips_per_class=10, sample_rate=8000, clip_seconds=1.0, seed=0)
 
 
