@@ -166,7 +166,8 @@ def search_params(cls, section):
         s = about(f)
         if s.search is None and not s.searchable:
             continue
-        base = str(f.type).split("|")[0].strip()
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        base = annotation.split("|")[0].strip()  # "int | None" -> "int"
         kind = s.search_kind or _KIND_OF_TYPE.get(base)
         if kind is None:
             raise TypeError(f"{cls.__name__}.{f.name}: a searched setting needs an int, float, "
