@@ -82,6 +82,7 @@ class Setting:
             it is not the field's.
         search_kind: str or None. The searched value's kind when the field's
             annotation does not say it (`"snr"`: a range "lo,hi" in dB, or "off").
+        note: str. A remark for the table of the search space (`trials.md`).
     """
 
     help: str = ""
@@ -97,6 +98,7 @@ class Setting:
     when: tuple | None = None
     search_name: str | None = None
     search_kind: str | None = None
+    note: str = ""
 
 
 def setting(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, **about):
@@ -182,7 +184,7 @@ def search_params(cls, section):
             allowed = allowed or "true or false"
         out.append({"name": s.search_name or f.name, "section": section, "key": f.name,
                     "kind": kind, "check": check, "allowed": allowed, "default": s.search,
-                    "when": s.when})
+                    "when": s.when, "note": s.note})
     return out
 
 

@@ -131,7 +131,7 @@ class TrainConfig(Config):
         help="learning-rate factor of a pretrained PANNs trunk, in (0, 1] (adam/adamw; the "
         "finetune preset: 0.1)", search=choice([0.03, 0.1, 0.3, 1.0]),
         check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]",
-        when=("optimizer", ("adam", "adamw")))
+        when=("optimizer", ("adam", "adamw")), note="only with --weights; PANNs trunks")
     lr_factor: float = 0.2
     lr_patience: int = setting(5, flag="--lr-patience", type="positive_int",
                                help="ReduceLROnPlateau patience (default 5, factor 0.2)")

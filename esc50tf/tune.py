@@ -102,6 +102,7 @@ class Param:
             applied) when the parent setting takes one of `values`. A model
             setting (section "model") has none here: the models it applies to
             come from the registry (`applies_to`).
+        note: str. A remark for the space's table (`describe_space`).
     """
 
     name: str
@@ -112,6 +113,7 @@ class Param:
     allowed: str
     default: dict | None
     when: tuple | None = None
+    note: str = ""
 
 
 def _is_int(v):
@@ -372,15 +374,10 @@ def describe_space(space, models):
         p = PARAMS[name]
         when = condition_of(name)
         notes = [f"when {when[0]} is {', '.join(when[1])}"] if when else []
-        notes += [_NOTES[name]] if name in _NOTES else []
+        notes += [p.note] if p.note else []
         notes = f" ({'; '.join(notes)})" if notes else ""
         rows.append(f"| {name} | {p.section}.{p.key} | {_entry_text(entry)}{notes} |")
     return "\n".join(rows)
-
-
-_NOTES = {"noise_snr": "SNR range in dB; off: no noise", "mixup_alpha": "0: no mixup",
-          "freeze_backbone": "only with --weights", "backbone": "only with PANNs --weights",
-          "trunk_lr_scale": "only with --weights; PANNs trunks"}
 
 
 def _entry_text(entry):

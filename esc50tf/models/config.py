@@ -78,12 +78,13 @@ class ModelConfig(Config):
         "embeddings a PANNs checkpoint name (esc50tf pretrained list) or converted file; for "
         "keras.applications backbones a local weights file (e.g. ImageNet notop .h5)")
     # Searched only when --weights names pretrained backbone weights.
-    freeze_backbone: bool = setting(False, search={"type": "boolean"})
+    freeze_backbone: bool = setting(False, search={"type": "boolean"}, note="only with --weights")
     # With PANNs --weights: the hybrid's trunk, pretrained CNN14 or DenseNet121 from scratch.
     backbone: str | None = setting(
         None, flag="--backbone", choices=HYBRID_BACKBONES,
         help="hybrid trunk (default densenet121; cnn14: the PANNs conv blocks, pretrained "
-        "with --weights)", search=choice(["densenet121", "cnn14"]))
+        "with --weights)", search=choice(["densenet121", "cnn14"]),
+        note="only with PANNs --weights")
     image_size: int | None = setting(
         None, flag="--image-size", type="positive_int",
         help="resize the spectrogram to a square image (the study: 224)")
