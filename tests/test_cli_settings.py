@@ -106,6 +106,11 @@ def test_each_choice_list_exists_once():
     assert table["--log"] == ["none", "db", "ln"]  # LOGS, None spelled none
     assert table["--window"] == list(frontend_config.WINDOWS)
     sub = _commands(cli.build_parser())
+    from esc50tf.data import tfrecords
+
+    build = {a.option_strings[0]: a for a in sub["build-tfrecords"]._actions if a.option_strings}
+    assert build["--compression"].choices == list(tfrecords.COMPRESSIONS)
+    assert build["--sample-rate"].default == tfrecords.BuildConfig().sample_rate  # the field's
     for command in ("train", "tune", "study"):
         preset = next(a for a in sub[command]._actions if "--preset" in a.option_strings)
         assert list(preset.choices) == list(presets.PRESETS), command

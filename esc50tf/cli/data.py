@@ -6,7 +6,8 @@ import json
 import sys
 
 from esc50tf.cli.command import Command
-from esc50tf.cli.options import positive_float, positive_int, ratio
+from esc50tf.cli.options import (add_config_options, config_from_args, positive_float,
+                                 positive_int, ratio)
 
 
 # --- download -----------------------------------------------------------------
@@ -45,18 +46,11 @@ def _add_build(p):
 
     example: esc50tf build-tfrecords --data-dir ESC-50 --out tfrecords
     """
-    from esc50tf.data.tfrecords import COMPRESSIONS
+    from esc50tf.data.tfrecords import BuildConfig
 
     p.add_argument("--data-dir", required=True, help="dataset root holding meta/esc50.csv and audio/")
     p.add_argument("--out", required=True, help="output folder for shards and manifest")
-    p.add_argument("--sample-rate", type=positive_int, default=44100,
-                   help="resample every clip to this rate in Hz (default: %(default)s, ESC-50's own)")
-    p.add_argument("--clip-seconds", type=positive_float, default=5.0,
-                   help="fixed clip length; pad with zeros or crop (default: %(default)s)")
-    p.add_argument("--shards-per-fold", type=positive_int, default=4,
-                   help="shard files per fold (default: %(default)s)")
-    p.add_argument("--compression", choices=list(COMPRESSIONS), default="none",
-                   help="TFRecord compression (default: %(default)s)")
+    add_config_options(p, BuildConfig)
     p.add_argument("--workers", type=positive_int, default=None,
                    help="decoding processes (default: number of CPUs)")
     p.add_argument("--skip-bad", action="store_true",
@@ -73,15 +67,10 @@ def _add_build(p):
 def _run_build(args):
     from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
 
-    config = BuildConfig(
-        sample_rate=args.sample_rate,
-        clip_seconds=args.clip_seconds,
-        shards_per_fold=args.shards_per_fold,
-        compression=args.compression,
-    )
     build_tfrecords(
-        args.data_dir, args.out, config, workers=args.workers, skip_bad=args.skip_bad,
-        overwrite=args.overwrite, progress=not args.quiet, strict=args.strict,
+        args.data_dir, args.out, config_from_args(args, BuildConfig), workers=args.workers,
+        skip_bad=args.skip_bad, overwrite=args.overwrite, progress=not args.quiet,
+        strict=args.strict,
     )
     return 0
 

@@ -72,6 +72,22 @@ TRAIN_OPTIONS, MODEL_OPTIONS = OPTIONS["train"], OPTIONS["model"]
 FEATURE_OPTIONS, AUGMENT_OPTIONS = OPTIONS["features"], OPTIONS["augment"]
 
 
+def add_config_options(p, cls):
+    """Options for the flagged fields of `cls`, a config made from flags alone (no preset):
+    each option defaults to its field's default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for flag, _section, key, kwargs in _table(cls, cls.__name__):
+        if "default" not in kwargs["help"]:
+            kwargs = {**kwargs, "help": kwargs["help"] + " (default: %(default)s)"}
+        p.add_argument(flag, dest=key, default=defaults[key], **kwargs)
+
+
+def config_from_args(args, cls):
+    """`cls` built from the options `add_config_options` added."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if about(f).flag is not None})
+
+
 def texts(add_fn):
     """argparse's help, description and epilog of a command, from `add_fn`'s docstring.
 
