@@ -73,7 +73,8 @@ class AugmentConfig(Config):
     noise_snr_db: tuple[float, float] | None = setting(
         None, flag="--noise-snr", type="pair", metavar="MIN,MAX",
         help="additive noise at a random SNR in dB", search=choice(["off", "10,30", "20,40"]),
-        search_name="noise_snr", search_kind="snr", note="SNR range in dB; off: no noise", check=lambda v: True,
+        search_name="noise_snr", search_kind="snr", note="SNR range in dB; off: no noise",
+        check=lambda v: True,
         allowed='"off" or a range "lo,hi" in dB within [-30, 100]')
     study_noise_factor: float = setting(0.0, flag="--study-noise", type=float,
                                         help="the study's fixed noise factor (0.05)")

@@ -12,8 +12,9 @@ CLI flags and `esc50tf tune` search parameters are declared on those fields
 
 Adding an augmentation: write its layer (in `waveform.py` or
 `spectrogram.py`), add its fields (with their flags and search entries) and
-their checks to `AugmentConfig`, and add one entry here. Keras-free: the layer modules are imported only when a layer
-is built, so the CLI's `--help` stays light.
+their checks to `AugmentConfig`, and add one entry here. Keras-free: the
+layer modules are imported only when a layer is built, so the CLI's `--help`
+stays light.
 
 Example:
 
