@@ -42,6 +42,8 @@ __all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS",
 
 PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+# The optimizers that can give a pretrained trunk its own, smaller learning rate.
+TRUNK_LR_OPTIMIZERS = ("adam", "adamw")
 FEATURES_ON = ("device", "host")
 # Where a run executes, not what it computes: changing these does not block a resume.
 WHERE_KEYS = ("out", "tpu", "data_service")
@@ -131,7 +133,7 @@ class TrainConfig(Config):
         help="learning-rate factor of a pretrained PANNs trunk, in (0, 1] (adam/adamw; the "
         "finetune preset: 0.1)", search=choice([0.03, 0.1, 0.3, 1.0]),
         check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]",
-        when=("optimizer", ("adam", "adamw")), note="only with --weights; PANNs trunks")
+        when=("optimizer", TRUNK_LR_OPTIMIZERS), note="only with --weights; PANNs trunks")
     lr_factor: float = 0.2
     lr_patience: int = setting(5, flag="--lr-patience", type="positive_int",
                                help="ReduceLROnPlateau patience (default 5, factor 0.2)")
@@ -207,8 +209,8 @@ class TrainConfig(Config):
             (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
             (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
             (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
-            (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
-             self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
+            (self.trunk_lr_scale == 1 or self.optimizer in TRUNK_LR_OPTIMIZERS, "optimizer",
+             self.optimizer, " or ".join(TRUNK_LR_OPTIMIZERS) + " with trunk_lr_scale < 1"),
             (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
              "early_stopping_patience", self.early_stopping_patience, "an integer >= 0 (0: off)"),
             (self.schedule in recipe.SCHEDULES, "schedule", self.schedule,
