@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.io import atomic_path
+from esc50tf import io as esc50tf_io
 
 MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
 
@@ -133,8 +133,7 @@ def write_npz(path, arrays, overwrite=False):
     if path.exists() and not overwrite:
         raise Esc50Error(f"{path} exists; choose another --out or pass --overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    esc50tf_io.write_npz(path, **arrays)
 
 
 def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,

@@ -1,20 +1,22 @@
 """Features of audio files, for the ``esc50tf features`` command.
 
 :func:`extract_features` loads files and runs the front-end layer of
-:mod:`esc50tf.frontend` on them; :func:`plot_features` draws waveform and
-feature image per file. matplotlib is imported only when plotting.
+:mod:`esc50tf.frontend` on them; :func:`write_features` saves them as an
+.npz; :func:`plot_features` draws waveform and feature image per file. matplotlib is imported only when plotting.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FeatureConfig, build_frontend
+from esc50tf.io import write_npz
 
-__all__ = ["extract_features", "plot_features"]
+__all__ = ["extract_features", "first_sample_rate", "plot_features", "write_features"]
 
 
 def _fit_length(waveform, length):
@@ -117,6 +119,24 @@ def extract_features(
 
 
 _COLORBAR_LABELS = {"db": "dB", "ln": "ln(S + offset)", None: "linear"}
+
+
+def first_sample_rate(paths, default=44100):
+    """The sample rate of the first of `paths` that can be read (`default` if none can)."""
+    import soundfile as sf
+
+    for path in paths:
+        try:
+            return int(sf.info(path).samplerate)
+        except Exception:  # noqa: BLE001 - unreadable files are reported when features are made
+            continue
+    return default
+
+
+def write_features(path, features, filenames, config):
+    """Writes `features`, `filenames` and `config` (JSON) to the .npz `path` whole or not at all."""
+    write_npz(path, features=features, filenames=np.array(filenames),
+              config=json.dumps(config.to_dict()))
 
 
 def plot_features(waveforms, features, filenames, config, path):

@@ -31,16 +31,19 @@ import json
 
 from esc50tf import recipe
 from esc50tf.augment import AugmentConfig
-from esc50tf.config import Config
+from esc50tf.config import Config, choice, setting
+from esc50tf.distribute import PRECISIONS, STRATEGIES
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FeatureConfig
 from esc50tf.models.config import ModelConfig
 
-__all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS", "comparable",
-           "config_diff", "resolve_config"]
+__all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS",
+           "check_weights_flag", "comparable", "config_diff", "resolve_config"]
 
 PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+# The optimizers that can give a pretrained trunk its own, smaller learning rate.
+TRUNK_LR_OPTIMIZERS = ("adam", "adamw")
 FEATURES_ON = ("device", "host")
 # Where a run executes, not what it computes: changing these does not block a resume.
 WHERE_KEYS = ("out", "tpu", "data_service")
@@ -102,36 +105,95 @@ class TrainConfig(Config):
     protocol: str = "cv"
     test_fold: int | None = None
     split_ratio: float | None = None
-    val_fraction: float = 0.1
-    epochs: int = 100
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    trunk_lr_scale: float = 1.0
+    val_fraction: float = setting(
+        0.1, flag="--val-fraction", type=float,
+        help="validation share carved from the training side by src_file (default 0.1; 0: "
+        "train on all of it)")
+    epochs: int = setting(100, flag="--epochs", type="positive_int",
+                          help="maximum epochs (early stopping may end sooner)")
+    batch_size: int = setting(32, flag="--batch-size", type="positive_int",
+                              help="batch size per replica", search=choice([16, 32, 64]),
+                              check=lambda v: v >= 1, allowed="an integer >= 1")
+    optimizer: str = setting("adamw", flag="--optimizer", choices=OPTIMIZERS, help="optimizer",
+                             search=choice(OPTIMIZERS))
+    lr: float = setting(1e-3, flag="--lr", type="positive_float", help="learning rate",
+                        search={"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+                        check=lambda v: v > 0, allowed="a number > 0")
+    weight_decay: float = setting(
+        1e-4, flag="--weight-decay", type=float, help="decoupled weight decay (adamw, sgd)",
+        search={"type": "float", "min": 1e-6, "max": 1e-2, "sampling": "log"},
+        check=lambda v: v >= 0, allowed="a number >= 0", when=("optimizer", ("adamw", "sgd")))
+    momentum: float = setting(0.9, flag="--momentum", type=float,
+                              help="SGD momentum (default 0.9)", search=choice([0.8, 0.9, 0.95]),
+                              check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)",
+                              when=("optimizer", ("sgd",)))
+    # With --weights: how much slower the pretrained trunk learns than the new head.
+    trunk_lr_scale: float = setting(
+        1.0, flag="--trunk-lr-scale", type="positive_float",
+        help="learning-rate factor of a pretrained PANNs trunk, in (0, 1] (adam/adamw; the "
+        "finetune preset: 0.1)", search=choice([0.03, 0.1, 0.3, 1.0]),
+        check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]",
+        when=("optimizer", TRUNK_LR_OPTIMIZERS), note="only with --weights; PANNs trunks")
     lr_factor: float = 0.2
-    lr_patience: int = 5
-    min_lr: float = 1e-5
-    early_stopping_patience: int = 10
+    lr_patience: int = setting(5, flag="--lr-patience", type="positive_int",
+                               help="ReduceLROnPlateau patience (default 5, factor 0.2)")
+    min_lr: float = setting(1e-5, flag="--min-lr", type=float,
+                            help="floor of the cosine and plateau schedules (default 1e-5)")
+    early_stopping_patience: int = setting(
+        10, flag="--early-stopping-patience", type=int,
+        help="EarlyStopping patience on validation loss; 0: off (default preset: 0; seed: 10)")
     # Defaults reproduce runs from before these fields; the default preset sets its own.
-    schedule: str = "plateau"
-    warmup_epochs: float = 0.0
-    min_val_per_class: float = 0.0
-    final_weights: str = "best"
-    ema_momentum: float = 0.99
-    swa_fraction: float = 0.25
-    label_smoothing: float = 0.0
-    balance: str = "none"
-    mixed_precision: str = "auto"
-    strategy: str = "auto"
-    devices: str | None = None
-    tpu: str | None = None
-    data_service: str | None = None
-    scale_lr: bool = False
+    schedule: str = setting(
+        "plateau", flag="--schedule", choices=tuple(recipe.SCHEDULES),
+        help="learning rate: plateau (ReduceLROnPlateau on validation), cosine decay over the "
+        "epoch budget, or constant (default preset: cosine; seed: plateau)")
+    warmup_epochs: float = setting(
+        0.0, flag="--warmup-epochs", type=float,
+        help="linear warmup epochs before cosine or constant (default preset: 5)")
+    min_val_per_class: float = setting(
+        0.0, flag="--min-val-per-class", type=float,
+        help="validation clips per class below which early stopping and plateau cuts are off "
+        "(default preset: 5; seed: 0)")
+    final_weights: str = setting(
+        "best", flag="--final-weights", choices=tuple(recipe.FINAL_WEIGHTS),
+        help="the evaluated and saved model: best by validation, last epoch, ema or swa "
+        "average (default preset: swa; seed: best)")
+    ema_momentum: float = setting(0.99, flag="--ema-momentum", type=float,
+                                  help="momentum of --final-weights ema (default 0.99)")
+    swa_fraction: float = setting(
+        0.25, flag="--swa-fraction", type=float,
+        help="share of the last epochs averaged by --final-weights swa (default 0.25)")
+    label_smoothing: float = setting(0.0, flag="--label-smoothing", type=float,
+                                     help="cross-entropy label smoothing (default 0)")
+    balance: str = setting(
+        "none", flag="--balance", choices=tuple(recipe.BALANCE),
+        help="class_weights: weight classes by n / (k * count) for unbalanced data "
+        "(default none)")
+    mixed_precision: str = setting(
+        "auto", flag="--mixed-precision", choices=PRECISIONS,
+        help="auto: bf16 on TPUs and GPUs that support it, off on CPU")
+    strategy: str = setting("auto", flag="--strategy", choices=STRATEGIES,
+                            help="tf.distribute strategy (default auto)")
+    devices: str | None = setting(
+        None, flag="--devices", metavar="DEVICES",
+        help="devices for mirrored / one_device, e.g. gpu:0,gpu:1 (default: all local GPUs)")
+    tpu: str | None = setting(
+        None, flag="--tpu", metavar="NAME|local",
+        help="TPU to use with --strategy tpu or auto: its name, or local on a TPU VM")
+    data_service: str | None = setting(
+        None, flag="--data-service", metavar="grpc://HOST:PORT",
+        help="run the training input pipeline on this tf.data service (see esc50tf "
+        "data-service)")
+    scale_lr: bool = setting(
+        False, flag="--scale-lr", action="store_const",
+        help="multiply the learning rate by the number of replicas (linear scaling rule)")
     jit_compile: bool = False
-    features_on: str = "device"
-    seed: int = 0
+    features_on: str = setting(
+        "device", flag="--features-on", choices=FEATURES_ON,
+        help="compute features in the model (device) or in tf.data (host)")
+    seed: int = setting(
+        0, flag="--seed", type=int,
+        help="random seed (splits, shuffling, augmentation, initialisation)")
     deterministic: bool = False
     export: bool = True
 
@@ -139,7 +201,7 @@ class TrainConfig(Config):
         checks = [
             (self.protocol in PROTOCOLS, "protocol", self.protocol, ", ".join(PROTOCOLS)),
             (self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, ", ".join(OPTIMIZERS)),
-            (self.features_on in FEATURES_ON, "features_on", self.features_on, "device, host"),
+            (self.features_on in FEATURES_ON, "features_on", self.features_on, ", ".join(FEATURES_ON)),
             (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
              self.batch_size, "an integer >= 1"),
@@ -147,8 +209,8 @@ class TrainConfig(Config):
             (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
             (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
             (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
-            (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",
-             self.optimizer, "adam or adamw with trunk_lr_scale < 1"),
+            (self.trunk_lr_scale == 1 or self.optimizer in TRUNK_LR_OPTIMIZERS, "optimizer",
+             self.optimizer, " or ".join(TRUNK_LR_OPTIMIZERS) + " with trunk_lr_scale < 1"),
             (isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
              "early_stopping_patience", self.early_stopping_patience, "an integer >= 0 (0: off)"),
             (self.schedule in recipe.SCHEDULES, "schedule", self.schedule,
@@ -225,6 +287,24 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             "vgg16", "resnet50", "densenet121"):
         merged["model"].setdefault("freeze_backbone", True)
     return RunConfig.from_dict(merged)
+
+
+def check_weights_flag(cfg):
+    """Refuses `--weights` for a model with no backbone or pretrained trunk to load them into.
+
+    Keras models that read `weights` take it; a scikit-learn model takes it only with
+    `classic_features="embeddings"` (the PANNs model whose embeddings it learns from).
+    """
+    from esc50tf.models import registry
+
+    spec = registry.get(cfg.model.name)
+    if "weights" in spec.settings and (spec.keras or cfg.model.classic_features == "embeddings"):
+        return
+    takers = [s.name for s in registry.specs() if s.keras and "weights" in s.settings]
+    raise Esc50Error(
+        f"--weights loads a backbone or a pretrained trunk, which {cfg.model.name} does not "
+        f"have; models that take it: {', '.join(takers)}, and the classic models with "
+        "--classic-features embeddings")
 
 
 def comparable(d):

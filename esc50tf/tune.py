@@ -29,8 +29,9 @@ where `null` takes the name out of the search (the preset's value is used).
 A flag such as `--lr` or `--n-mels` fixes the setting it names the same way.
 
 The KerasTuner project lives in OUT/search/: a search interrupted by Ctrl-C
-or a crash continues with `resume=True` (finished trials are kept, the
-interrupted one runs again with the same values), and a trial that raises
+or a crash continues when started again with the same settings, as a run of
+`esc50tf train` does (finished trials are kept, the interrupted one runs again
+with the same values; other settings are refused unless `overwrite`), and a trial that raises
 (out of memory, a bad combination of settings...) is recorded as failed while
 the search goes on, until `max_failures` trials in a row have failed.
 
@@ -55,10 +56,9 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from esc50tf import cleanup
-from esc50tf.augment import registry as augment_registry
-from esc50tf.config import Config
+from esc50tf.config import Config, search_params
 from esc50tf.errors import Esc50Error
-from esc50tf.frontend import KINDS, kinds_reading
+from esc50tf.run_config import RunConfig
 from esc50tf.io import atomic_path, read_json, write_json, write_text
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -102,6 +102,7 @@ class Param:
             applied) when the parent setting takes one of `values`. A model
             setting (section "model") has none here: the models it applies to
             come from the registry (`applies_to`).
+        note: str. A remark for the space's table (`describe_space`).
     """
 
     name: str
@@ -112,60 +113,19 @@ class Param:
     allowed: str
     default: dict | None
     when: tuple | None = None
+    note: str = ""
 
 
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _choice(values):
-    return {"type": "choice", "values": list(values)}
-
-
+# The model is chosen with --model; every other parameter is declared on its config field
+# (`esc50tf.config.setting(search=...)`), section by section in RunConfig's order.
 PARAMS = {p.name: p for p in [
-    # Parents first: conditions refer to them.
     Param("model", "model", "name", "str", lambda v: True, "a Keras model name", None),
-    Param("optimizer", "train", "optimizer", "str",
-          lambda v: v in ("adam", "adamw", "sgd", "adagrad"), "adam, adamw, sgd, adagrad",
-          _choice(["adam", "adamw", "sgd", "adagrad"])),
-    Param("features", "features", "kind", "str", lambda v: v in KINDS,
-          ", ".join(KINDS), _choice(KINDS)),
-    Param("lr", "train", "lr", "real", lambda v: v > 0, "a number > 0",
-          {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"}),
-    Param("weight_decay", "train", "weight_decay", "real", lambda v: v >= 0, "a number >= 0",
-          {"type": "float", "min": 1e-6, "max": 1e-2, "sampling": "log"},
-          when=("optimizer", ("adamw", "sgd"))),
-    Param("momentum", "train", "momentum", "real", lambda v: 0 <= v < 1, "a number in [0, 1)",
-          _choice([0.8, 0.9, 0.95]), when=("optimizer", ("sgd",))),
-    Param("batch_size", "train", "batch_size", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([16, 32, 64])),
-    Param("n_mels", "features", "n_mels", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([64, 128]), when=("features", kinds_reading("n_mels"))),
-    Param("n_mfcc", "features", "n_mfcc", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([20, 40]), when=("features", kinds_reading("n_mfcc"))),
-    Param("n_fft", "features", "n_fft", "int", lambda v: v >= 16, "an integer >= 16",
-          _choice([1024, 2048])),
-    Param("hop_length", "features", "hop_length", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([256, 512])),
-    *(Param(**p) for p in augment_registry.search_params()),  # esc50tf.augment.registry
-    Param("dropout", "model", "dropout", "real", lambda v: 0 <= v < 1, "a number in [0, 1)",
-          {"type": "float", "min": 0.1, "max": 0.5, "step": 0.1}),
-    Param("rnn_units", "model", "rnn_units", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([32, 64, 128])),
-    Param("attention_units", "model", "attention_units", "int", lambda v: v >= 1,
-          "an integer >= 1", _choice([32, 64, 128])),
-    Param("dense_units", "model", "dense_units", "int", lambda v: v >= 1, "an integer >= 1",
-          _choice([128, 256, 512])),
-    # Searched only when --weights names pretrained backbone weights.
-    Param("freeze_backbone", "model", "freeze_backbone", "bool", lambda v: True, "true or false",
-          {"type": "boolean"}),
-    # With PANNs --weights: the hybrid's trunk, pretrained CNN14 or DenseNet121 from scratch.
-    Param("backbone", "model", "backbone", "str", lambda v: v in ("densenet121", "cnn14", "cnn14_16k"),
-          "densenet121, cnn14, cnn14_16k", _choice(["densenet121", "cnn14"])),
-    # With --weights: how much slower the pretrained trunk learns than the new head.
-    Param("trunk_lr_scale", "train", "trunk_lr_scale", "real", lambda v: 0 < v <= 1,
-          "a number in (0, 1]", _choice([0.03, 0.1, 0.3, 1.0]),
-          when=("optimizer", ("adam", "adamw"))),
+    *(Param(**p) for section, cls in RunConfig.nested.items()
+      for p in search_params(cls, section)),
 ]}
 
 DEFAULT_SPACE = {name: p.default for name, p in PARAMS.items() if p.default is not None}
@@ -414,15 +374,10 @@ def describe_space(space, models):
         p = PARAMS[name]
         when = condition_of(name)
         notes = [f"when {when[0]} is {', '.join(when[1])}"] if when else []
-        notes += [_NOTES[name]] if name in _NOTES else []
+        notes += [p.note] if p.note else []
         notes = f" ({'; '.join(notes)})" if notes else ""
         rows.append(f"| {name} | {p.section}.{p.key} | {_entry_text(entry)}{notes} |")
     return "\n".join(rows)
-
-
-_NOTES = {"noise_snr": "SNR range in dB; off: no noise", "mixup_alpha": "0: no mixup",
-          "freeze_backbone": "only with --weights", "backbone": "only with PANNs --weights",
-          "trunk_lr_scale": "only with --weights; PANNs trunks"}
 
 
 def _entry_text(entry):
@@ -711,7 +666,7 @@ class _TrialRunner:
         if self.max_failures and failures >= self.max_failures:
             raise Esc50Error(f"{failures} trials in a row failed; the search stopped. Last error: "
                              f"{meta['error']} (see {self.out}/trials.md; fix the cause and "
-                             "continue with --resume)")
+                             "run the same command again to continue)")
 
 
 class _SearchMixin:
@@ -840,8 +795,8 @@ class TuneConfig(Config):
 _NOT_COMPARED = ("out", "max_trials", "final_epochs", "cv", "max_failures", "retrain")
 
 
-def _prepare_out(out, settings, resume, overwrite):
-    """Creates OUT, or checks that a search to resume there has the same settings."""
+def _prepare_out(out, settings, overwrite):
+    """Creates OUT, or checks that the search it holds has the same settings (it resumes)."""
     out = Path(out)
     saved = out / "tune.json"
     if out.exists() and not out.is_dir():
@@ -849,9 +804,6 @@ def _prepare_out(out, settings, resume, overwrite):
     if out.exists() and any(out.iterdir()):
         if overwrite:
             shutil.rmtree(out)
-        elif not resume:
-            raise Esc50Error(f"{out}: folder is not empty; pass --resume to continue the search "
-                             "in it, --overwrite to start again, or choose another --out")
         elif not saved.is_file():
             raise Esc50Error(f"{out}: not an esc50tf tune folder (no tune.json); "
                              "choose another --out or pass --overwrite")
@@ -863,7 +815,7 @@ def _prepare_out(out, settings, resume, overwrite):
             if diff:
                 raise Esc50Error(f"{out}: holds a search with other settings ({'; '.join(diff[:3])}"
                                  f"{'; ...' if len(diff) > 3 else ''}); resume it with the same "
-                                 "settings, or pass --overwrite")
+                                 "settings, choose another --out or pass --overwrite")
             write_json(saved, settings)
             return True
     out.mkdir(parents=True, exist_ok=True)
@@ -871,13 +823,14 @@ def _prepare_out(out, settings, resume, overwrite):
     return False
 
 
-def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
+def tune(config, overwrite=False, callbacks=(), verbose=1):
     """Runs the search, writes its results and retrains the best settings.
 
     Args:
         config: TuneConfig.
-        resume: bool. Continue the search in an existing OUT.
-        overwrite: bool. Delete an existing OUT first.
+        overwrite: bool. Delete an existing OUT first; without it, an OUT holding
+            a search with the same settings continues it (one with other settings
+            is refused), as `esc50tf.train.train` does with a run folder.
         callbacks: extra Keras callbacks for every trial's fit (deep-copied
             by KerasTuner).
         verbose: int. Keras fit verbosity.
@@ -938,7 +891,7 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
                                       "test_fold": test_fold, "space": space}))
     created = cleanup.make_dirs(out)
     try:
-        resumed = _prepare_out(out, settings, resume, overwrite)
+        resumed = _prepare_out(out, settings, overwrite)
     except BaseException:
         cleanup.remove_created(created)
         raise
@@ -947,7 +900,7 @@ def tune(config, resume=False, overwrite=False, callbacks=(), verbose=1):
                                    search_space, split, sizes, test_fold, verbose, callbacks)
     except BaseException:
         if not resumed and not _ended_trials(out):
-            # Nothing a --resume would use: leave no folder that blocks the next command.
+            # Nothing a resume would use: leave no folder that blocks the next command.
             cleanup.discard(out, created)
         raise
 

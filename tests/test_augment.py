@@ -554,27 +554,31 @@ def test_every_config_field_is_claimed_by_exactly_one_augmentation():
         registry.get("cutmix")
 
 
-def test_registry_flags_and_search_params_name_their_own_fields():
+def test_every_flagged_or_searched_field_is_read_by_an_augmentation():
+    import dataclasses
+
     from esc50tf.augment import registry
+    from esc50tf.config import about
 
-    for entry in registry.AUGMENTATIONS:
-        for flag in entry.flags:
-            assert flag.key in entry.fields, (entry.name, flag.flag)
-        for param in entry.search:
-            assert param.key in entry.fields, (entry.name, param.name)
+    read = {f for entry in registry.AUGMENTATIONS for f in entry.fields}
+    for field in dataclasses.fields(augment.AugmentConfig):
+        s = about(field)
+        if s.flag or s.search:
+            assert field.name in read, field.name
 
 
-def test_every_registry_flag_sets_its_field_through_the_parser():
+def test_every_augment_flag_sets_its_field_through_the_parser():
     from esc50tf import cli
-    from esc50tf.augment import registry
+    from esc50tf.cli import options
+    from esc50tf.config import cli_options
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices
-    flags = [f for entry in registry.AUGMENTATIONS for f in entry.flags]
-    assert [opt[0] for opt in cli.AUGMENT_OPTIONS] == [f.flag for f in flags]
+    flags = [o[0] for o in cli_options(augment.AugmentConfig, "augment")]
+    assert [opt[0] for opt in options.AUGMENT_OPTIONS] == flags
     for command in ("train", "tune", "study"):
         known = {s for a in sub[command]._actions for s in a.option_strings}
-        assert {f.flag for f in flags} <= known, command
+        assert set(flags) <= known, command
     # Each flag lands on its AugmentConfig field with the config's value type.
     argv = ["--crop-seconds", "0.5", "--test-crops", "3", "--time-shift", "0.2",
             "--gain-db=-3,3", "--noise-snr", "10,30", "--study-noise", "0.05",
@@ -582,18 +586,18 @@ def test_every_registry_flag_sets_its_field_through_the_parser():
             "--num-time-masks", "3", "--image-rotation", "5", "--mix", "bc",
             "--mixup-alpha", "0.4"]
     args = sub["train"].parse_args(["--model", "cnn_small", *argv])
-    over = cli._overrides(args, cli.AUGMENT_OPTIONS)["augment"]
-    assert {f.key for f in flags} == set(over)
+    over = options.overrides(args, options.AUGMENT_OPTIONS)["augment"]
+    assert {o[2] for o in options.AUGMENT_OPTIONS} == set(over)
     config = augment.AugmentConfig.from_dict(over)
     assert config.gain_db == (-3.0, 3.0) and config.noise_snr_db == (10.0, 30.0)
     assert (config.test_crops, config.num_time_masks, config.mix) == (3, 3, "bc")
 
 
-def test_tune_space_takes_the_registry_search_params():
+def test_tune_space_takes_the_augment_fields_search_params():
     from esc50tf import tune
-    from esc50tf.augment import registry
+    from esc50tf.config import search_params
 
-    params = registry.search_params()
+    params = search_params(augment.AugmentConfig, "augment")
     assert [p["name"] for p in params] == [
         "time_shift", "noise_snr", "freq_mask", "time_mask", "mixup_alpha"]
     for p in params:
@@ -648,7 +652,8 @@ def test_config_and_registry_import_without_keras():
         "from esc50tf.augment import AugmentConfig, registry\n"
         "from esc50tf.augment.config import AugmentConfig as C\n"
         "AugmentConfig.from_dict(presets.STUDY_AUGMENT)\n"
-        "registry.cli_options({'pair': str, 'positive_int': int}); registry.search_params()\n"
+        "from esc50tf.config import cli_options, search_params\n"
+        "cli_options(C, 'augment'); search_params(C, 'augment'); registry.names()\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

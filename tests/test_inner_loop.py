@@ -5,8 +5,9 @@ imports (at module level, in its fixtures and helpers, and in its tests that are
 not marked slow) or runs with `python -m`, and everything those modules import
 in turn when they load (their module-level imports). Three ways of loading a
 module by name are followed too: a package's lazy names (`_LAZY`, PEP 562),
-the model registry's family modules (`FAMILIES`), and the command modules that
-`esc50tf.cli.main(["COMMAND", ...])` imports. A test file whose tests are all
+the model registry's family modules (`FAMILIES`), and the modules that
+`esc50tf.cli.main(["COMMAND", ...])` imports to run the command (its group
+module's `Command` entry names its `run`). A test file whose tests are all
 slow counts for nothing.
 """
 
@@ -59,16 +60,29 @@ def _function_imports(tree, name, mods, package):
 
 
 def _command_modules(mods):
-    """{command: esc50tf modules `cli.main([command, ...])` imports to run it}."""
-    tree = ast.parse(mods["esc50tf.cli"].read_text())
-    common = _function_imports(tree, "main", mods, "esc50tf")
+    """{command: esc50tf modules `cli.main([command, ...])` imports to run it}.
+
+    Each group module of `esc50tf.cli` lists its commands as `Command(name, add, run, ...)`;
+    a command without `run` (its subcommands set handlers) counts every function of its module.
+    """
+    init = ast.parse(mods["esc50tf.cli"].read_text())
+    common = (_function_imports(init, "main", mods, "esc50tf")
+              | _function_imports(init, "commands", mods, "esc50tf"))
     commands = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_subparser" \
-                and len(node.args) >= 4:
-            handler = node.args[3].id
-            commands[node.args[1].value] = common | _function_imports(tree, handler, mods,
-                                                                       "esc50tf")
+    for mod, path in mods.items():
+        if not mod.startswith("esc50tf.cli."):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Command" \
+                    and len(node.args) >= 3:
+                run = node.args[2]
+                handlers = ([run.id] if isinstance(run, ast.Name) else
+                            [n.name for n in tree.body if isinstance(n, ast.FunctionDef)])
+                found = common | {mod}
+                for handler in handlers:
+                    found |= _function_imports(tree, handler, mods, "esc50tf")
+                commands[node.args[0].value] = found
     return commands
 
 

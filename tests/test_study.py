@@ -10,7 +10,7 @@ from esc50tf.cli import main
 
 # One epoch, a tiny front end, one test fold, no SavedModel export: seconds per run.
 SMALL = ["--protocol", "test-fold", "1", "--epochs", "1", "--batch-size", "8", "--n-fft", "256",
-         "--hop-length", "64", "--n-mels", "32", "--no-export", "--quiet"]
+         "--hop-length", "64", "--n-mels", "32", "--no-export", "--quiet", "--preset", "seed"]
 OUTPUTS = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv", "per_class.png",
            "failures.json", "study.json")
 

@@ -182,10 +182,9 @@ def test_resume_after_interrupt_skips_finished_trials(tiny_tfrecords, tmp_path):
                       callbacks=[Interrupt()], verbose=0)
     before = {r["trial"]: r for r in _rows(out)}
     assert [before[t]["status"] for t in ("0", "1")] == ["completed", "interrupted"]
-    with pytest.raises(Esc50Error, match="--resume"):
-        tune_mod.tune(_config(tiny_tfrecords, out, max_trials=3, overrides=over), verbose=0)
+    # Started again with the same settings, the search resumes by itself (as train does).
     summary = tune_mod.tune(_config(tiny_tfrecords, out, max_trials=3, overrides=over),
-                            resume=True, callbacks=[Count()], verbose=0)
+                            callbacks=[Count()], verbose=0)
     assert len(Count.fits) == 2  # the interrupted trial again, and one new trial
     after = {r["trial"]: r for r in _rows(out)}
     assert sorted(after) == ["0", "1", "2"]
@@ -322,15 +321,17 @@ def test_bad_model_is_a_clear_error(model, message, tiny_tfrecords, tmp_path, ca
     assert code == 1 and message in capsys.readouterr().err
 
 
-def test_existing_search_needs_resume_with_the_same_settings(searched, tiny_tfrecords, capsys):
+def test_existing_search_with_other_settings_needs_overwrite(searched, tiny_tfrecords, capsys):
     out, _ = searched
     argv = ["tune", "--model", "gru", "--data", str(tiny_tfrecords), "--out", str(out),
             "--test-fold", str(TEST_FOLD), *SMALL_FLAGS]
-    assert main(argv + ["--epochs", "1"]) == 1
-    assert "pass --resume" in capsys.readouterr().err
-    assert main(argv + ["--epochs", "3", "--resume"]) == 1
-    err = capsys.readouterr().err
-    assert "holds a search with other settings" in err and "epochs 1 -> 3" in err
+    before = sorted(p.name for p in out.rglob("*"))
+    for extra in ([], ["--resume"]):  # --resume, no longer needed, is still accepted
+        assert main(argv + ["--epochs", "3", *extra]) == 1
+        err = capsys.readouterr().err
+        assert "holds a search with other settings" in err and "epochs 1 -> 3" in err
+        assert "--overwrite" in err
+    assert sorted(p.name for p in out.rglob("*")) == before  # nothing touched
 
 
 def test_split_holds_out_a_ratio_split_instead_of_a_fold(tiny_tfrecords, tmp_path, monkeypatch):

@@ -34,9 +34,9 @@ Modules:
   `RandomGain`;
 - `spectrogram`: `SpecAugment`, `StudyImageAugment`;
 - `mixing`: `mixup`, `between_class_mix`, `BatchMixer`;
-- `config`: `AugmentConfig` (Keras-free; the study's settings are in `esc50tf.presets`);
-- `registry`: every augmentation described once (fields, stage, builder,
-  CLI flags, tune parameters; Keras-free);
+- `config`: `AugmentConfig` (Keras-free; each field declares its CLI flag and tune
+  parameter; the study's settings are in `esc50tf.presets`);
+- `registry`: every augmentation described once (fields, stage, builder; Keras-free);
 - `builders`: `build_waveform_augmenter`, `build_spectrogram_augmenter`,
   `build_batch_mixer`, which read the registry.
 

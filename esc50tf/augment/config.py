@@ -2,8 +2,8 @@
 
 Keras-free on purpose (like `esc50tf.config`): a run's `config.json` is read,
 resolved and compared without importing TensorFlow or Keras. Which
-augmentation reads which field, and the CLI flags and search parameters that
-set them, are listed in `esc50tf.augment.registry`.
+augmentation reads which field is listed in `esc50tf.augment.registry`; each
+field declares its own CLI flag and tune search parameter (`esc50tf.config.setting`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 
 from esc50tf.augment.checks import is_number_in, range_text
-from esc50tf.config import Config, field_names
+from esc50tf.config import Config, choice, field_names, setting
 from esc50tf.errors import Esc50Error
 
 __all__ = ["MIX_CHOICES", "AugmentConfig"]
 
 MIX_CHOICES = ("none", "mixup", "bc")
+
+
+def _not_negative(value):
+    return value >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,23 +57,52 @@ class AugmentConfig(Config):
     (10, 30)
     """
 
-    crop_seconds: float = 0.0
-    test_crops: int = 1
-    time_shift_seconds: float = 0.0
-    gain_db: tuple[float, float] | None = None
-    noise_snr_db: tuple[float, float] | None = None
-    study_noise_factor: float = 0.0
-    freq_mask_param: int = 0
-    time_mask_param: int = 0
-    num_freq_masks: int = 2
-    num_time_masks: int = 2
+    crop_seconds: float = setting(0.0, flag="--crop-seconds", type=float,
+                                  help="train on random crops of this length")
+    test_crops: int = setting(
+        1, flag="--test-crops", type="positive_int",
+        help="with --crop-seconds: evaluate and predict on this many evenly spaced crops, "
+        "averaged (default preset: 5)")
+    time_shift_seconds: float = setting(
+        0.0, flag="--time-shift", type=float,
+        help="random circular shift up to this many seconds (the study: 0.1)",
+        search={"type": "float", "min": 0.0, "max": 0.5, "step": 0.1}, search_name="time_shift",
+        check=lambda v: v >= 0, allowed="a number >= 0 (seconds)")
+    gain_db: tuple[float, float] | None = setting(None, flag="--gain-db", type="pair",
+                                                  metavar="MIN,MAX", help="random gain in dB")
+    noise_snr_db: tuple[float, float] | None = setting(
+        None, flag="--noise-snr", type="pair", metavar="MIN,MAX",
+        help="additive noise at a random SNR in dB", search=choice(["off", "10,30", "20,40"]),
+        search_name="noise_snr", search_kind="snr", note="SNR range in dB; off: no noise",
+        check=lambda v: True,
+        allowed='"off" or a range "lo,hi" in dB within [-30, 100]')
+    study_noise_factor: float = setting(0.0, flag="--study-noise", type=float,
+                                        help="the study's fixed noise factor (0.05)")
+    freq_mask_param: int = setting(0, flag="--freq-mask", type=int,
+                                   help="SpecAugment frequency-mask width F (bins)",
+                                   search=choice([0, 8, 16, 24]), search_name="freq_mask",
+                                   check=_not_negative, allowed="an integer >= 0")
+    time_mask_param: int = setting(0, flag="--time-mask", type=int,
+                                   help="SpecAugment time-mask width T (frames)",
+                                   search=choice([0, 20, 40]), search_name="time_mask",
+                                   check=_not_negative, allowed="an integer >= 0")
+    num_freq_masks: int = setting(2, flag="--num-freq-masks", type=int,
+                                  help="frequency masks per clip (default 2)")
+    num_time_masks: int = setting(2, flag="--num-time-masks", type=int,
+                                  help="time masks per clip (default 2)")
     mask_value: str | float = "mean"
-    image_rotation_degrees: float = 0.0
+    image_rotation_degrees: float = setting(
+        0.0, flag="--image-rotation", type=float,
+        help="the study's image augmentation: max rotation in degrees")
     image_flip_horizontal: bool = False
     image_flip_vertical: bool = False
     image_noise_stddev: float = 0.0
-    mix: str = "none"
-    mixup_alpha: float = 0.2
+    mix: str = setting("none", flag="--mix", choices=MIX_CHOICES,
+                       help="batch mixing: mixup or between-class (soft labels)")
+    mixup_alpha: float = setting(0.2, flag="--mixup-alpha", type=float,
+                                 help="mixup Beta(alpha, alpha) (default 0.2)",
+                                 search=choice([0.0, 0.2, 0.4]), check=_not_negative,
+                                 allowed="a number >= 0 (0 switches mixup off)", note="0: no mixup")
 
     def __post_init__(self):
         for name in ("gain_db", "noise_snr_db"):

@@ -37,7 +37,7 @@ import numpy as np
 
 from esc50tf import __version__
 from esc50tf import cleanup
-from esc50tf.config import Config
+from esc50tf.config import Config, setting
 from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
@@ -83,10 +83,16 @@ class BuildConfig(Config):
     `from_dict()` accepts it back.
     """
 
-    sample_rate: int = 44100
-    clip_seconds: float = 5.0
-    shards_per_fold: int = 4
-    compression: str = "none"
+    sample_rate: int = setting(
+        44100, flag="--sample-rate", type="positive_int",
+        help="resample every clip to this rate in Hz (default: %(default)s, ESC-50's own)")
+    clip_seconds: float = setting(
+        5.0, flag="--clip-seconds", type="positive_float",
+        help="fixed clip length; pad with zeros or crop (default: %(default)s)")
+    shards_per_fold: int = setting(4, flag="--shards-per-fold", type="positive_int",
+                                   help="shard files per fold (default: %(default)s)")
+    compression: str = setting("none", flag="--compression", choices=tuple(COMPRESSIONS),
+                               help="TFRecord compression (default: %(default)s)")
 
     @property
     def num_samples(self):

@@ -26,7 +26,7 @@ import math
 import numbers
 from typing import Callable
 
-from esc50tf.config import Config
+from esc50tf.config import Config, choice, setting
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend.filters import num_frames
 
@@ -139,6 +139,10 @@ def kinds_reading(field):
 # Argument checking, shared by the layers (ValueError) and FeatureConfig
 # (Esc50Error)
 # --------------------------------------------------------------------------
+
+
+def _positive(v):
+    return v >= 1
 
 
 def is_int(v):
@@ -263,26 +267,47 @@ class FeatureConfig(Config):
         deltas: int. 0, 1 or 2. Defaults to 0.
     """
 
-    kind: str = "mel"
+    kind: str = setting(
+        "mel", flag="--features", choices=KINDS, search=choice(KINDS), search_name="features",
+        help="front end: " + "; ".join(f"{k}: {s.description}" for k, s in FRONTENDS.items()))
     sample_rate: int = 44100
-    n_fft: int = 2048
-    hop_length: int = 512
-    win_length: int | None = None
-    window: str = "hann"
+    n_fft: int = setting(2048, flag="--n-fft", type="positive_int", help="FFT size (default 2048)",
+                         search=choice([1024, 2048]), check=lambda v: v >= 16,
+                         allowed="an integer >= 16")
+    hop_length: int = setting(512, flag="--hop-length", type="positive_int",
+                              help="hop in samples (default 512)", search=choice([256, 512]),
+                              check=_positive, allowed="an integer >= 1")
+    win_length: int | None = setting(None, flag="--win-length", type="positive_int",
+                                     help="window length (default n_fft)")
+    window: str = setting("hann", flag="--window", choices=WINDOWS, help="window (default hann)")
     center: bool = True
     pad_mode: str = "constant"
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
-    mel_scale: str = "slaney"
-    norm: str | None = "slaney"
-    power: float = 2.0
-    log: str | None = "db"
-    top_db: float | None = None
+    n_mels: int = setting(128, flag="--n-mels", type="positive_int", help="Mel bands (default 128)",
+                          search=choice([64, 128]), check=_positive, allowed="an integer >= 1",
+                          when=("features", kinds_reading("n_mels")))
+    fmin: float = setting(0.0, flag="--fmin", type=float,
+                          help="lowest Mel frequency in Hz (default 0)")
+    fmax: float | None = setting(None, flag="--fmax", type="optional_float",
+                                 help="highest Mel frequency in Hz (default sample_rate/2)")
+    mel_scale: str = setting("slaney", flag="--mel-scale", choices=MEL_SCALES,
+                             help="Mel scale (default slaney, as librosa)")
+    norm: str | None = setting("slaney", flag="--norm", choices=NORMS,
+                               help="filter-bank normalisation (default slaney)")
+    power: float = setting(2.0, flag="--power", type=float, choices=POWERS,
+                           help="1 magnitude, 2 power (default 2)")
+    log: str | None = setting("db", flag="--log", choices=LOGS,
+                              help="log scaling (default db: 10 log10(max(S, 1e-10)))")
+    top_db: float | None = setting(
+        None, flag="--top-db", type=float,
+        help="clip at this many dB below each clip's peak (default: no clipping)")
     ref: float | str = 1.0
     log_offset: float = 1e-6
-    n_mfcc: int = 20
-    deltas: int = 0
+    n_mfcc: int = setting(20, flag="--n-mfcc", type="positive_int",
+                          help="MFCC coefficients (default 20)", search=choice([20, 40]),
+                          check=_positive, allowed="an integer >= 1",
+                          when=("features", kinds_reading("n_mfcc")))
+    deltas: int = setting(0, flag="--deltas", type=int, choices=DELTAS,
+                          help="MFCC delta orders appended (default 0)")
 
     def __post_init__(self):
         check_args(dataclasses.asdict(self), Esc50Error, "FeatureConfig")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from esc50tf.config import Config
+from esc50tf.config import Config, choice, setting
 
 NORMALIZATIONS = ("frequency", "instance", "batch", "none")
 CLASSIC_FEATURES = ("stats", "image", "embeddings")
 HYBRID_BACKBONES = ("densenet121", "cnn14", "cnn14_16k")
+IMAGE_CHANNELS = (1, 3)
+
+
+def _positive(value):
+    return value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,22 +56,53 @@ class ModelConfig(Config):
     label = "model"
 
     name: str = "hybrid"
-    dropout: float | None = None
-    dense_units: int | None = None
-    rnn_units: int = 64
-    attention_units: int = 64
+    dropout: float | None = setting(
+        None, flag="--dropout", type=float, help="dropout of the dense head",
+        search={"type": "float", "min": 0.1, "max": 0.5, "step": 0.1},
+        check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)")
+    dense_units: int | None = setting(
+        None, flag="--dense-units", type="positive_int", help="width of the dense head",
+        search=choice([128, 256, 512]), check=_positive, allowed="an integer >= 1")
+    rnn_units: int = setting(64, flag="--rnn-units", type="positive_int",
+                             help="recurrent units per direction (default 64)",
+                             search=choice([32, 64, 128]), check=_positive,
+                             allowed="an integer >= 1")
+    attention_units: int = setting(64, flag="--attention-units", type="positive_int",
+                                   help="attention size of the hybrid (default 64)",
+                                   search=choice([32, 64, 128]), check=_positive,
+                                   allowed="an integer >= 1")
     l2: float | None = None
-    weights: str | None = None
-    freeze_backbone: bool = False
-    backbone: str | None = None
-    image_size: int | None = None
-    image_channels: int | None = None
-    normalization: str = "frequency"
-    classic_features: str = "stats"
+    weights: str | None = setting(
+        None, flag="--weights", metavar="NAME|FILE",
+        help="pretrained weights: for cnn14*, hybrid --backbone cnn14 and --classic-features "
+        "embeddings a PANNs checkpoint name (esc50tf pretrained list) or converted file; for "
+        "keras.applications backbones a local weights file (e.g. ImageNet notop .h5)")
+    # Searched only when --weights names pretrained backbone weights.
+    freeze_backbone: bool = setting(False, search={"type": "boolean"}, note="only with --weights")
+    # With PANNs --weights: the hybrid's trunk, pretrained CNN14 or DenseNet121 from scratch.
+    backbone: str | None = setting(
+        None, flag="--backbone", choices=HYBRID_BACKBONES,
+        help="hybrid trunk (default densenet121; cnn14: the PANNs conv blocks, pretrained "
+        "with --weights)", search=choice(["densenet121", "cnn14"]),
+        note="only with PANNs --weights")
+    image_size: int | None = setting(
+        None, flag="--image-size", type="positive_int",
+        help="resize the spectrogram to a square image (the study: 224)")
+    image_channels: int | None = setting(
+        None, flag="--image-channels", type=int, choices=IMAGE_CHANNELS,
+        help="image channels (default 3 with --weights, else 1)")
+    normalization: str = setting(
+        "frequency", flag="--normalization", choices=NORMALIZATIONS,
+        help="feature normalisation (default: per-frequency stats from the training folds)")
+    classic_features: str = setting(
+        "stats", flag="--classic-features", choices=CLASSIC_FEATURES,
+        help="knn/svm/random_forest/logreg input: band statistics, the study's image, or "
+        "PANNs embeddings of --weights (a linear probe)")
     knn_neighbors: int = 5
     svm_c: float = 1.0
     n_trees: int = 100
-    logreg_c: float = 1.0
+    logreg_c: float = setting(1.0, flag="--logreg-c", type="positive_float",
+                              help="inverse L2 strength of logreg (default 1)")
 
     def __post_init__(self):
         self.check(self.dropout is None or 0 <= self.dropout < 1, "dropout", self.dropout,
@@ -79,8 +115,9 @@ class ModelConfig(Config):
         self.check(self.image_size is None or (isinstance(self.image_size, int)
                                                and self.image_size >= 32),
                    "image_size", self.image_size, "an integer >= 32 or None")
-        self.check(self.image_channels in (None, 1, 3), "image_channels", self.image_channels,
-                   "1, 3 or None")
+        self.check(self.image_channels is None or self.image_channels in IMAGE_CHANNELS,
+                   "image_channels", self.image_channels,
+                   ", ".join(map(str, IMAGE_CHANNELS)) + " or None")
         self.check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
                    ", ".join(NORMALIZATIONS))
         self.check(self.classic_features in CLASSIC_FEATURES, "classic_features",

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 
+from esc50tf.cli.command import Command
+from esc50tf.cli.options import add_quiet
 
-def add_parser(sub):
-    """Adds the `pretrained` command and its three subcommands to `sub`."""
-    p = sub.add_parser(
-        "pretrained",
-        help="list, download or convert AudioSet-pretrained PANNs weights",
-        description="AudioSet-pretrained PANNs checkpoints (Kong et al. 2020, Zenodo record "
-        "3987831): list them, download one into the cache (converted to Keras weights), or "
-        "convert a .pth you already have. Reading a checkpoint needs no PyTorch, and a "
-        "checkpoint whose pickle asks for anything but tensors is refused.",
-    )
+
+def _add_pretrained(p):
+    """list, download or convert AudioSet-pretrained PANNs weights
+
+    AudioSet-pretrained PANNs checkpoints (Kong et al. 2020, Zenodo record 3987831): list
+    them, download one into the cache (converted to Keras weights), or convert a .pth you
+    already have. Reading a checkpoint needs no PyTorch, and a checkpoint whose pickle asks
+    for anything but tensors is refused.
+    """
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
 
@@ -38,6 +39,7 @@ def add_parser(sub):
     dl.add_argument("--keep-checkpoint", action="store_true",
                     help="keep the downloaded .pth in CACHE/downloads")
     dl.add_argument("--overwrite", action="store_true", help="convert again if already cached")
+    add_quiet(dl)
     dl.set_defaults(handler=_run_download)
 
     cv = actions.add_parser(
@@ -96,7 +98,8 @@ def _run_download(args):
 
     path, meta = store.download(args.name, build=panns.build_reference, url=args.url,
                                 cache_dir=args.cache_dir, overwrite=args.overwrite,
-                                keep_checkpoint=args.keep_checkpoint)
+                                keep_checkpoint=args.keep_checkpoint,
+                                progress=not args.quiet)
     print(path)
     return 0
 
@@ -109,3 +112,8 @@ def _run_convert(args):
                                           build=panns.build_reference, overwrite=args.overwrite)
     print(path)
     return 0
+
+
+# Downloading and converting build the PANNs model in Keras.
+COMMANDS = (Command("pretrained", _add_pretrained, None,
+                    tensorflow=lambda args: args.action != "list"),)
