@@ -17,6 +17,7 @@ import sys
 from esc50tf import __version__, recipe
 from esc50tf.augment import registry as augment_registry
 from esc50tf.errors import Esc50Error
+from esc50tf.io import dumps_json
 from esc50tf.frontend import FRONTENDS, KINDS
 from esc50tf.pretrained import cli as pretrained_cli
 
@@ -571,7 +572,7 @@ def _run_evaluate(args):
     report = evaluate_run(args.run, args.data, log=lambda m: print(m, file=sys.stderr))
     print(f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% +- "
           f"{100 * report['accuracy_std']:.1f}, macro F1 {report['macro_f1']:.3f} "
-          f"({args.run}/report.md)")
+          f"({report['report_dir']}/report.md)")
     return 0
 
 
@@ -625,7 +626,7 @@ def _run_predict(args):
     predictor = load_predictor(args.model, args.sample_rate)
     results, errors = predict_files(predictor, args.files, args.top_k)
     if args.json:
-        print(json.dumps({"results": results,
+        print(dumps_json({"results": results,
                           "errors": [{"file": f, "error": e} for f, e in errors]}, indent=2))
     else:
         for r in results:
@@ -677,7 +678,7 @@ def _run_export(args):
                        calibration_clips=args.calibration_clips, parity=not args.skip_parity,
                        overwrite=args.overwrite, seed=args.seed)
     card = export_run(args.run, cfg)
-    print(json.dumps({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
+    print(dumps_json({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
                       "parity": card["parity"]}, indent=2))
     return 0
 

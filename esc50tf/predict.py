@@ -176,6 +176,11 @@ def predict_files(predictor, paths, top_k=5):
             errors.append((str(p), str(err)))
             continue
         probs = predictor.predict_waveform(waveform)
+        if not np.isfinite(probs).all():
+            errors.append((str(p), f"{p}: the model's outputs for this file are not finite "
+                                   "(NaN or infinity); no prediction (are its samples far "
+                                   "outside [-1, 1]?)"))
+            continue
         order = np.argsort(-probs)[:k]
         results.append({
             "file": str(p),

@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 
 from esc50tf import recipe
@@ -143,8 +144,11 @@ class TrainConfig(Config):
             (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
              self.batch_size, "an integer >= 1"),
-            (self.lr > 0, "lr", self.lr, "a number > 0"),
-            (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+             self.weight_decay, "a finite number >= 0"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed", self.seed,
+             "an integer in 0..2147483647"),
             (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
             (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
             (self.trunk_lr_scale == 1 or self.optimizer in ("adam", "adamw"), "optimizer",

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from esc50tf.config import Config
 from esc50tf.data import pipeline
@@ -136,6 +137,16 @@ class DatasetOptions(Config):
                    self.num_workers, "an integer >= 1")
 
 
+def _manifest_identity(path):
+    if tfr.is_remote(path):
+        return None
+    try:
+        st = os.stat(tfr.join_path(path, tfr.MANIFEST))
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class TFRecordFolder:
     """An opened TFRecord folder made by `build_tfrecords` (a local path or a URI).
 
@@ -161,9 +172,23 @@ class TFRecordFolder:
 
     def __init__(self, path):
         self.path = path
+        self._identity = _manifest_identity(path)
         self.manifest = tfr.read_manifest(path)
         tfr.verify_shards(path, self.manifest)
         self.index = load_index(path)
+
+    def check_unchanged(self):
+        """Raises Esc50Error when the folder was rebuilt or removed since it was opened.
+
+        `build-tfrecords --overwrite` replaces `manifest.json` (a new file), so
+        its inode, size and modification time identify one build. Costs one
+        `stat`; URIs are not checked.
+        """
+        if self._identity is not None and _manifest_identity(self.path) != self._identity:
+            raise Esc50Error(
+                f"{self.path}: the TFRecord folder was replaced or removed while this command "
+                "was reading it (its manifest.json changed); stopped, as its clips are no "
+                "longer the ones this command started with. Rerun on the new build")
 
     def __repr__(self):
         return f"TFRecordFolder({str(self.path)!r})"

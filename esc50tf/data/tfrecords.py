@@ -42,6 +42,7 @@ from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
+from esc50tf.lock import folder_lock
 
 MANIFEST = "manifest.json"
 CLIPS_CSV = "clips.csv"
@@ -462,8 +463,16 @@ def build_tfrecords(
     workers = int(workers or os.cpu_count() or 1)
     if workers < 1:
         raise Esc50Error(f"workers must be >= 1, got {workers}")
+    with folder_lock(out_dir, "build-tfrecords"):
+        return _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite,
+                             progress, log, strict)
 
+
+def _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite, progress, log,
+                  strict):
     meta = meta_lib.load_metadata(data_dir, check_files=not skip_bad)
+    # More processes than CPUs or clips only add start-up time and memory.
+    workers = max(1, min(workers, os.cpu_count() or 1, len(meta)))
     fingerprint = inputs_fingerprint(meta, data_dir)
     existing = _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite)
     if existing is not None:
@@ -488,9 +497,11 @@ def build_tfrecords(
             )
 
     created = cleanup.make_dirs(out_dir)
+    # This process holds the folder's lock, so every staging folder in it was left by
+    # a process that died (kill -9, power loss) and can go.
+    for stale in out_dir.glob(".esc50tf-staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = out_dir / f".esc50tf-staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
     staging.mkdir()
     try:
         import tensorflow  # noqa: F401  (imported before timing the build)

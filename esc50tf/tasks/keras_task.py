@@ -91,6 +91,40 @@ def interrupt_check():
     return keras.callbacks.LambdaCallback(on_train_batch_end=check, on_test_batch_end=check)
 
 
+def nonfinite_loss_message(loss, epoch, batch, t):
+    """Says where the loss stopped being finite and which setting most likely did it."""
+    if t.lr >= 0.01:
+        cause = f"the learning rate --lr {t.lr:g} is the likely cause: lower it (e.g. 1e-3)"
+    elif t.mixed_precision == "fp16":
+        cause = "--mixed-precision fp16 may overflow: try off or bf16, or lower --lr"
+    else:
+        cause = (f"lower --lr (now {t.lr:g}), and check the clips with "
+                 "`esc50tf inspect --verify`")
+    return (f"training loss became {loss} at epoch {epoch + 1}, batch {batch + 1}; "
+            f"stopped (a model trained past this point is meaningless). {cause}")
+
+
+def run_guard(t, folder=None):
+    """A callback that stops a fit with Esc50Error at the first non-finite training loss,
+    and when `folder` (a TFRecordFolder) was rebuilt under it (`check_unchanged`)."""
+    import keras
+
+    state = {"epoch": 0}
+
+    def on_epoch_begin(epoch, logs=None):
+        state["epoch"] = epoch
+
+    def on_batch_end(batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise Esc50Error(nonfinite_loss_message(float(loss), state["epoch"], batch, t))
+        if folder is not None:
+            folder.check_unchanged()
+
+    return keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin,
+                                          on_train_batch_end=on_batch_end)
+
+
 class KerasTask(Task):
     """Trains a registered Keras model (`ModelSpec.task == "keras"`).
 
@@ -324,7 +358,7 @@ class KerasTask(Task):
 
         from esc50tf import distribute
         from esc50tf import frontend as feat
-        from esc50tf.models.build import test_crops
+        from esc50tf.models.build import check_finite_outputs, test_crops
         from esc50tf.report import fold_metrics
 
         t = cfg.train
@@ -392,7 +426,7 @@ class KerasTask(Task):
         averaging = recipe.averaging_callbacks(
             t, split_dir / "swa_state.npz",
             lambda: self.stats_inputs(cfg, split.train, folder, global_batch, host_featurize))
-        extra = list(callbacks)
+        extra = [run_guard(t, folder), *callbacks]
         if epoch_end is not None:
             extra.append(keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs=None: epoch_end()))
@@ -411,9 +445,11 @@ class KerasTask(Task):
         fit_seconds = time.perf_counter() - fit_start
         epochs_this_session = len(history.history.get("loss", []))
         history_rows = history_length(split_dir / "history.csv")
+        folder.check_unchanged()
         test_ds = self.test_inputs(cfg, split.test, folder, global_batch)
         _log(f"{split.name}: predicting {sizes['test']} test clips")
         y_true, y_prob, names = self.predict(model, test_ds, verbose=verbose)
+        check_finite_outputs(y_prob, f"{split.name}: the trained model")
         model.save(split_dir / "model.keras")
         if t.export:
             export_model(model, split_dir / "saved_model")
