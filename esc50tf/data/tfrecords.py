@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -203,40 +204,61 @@ def _ignore_interrupts():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decoded_stream(jobs, workers):
+def _decoded_stream(jobs, workers, decode=None):
     """Yields decode results in job order, using a spawn-based process pool.
 
-    However the stream ends (exhausted, closed early, an error, Ctrl-C), the
-    worker processes are gone when it returns.
+    At most a few results per worker are in flight, and the pool's own thread
+    keeps reading the workers' results while it shuts down, so however the
+    stream ends (exhausted, closed early, an error, Ctrl-C) nothing blocks on a
+    full result pipe: queued jobs are cancelled, running ones finish (one clip
+    each), and the worker processes are gone when it returns.
+
+    Args:
+        jobs: list of job tuples for `decode`.
+        workers: int. Processes (1, or fewer than 4 jobs: decode in this process).
+        decode: picklable callable job -> result. Defaults to `_decode_job`.
     """
+    import collections
+    import concurrent.futures
+
+    decode = decode or _decode_job
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
-            yield _decode_job(job)
+            yield decode(job)
         return
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
-    pool = None
     # multiprocessing's resource tracker, started lazily by the pool's first lock,
     # unblocks SIGINT in this thread once it is up, so workers spawned after it would
     # start with Ctrl-C deliverable (and die of it while importing): start it first.
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
+    with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                      initializer=_ignore_interrupts)
+    pending = collections.deque()
+    todo = iter(jobs)
     try:
-        with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
-            pool = ctx.Pool(workers, initializer=_ignore_interrupts)
-        chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        yield from pool.imap(_decode_job, jobs, chunksize=chunk)
-        pool.close()
-    except BaseException:
-        if pool is not None:
-            with cleanup.interrupts_deferred():
-                pool.terminate()
-        raise
+        with cleanup.interrupts_deferred():
+            for job in itertools.islice(todo, 4 * workers):
+                pending.append(pool.submit(decode, job))
+        while pending:
+            try:
+                result = pending.popleft().result()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise Esc50Error(
+                    "a decoding worker process died (killed, or out of memory); nothing was "
+                    "written; retry with fewer --workers") from None
+            job = next(todo, None)
+            if job is not None:
+                pending.append(pool.submit(decode, job))
+            yield result
     finally:
-        if pool is not None:
-            with cleanup.interrupts_deferred():
-                pool.join()
+        with cleanup.interrupts_deferred():
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_example(pcm_bytes, row, label, config):
