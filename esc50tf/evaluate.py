@@ -87,6 +87,8 @@ def evaluate_run(run_dir, data=None, log=None):
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
     folder = TFRecordFolder(cfg.train.data)
     _check_classes(run_dir, folder)
+    if "://" not in str(cfg.train.data):
+        folder.check_hashes()
     class_names = folder.class_names
     # Other data: the run's own results stay as they are; these go beside them.
     out_dir = run_dir / "evaluations" / Path(str(data).rstrip("/")).name if other else run_dir

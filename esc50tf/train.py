@@ -193,6 +193,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
+    if not tfr.is_remote(t.data):
+        folder.check_hashes()  # a damaged shard named now, not as a read error after training
     index = folder.index
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
@@ -241,10 +243,16 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 sizes = splits.check_disjoint(split, index)
                 _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
                      + " clips (no src_file shared)")
-                result = task.train_split(cfg, split, split_dir, folder, class_names,
-                                          strategy=strategy, kind=kind, index=index, sizes=sizes,
-                                          callbacks=callbacks, verbose=verbose,
-                                          epoch_end=remote.upload if remote else None)
+                try:
+                    result = task.train_split(cfg, split, split_dir, folder, class_names,
+                                              strategy=strategy, kind=kind, index=index,
+                                              sizes=sizes, callbacks=callbacks, verbose=verbose,
+                                              epoch_end=remote.upload if remote else None)
+                except Exception as read_err:  # noqa: BLE001 - named if a shard is damaged
+                    damaged = folder.read_error(read_err)
+                    if damaged is None:
+                        raise
+                    raise damaged from None
                 result["split"] = split.name
                 result["wall_seconds"] = time.perf_counter() - split_start
                 write_json(done, result)

@@ -128,3 +128,79 @@ def test_build_workers_are_capped(tiny_esc50, tmp_path):
                                workers=1000, progress=False, log=lambda _: None)
     assert manifest["build"]["workers"] <= min(os.cpu_count(), 40)
     assert not list((tmp_path / "tfr").glob(".esc50tf-staging-*"))
+
+
+# --- integrity at open ----------------------------------------------------------------------
+
+@pytest.fixture
+def tfr_copy(tiny_tfrecords, tmp_path):
+    import shutil
+
+    dst = tmp_path / "tfr"
+    shutil.copytree(tiny_tfrecords, dst)
+    return dst
+
+
+def _edit_manifest(folder, change):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_deleted_clips_csv_row_is_named(tfr_copy):
+    from esc50tf.data.dataset import TFRecordFolder
+
+    lines = (tfr_copy / "clips.csv").read_text().splitlines(True)
+    (tfr_copy / "clips.csv").write_text("".join(lines[:-1]))
+    with pytest.raises(Esc50Error, match=r"clips.csv: sha256 differs"):
+        TFRecordFolder(tfr_copy)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["counts"].update(total=m["counts"]["total"] + 1), r"counts.total 41 differs"),
+    (lambda m: m["counts"]["per_fold"].update({"1": 9}), r"counts.per_fold"),
+    (lambda m: m["shards"][0].update(file="../../etc/passwd"),
+     r"shard name '../../etc/passwd' is not a shard file"),
+    (lambda m: m["shards"][0].update(num_records=-3), r"num_records -3 is not a count"),
+    (lambda m: m["config"].update(num_samples=-5), r"num_samples -5 is not sample_rate"),
+    (lambda m: m["config"].update(sample_rate=-8000), r"invalid config"),
+    (lambda m: m.update(num_classes=7), r"num_classes 7"),
+])
+def test_edited_manifest_numbers_are_named(tfr_copy, change, message):
+    from esc50tf.data.dataset import TFRecordFolder
+
+    _edit_manifest(tfr_copy, change)
+    with pytest.raises(Esc50Error, match=message):
+        TFRecordFolder(tfr_copy)
+
+
+def test_a_flipped_byte_stops_train_before_any_epoch(tfr_copy, tmp_path, capsys):
+    from esc50tf.cli import main
+
+    shard = sorted(tfr_copy.glob("fold1-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    out = tmp_path / "run"
+    assert main(["train", "--model", "cnn_small", "--data", str(tfr_copy), "--out", str(out),
+                 "--test-fold", "1", "--epochs", "1", "--batch-size", "8", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and shard.name in err[0] and "(fold 1)" in err[0]
+    assert "inspect --verify" in err[0]
+    assert not out.exists()
+
+
+def test_two_swapped_shards_are_named(tfr_copy):
+    from esc50tf.data.dataset import TFRecordFolder
+
+    # Two shards of one size from different folds: only the hashes tell them apart.
+    shards = sorted(tfr_copy.glob("fold*.tfrecord"))
+    a, b = next((x, y) for x in shards for y in shards
+                if x.name[:5] != y.name[:5] and x.stat().st_size == y.stat().st_size)
+    pa, pb = a.read_bytes(), b.read_bytes()
+    a.write_bytes(pb)
+    b.write_bytes(pa)
+    folder = TFRecordFolder(tfr_copy)
+    with pytest.raises(Esc50Error, match=rf"{a.name} \(fold {a.name[4]}\): sha256 differs"):
+        folder.check_hashes()

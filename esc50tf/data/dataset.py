@@ -177,6 +177,32 @@ class TFRecordFolder:
         tfr.verify_shards(path, self.manifest)
         self.index = load_index(path)
 
+    def check_hashes(self, folds=None):
+        """Checks every shard (of `folds`, default all) against its sha256 in the manifest.
+
+        Reads the data once (the hashing part of `esc50tf inspect --verify`), so a
+        damaged or swapped shard is named before training rather than as a
+        TensorFlow read error after it.
+
+        Raises:
+            Esc50Error: naming the first damaged shard and its fold.
+        """
+        damaged = tfr.find_damaged_shard(self.path, self.manifest, folds)
+        if damaged is not None:
+            raise damaged
+
+    def read_error(self, err):
+        """For a TensorFlow error `err` met while reading this folder: an Esc50Error naming
+        the damaged shard (and its fold) when the hashes find one, else None."""
+        import tensorflow as tf
+
+        if not isinstance(err, tf.errors.OpError):
+            return None
+        damaged = tfr.find_damaged_shard(self.path, self.manifest)
+        if damaged is not None:
+            return Esc50Error(f"{damaged} (reading it failed: {type(err).__name__})")
+        return None
+
     def check_unchanged(self):
         """Raises Esc50Error when the folder was rebuilt or removed since it was opened.
 

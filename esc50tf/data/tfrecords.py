@@ -331,7 +331,65 @@ def read_manifest(out_dir):
             f"{path}: manifest format version {manifest.get('format_version')!r} "
             f"is not supported (this esc50tf reads version {FORMAT_VERSION})"
         )
+    check_manifest(manifest, path)
     return manifest
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest, path=MANIFEST):
+    """Checks a manifest's numbers against each other and its shard names (reads no data).
+
+    The configuration must be valid and its `num_samples` the one it implies;
+    every shard a plain file name of this folder (no path, no `..`) with
+    non-negative counts; the totals per fold, per class and overall the sums
+    of the shards'; the class and fold lists consistent with them.
+
+    Raises:
+        Esc50Error: naming `path` and the first field that is wrong.
+    """
+    def bad(what):
+        raise Esc50Error(f"{path}: {what}; the manifest was edited or damaged: rebuild the "
+                         "folder with `esc50tf build-tfrecords --overwrite`")
+
+    try:
+        config = manifest["config"]
+        shards, counts, classes = manifest["shards"], manifest["counts"], manifest["classes"]
+        build = BuildConfig.from_dict(config)
+    except Esc50Error as err:
+        bad(f"invalid config ({err})")
+    except (KeyError, TypeError) as err:
+        bad(f"missing field {err}")
+    if config.get("num_samples") != build.num_samples:
+        bad(f"config num_samples {config.get('num_samples')!r} is not sample_rate x "
+            f"clip_seconds = {build.num_samples}")
+    if not isinstance(shards, list) or not shards:
+        bad("no shards listed")
+    for shard in shards:
+        name = shard.get("file") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not _SHARD_RE.match(name) or "/" in name or "\\" in name:
+            bad(f"shard name {name!r} is not a shard file of this folder")
+        for key in ("num_records", "bytes", "fold"):
+            if not _count(shard.get(key)):
+                bad(f"shard {name}: {key} {shard.get(key)!r} is not a count >= 0")
+    total = sum(s["num_records"] for s in shards)
+    if counts.get("total") != total:
+        bad(f"counts.total {counts.get('total')!r} differs from the shards' {total} records")
+    per_fold = {str(f): sum(s["num_records"] for s in shards if s["fold"] == f)
+                for f in sorted({s["fold"] for s in shards})}
+    if counts.get("per_fold") != per_fold:
+        bad(f"counts.per_fold {counts.get('per_fold')!r} differs from the shards' {per_fold}")
+    per_class = counts.get("per_class")
+    if (not isinstance(per_class, dict) or not all(_count(v) for v in per_class.values())
+            or sum(per_class.values()) != total):
+        bad(f"counts.per_class does not sum to the {total} records")
+    if manifest.get("num_classes") != len(classes) or len(per_class) != len(classes):
+        bad(f"num_classes {manifest.get('num_classes')!r} differs from the {len(classes)} "
+            "classes listed")
+    if sorted(manifest.get("folds", [])) != sorted(int(f) for f in per_fold):
+        bad(f"folds {manifest.get('folds')!r} differ from the shards' folds")
 
 
 def verify_shards(out_dir, manifest, full=False):
@@ -344,8 +402,10 @@ def verify_shards(out_dir, manifest, full=False):
             Otherwise only presence and byte size are checked (instant).
 
     Raises:
-        Esc50Error: naming the first shard that is missing or differs.
+        Esc50Error: naming the first shard that is missing or differs, or a
+            `clips.csv` whose sha256 is not the manifest's.
     """
+    check_clips_csv(out_dir, manifest)
     for shard in manifest["shards"]:
         path = join_path(out_dir, shard["file"])
         if not _is_file(path):
@@ -357,14 +417,47 @@ def verify_shards(out_dir, manifest, full=False):
                 "(modified or truncated; rebuild with --overwrite)"
             )
         if full:
-            digest = sha256_file(path)
-            if digest != shard["sha256"]:
-                raise Esc50Error(f"{path}: sha256 differs from {MANIFEST} (corrupted shard)")
+            check_shard_hash(out_dir, shard)
             count = count_records(path, manifest["config"]["compression"])
             if count != shard["num_records"]:
                 raise Esc50Error(
                     f"{path}: holds {count} records, {MANIFEST} says {shard['num_records']}"
                 )
+
+
+def check_clips_csv(out_dir, manifest):
+    """Refuses a `clips.csv` whose bytes are not the ones the manifest recorded (one hash of a
+    small file, so it is checked at every open)."""
+    recorded = manifest.get("clips_csv_sha256")
+    path = join_path(out_dir, CLIPS_CSV)
+    if recorded is None or not _is_file(path):
+        return  # a missing clips.csv is named where it is read
+    if sha256_file(path) != recorded:
+        raise Esc50Error(
+            f"{path}: sha256 differs from the one {MANIFEST} recorded (rows edited, added or "
+            "deleted); rebuild the folder with `esc50tf build-tfrecords --overwrite`")
+
+
+def check_shard_hash(out_dir, shard):
+    """Refuses a shard whose sha256 is not the manifest's, naming it and its fold."""
+    path = join_path(out_dir, shard["file"])
+    if sha256_file(path) != shard.get("sha256"):
+        raise Esc50Error(
+            f"{path} (fold {shard['fold']}): sha256 differs from {MANIFEST}: the shard is "
+            f"corrupted or another shard's; see `esc50tf inspect --verify {out_dir}`, and "
+            "rebuild with `esc50tf build-tfrecords --overwrite`")
+
+
+def find_damaged_shard(out_dir, manifest, folds=None):
+    """Esc50Error naming the first shard (of `folds`, default all) that is not the one the
+    manifest recorded, or None when every one is intact."""
+    for shard in manifest["shards"]:
+        if folds is None or shard["fold"] in folds:
+            try:
+                check_shard_hash(out_dir, shard)
+            except Esc50Error as err:
+                return err
+    return None
 
 
 def count_records(path, compression="none"):
