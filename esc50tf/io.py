@@ -36,7 +36,9 @@ _RAISE = object()
 
 
 def _tmp_for(path):
-    return path.with_name(f".{path.name}.tmp")
+    # Hidden, and with the final name's suffixes: writers that check them (Keras wants
+    # `.keras` and `.weights.h5`) accept the temporary path.
+    return path.with_name(f".tmp-{path.name}")
 
 
 @contextlib.contextmanager

@@ -204,3 +204,50 @@ def test_two_swapped_shards_are_named(tfr_copy):
     folder = TFRecordFolder(tfr_copy)
     with pytest.raises(Esc50Error, match=rf"{a.name} \(fold {a.name[4]}\): sha256 differs"):
         folder.check_hashes()
+
+
+# --- atomic checkpoints ---------------------------------------------------------------------
+
+def _tiny_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_a_torn_backup_is_named_with_the_way_to_start_over(tmp_path):
+    from esc50tf.tasks.keras_task import atomic_backup
+
+    model = _tiny_model()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    model.save_weights(tmp_path / "w.weights.h5")
+    whole = (tmp_path / "w.weights.h5").read_bytes()
+    (backup / "latest.weights.h5").write_bytes(whole[: len(whole) // 2])  # kill -9 mid-write
+    x, y = np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")
+    with pytest.raises(Esc50Error, match=rf"{backup}: the backup .* is damaged.*delete {backup}"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[atomic_backup(backup)])
+
+
+def test_a_backup_write_that_dies_leaves_the_previous_one(tmp_path):
+    from esc50tf.tasks.keras_task import atomic_backup
+
+    model = _tiny_model()
+    cb = atomic_backup(tmp_path / "backup")
+    cb.set_model(model)
+    cb.on_epoch_end(0)
+    before = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+
+    def dies_midway(filepath, overwrite=True):
+        with open(filepath, "wb") as f:
+            f.write(before[:100])
+        raise OSError(28, "No space left on device")
+
+    model.save_weights = dies_midway
+    with pytest.raises(OSError):
+        cb.on_epoch_end(1)
+    assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == before
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
+        "latest.weights.h5", "training_metadata.json"]

@@ -18,6 +18,8 @@ run does.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
 import time
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from esc50tf import recipe
 from esc50tf.errors import Esc50Error
-from esc50tf.io import write_npz
+from esc50tf.io import atomic_path, write_npz
 from esc50tf.tasks.base import Task, history_length
 
 
@@ -75,6 +77,60 @@ def export_model(model, path):
         shutil.rmtree(path)
     with contextlib.redirect_stdout(io.StringIO()):  # export prints a signature summary
         model.export(str(path), format="tf_saved_model")
+
+
+def atomic_backup(backup_dir):
+    """`keras.callbacks.BackupAndRestore` whose every write is atomic, and whose damaged
+    backup is named with the way to start over.
+
+    Keras writes `latest.weights.h5` in place, so a kill -9 during that write left
+    a torn file that every rerun failed to read. Here the weights and the epoch
+    record are each written beside and renamed into place.
+    """
+    import keras
+
+    from esc50tf.io import atomic_path, write_text
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            with atomic_path(self._weights_path) as tmp:
+                self.model.save_weights(filepath=str(tmp), overwrite=True)
+            write_text(self._training_metadata_path, json.dumps(
+                {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except (OSError, ValueError, KeyError) as err:
+                raise Esc50Error(
+                    f"{self.backup_dir}: the backup of the interrupted training is damaged "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                    f"delete {self.backup_dir} to train this split again from its first "
+                    "epoch, or pass --overwrite to start the whole run over") from None
+
+    return AtomicBackupAndRestore(str(backup_dir))
+
+
+def atomic_checkpoint(path, **kwargs):
+    """`keras.callbacks.ModelCheckpoint` writing `path` beside it and renaming it into place."""
+    import keras
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            final = self.filepath
+            tmp = os.path.join(os.path.dirname(final), ".tmp-" + os.path.basename(final))
+            self.filepath = tmp
+            try:
+                super()._save_model(epoch, batch, logs)
+                if os.path.exists(tmp):  # saved (a best-only checkpoint may skip an epoch)
+                    os.replace(tmp, final)
+            finally:
+                self.filepath = final
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    return AtomicModelCheckpoint(str(path), **kwargs)
 
 
 def interrupt_check():
@@ -302,11 +358,11 @@ class KerasTask(Task):
         import keras
 
         return [
-            keras.callbacks.BackupAndRestore(str(split_dir / "backup")),
+            atomic_backup(split_dir / "backup"),
             *recipe.decision_callbacks(cfg.train, monitor_loss, trusted),
             *averaging,
-            keras.callbacks.ModelCheckpoint(str(split_dir / "best.keras"), monitor=monitor_acc,
-                                            save_best_only=True),
+            atomic_checkpoint(split_dir / "best.keras", monitor=monitor_acc,
+                              save_best_only=True),
             keras.callbacks.CSVLogger(str(split_dir / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(split_dir / "logs"), write_graph=False,
                                         profile_batch=0),
@@ -450,7 +506,8 @@ class KerasTask(Task):
         _log(f"{split.name}: predicting {sizes['test']} test clips")
         y_true, y_prob, names = self.predict(model, test_ds, verbose=verbose)
         check_finite_outputs(y_prob, f"{split.name}: the trained model")
-        model.save(split_dir / "model.keras")
+        with atomic_path(split_dir / "model.keras") as tmp:
+            model.save(tmp)
         if t.export:
             export_model(model, split_dir / "saved_model")
         write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
