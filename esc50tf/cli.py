@@ -16,7 +16,7 @@ import sys
 
 from esc50tf import __version__, recipe
 from esc50tf.augment import registry as augment_registry
-from esc50tf.errors import Esc50Error
+from esc50tf.errors import Esc50Error, system_error_line
 from esc50tf.io import dumps_json
 from esc50tf.frontend import FRONTENDS, KINDS
 from esc50tf.pretrained import cli as pretrained_cli
@@ -1142,6 +1142,11 @@ def main(argv=None):
         return rc
     except Esc50Error as err:
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a full disk, a read-only folder: one line, not a traceback
+        if (line := system_error_line(err)) is None:
+            raise
+        print(f"esc50tf {args.command}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Stopping now: a second Ctrl-C (or one re-raised late by cleanup.keep_interrupts)

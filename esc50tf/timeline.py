@@ -265,13 +265,16 @@ def merge_events(starts, top, top_prob, class_names, window, hop, duration, thre
                     "windows": 1} if label >= 0 else None)
     if current is not None:
         events.append(current)
-    return [{
-        "start": round(max(0.0, e["first"] - hop / 2), 4),
-        "end": round(min(duration, e["last"] + hop / 2), 4),
-        "class": class_names[e["label"]],
-        "peak_probability": round(e["peak"], 6),
-        "windows": e["windows"],
-    } for e in events]
+    out = []
+    for e in events:
+        end = min(duration, e["last"] + hop / 2)
+        # A clip shorter than a window has its window centre past its end: the event
+        # is then the part of the clip before `end`, never one that starts after it.
+        start = max(0.0, min(e["first"] - hop / 2, end - min(hop, end)))
+        out.append({"start": round(start, 4), "end": round(end, 4),
+                    "class": class_names[e["label"]], "peak_probability": round(e["peak"], 6),
+                    "windows": e["windows"]})
+    return out
 
 
 def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):

@@ -189,6 +189,10 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     folder = TFRecordFolder(t.data)
     manifest = folder.manifest
     check_sample_rate(cfg.model, manifest, t.data)
+    clip_seconds = manifest["config"]["num_samples"] / manifest["config"]["sample_rate"]
+    if cfg.augment.crop_seconds > clip_seconds:
+        raise Esc50Error(f"--crop-seconds {cfg.augment.crop_seconds:g} is longer than the "
+                         f"{clip_seconds:g} s clips of {t.data}; allowed: up to {clip_seconds:g}")
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,

@@ -251,3 +251,168 @@ def test_a_backup_write_that_dies_leaves_the_previous_one(tmp_path):
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
         "latest.weights.h5", "training_metadata.json"]
+
+
+# --- a full disk --------------------------------------------------------------------------
+
+def test_a_full_disk_during_overwrite_keeps_the_old_build(tiny_esc50, tmp_path, monkeypatch,
+                                                          capsys):
+    import errno
+
+    from esc50tf.cli import main
+    from esc50tf.data import tfrecords as tfr
+
+    out = tmp_path / "tfr"
+    args = ["build-tfrecords", "--data-dir", str(tiny_esc50), "--out", str(out),
+            "--sample-rate", "8000", "--clip-seconds", "1", "--workers", "1"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(path, rows):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(tfr, "_write_clips_csv", full)
+    capsys.readouterr()
+    assert main([*args, "--shards-per-fold", "1", "--overwrite"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("esc50tf build-tfrecords: error: ")
+    assert "clips.csv: No space left on device [errno 28]" in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old build whole
+
+
+def test_stale_staging_of_a_dead_build_is_removed(tiny_esc50, tmp_path):
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    out = tmp_path / "tfr"
+    (out / ".esc50tf-staging-999999").mkdir(parents=True)  # what kill -9 leaves
+    (out / ".esc50tf-staging-999999" / "fold1-00000-of-00002.tfrecord").write_bytes(b"x")
+    build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=8000, clip_seconds=1.0),
+                    workers=1, progress=False, log=lambda _: None)
+    assert not list(out.glob(".esc50tf-staging-*"))
+
+
+def test_system_errors_are_one_line():
+    import errno
+
+    from esc50tf.errors import system_error_line
+
+    assert system_error_line(OSError(errno.EROFS, "Read-only file system", "/ro/out")) == (
+        "/ro/out: Read-only file system [errno 30]")
+    assert system_error_line(RuntimeError("h5py: No space left on device\n  more")) == (
+        "h5py: No space left on device")
+    assert system_error_line(ValueError("a bug")) is None
+
+
+# --- non-finite numbers -----------------------------------------------------------------------
+
+def test_a_nonfinite_loss_stops_training_naming_the_learning_rate():
+    from esc50tf.run_config import TrainConfig
+    from esc50tf.tasks.keras_task import run_guard
+
+    guard = run_guard(TrainConfig(lr=0.5))
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"loss": 1.2})
+    with pytest.raises(Esc50Error, match=r"loss became nan at epoch 3, batch 5.*--lr 0.5"):
+        guard.on_train_batch_end(4, {"loss": float("nan")})
+
+
+@pytest.mark.parametrize("flag", [["--lr", "inf"], ["--seed", "-1"], ["--lr", "nan"]])
+def test_nonfinite_or_negative_settings_are_refused(flag, tiny_tfrecords, tmp_path, capsys):
+    from esc50tf.cli import main
+
+    try:
+        rc = main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords),
+                   "--out", str(tmp_path / "run"), *flag])
+    except SystemExit as exit_:  # refused by the flag's parser
+        rc = exit_.code
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and flag[1] in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_refuses_nonfinite_outputs_naming_the_file(tmp_path):
+    import keras
+    import soundfile as sf
+
+    from esc50tf.predict import Predictor, predict_files
+
+    model = keras.Sequential([keras.Input((800,)), keras.layers.Dense(3, kernel_initializer="ones"),
+                              keras.layers.Softmax()])
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.full(800, 3e38, "float32"), 8000, subtype="FLOAT")  # finite samples
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.full(800, 0.1, "float32"), 8000, subtype="FLOAT")
+    results, errors = predict_files(Predictor([model], ["a", "b", "c"], 8000), [loud, quiet])
+    assert [r["file"] for r in results] == [str(quiet)]
+    assert errors[0][0] == str(loud) and "not finite" in errors[0][1]
+
+
+def test_json_output_is_always_valid_json(tmp_path):
+    from esc50tf.io import dumps_json, write_json
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": -float("inf")}
+    assert json.loads(dumps_json(value)) == {"a": None, "b": [None, 1.5], "c": None}
+    write_json(tmp_path / "x.json", value)
+    assert "NaN" not in (tmp_path / "x.json").read_text()
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "y.json", value, allow_nan=False)
+
+
+def test_the_model_outputs_check_names_what_made_them():
+    from esc50tf.models.build import check_finite_outputs
+
+    check_finite_outputs(np.full((3, 2), 0.5), "fine")
+    with pytest.raises(Esc50Error, match=r"fold1: the trained model: .* 1 of 3"):
+        check_finite_outputs(np.array([[0.5, 0.5], [np.nan, np.nan], [1, 0]]),
+                             "fold1: the trained model")
+
+
+# --- the smaller cases (the point 15) -------------------------------------------------
+
+def test_an_event_of_a_clip_shorter_than_a_window_stays_inside_it():
+    from esc50tf.timeline import merge_events
+
+    (event,) = merge_events([0.0], [0], [0.9], ["dog"], window=0.5, hop=0.25, duration=0.01,
+                            threshold=0.5)
+    assert (event["start"], event["end"]) == (0.0, 0.01)
+
+
+def test_a_wav_declaring_1_hz_is_refused(tmp_path):
+    import soundfile as sf
+
+    from esc50tf.data.audio import load_audio
+
+    path = tmp_path / "one_hz.wav"
+    sf.write(path, np.zeros(100), 1, subtype="PCM_16")
+    with pytest.raises(Esc50Error, match=r"one_hz.wav: its header declares 1 Hz"):
+        load_audio(path, sample_rate=8000)
+
+
+def test_fmax_below_fmin_names_no_sample_rate():
+    from esc50tf.frontend.config import FeatureConfig
+
+    with pytest.raises(Esc50Error, match=r"above fmin=5000") as err:
+        FeatureConfig(fmin=5000, fmax=100)
+    assert "22050" not in str(err.value)
+
+
+def test_a_non_utf8_csv_byte_is_named_by_row(esc50_copy):
+    from esc50tf.data.metadata import load_metadata
+
+    csv = esc50_copy / "meta" / "esc50.csv"
+    lines = csv.read_bytes().splitlines(True)
+    lines[4] = lines[4].replace(b",", b"\xff,", 1)
+    csv.write_bytes(b"".join(lines))
+    with pytest.raises(Esc50Error, match=r"esc50.csv: row 5: byte 0xff at character \d+ is not"):
+        load_metadata(esc50_copy)
+
+
+def test_crop_longer_than_the_clips_is_refused(tiny_tfrecords, tmp_path, capsys):
+    from esc50tf.cli import main
+
+    assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords),
+                 "--out", str(tmp_path / "run"), "--crop-seconds", "100"]) == 1
+    assert "--crop-seconds 100 is longer than the 1 s clips" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
