@@ -416,3 +416,89 @@ def test_crop_longer_than_the_clips_is_refused(tiny_tfrecords, tmp_path, capsys)
                  "--out", str(tmp_path / "run"), "--crop-seconds", "100"]) == 1
     assert "--crop-seconds 100 is longer than the 1 s clips" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- read-only by default ---------------------------------------------------------------------
+
+SMALL_FRONT = ["--n-fft", "256", "--hop-length", "64", "--n-mels", "32"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_tfrecords, tmp_path_factory):
+    from esc50tf.cli import main
+
+    out = tmp_path_factory.mktemp("robust") / "run"
+    assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords), "--out",
+                 str(out), "--test-fold", "1", "--epochs", "1", "--batch-size", "8", "--quiet",
+                 *SMALL_FRONT]) == 0
+    return out
+
+
+def _own_results(run):
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and "evaluations" not in p.parts
+            and p.suffix in (".json", ".md", ".npz", ".png")}
+
+
+@pytest.mark.slow
+def test_evaluate_on_foreign_classes_is_refused_and_leaves_the_report(small_run, tfr_copy,
+                                                                       capsys):
+    from esc50tf.cli import main
+
+    before = _own_results(small_run)
+    _edit_manifest(tfr_copy, lambda m: m["classes"][1].update(category="siren"))
+    assert main(["evaluate", str(small_run), "--data", str(tfr_copy)]) == 1
+    err = capsys.readouterr().err
+    assert "not in the data: " in err and "not in the run: siren" in err
+    assert _own_results(small_run) == before
+
+
+@pytest.mark.slow
+def test_evaluate_on_other_data_writes_beside_the_run(small_run, tfr_copy, capsys):
+    from esc50tf.cli import main
+
+    before = _own_results(small_run)
+    assert main(["evaluate", str(small_run), "--data", str(tfr_copy)]) == 0
+    assert _own_results(small_run) == before  # byte-identical
+    other = small_run / "evaluations" / tfr_copy.name
+    assert json.loads((other / "report.json").read_text())["dataset"]["path"] == str(tfr_copy)
+    assert (other / "fold1" / "predictions.npz").is_file()
+    assert str(other) in capsys.readouterr().out
+
+
+# --- a data folder rebuilt under a reader -----------------------------------------------------
+
+def test_a_rebuilt_folder_is_noticed(tfr_copy):
+    from esc50tf.data.dataset import TFRecordFolder
+    from esc50tf.io import write_json
+
+    folder = TFRecordFolder(tfr_copy)
+    folder.check_unchanged()
+    write_json(tfr_copy / "manifest.json", folder.manifest)  # what a rebuild's last step does
+    with pytest.raises(Esc50Error, match=r"replaced or removed while this command was reading"):
+        folder.check_unchanged()
+
+
+@pytest.mark.slow
+def test_train_stops_at_once_when_its_data_is_rebuilt(tfr_copy, tmp_path):
+    import keras
+
+    from esc50tf.io import write_json
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
+
+    manifest = json.loads((tfr_copy / "manifest.json").read_text())
+
+    def rebuild(epoch, logs=None):
+        if epoch == 0:
+            write_json(tfr_copy / "manifest.json", manifest)
+
+    cfg = resolve_config("cnn_small", overrides={
+        "train": {"data": str(tfr_copy), "out": str(tmp_path / "run"), "epochs": 3,
+                  "batch_size": 8, "protocol": "test-fold", "test_fold": 1, "export": False},
+        "features": {"n_fft": 256, "hop_length": 64, "n_mels": 32}})
+    epochs = []
+    with pytest.raises(Esc50Error, match=r"replaced or removed while"):
+        train(cfg, verbose=0, callbacks=[keras.callbacks.LambdaCallback(
+            on_epoch_end=rebuild, on_epoch_begin=lambda e, logs=None: epochs.append(e))])
+    assert epochs == [0, 1]  # stopped in the second epoch's first batch
