@@ -337,6 +337,7 @@ TRAIN_OPTIONS = [
     ("--devices", "train", "devices", dict(metavar="DEVICES", help="devices for mirrored / one_device, e.g. gpu:0,gpu:1 (default: all local GPUs)")),
     ("--tpu", "train", "tpu", dict(metavar="NAME|local", help="TPU to use with --strategy tpu or auto: its name, or local on a TPU VM")),
     ("--data-service", "train", "data_service", dict(metavar="grpc://HOST:PORT", help="run the training input pipeline on this tf.data service (see esc50tf data-service)")),
+    ("--data-service-timeout", "train", "data_service_timeout", dict(type=_positive_float, metavar="SECONDS", help="stop with an error after this long without a batch from the tf.data service, a lost worker or dispatcher (default 300)")),
     ("--scale-lr", "train", "scale_lr", dict(action="store_const", const=True, help="multiply the learning rate by the number of replicas (linear scaling rule)")),
     ("--features-on", "train", "features_on", dict(choices=["device", "host"], help="compute features in the model (device) or in tf.data (host)")),
     ("--seed", "train", "seed", dict(type=int, help="random seed (splits, shuffling, augmentation, initialisation)")),
@@ -975,7 +976,8 @@ def _add_tune(sub):
     # --epochs is per trial (above); trials compute features in the model and read the
     # shards themselves (no tf.data service).
     _add_options(p, [o for o in TRAIN_OPTIONS
-                     if o[0] not in ("--epochs", "--features-on", "--data-service")],
+                     if o[0] not in ("--epochs", "--features-on", "--data-service",
+                                     "--data-service-timeout")],
                  "training (a flag naming a searched setting fixes it)")
     _add_options(p, MODEL_OPTIONS, "model")
     _add_options(p, FEATURE_OPTIONS, "front end (librosa names)")

@@ -44,7 +44,7 @@ PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 FEATURES_ON = ("device", "host")
 # Where a run executes, not what it computes: changing these does not block a resume.
-WHERE_KEYS = ("out", "tpu", "data_service")
+WHERE_KEYS = ("out", "tpu", "data_service", "data_service_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,10 @@ class TrainConfig(Config):
         tpu: str or None. TPU name, or "local" on a TPU VM (strategy tpu or auto).
         data_service: str or None. tf.data service dispatcher "grpc://host:port" that
             runs the training input pipeline.
+        data_service_timeout: float. Seconds without a training batch from the
+            tf.data service (a lost worker or dispatcher) after which training
+            stops with a named error; the run resumes from its last finished
+            epoch. Defaults to 300.
         scale_lr: bool. Multiply lr by the number of replicas (linear scaling rule).
         jit_compile: bool. XLA-compile the train step.
         features_on: str. "device" (in the model) or "host" (in tf.data).
@@ -129,6 +133,7 @@ class TrainConfig(Config):
     devices: str | None = None
     tpu: str | None = None
     data_service: str | None = None
+    data_service_timeout: float = 300.0
     scale_lr: bool = False
     jit_compile: bool = False
     features_on: str = "device"
@@ -168,6 +173,8 @@ class TrainConfig(Config):
             (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
             (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
             (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
+            (math.isfinite(self.data_service_timeout) and self.data_service_timeout > 0,
+             "data_service_timeout", self.data_service_timeout, "a number of seconds > 0"),
         ]
         # "schedule 'linear' is not allowed; ...": the flag's name and value, as the CLI says them.
         for ok, name, value, allowed in checks:

@@ -502,3 +502,29 @@ def test_train_stops_at_once_when_its_data_is_rebuilt(tfr_copy, tmp_path):
         train(cfg, verbose=0, callbacks=[keras.callbacks.LambdaCallback(
             on_epoch_end=rebuild, on_epoch_begin=lambda e, logs=None: epochs.append(e))])
     assert epochs == [0, 1]  # stopped in the second epoch's first batch
+
+
+# --- tf.data service ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_lost_data_service_becomes_a_named_error_in_bounded_time(tiny_tfrecords, tmp_path):
+    """A dispatcher whose only worker is gone: train stops after --data-service-timeout."""
+    script = _script(tmp_path, f"""
+        import sys
+        from esc50tf.cli import main
+        from esc50tf.data import service
+
+        dispatcher = service.start_dispatcher(port=0)  # no worker: as after a kill -9 of it
+        sys.exit(main(["train", "--model", "cnn_small", "--data", {str(tiny_tfrecords)!r},
+                       "--out", {str(tmp_path / "run")!r}, "--test-fold", "1", "--epochs", "2",
+                       "--batch-size", "8", "--quiet", "--n-fft", "256", "--hop-length", "64",
+                       "--n-mels", "32", "--data-service", dispatcher.target,
+                       "--data-service-timeout", "20"]))
+    """)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=400)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "no training batch from the tf.data service" in done.stderr
+    assert "--data-service-timeout 20" in done.stderr
+    assert time.monotonic() - start < 300

@@ -133,6 +133,51 @@ def atomic_checkpoint(path, **kwargs):
     return AtomicModelCheckpoint(str(path), **kwargs)
 
 
+def service_watchdog(address, timeout):
+    """A callback that ends the process with a named error when no batch arrives from the
+    tf.data service at `address` for `timeout` seconds.
+
+    A trainer waiting on a lost worker or dispatcher blocks inside TensorFlow's
+    C++ iterator, where no Python exception reaches it, for as long as the
+    service client retries (indefinitely). A thread watches the time since the
+    last batch; past `timeout` it prints the error and exits with status 1.
+    Every epoch finished before is kept (atomic backups), so the same command
+    resumes the run.
+    """
+    import threading
+
+    import keras
+
+    state = {"last": time.monotonic(), "running": False}
+    done = threading.Event()
+
+    def tick(*_args, **_kwargs):
+        state["last"] = time.monotonic()
+
+    def watch():
+        while not done.wait(min(1.0, timeout / 4)):
+            idle = time.monotonic() - state["last"]
+            if idle > timeout:
+                print(f"esc50tf train: error: no training batch from the tf.data service at "
+                      f"{address} for {idle:.0f} s (--data-service-timeout {timeout:g}): a "
+                      "worker or the dispatcher was lost; stopped. Restart the service and "
+                      "run the same command to resume from the last finished epoch",
+                      file=sys.stderr, flush=True)
+                os._exit(1)
+
+    def begin(logs=None):
+        tick()
+        done.clear()
+        threading.Thread(target=watch, name="esc50tf-service-watchdog", daemon=True).start()
+
+    def end(logs=None):
+        done.set()
+
+    return keras.callbacks.LambdaCallback(
+        on_train_begin=begin, on_train_end=end, on_train_batch_end=tick,
+        on_test_batch_end=tick, on_epoch_begin=tick, on_epoch_end=tick)
+
+
 def interrupt_check():
     """A callback that raises, after every training and validation batch, a Ctrl-C that
     TensorFlow swallowed (`cleanup.raise_if_interrupted`): one Python call per batch
@@ -483,6 +528,8 @@ class KerasTask(Task):
             t, split_dir / "swa_state.npz",
             lambda: self.stats_inputs(cfg, split.train, folder, global_batch, host_featurize))
         extra = [run_guard(t, folder), *callbacks]
+        if t.data_service:
+            extra.append(service_watchdog(t.data_service, t.data_service_timeout))
         if epoch_end is not None:
             extra.append(keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs=None: epoch_end()))
