@@ -171,12 +171,14 @@ def load_models(run):
     import keras
 
     from esc50tf.models import register_custom_objects
+    from esc50tf.models.keras_file import check_keras_file
 
     register_custom_objects()
 
     out = []
     for name in run.split_names:
         f = run.path / name / "model.keras"
+        check_keras_file(f)  # declared sizes, before Keras allocates them
         try:
             out.append(keras.models.load_model(f))
         except Exception as err:  # noqa: BLE001 - keras raises many types

@@ -147,6 +147,10 @@ def load_predictor(path, sample_rate=None):
         files, folder = [path], path.parent
     else:
         raise Esc50Error(f"{path}: not a run folder or a .keras model file")
+    from esc50tf.models.keras_file import check_keras_file
+
+    for f in files:
+        check_keras_file(f)  # declared sizes, before Keras allocates them
     try:
         models = [keras.models.load_model(f) for f in files]
     except Exception as err:  # noqa: BLE001 - keras raises many types

@@ -528,3 +528,39 @@ def test_a_lost_data_service_becomes_a_named_error_in_bounded_time(tiny_tfrecord
     assert "no training batch from the tf.data service" in done.stderr
     assert "--data-service-timeout 20" in done.stderr
     assert time.monotonic() - start < 300
+
+
+# --- a .keras file declaring more than it holds -------------------------------------------------
+
+def _rewrite_member(src, dst, name, change):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info, change(data) if info.filename == name else data)
+
+
+def test_a_keras_file_declaring_huge_layers_is_refused_before_loading(tmp_path):
+    import keras
+
+    from esc50tf.models.keras_file import check_keras_file
+    from esc50tf.predict import load_predictor
+
+    model = keras.Sequential([keras.Input((800,)), keras.layers.Dense(16, name="head"),
+                              keras.layers.Softmax()])
+    model.save(tmp_path / "small.keras")
+    check_keras_file(tmp_path / "small.keras")  # an honest file passes
+
+    def inflate(data):
+        config = json.loads(data)
+        for layer in config["config"]["layers"]:
+            if layer["config"].get("name") == "head":
+                layer["config"]["units"] = 400_000_000  # 1.6 GB of bias alone
+        return json.dumps(config).encode()
+
+    _rewrite_member(tmp_path / "small.keras", tmp_path / "huge.keras", "config.json", inflate)
+    assert (tmp_path / "huge.keras").stat().st_size < 100_000
+    with pytest.raises(Esc50Error, match=r"huge.keras: its config declares layers of at least "
+                                         r"1.60 GB"):
+        load_predictor(tmp_path / "huge.keras", sample_rate=8000)
