@@ -564,3 +564,42 @@ def test_a_keras_file_declaring_huge_layers_is_refused_before_loading(tmp_path):
     with pytest.raises(Esc50Error, match=r"huge.keras: its config declares layers of at least "
                                          r"1.60 GB"):
         load_predictor(tmp_path / "huge.keras", sample_rate=8000)
+
+
+def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
+    import signal
+
+    script = _script(tmp_path, """
+        import sys, time
+        from esc50tf import cleanup
+        from esc50tf.data.tfrecords import _decoded_stream
+
+        def slow(job):
+            time.sleep(0.5)
+            return job
+
+        if __name__ == "__main__":
+            cleanup.keep_interrupts()  # as the esc50tf command does
+            try:
+                for n in _decoded_stream(list(range(200)), 2, decode=slow):
+                    print("result", n, flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+                sys.exit(130)
+    """)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("result")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in out
+    time.sleep(0.5)
+    orphans = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if f"parent_pid={proc.pid}".encode() in cmd:
+                orphans.append(entry)
+    assert orphans == []
