@@ -603,3 +603,21 @@ def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
             if f"parent_pid={proc.pid}".encode() in cmd:
                 orphans.append(entry)
     assert orphans == []
+
+
+def test_a_save_that_cannot_fit_is_named_before_h5py_writes(tmp_path, monkeypatch):
+    """h5py meeting a full disk crashed the process (exit 139); the space is checked first."""
+    import collections
+    import shutil
+
+    from esc50tf.tasks.keras_task import atomic_backup
+
+    model = _tiny_model()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 4096, 4096))
+    cb = atomic_backup(tmp_path / "backup")
+    cb.set_model(model)
+    with pytest.raises(Esc50Error, match=r"latest.weights.h5: No space left on device: saving "
+                                         r"it needs about 1.0 MB, 0.0 MB are free"):
+        cb.on_epoch_end(0)
+    assert list((tmp_path / "backup").iterdir()) == []

@@ -79,6 +79,34 @@ def export_model(model, path):
         model.export(str(path), format="tf_saved_model")
 
 
+def check_space(path, model, with_optimizer=False):
+    """Refuses, before anything is written, to save `model` where too little space is free.
+
+    h5py meets a full disk in C and may end the process with a segfault rather
+    than an exception, so a save that cannot fit is named first: the model's
+    weight bytes (and its optimizer's, for a `.keras` file) plus 10% and 1 MB.
+
+    Raises:
+        Esc50Error: naming `path`, the bytes needed and those free.
+    """
+    import shutil
+
+    variables = list(model.weights)
+    if with_optimizer and getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    need = sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
+    need = int(need * 1.1) + (1 << 20)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise Esc50Error(
+            f"{path}: No space left on device: saving it needs about {need / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free; free some space and run the same command to "
+            "resume from the last finished epoch")
+
+
 def atomic_backup(backup_dir):
     """`keras.callbacks.BackupAndRestore` whose every write is atomic, and whose damaged
     backup is named with the way to start over.
@@ -94,6 +122,7 @@ def atomic_backup(backup_dir):
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         def _save_model(self):
             os.makedirs(self.backup_dir, exist_ok=True)
+            check_space(self._weights_path, self.model)
             with atomic_path(self._weights_path) as tmp:
                 self.model.save_weights(filepath=str(tmp), overwrite=True)
             write_text(self._training_metadata_path, json.dumps(
@@ -119,6 +148,7 @@ def atomic_checkpoint(path, **kwargs):
     class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         def _save_model(self, epoch, batch, logs):
             final = self.filepath
+            check_space(final, self.model, with_optimizer=True)
             tmp = os.path.join(os.path.dirname(final), ".tmp-" + os.path.basename(final))
             self.filepath = tmp
             try:
@@ -553,6 +583,7 @@ class KerasTask(Task):
         _log(f"{split.name}: predicting {sizes['test']} test clips")
         y_true, y_prob, names = self.predict(model, test_ds, verbose=verbose)
         check_finite_outputs(y_prob, f"{split.name}: the trained model")
+        check_space(split_dir / "model.keras", model, with_optimizer=True)
         with atomic_path(split_dir / "model.keras") as tmp:
             model.save(tmp)
         if t.export:
