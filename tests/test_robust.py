@@ -621,3 +621,16 @@ def test_a_save_that_cannot_fit_is_named_before_h5py_writes(tmp_path, monkeypatc
                                          r"it needs about 1.0 MB, 0.0 MB are free"):
         cb.on_epoch_end(0)
     assert list((tmp_path / "backup").iterdir()) == []
+
+
+def test_overwrite_replaces_a_build_with_a_damaged_manifest(tfr_copy, tiny_esc50):
+    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+
+    _edit_manifest(tfr_copy, lambda m: m["counts"].update(total=-1))
+    config = BuildConfig(sample_rate=8000, clip_seconds=1.0, shards_per_fold=2)
+    with pytest.raises(Esc50Error, match="counts.total -1"):
+        build_tfrecords(tiny_esc50, tfr_copy, config, workers=1, progress=False,
+                        log=lambda _: None)
+    manifest = build_tfrecords(tiny_esc50, tfr_copy, config, workers=1, overwrite=True,
+                               progress=False, log=lambda _: None)
+    assert manifest["counts"]["total"] == 40

@@ -507,7 +507,12 @@ def _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite):
             "choose an empty folder or pass --overwrite (only shard, clips.csv and "
             "manifest files are replaced)"
         )
-    manifest = read_manifest(out_dir)
+    try:
+        manifest = read_manifest(out_dir)
+    except Esc50Error:
+        if overwrite:  # a damaged build is what --overwrite replaces
+            return None
+        raise
     same_config = manifest["config"] == config.to_dict()
     same_inputs = manifest["source"]["fingerprint"] == fingerprint
     same_mode = manifest["source"].get("skip_bad", False) == skip_bad
