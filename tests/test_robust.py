@@ -634,3 +634,33 @@ def test_overwrite_replaces_a_build_with_a_damaged_manifest(tfr_copy, tiny_esc50
     manifest = build_tfrecords(tiny_esc50, tfr_copy, config, workers=1, overwrite=True,
                                progress=False, log=lambda _: None)
     assert manifest["counts"]["total"] == 40
+
+
+def test_a_second_train_into_one_folder_is_refused(tiny_tfrecords, tmp_path, capsys):
+    from esc50tf.cli import main
+
+    out = tmp_path / "run"
+    holder = _Holder(tmp_path, out, "esc50tf train --out run")
+    try:
+        assert main(["train", "--model", "cnn_small", "--data", str(tiny_tfrecords), "--out",
+                     str(out), "--test-fold", "1", "--epochs", "1", "--quiet"]) == 1
+    finally:
+        holder.release()
+    err = capsys.readouterr().err
+    assert f"another esc50tf is writing this folder (pid {holder.pid}: esc50tf train" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_evaluate_names_a_damaged_shard_and_leaves_the_report(small_run, tfr_copy, capsys):
+    from esc50tf.cli import main
+
+    before = sorted(small_run.rglob("*"))
+    shard = sorted(tfr_copy.glob("fold1-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert main(["evaluate", str(small_run), "--data", str(tfr_copy)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{shard.name} (fold 1): sha256 differs" in err[0]
+    assert sorted(small_run.rglob("*")) == before  # nothing written
