@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -113,6 +114,7 @@ def keep_interrupts():
     unraisable-exception hook keeps such a KeyboardInterrupt quiet, and
     `raise_if_interrupted` raises it at the next safe point: after every
     training batch (`tasks.KerasTask.fit`) and when the command's work ends.
+    A first SIGTERM is turned into a Ctrl-C (`_terminate_as_interrupt`).
     """
     previous = sys.unraisablehook
     if getattr(previous, "keeps_interrupts", False):
@@ -138,6 +140,17 @@ def keep_interrupts():
             handler(signum, frame)  # Python's own: raises KeyboardInterrupt here
 
         signal.signal(signal.SIGINT, on_sigint)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM (`kill PID`, a scheduler stopping a job) cleans up like Ctrl-C: worker
+    processes stopped, staging folders removed. A second SIGTERM kills at once, for a
+    process stuck where Python code no longer runs."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def raise_if_interrupted():

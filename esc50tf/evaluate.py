@@ -2,6 +2,9 @@
 
 Each split's saved model predicts that split's test side again and the
 metrics, `report.json`, `report.md` and plots are rewritten (`esc50tf.report`).
+On other data (`--data` naming another TFRecord folder) the run's own results
+are never touched: the class lists must match by name, and the new results go
+to `RUN/evaluations/<data folder name>/`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,47 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.io import write_json, write_npz
+from esc50tf.lock import holds_lock
+from esc50tf.models.build import check_finite_outputs
 from esc50tf.report import aggregate, fold_metrics, write_report
 
 
+def _other_data(run_dir, own, data):
+    """True when `data` names another TFRecord folder than the run's own `own`."""
+    import os
+
+    from esc50tf.data import tfrecords as tfr
+
+    if not data:
+        return False
+    if tfr.is_remote(data) or tfr.is_remote(own or ""):
+        return str(data).rstrip("/") != str(own or "").rstrip("/")
+    return os.path.realpath(data) != os.path.realpath(own or "")
+
+
+def _check_classes(run_dir, folder):
+    """Refuses data whose class list differs from the run's (`classes.json`), naming both."""
+    from esc50tf.errors import Esc50Error
+    from esc50tf.io import read_json
+
+    path = Path(run_dir) / "classes.json"
+    if not path.is_file():
+        return
+    ours = [c["category"] for c in read_json(path)]
+    theirs = folder.class_names
+    if ours != theirs:
+        missing = [c for c in ours if c not in theirs]
+        extra = [c for c in theirs if c not in ours]
+        detail = "; ".join(filter(None, [
+            f"not in the data: {', '.join(missing[:5])}" if missing else "",
+            f"not in the run: {', '.join(extra[:5])}" if extra else "",
+            "" if missing or extra else "the same names in another label order"]))
+        raise Esc50Error(
+            f"{folder.path}: its {len(theirs)} classes are not the {len(ours)} classes "
+            f"{run_dir} was trained on ({detail}); its models cannot be scored on it")
+
+
+@holds_lock("evaluate", lambda run_dir, *a, **k: run_dir)
 def evaluate_run(run_dir, data=None, log=None):
     """Recomputes a run's report from its saved models (`esc50tf evaluate`).
 
@@ -41,10 +82,16 @@ def evaluate_run(run_dir, data=None, log=None):
         raise Esc50Error(f"{run_dir}: no config.json; is it an esc50tf run folder?")
     config = json.loads(cfg_path.read_text())
     cfg = RunConfig.from_dict(config)
+    other = _other_data(run_dir, cfg.train.data, data)
     if data:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
     folder = TFRecordFolder(cfg.train.data)
+    _check_classes(run_dir, folder)
+    if "://" not in str(cfg.train.data):
+        folder.check_hashes()
     class_names = folder.class_names
+    # Other data: the run's own results stay as they are; these go beside them.
+    out_dir = run_dir / "evaluations" / Path(str(data).rstrip("/")).name if other else run_dir
     index = folder.index
     started = time.perf_counter()
     results = []
@@ -74,10 +121,12 @@ def evaluate_run(run_dir, data=None, log=None):
         else:
             raise Esc50Error(f"{split_dir}: no saved model (model.keras, {classic.MODEL_FILE} "
                              f"or {classic.LEGACY_MODEL_FILE})")
-        write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
+        check_finite_outputs(y_prob, f"{split_dir}: its model")
+        (out_dir / split.name).mkdir(parents=True, exist_ok=True)
+        write_npz(out_dir / split.name / "predictions.npz", y_true=y_true, y_prob=y_prob,
                   filenames=np.array(names))
         result = {**previous, **fold_metrics(y_true, y_prob, class_names), "split": split.name}
-        write_json(old, result)
+        write_json(out_dir / split.name / "result.json", result)
         results.append(result)
         log(f"{split.name}: accuracy {100 * result['accuracy']:.1f}%")
     previous_report = {}
@@ -85,7 +134,12 @@ def evaluate_run(run_dir, data=None, log=None):
         previous_report = json.loads((run_dir / "report.json").read_text())
     keep = {k: previous_report[k] for k in ("protocol", "device", "precision", "strategy",
                                              "replicas", "dataset") if k in previous_report}
+    if other:
+        keep["dataset"] = {"path": str(data), "clips": folder.manifest["counts"]["total"],
+                           "sample_rate": folder.sample_rate, "num_samples": folder.num_samples}
     wall = previous_report.get("wall_time_s", time.perf_counter() - started)
     report = aggregate(results, class_names, config, wall, keep)
-    write_report(run_dir, report)
-    return report
+    write_report(out_dir, report)
+    if other:
+        log(f"results on {data} written to {out_dir} (the run's own report is unchanged)")
+    return {**report, "report_dir": str(out_dir)}

@@ -46,7 +46,8 @@ import numpy as np
 
 from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
-from esc50tf.io import atomic_dir
+from esc50tf.io import atomic_dir, dumps_json
+from esc50tf.lock import holds_lock
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -170,12 +171,14 @@ def load_models(run):
     import keras
 
     from esc50tf.models import register_custom_objects
+    from esc50tf.models.keras_file import check_keras_file
 
     register_custom_objects()
 
     out = []
     for name in run.split_names:
         f = run.path / name / "model.keras"
+        check_keras_file(f)  # declared sizes, before Keras allocates them
         try:
             out.append(keras.models.load_model(f))
         except Exception as err:  # noqa: BLE001 - keras raises many types
@@ -497,6 +500,7 @@ def _folder_size(path):
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+@holds_lock("export", lambda run_path, cfg, *a, **k: cfg.out)
 def export_run(run_path, cfg, log=_log):
     """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
     import esc50tf
@@ -578,7 +582,7 @@ def export_run(run_path, cfg, log=_log):
         card = _card(run, cfg, class_names, rate, num_samples, frontend, file_name,
                      _folder_size(staging / file_name), ops, parity, calib_names, models,
                      convert_seconds, esc50tf.__version__)
-        (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (staging / CARD).write_text(dumps_json(card) + "\n")
     msg = f"export: {out}/{file_name} ({card['size_bytes'] / 1e6:.2f} MB)"
     if parity:
         msg += (f"; parity on {parity['clips']} test clips: max |dp| "

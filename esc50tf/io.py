@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -28,14 +29,16 @@ from pathlib import Path
 
 from esc50tf.errors import Esc50Error
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_paths", "atomic_write_bytes", "read_json",
-           "write_json", "write_text"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_paths", "atomic_write_bytes", "dumps_json",
+           "read_json", "write_json", "write_text"]
 
 _RAISE = object()
 
 
 def _tmp_for(path):
-    return path.with_name(f".{path.name}.tmp")
+    # Hidden, and with the final name's suffixes: writers that check them (Keras wants
+    # `.keras` and `.weights.h5`) accept the temporary path.
+    return path.with_name(f".tmp-{path.name}")
 
 
 @contextlib.contextmanager
@@ -97,16 +100,42 @@ def write_npz(path, **arrays):
         np.savez_compressed(f, **arrays)
 
 
+def _finite(value):
+    """`value` with every non-finite float (NaN, +-inf; numpy's too) replaced by None."""
+    if isinstance(value, float) or type(value).__name__ in ("float32", "float64", "float16"):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps_json(value, *, allow_nan=True, indent=2, **kwargs):
+    """`json.dumps` that always makes valid JSON: NaN and infinities become `null`.
+
+    Python's `json` writes them as bare `NaN` / `Infinity`, which strict JSON
+    readers (browsers, jq, most languages) reject.
+
+    Args:
+        value: anything `json.dumps` takes.
+        allow_nan: bool. False raises ValueError on NaN or infinity instead.
+        indent, **kwargs: passed to `json.dumps`.
+    """
+    return json.dumps(_finite(value) if allow_nan else value, indent=indent, allow_nan=False,
+                      **kwargs)
+
+
 def write_json(path, value, *, allow_nan=True):
     """Writes `value` as indented JSON (ending in a newline) to `path` whole or not at all.
 
     Args:
         path: str or Path. The file (its folder must exist).
         value: anything `json.dumps` takes.
-        allow_nan: bool. False raises ValueError on NaN or infinity (which
-            strict JSON readers reject) before anything is written.
+        allow_nan: bool. True writes NaN and infinity as `null` (valid JSON);
+            False raises ValueError on them before anything is written.
     """
-    write_text(path, json.dumps(value, indent=2, allow_nan=allow_nan) + "\n")
+    write_text(path, dumps_json(value, allow_nan=allow_nan) + "\n")
 
 
 def read_json(path, default=_RAISE):

@@ -147,6 +147,10 @@ def load_predictor(path, sample_rate=None):
         files, folder = [path], path.parent
     else:
         raise Esc50Error(f"{path}: not a run folder or a .keras model file")
+    from esc50tf.models.keras_file import check_keras_file
+
+    for f in files:
+        check_keras_file(f)  # declared sizes, before Keras allocates them
     try:
         models = [keras.models.load_model(f) for f in files]
     except Exception as err:  # noqa: BLE001 - keras raises many types
@@ -176,6 +180,11 @@ def predict_files(predictor, paths, top_k=5):
             errors.append((str(p), str(err)))
             continue
         probs = predictor.predict_waveform(waveform)
+        if not np.isfinite(probs).all():
+            errors.append((str(p), f"{p}: the model's outputs for this file are not finite "
+                                   "(NaN or infinity); no prediction (are its samples far "
+                                   "outside [-1, 1]?)"))
+            continue
         order = np.argsort(-probs)[:k]
         results.append({
             "file": str(p),

@@ -22,12 +22,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from esc50tf.io import atomic_path
+from esc50tf.io import atomic_path, dumps_json
 
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "curves.png",
                 "per_class_accuracy.png")
@@ -291,7 +290,7 @@ def read_history(path):
 def write_report(run_dir, report):
     """Writes report.json / report.md and the three plots into `run_dir`."""
     run_dir = Path(run_dir)
-    for name, text in (("report.json", json.dumps(report, indent=2) + "\n"),
+    for name, text in (("report.json", dumps_json(report) + "\n"),
                        ("report.md", report_markdown(report))):
         with atomic_path(run_dir / name) as tmp:
             tmp.write_text(text)

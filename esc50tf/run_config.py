@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 
 from esc50tf import recipe
@@ -46,7 +47,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 TRUNK_LR_OPTIMIZERS = ("adam", "adamw")
 FEATURES_ON = ("device", "host")
 # Where a run executes, not what it computes: changing these does not block a resume.
-WHERE_KEYS = ("out", "tpu", "data_service")
+WHERE_KEYS = ("out", "tpu", "data_service", "data_service_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,10 @@ class TrainConfig(Config):
         tpu: str or None. TPU name, or "local" on a TPU VM (strategy tpu or auto).
         data_service: str or None. tf.data service dispatcher "grpc://host:port" that
             runs the training input pipeline.
+        data_service_timeout: float. Seconds without a training batch from the
+            tf.data service (a lost worker or dispatcher) after which training
+            stops with a named error; the run resumes from its last finished
+            epoch. Defaults to 300.
         scale_lr: bool. Multiply lr by the number of replicas (linear scaling rule).
         jit_compile: bool. XLA-compile the train step.
         features_on: str. "device" (in the model) or "host" (in tf.data).
@@ -184,6 +189,10 @@ class TrainConfig(Config):
         None, flag="--data-service", metavar="grpc://HOST:PORT",
         help="run the training input pipeline on this tf.data service (see esc50tf "
         "data-service)")
+    data_service_timeout: float = setting(
+        300.0, flag="--data-service-timeout", type="positive_float", metavar="SECONDS",
+        help="with --data-service: stop with an error after this many seconds without a batch "
+        "from the service (default 300)")
     scale_lr: bool = setting(
         False, flag="--scale-lr", action="store_const",
         help="multiply the learning rate by the number of replicas (linear scaling rule)")
@@ -205,8 +214,11 @@ class TrainConfig(Config):
             (isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
              self.batch_size, "an integer >= 1"),
-            (self.lr > 0, "lr", self.lr, "a number > 0"),
-            (self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+             self.weight_decay, "a finite number >= 0"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed", self.seed,
+             "an integer in 0..2147483647"),
             (0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction, "[0, 0.5]"),
             (0 < self.trunk_lr_scale <= 1, "trunk_lr_scale", self.trunk_lr_scale, "(0, 1]"),
             (self.trunk_lr_scale == 1 or self.optimizer in TRUNK_LR_OPTIMIZERS, "optimizer",
@@ -226,6 +238,8 @@ class TrainConfig(Config):
             (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
             (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
             (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
+            (math.isfinite(self.data_service_timeout) and self.data_service_timeout > 0,
+             "data_service_timeout", self.data_service_timeout, "a number of seconds > 0"),
         ]
         # "schedule 'linear' is not allowed; ...": the flag's name and value, as the CLI says them.
         for ok, name, value, allowed in checks:

@@ -43,6 +43,7 @@ from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import KINDS
 from esc50tf.io import read_json, write_json
+from esc50tf.lock import holds_lock
 from esc50tf.presets import STUDY_GRID_LRS, STUDY_GRID_OPTIMIZERS
 
 FEATURE_KINDS = KINDS
@@ -317,6 +318,7 @@ def format_duration(seconds):
     return f"{hours} h {m:02d} min"
 
 
+@holds_lock("study", lambda runs, out, *a, **k: out)
 def run_study(runs, out, overwrite=False, verbose=2, log=_log, compare=True):
     """Trains every planned run not yet done, records failures, then compares.
 

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -69,7 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.io import atomic_dir
+from esc50tf.io import atomic_dir, dumps_json
 
 TOP_K = 3
 QUIET_DB = 6.0
@@ -266,13 +265,16 @@ def merge_events(starts, top, top_prob, class_names, window, hop, duration, thre
                     "windows": 1} if label >= 0 else None)
     if current is not None:
         events.append(current)
-    return [{
-        "start": round(max(0.0, e["first"] - hop / 2), 4),
-        "end": round(min(duration, e["last"] + hop / 2), 4),
-        "class": class_names[e["label"]],
-        "peak_probability": round(e["peak"], 6),
-        "windows": e["windows"],
-    } for e in events]
+    out = []
+    for e in events:
+        end = min(duration, e["last"] + hop / 2)
+        # A clip shorter than a window has its window centre past its end: the event
+        # is then the part of the clip before `end`, never one that starts after it.
+        start = max(0.0, min(e["first"] - hop / 2, end - min(hop, end)))
+        out.append({"start": round(start, 4), "end": round(end, 4),
+                    "class": class_names[e["label"]], "peak_probability": round(e["peak"], 6),
+                    "windows": e["windows"]})
+    return out
 
 
 def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
@@ -366,9 +368,9 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
                             + [v for c, q in top for v in (c, f"{q:.6f}")] + [output]
                             + [f"{q:.6f}" for q in p])
             fjson.write(",\n" if starts else "\n")
-            fjson.write(json.dumps({"start": round(start, 4), "end": round(end, 4),
+            fjson.write(dumps_json({"start": round(start, 4), "end": round(end, 4),
                                     "top": [{"class": c, "probability": round(q, 6)}
-                                            for c, q in top]}))
+                                            for c, q in top]}, indent=None))
             starts.append(start)
             envelope.append(env)
             silent.append(is_silent)
@@ -446,7 +448,7 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
         "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": num_windows,
         "num_rows": len(starts), "events": events,
     }
-    head = json.dumps({**summary, "windows": []}, indent=1)
+    head = dumps_json({**summary, "windows": []}, indent=1)
     with open(folder / "timeline.json", "w") as f, open(scratch) as windows:
         f.write(head[:head.rindex("[]") + 1])  # `..."windows": [`
         shutil.copyfileobj(windows, f)
@@ -531,5 +533,5 @@ def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, ove
                 print(f"  {e['start']:9.2f} - {e['end']:9.2f} s  {e['class']:<24} "
                       f"peak {e['peak_probability']:.3f}")
     if as_json:
-        print(json.dumps({"results": results}, indent=2))
+        print(dumps_json({"results": results}))
     return 1 if failed else 0

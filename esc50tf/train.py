@@ -41,6 +41,7 @@ from esc50tf import cleanup
 from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
+from esc50tf.lock import folder_lock
 from esc50tf.report import aggregate, write_report
 from esc50tf.run_config import comparable, config_diff
 from esc50tf.tasks.base import history_length
@@ -188,10 +189,16 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     folder = TFRecordFolder(t.data)
     manifest = folder.manifest
     check_sample_rate(cfg.model, manifest, t.data)
+    clip_seconds = manifest["config"]["num_samples"] / manifest["config"]["sample_rate"]
+    if cfg.augment.crop_seconds > clip_seconds:
+        raise Esc50Error(f"--crop-seconds {cfg.augment.crop_seconds:g} is longer than the "
+                         f"{clip_seconds:g} s clips of {t.data}; allowed: up to {clip_seconds:g}")
     if cfg.features.sample_rate != manifest["config"]["sample_rate"]:
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
+    if not tfr.is_remote(t.data):
+        folder.check_hashes()  # a damaged shard named now, not as a read error after training
     index = folder.index
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
@@ -199,83 +206,90 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     out = t.out
     if not distribute.is_chief(kind):
         out = distribute.worker_dir(t.out, distribute.task_index(kind))
-    if not tfr.is_remote(out):
-        prepare_run_dir(out, config_dict, overwrite, check_only=True)
-    _check_can_start(cfg, task, chosen, index, strategy)
-    remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
-    created = [] if remote else cleanup.make_dirs(out)
-    try:
-        resumed = prepare_run_dir(remote.local if remote else out, config_dict, overwrite)
-    except BaseException:
-        if remote:
-            remote.discard()
-        cleanup.remove_created(created)
-        raise
-    if remote:
-        remote.start()
-    run_dir = Path(remote.local if remote else out)
-    class_names = [c["category"] for c in manifest["classes"]]
-    write_json(run_dir / "classes.json", manifest["classes"])
-    data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
-    extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
-             "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
-                         "sample_rate": manifest["config"]["sample_rate"],
-                         "num_samples": int(manifest["config"]["num_samples"])}}
-    extra.update(task.start_run(cfg, strategy, kind, resumed))
-    results = []
-    restore_determinism = distribute.enable_determinism() if t.deterministic else None
-    try:
-        for n, split in enumerate(chosen, 1):
-            split_dir = run_dir / split.name
-            done = split_dir / "result.json"
-            if done.is_file():
-                result = json.loads(done.read_text())
-                _log(f"[{n}/{len(chosen)}] {split.name}: already done "
-                     f"(accuracy {100 * result['accuracy']:.1f}%), skipped")
-                results.append(result)
-                continue
-            split_dir.mkdir(exist_ok=True)
-            split_start = time.perf_counter()
-            sizes = splits.check_disjoint(split, index)
-            _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-                 + " clips (no src_file shared)")
-            result = task.train_split(cfg, split, split_dir, folder, class_names,
-                                      strategy=strategy, kind=kind, index=index, sizes=sizes,
-                                      callbacks=callbacks, verbose=verbose,
-                                      epoch_end=remote.upload if remote else None)
-            result["split"] = split.name
-            result["wall_seconds"] = time.perf_counter() - split_start
-            write_json(done, result)
+    with folder_lock(out, "train"):
+        if not tfr.is_remote(out):
+            prepare_run_dir(out, config_dict, overwrite, check_only=True)
+        _check_can_start(cfg, task, chosen, index, strategy)
+        remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
+        created = [] if remote else cleanup.make_dirs(out)
+        try:
+            resumed = prepare_run_dir(remote.local if remote else out, config_dict, overwrite)
+        except BaseException:
             if remote:
-                remote.upload()
-            results.append(result)
-            _log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
-                 f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run') or '-'} epochs, "
-                 f"{result['train_seconds']:.1f} s"
-                 + (f", {result['train_examples_per_s']:.1f} examples/s"
-                    if result.get("train_examples_per_s") else ""))
-    except BaseException as err:
+                remote.discard()
+            cleanup.remove_created(created)
+            raise
         if remote:
-            remote.finish()  # upload what there is: a resume continues from it
-        elif not resumed and not _has_progress(run_dir):
-            # Nothing worth resuming: leave no folder that would block the corrected command.
-            cleanup.discard(run_dir, created)
-        elif isinstance(err, KeyboardInterrupt):
-            _log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
-        raise
-    finally:
-        task.end_run()
-        if restore_determinism is not None:
-            restore_determinism()
-    # Summed per split, so a resumed run still reports its whole cost.
-    wall = sum(r.get("wall_seconds", 0.0) for r in results)
-    report = aggregate(results, class_names, config_dict, wall, extra)
-    write_report(run_dir, report)
-    if remote:
-        remote.finish()
-    _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
-         f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
-    return report
+            remote.start()
+        run_dir = Path(remote.local if remote else out)
+        class_names = [c["category"] for c in manifest["classes"]]
+        write_json(run_dir / "classes.json", manifest["classes"])
+        data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
+        extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
+                 "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
+                             "sample_rate": manifest["config"]["sample_rate"],
+                             "num_samples": int(manifest["config"]["num_samples"])}}
+        extra.update(task.start_run(cfg, strategy, kind, resumed))
+        results = []
+        restore_determinism = distribute.enable_determinism() if t.deterministic else None
+        try:
+            for n, split in enumerate(chosen, 1):
+                split_dir = run_dir / split.name
+                done = split_dir / "result.json"
+                if done.is_file():
+                    result = json.loads(done.read_text())
+                    _log(f"[{n}/{len(chosen)}] {split.name}: already done "
+                         f"(accuracy {100 * result['accuracy']:.1f}%), skipped")
+                    results.append(result)
+                    continue
+                split_dir.mkdir(exist_ok=True)
+                split_start = time.perf_counter()
+                sizes = splits.check_disjoint(split, index)
+                _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                     + " clips (no src_file shared)")
+                try:
+                    result = task.train_split(cfg, split, split_dir, folder, class_names,
+                                              strategy=strategy, kind=kind, index=index,
+                                              sizes=sizes, callbacks=callbacks, verbose=verbose,
+                                              epoch_end=remote.upload if remote else None)
+                except Exception as read_err:  # noqa: BLE001 - named if a shard is damaged
+                    damaged = folder.read_error(read_err)
+                    if damaged is None:
+                        raise
+                    raise damaged from None
+                result["split"] = split.name
+                result["wall_seconds"] = time.perf_counter() - split_start
+                write_json(done, result)
+                if remote:
+                    remote.upload()
+                results.append(result)
+                _log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
+                     f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run') or '-'} epochs, "
+                     f"{result['train_seconds']:.1f} s"
+                     + (f", {result['train_examples_per_s']:.1f} examples/s"
+                        if result.get("train_examples_per_s") else ""))
+        except BaseException as err:
+            if remote:
+                remote.finish()  # upload what there is: a resume continues from it
+            elif not resumed and not _has_progress(run_dir):
+                # Nothing worth resuming: leave no folder that would block the corrected command.
+                cleanup.discard(run_dir, created)
+            elif isinstance(err, KeyboardInterrupt):
+                _log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
+            raise
+        finally:
+            task.end_run()
+            if restore_determinism is not None:
+                restore_determinism()
+        # Summed per split, so a resumed run still reports its whole cost.
+        wall = sum(r.get("wall_seconds", 0.0) for r in results)
+        report = aggregate(results, class_names, config_dict, wall, extra)
+        write_report(run_dir, report)
+        if remote:
+            remote.finish()
+        _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
+             f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
+        return report
 
 
 def _has_progress(run_dir):

@@ -60,6 +60,7 @@ from esc50tf.config import Config, search_params
 from esc50tf.errors import Esc50Error
 from esc50tf.run_config import RunConfig
 from esc50tf.io import atomic_path, read_json, write_json, write_text
+from esc50tf.lock import holds_lock
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -823,6 +824,7 @@ def _prepare_out(out, settings, overwrite):
     return False
 
 
+@holds_lock("tune", lambda config, *a, **k: config.out)
 def tune(config, overwrite=False, callbacks=(), verbose=1):
     """Runs the search, writes its results and retrains the best settings.
 

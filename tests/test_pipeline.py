@@ -105,7 +105,14 @@ def test_wrong_record_count_fails_when_read(tiny_tfrecords, tmp_path):
     import tensorflow as tf
 
     out, manifest = _copy(tiny_tfrecords, tmp_path)
-    manifest["shards"][0]["num_records"] += 1
+    # One record more everywhere the manifest counts it (the counts agree with each other,
+    # which opening the folder checks), but not in the shard itself.
+    shard = manifest["shards"][0]
+    shard["num_records"] += 1
+    manifest["counts"]["total"] += 1
+    manifest["counts"]["per_fold"][str(shard["fold"])] += 1
+    first_class = next(iter(manifest["counts"]["per_class"]))
+    manifest["counts"]["per_class"][first_class] += 1
     (out / "manifest.json").write_text(json.dumps(manifest))
     ds = TFRecordFolder(out).dataset(Selection((manifest["shards"][0]["fold"],)))
     with pytest.raises(tf.errors.OpError, match="expected to contain"):

@@ -22,7 +22,7 @@ import sys
 
 from esc50tf import __version__
 from esc50tf.cli.command import Command
-from esc50tf.errors import Esc50Error
+from esc50tf.errors import Esc50Error, system_error_line
 
 __all__ = ["Command", "build_parser", "commands", "main", "train_config_from_args"]
 
@@ -102,6 +102,11 @@ def main(argv=None):
         return rc
     except Esc50Error as err:
         print(f"esc50tf {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a full disk, a read-only folder: one line, not a traceback
+        if (line := system_error_line(err)) is None:
+            raise
+        print(f"esc50tf {args.command}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Stopping now: a second Ctrl-C (or one re-raised late by cleanup.keep_interrupts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -10,6 +9,7 @@ from esc50tf.cli.command import Command
 from esc50tf.cli.options import (FEATURE_OPTIONS, add_options, overrides, positive_float,
                                  positive_int, ratio)
 from esc50tf.errors import Esc50Error
+from esc50tf.io import dumps_json
 from esc50tf.frontend import KINDS
 
 
@@ -32,7 +32,7 @@ def _run_evaluate(args):
     report = evaluate_run(args.run, args.data, log=lambda m: print(m, file=sys.stderr))
     print(f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% +- "
           f"{100 * report['accuracy_std']:.1f}, macro F1 {report['macro_f1']:.3f} "
-          f"({args.run}/report.md)")
+          f"({report['report_dir']}/report.md)")
     return 0
 
 
@@ -85,7 +85,7 @@ def _run_predict(args):
     predictor = load_predictor(args.model, args.sample_rate)
     results, errors = predict_files(predictor, args.files, args.top_k)
     if args.json:
-        print(json.dumps({"results": results,
+        print(dumps_json({"results": results,
                           "errors": [{"file": f, "error": e} for f, e in errors]}, indent=2))
     else:
         for r in results:
@@ -136,7 +136,7 @@ def _run_export(args):
                        calibration_clips=args.calibration_clips, parity=not args.skip_parity,
                        overwrite=args.overwrite, seed=args.seed)
     card = export_run(args.run, cfg)
-    print(json.dumps({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
+    print(dumps_json({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
                       "parity": card["parity"]}, indent=2))
     return 0
 

@@ -212,7 +212,7 @@ def _add_tune(p):
     # --epochs is per trial (above); trials compute features in the model and read the
     # shards themselves (no tf.data service).
     add_options(p, TRAIN_OPTIONS, "training (a flag naming a searched setting fixes it)",
-                leave_out=("--epochs", "--features-on", "--data-service"))
+                leave_out=("--epochs", "--features-on", "--data-service", "--data-service-timeout"))
     add_options(p, MODEL_OPTIONS, "model")
     add_options(p, FEATURE_OPTIONS, "front end (librosa names)")
     add_options(p, AUGMENT_OPTIONS, "augmentation (training batches only)")

@@ -23,6 +23,11 @@ from esc50tf.errors import Esc50Error
 INT16_SCALE = 32768.0
 
 
+# Sample rates a real recording's header can declare (telephone speech is 8 kHz;
+# ultrasonic recorders reach 768 kHz); outside them the header is damaged.
+MIN_FILE_RATE = 1000
+MAX_FILE_RATE = 768000
+
 def load_audio(path, sample_rate=None):
     """Decodes an audio file to mono float32 in [-1, 1].
 
@@ -96,6 +101,11 @@ def read_checked(path):
             f"{path}: truncated: the Ogg stream has no complete end-of-stream page "
             "(file cut short?)"
         )
+    if not MIN_FILE_RATE <= file_rate <= MAX_FILE_RATE:
+        raise Esc50Error(
+            f"{path}: its header declares {file_rate} Hz; audio is recorded at "
+            f"{MIN_FILE_RATE}..{MAX_FILE_RATE} Hz, so the header is wrong (resampling from it "
+            "would make up a signal)")
     if data.shape[0] == 0:
         raise Esc50Error(f"{path}: audio has no samples")
     if not np.all(np.isfinite(data)):

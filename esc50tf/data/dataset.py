@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from esc50tf.config import Config
 from esc50tf.data import pipeline
@@ -136,6 +137,16 @@ class DatasetOptions(Config):
                    self.num_workers, "an integer >= 1")
 
 
+def _manifest_identity(path):
+    if tfr.is_remote(path):
+        return None
+    try:
+        st = os.stat(tfr.join_path(path, tfr.MANIFEST))
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class TFRecordFolder:
     """An opened TFRecord folder made by `build_tfrecords` (a local path or a URI).
 
@@ -161,9 +172,49 @@ class TFRecordFolder:
 
     def __init__(self, path):
         self.path = path
+        self._identity = _manifest_identity(path)
         self.manifest = tfr.read_manifest(path)
         tfr.verify_shards(path, self.manifest)
         self.index = load_index(path)
+
+    def check_hashes(self, folds=None):
+        """Checks every shard (of `folds`, default all) against its sha256 in the manifest.
+
+        Reads the data once (the hashing part of `esc50tf inspect --verify`), so a
+        damaged or swapped shard is named before training rather than as a
+        TensorFlow read error after it.
+
+        Raises:
+            Esc50Error: naming the first damaged shard and its fold.
+        """
+        damaged = tfr.find_damaged_shard(self.path, self.manifest, folds)
+        if damaged is not None:
+            raise damaged
+
+    def read_error(self, err):
+        """For a TensorFlow error `err` met while reading this folder: an Esc50Error naming
+        the damaged shard (and its fold) when the hashes find one, else None."""
+        import tensorflow as tf
+
+        if not isinstance(err, tf.errors.OpError):
+            return None
+        damaged = tfr.find_damaged_shard(self.path, self.manifest)
+        if damaged is not None:
+            return Esc50Error(f"{damaged} (reading it failed: {type(err).__name__})")
+        return None
+
+    def check_unchanged(self):
+        """Raises Esc50Error when the folder was rebuilt or removed since it was opened.
+
+        `build-tfrecords --overwrite` replaces `manifest.json` (a new file), so
+        its inode, size and modification time identify one build. Costs one
+        `stat`; URIs are not checked.
+        """
+        if self._identity is not None and _manifest_identity(self.path) != self._identity:
+            raise Esc50Error(
+                f"{self.path}: the TFRecord folder was replaced or removed while this command "
+                "was reading it (its manifest.json changed); stopped, as its clips are no "
+                "longer the ones this command started with. Rerun on the new build")
 
     def __repr__(self):
         return f"TFRecordFolder({str(self.path)!r})"

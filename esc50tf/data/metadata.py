@@ -66,6 +66,17 @@ def _as_bool(series, path):
     return out
 
 
+def _not_utf8(path):
+    """Names the first line of `path` that is not UTF-8, and the byte."""
+    for number, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (f"{path}: row {number}: byte 0x{line[err.start]:02x} at character "
+                    f"{err.start + 1} is not UTF-8; save the CSV as UTF-8")
+    return f"{path}: not UTF-8; save the CSV as UTF-8"
+
+
 def read_csv(path):
     """Reads and validates an ESC-50-style metadata CSV.
 
@@ -92,6 +103,8 @@ def read_csv(path):
         raise Esc50Error(f"{path}: metadata CSV not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except UnicodeDecodeError:
+        raise Esc50Error(_not_utf8(path)) from None
     except Exception as err:
         raise Esc50Error(f"{path}: cannot parse CSV ({err})") from None
     df.columns = [str(c).strip() for c in df.columns]

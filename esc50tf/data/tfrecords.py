@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -42,6 +43,7 @@ from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
+from esc50tf.lock import folder_lock
 
 MANIFEST = "manifest.json"
 CLIPS_CSV = "clips.csv"
@@ -208,40 +210,61 @@ def _ignore_interrupts():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decoded_stream(jobs, workers):
+def _decoded_stream(jobs, workers, decode=None):
     """Yields decode results in job order, using a spawn-based process pool.
 
-    However the stream ends (exhausted, closed early, an error, Ctrl-C), the
-    worker processes are gone when it returns.
+    At most a few results per worker are in flight, and the pool's own thread
+    keeps reading the workers' results while it shuts down, so however the
+    stream ends (exhausted, closed early, an error, Ctrl-C) nothing blocks on a
+    full result pipe: queued jobs are cancelled, running ones finish (one clip
+    each), and the worker processes are gone when it returns.
+
+    Args:
+        jobs: list of job tuples for `decode`.
+        workers: int. Processes (1, or fewer than 4 jobs: decode in this process).
+        decode: picklable callable job -> result. Defaults to `_decode_job`.
     """
+    import collections
+    import concurrent.futures
+
+    decode = decode or _decode_job
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
-            yield _decode_job(job)
+            yield decode(job)
         return
     # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
     ctx = multiprocessing.get_context("spawn")
-    pool = None
     # multiprocessing's resource tracker, started lazily by the pool's first lock,
     # unblocks SIGINT in this thread once it is up, so workers spawned after it would
     # start with Ctrl-C deliverable (and die of it while importing): start it first.
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
+    with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                      initializer=_ignore_interrupts)
+    pending = collections.deque()
+    todo = iter(jobs)
     try:
-        with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
-            pool = ctx.Pool(workers, initializer=_ignore_interrupts)
-        chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        yield from pool.imap(_decode_job, jobs, chunksize=chunk)
-        pool.close()
-    except BaseException:
-        if pool is not None:
-            with cleanup.interrupts_deferred():
-                pool.terminate()
-        raise
+        with cleanup.interrupts_deferred():
+            for job in itertools.islice(todo, 4 * workers):
+                pending.append(pool.submit(decode, job))
+        while pending:
+            try:
+                result = pending.popleft().result()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise Esc50Error(
+                    "a decoding worker process died (killed, or out of memory); nothing was "
+                    "written; retry with fewer --workers") from None
+            job = next(todo, None)
+            if job is not None:
+                pending.append(pool.submit(decode, job))
+            yield result
     finally:
-        if pool is not None:
-            with cleanup.interrupts_deferred():
-                pool.join()
+        with cleanup.interrupts_deferred():
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_example(pcm_bytes, row, label, config):
@@ -314,7 +337,65 @@ def read_manifest(out_dir):
             f"{path}: manifest format version {manifest.get('format_version')!r} "
             f"is not supported (this esc50tf reads version {FORMAT_VERSION})"
         )
+    check_manifest(manifest, path)
     return manifest
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest, path=MANIFEST):
+    """Checks a manifest's numbers against each other and its shard names (reads no data).
+
+    The configuration must be valid and its `num_samples` the one it implies;
+    every shard a plain file name of this folder (no path, no `..`) with
+    non-negative counts; the totals per fold, per class and overall the sums
+    of the shards'; the class and fold lists consistent with them.
+
+    Raises:
+        Esc50Error: naming `path` and the first field that is wrong.
+    """
+    def bad(what):
+        raise Esc50Error(f"{path}: {what}; the manifest was edited or damaged: rebuild the "
+                         "folder with `esc50tf build-tfrecords --overwrite`")
+
+    try:
+        config = manifest["config"]
+        shards, counts, classes = manifest["shards"], manifest["counts"], manifest["classes"]
+        build = BuildConfig.from_dict(config)
+    except Esc50Error as err:
+        bad(f"invalid config ({err})")
+    except (KeyError, TypeError) as err:
+        bad(f"missing field {err}")
+    if config.get("num_samples") != build.num_samples:
+        bad(f"config num_samples {config.get('num_samples')!r} is not sample_rate x "
+            f"clip_seconds = {build.num_samples}")
+    if not isinstance(shards, list) or not shards:
+        bad("no shards listed")
+    for shard in shards:
+        name = shard.get("file") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not _SHARD_RE.match(name) or "/" in name or "\\" in name:
+            bad(f"shard name {name!r} is not a shard file of this folder")
+        for key in ("num_records", "bytes", "fold"):
+            if not _count(shard.get(key)):
+                bad(f"shard {name}: {key} {shard.get(key)!r} is not a count >= 0")
+    total = sum(s["num_records"] for s in shards)
+    if counts.get("total") != total:
+        bad(f"counts.total {counts.get('total')!r} differs from the shards' {total} records")
+    per_fold = {str(f): sum(s["num_records"] for s in shards if s["fold"] == f)
+                for f in sorted({s["fold"] for s in shards})}
+    if counts.get("per_fold") != per_fold:
+        bad(f"counts.per_fold {counts.get('per_fold')!r} differs from the shards' {per_fold}")
+    per_class = counts.get("per_class")
+    if (not isinstance(per_class, dict) or not all(_count(v) for v in per_class.values())
+            or sum(per_class.values()) != total):
+        bad(f"counts.per_class does not sum to the {total} records")
+    if manifest.get("num_classes") != len(classes) or len(per_class) != len(classes):
+        bad(f"num_classes {manifest.get('num_classes')!r} differs from the {len(classes)} "
+            "classes listed")
+    if sorted(manifest.get("folds", [])) != sorted(int(f) for f in per_fold):
+        bad(f"folds {manifest.get('folds')!r} differ from the shards' folds")
 
 
 def verify_shards(out_dir, manifest, full=False):
@@ -327,8 +408,10 @@ def verify_shards(out_dir, manifest, full=False):
             Otherwise only presence and byte size are checked (instant).
 
     Raises:
-        Esc50Error: naming the first shard that is missing or differs.
+        Esc50Error: naming the first shard that is missing or differs, or a
+            `clips.csv` whose sha256 is not the manifest's.
     """
+    check_clips_csv(out_dir, manifest)
     for shard in manifest["shards"]:
         path = join_path(out_dir, shard["file"])
         if not _is_file(path):
@@ -340,14 +423,47 @@ def verify_shards(out_dir, manifest, full=False):
                 "(modified or truncated; rebuild with --overwrite)"
             )
         if full:
-            digest = sha256_file(path)
-            if digest != shard["sha256"]:
-                raise Esc50Error(f"{path}: sha256 differs from {MANIFEST} (corrupted shard)")
+            check_shard_hash(out_dir, shard)
             count = count_records(path, manifest["config"]["compression"])
             if count != shard["num_records"]:
                 raise Esc50Error(
                     f"{path}: holds {count} records, {MANIFEST} says {shard['num_records']}"
                 )
+
+
+def check_clips_csv(out_dir, manifest):
+    """Refuses a `clips.csv` whose bytes are not the ones the manifest recorded (one hash of a
+    small file, so it is checked at every open)."""
+    recorded = manifest.get("clips_csv_sha256")
+    path = join_path(out_dir, CLIPS_CSV)
+    if recorded is None or not _is_file(path):
+        return  # a missing clips.csv is named where it is read
+    if sha256_file(path) != recorded:
+        raise Esc50Error(
+            f"{path}: sha256 differs from the one {MANIFEST} recorded (rows edited, added or "
+            "deleted); rebuild the folder with `esc50tf build-tfrecords --overwrite`")
+
+
+def check_shard_hash(out_dir, shard):
+    """Refuses a shard whose sha256 is not the manifest's, naming it and its fold."""
+    path = join_path(out_dir, shard["file"])
+    if sha256_file(path) != shard.get("sha256"):
+        raise Esc50Error(
+            f"{path} (fold {shard['fold']}): sha256 differs from {MANIFEST}: the shard is "
+            f"corrupted or another shard's; see `esc50tf inspect --verify {out_dir}`, and "
+            "rebuild with `esc50tf build-tfrecords --overwrite`")
+
+
+def find_damaged_shard(out_dir, manifest, folds=None):
+    """Esc50Error naming the first shard (of `folds`, default all) that is not the one the
+    manifest recorded, or None when every one is intact."""
+    for shard in manifest["shards"]:
+        if folds is None or shard["fold"] in folds:
+            try:
+                check_shard_hash(out_dir, shard)
+            except Esc50Error as err:
+                return err
+    return None
 
 
 def count_records(path, compression="none"):
@@ -397,7 +513,12 @@ def _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite):
             "choose an empty folder or pass --overwrite (only shard, clips.csv and "
             "manifest files are replaced)"
         )
-    manifest = read_manifest(out_dir)
+    try:
+        manifest = read_manifest(out_dir)
+    except Esc50Error:
+        if overwrite:  # a damaged build is what --overwrite replaces
+            return None
+        raise
     same_config = manifest["config"] == config.to_dict()
     same_inputs = manifest["source"]["fingerprint"] == fingerprint
     same_mode = manifest["source"].get("skip_bad", False) == skip_bad
@@ -468,8 +589,16 @@ def build_tfrecords(
     workers = int(workers or os.cpu_count() or 1)
     if workers < 1:
         raise Esc50Error(f"workers must be >= 1, got {workers}")
+    with folder_lock(out_dir, "build-tfrecords"):
+        return _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite,
+                             progress, log, strict)
 
+
+def _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite, progress, log,
+                  strict):
     meta = meta_lib.load_metadata(data_dir, check_files=not skip_bad)
+    # More processes than CPUs or clips only add start-up time and memory.
+    workers = max(1, min(workers, os.cpu_count() or 1, len(meta)))
     fingerprint = inputs_fingerprint(meta, data_dir)
     existing = _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite)
     if existing is not None:
@@ -494,9 +623,11 @@ def build_tfrecords(
             )
 
     created = cleanup.make_dirs(out_dir)
+    # This process holds the folder's lock, so every staging folder in it was left by
+    # a process that died (kill -9, power loss) and can go.
+    for stale in out_dir.glob(".esc50tf-staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = out_dir / f".esc50tf-staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
     staging.mkdir()
     try:
         import tensorflow  # noqa: F401  (imported before timing the build)

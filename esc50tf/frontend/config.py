@@ -208,6 +208,9 @@ def check_args(values, error, where):
         bad("fmin", f"allowed: a frequency in Hz in [0, sample_rate / 2 = {nyquist:g})")
     if values.get("fmax") is not None:
         fmin = values.get("fmin", 0.0)
+        if _is_real(values["fmax"]) and _is_real(fmin) and values["fmax"] <= fmin:
+            # Said without the rate: it may not be the data's yet (train takes the data's).
+            bad("fmax", f"allowed: None or a frequency in Hz above fmin={fmin:g}")
         if not (_is_real(values["fmax"]) and fmin < values["fmax"] <= nyquist):
             bad("fmax", f"allowed: None or a frequency in Hz in (fmin={fmin:g}, "
                 f"sample_rate / 2 = {nyquist:g}]")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from esc50tf.errors import Esc50Error
 from esc50tf.models import registry
 
 
@@ -200,6 +201,23 @@ def predict_crops(model, waveforms, num_crops=None):
         return model(waveforms, training=False)
     probs = [model(ops.roll(waveforms, r, axis=1), training=False) for r in rolls]
     return ops.mean(ops.stack(probs, axis=0), axis=0)
+
+
+def check_finite_outputs(probs, what):
+    """Raises Esc50Error when `probs` holds NaN or infinity, naming `what` produced them.
+
+    A model with non-finite outputs (diverged weights, or an input far outside
+    what it was trained on) ranks NaNs as if they were probabilities; no
+    metric, export or prediction made from them means anything.
+    """
+    probs = np.asarray(probs)
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0]) if probs.ndim > 1 else np.nonzero(bad)[0]
+        raise Esc50Error(
+            f"{what}: outputs are not finite (NaN or infinity) for {len(rows)} of "
+            f"{len(probs)} input(s); refusing to use them (a diverged model, or input "
+            "far outside the range it was trained on)")
 
 
 def predict_dataset(model, dataset, verbose=1):
