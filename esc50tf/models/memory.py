@@ -133,6 +133,21 @@ def available_bytes():
     return None if room is None else _rss_bytes() + room
 
 
+def accelerator_present():
+    """Whether TensorFlow sees a GPU (training's activations then live in its memory)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def host_limit(kind="default"):
+    """`available_bytes()` for training on the host; None (no check) with an accelerator
+    (a TPU strategy `kind`, or a GPU), whose own memory holds the activations."""
+    if kind == "tpu" or accelerator_present():
+        return None
+    return available_bytes()
+
+
 def frontend_bytes(features, num_samples, batch_size):
     """(bytes the front-end layer keeps, bytes one batch makes passing through it)."""
     from esc50tf.frontend.config import kinds_reading
@@ -188,8 +203,8 @@ def _activation_bytes(model):
 
     total = largest = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.Model):
-            continue  # a nested model's layers are counted themselves
+        if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
+            continue  # a nested model's layers are counted themselves; inputs are data
         for node in layer._inbound_nodes:
             for t in keras.tree.flatten(node.output_tensors):
                 shape = [d for d in t.shape[1:]]
@@ -298,3 +313,28 @@ def largest_fitting_batch(cfg, num_samples, num_classes, num_clips, limit, small
         if batch <= smallest:
             return None, estimate
         batch = max(smallest, batch // 2)
+
+
+def shrink_to_fit(cfg, num_samples, num_classes, num_clips, limit="auto"):
+    """(cfg, note): `cfg` as it is when it fits, with its batch halved until it does, or None.
+
+    For tune's trials: a trial whose estimate exceeds the limit runs at the
+    largest batch (halving) that fits, and the note says so and why; one that
+    fits at no batch gets (None, why it was skipped). The note is None when
+    `cfg` fits as it is (or there is no limit).
+    """
+    limit = available_bytes() if limit == "auto" else limit
+    if limit is None:
+        return cfg, None
+    batch, estimate = largest_fitting_batch(cfg, num_samples, num_classes, num_clips, limit)
+    asked = cfg.train.batch_size
+    if batch == asked:
+        return cfg, None
+    if batch is None:
+        need = (f"needs about {estimate.total / GB:.1f} GB even at batch {estimate.batch_size}"
+                if estimate else "its front end alone needs")
+        return None, (f"skipped: {need}, more than the {limit / GB:.1f} GB available "
+                      f"(batch {asked} asked)")
+    return (dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch)),
+            f"batch {asked} -> {batch}: at {asked} it needs more than the {limit / GB:.1f} GB "
+            f"available; at {batch} about {estimate.total / GB:.1f} GB")

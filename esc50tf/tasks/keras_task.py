@@ -142,6 +142,20 @@ class KerasTask(Task):
                 raise Esc50Error(f"{split.name}: {n} training clips, fewer than one global batch "
                                  f"of {batch}; {fix}")
 
+    def check_memory(self, cfg, chosen, folder, kind):
+        """The estimated peak (`models.memory`) against the memory this process may have.
+
+        On the host only: with an accelerator the activations live in its own
+        memory, which this estimate does not check.
+        """
+        from esc50tf.models import memory
+
+        index = folder.index
+        clips = max(len(split.train.rows(index)) for split in chosen)
+        return memory.check_fits(cfg, folder.num_samples, folder.num_classes, clips,
+                                 what=f"training {cfg.model.name} at batch "
+                                      f"{cfg.train.batch_size}", limit=memory.host_limit(kind))
+
     def start_run(self, cfg, strategy, kind, resumed=False):
         import keras
 
