@@ -6,7 +6,7 @@ symbolically, nothing trained), then runs `esc50tf.train.train` on the same
 configuration for one epoch (test fold 1, no export) and reports its own peak
 resident set (`ru_maxrss`): the estimate and the measurement come from the
 same process, after the same imports. The data: synthetic ESC-50-layout
-clips (10 classes x 4 clips of 5 s at 22.05 kHz).
+clips (6 classes x 5 clips of 5 s at 22.05 kHz).
 
 Configurations (`name: model, front end, batch`):
 
@@ -108,7 +108,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_memory-") as workdir:
         data = Path(workdir) / "tfr"
         synthesize_tfrecords(Path(workdir) / "esc50", data,
-                             SynthConfig(num_classes=10, clips_per_class=4, sample_rate=RATE,
+                             SynthConfig(num_classes=6, clips_per_class=5, sample_rate=RATE,
                                          clip_seconds=SECONDS, seed=0),
                              BuildConfig(sample_rate=RATE, clip_seconds=SECONDS,
                                          shards_per_fold=1),
@@ -146,7 +146,7 @@ def main(argv=None):
         "device": {"name": common.cpu_description()["model"], "kind": "CPU", "label": "cpu",
                    "cpu": common.cpu_description()},
         "environment": common.finish_environment(environment),
-        "config": {"data": f"synthetic, 10 classes x 4 clips of {SECONDS:g} s at {RATE} Hz",
+        "config": {"data": f"synthetic, 6 classes x 5 clips of {SECONDS:g} s at {RATE} Hz",
                    "protocol": "test fold 1, 1 epoch, default preset, float32",
                    "command": common.command_line(argv)},
         "results": results,

@@ -176,7 +176,7 @@ def _read_blocks(path, sample_rate, block_seconds, progress):
     """Yields mono float32 blocks at `sample_rate`; Esc50Error names the file and position."""
     import soundfile as sf
     import soxr
-    from tqdm import tqdm
+    from esc50tf.progress import bar as progress_bar
 
     path = str(path)
     if not os.path.isfile(path):
@@ -185,8 +185,9 @@ def _read_blocks(path, sample_rate, block_seconds, progress):
         f = sf.SoundFile(path)
     except Exception as err:  # noqa: BLE001 - soundfile raises several types
         raise Esc50Error(f"{path}: cannot decode audio ({err})") from None
-    with f, tqdm(total=round(f.frames / f.samplerate, 1) if f.frames > 0 else None, unit="s",
-                 desc=os.path.basename(path), disable=not progress, leave=False) as bar:
+    with f, progress_bar(total=round(f.frames / f.samplerate, 1) if f.frames > 0 else None,
+                         unit="s", desc=os.path.basename(path), disable=not progress,
+                         leave=False) as bar:
         rate = f.samplerate
         resampler = None
         if rate != sample_rate:

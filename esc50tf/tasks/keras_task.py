@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from esc50tf import recipe
+from esc50tf import progress, recipe
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_npz
 from esc50tf.tasks.base import Task, history_length
@@ -319,14 +319,14 @@ class KerasTask(Task):
                          epochs=epochs or cfg.train.epochs, initial_epoch=initial_epoch,
                          callbacks=[*callbacks, interrupt_check()],
                          steps_per_epoch=steps_per_epoch,
-                         verbose=verbose, class_weight=class_weight,
+                         verbose=progress.keras_verbose(verbose), class_weight=class_weight,
                          shuffle=False)  # tf.data already shuffles
 
     def predict(self, model, dataset, verbose=1):
         """Multi-crop batched prediction (`models.build.predict_dataset`)."""
         from esc50tf.models.build import predict_dataset
 
-        return predict_dataset(model, dataset, verbose=verbose)
+        return predict_dataset(model, dataset, verbose=progress.keras_verbose(verbose))
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="default", index=None, sizes=None, callbacks=(), epoch_end=None,
