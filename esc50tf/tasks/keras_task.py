@@ -326,7 +326,7 @@ class KerasTask(Task):
         """Multi-crop batched prediction (`models.build.predict_dataset`)."""
         from esc50tf.models.build import predict_dataset
 
-        return predict_dataset(model, dataset, verbose=progress.keras_verbose(verbose))
+        return predict_dataset(model, dataset, verbose=verbose)
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="default", index=None, sizes=None, callbacks=(), epoch_end=None,
