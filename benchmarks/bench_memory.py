@@ -173,6 +173,7 @@ def render_markdown(payload):
         ("front end GB", lambda r: r["parts_gb"].get("front end")),
         ("parameters GB", lambda r: r["parts_gb"].get("parameters")),
         ("data GB", lambda r: r["parts_gb"].get("data")),
+        ("graph GB", lambda r: r["parts_gb"].get("graph")),
     ]
     cfg = payload["config"]
     return "\n".join([

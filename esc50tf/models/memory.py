@@ -19,7 +19,10 @@
   with momentum: 1);
 - `data`: the training clips cached as int16 and shuffled as int16 (the
   pipeline caches decoded clips before any random step), and a few prefetched
-  float32 batches.
+  float32 batches;
+- `graph`: a fixed amount per layer (`GRAPH_BYTES_PER_LAYER`) for what
+  training holds beyond tensors (traced graphs, gradient and optimizer ops,
+  layer objects); measured on one configuration, not derived.
 
 Stage one (`check_frontend`) needs no model: from the front-end settings
 alone it refuses a filterbank or a batch of features that cannot fit
@@ -45,6 +48,11 @@ GB = 1e9
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
 PREFETCH_BATCHES = 4  # tf.data's AUTOTUNE prefetch holds a few batches
 GRADIENT_COPIES = 2  # the backward pass: gradients of the largest activation, in and out
+# What training holds per layer beyond its tensors: the traced train / predict graphs and
+# their gradient and optimizer ops, the layer objects (the symbolic copy this estimate
+# builds included). Measured, not derived: `bench_memory`'s hybrid (DenseNet121, 441
+# layers) at mel 64 and batch 16 peaked 1.32 GB above the other parts' sum, 3.0 MB a layer.
+GRAPH_BYTES_PER_LAYER = 3_000_000
 
 
 @dataclasses.dataclass
@@ -196,15 +204,22 @@ def check_frontend(features, num_samples, batch_size, limit="auto"):
             "lower --n-mels / --n-fft, raise --hop-length or lower --batch-size"))
 
 
+def _layers(model):
+    """Every layer of `model`, nested models' own layers included, inputs left out."""
+    import keras
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            # a nested model's layers are counted themselves; inputs are data
+            if not isinstance(layer, (keras.Model, keras.layers.InputLayer))]
+
+
 def _activation_bytes(model):
     """(sum of every layer output's bytes per example, the largest one)."""
     import keras
     import numpy as np
 
     total = largest = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
-            continue  # a nested model's layers are counted themselves; inputs are data
+    for layer in _layers(model):
         for node in layer._inbound_nodes:
             for t in keras.tree.flatten(node.output_tensors):
                 shape = [d for d in t.shape[1:]]
@@ -254,6 +269,7 @@ def estimate_memory(cfg, num_samples, num_classes, num_clips, batch_size=None, m
         "front end": kept + through,
         "activations": batch * (per_example + GRADIENT_COPIES * largest),
         "parameters": _parameter_bytes(model, cfg.train.optimizer),
+        "graph": GRAPH_BYTES_PER_LAYER * len(_layers(model)),
         "data": 2 * 2 * num_clips * num_samples + PREFETCH_BATCHES * 4 * batch * num_samples,
     }
     return MemoryEstimate(parts, batch)
