@@ -240,6 +240,25 @@ def _parameter_bytes(model, optimizer):
     return trainable * (2 + slots) + frozen
 
 
+def symbolic_model(cfg, num_classes, num_samples):
+    """`cfg`'s Keras model with shapes and no values (`keras.StatelessScope`).
+
+    Pretrained weights are not read (shapes do not depend on them); a model
+    that cannot be built without them is built as configured.
+    """
+    import keras
+
+    from esc50tf.models.build import build_model
+
+    with keras.StatelessScope():  # shapes only: no variable gets a value
+        try:
+            return build_model(dataclasses.replace(cfg.model, weights=None), cfg.features,
+                               num_classes, num_samples, cfg.augment, seed=cfg.train.seed)
+        except (ValueError, Esc50Error):
+            return build_model(cfg.model, cfg.features, num_classes, num_samples, cfg.augment,
+                               seed=cfg.train.seed)
+
+
 def estimate_memory(cfg, num_samples, num_classes, num_clips, batch_size=None, model=None):
     """The MemoryEstimate of training `cfg` (a RunConfig of a Keras model).
 
@@ -251,15 +270,9 @@ def estimate_memory(cfg, num_samples, num_classes, num_clips, batch_size=None, m
         model: keras.Model or None. Built here symbolically when None (the
             current dtype policy applies).
     """
-    import keras
-
-    from esc50tf.models.build import build_model
-
     batch = int(batch_size or cfg.train.batch_size)
     if model is None:
-        with keras.StatelessScope():  # shapes only: no variable gets a value
-            model = build_model(cfg.model, cfg.features, num_classes, num_samples, cfg.augment,
-                                seed=cfg.train.seed)
+        model = symbolic_model(cfg, num_classes, num_samples)
     crop = getattr(cfg.augment, "crop_seconds", 0) or 0
     seen = min(num_samples, int(crop * cfg.features.sample_rate)) if crop else num_samples
     kept, through = frontend_bytes(cfg.features, seen, batch)
@@ -301,10 +314,6 @@ def largest_fitting_batch(cfg, num_samples, num_classes, num_clips, limit, small
     Returns (None, estimate at the smallest batch tried) when even `smallest`
     does not fit, or the front end alone cannot (estimate None then).
     """
-    import keras
-
-    from esc50tf.models.build import build_model
-
     batch = int(cfg.train.batch_size)
     try:
         check_frontend(cfg.features, num_samples, smallest, limit)
@@ -319,9 +328,7 @@ def largest_fitting_batch(cfg, num_samples, num_classes, num_clips, limit, small
         if fits_front:
             break
         batch = max(smallest, batch // 2)
-    with keras.StatelessScope():
-        model = build_model(cfg.model, cfg.features, num_classes, num_samples, cfg.augment,
-                            seed=cfg.train.seed)
+    model = symbolic_model(cfg, num_classes, num_samples)
     while True:
         estimate = estimate_memory(cfg, num_samples, num_classes, num_clips, batch, model=model)
         if estimate.total <= limit:
