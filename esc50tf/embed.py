@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -64,13 +63,13 @@ def embed_files(embedder, sample_rate, paths, progress=True, skip_bad=False):
     A file that cannot be decoded stops the work (Esc50Error naming it), or
     with `skip_bad` is reported in `errors` as (path, message) and left out.
     """
-    from tqdm import tqdm
+    from esc50tf.progress import bar as progress_bar
 
     from esc50tf.data.audio import fix_length, load_audio
 
     rows, names, errors = [], [], []
     minimum = int(MIN_SECONDS * sample_rate)
-    for p in tqdm(paths, desc="embed", unit="file", disable=not progress, file=sys.stderr):
+    for p in progress_bar(paths, desc="embed", unit="file", disable=not progress):
         try:
             wave, _ = load_audio(p, sample_rate=sample_rate)
         except Esc50Error as err:
@@ -95,10 +94,9 @@ def embed_tfrecords(embedder, sample_rate, data, selection=None, batch_size=32, 
     at another rate are resampled to `sample_rate` (soxr) first.
     """
     from esc50tf.data import splits
-    from tqdm import tqdm
-
     from esc50tf.data.audio import resample
     from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.progress import bar as progress_bar
 
     folder = TFRecordFolder(data)
     index = folder.index
@@ -109,8 +107,7 @@ def embed_tfrecords(embedder, sample_rate, data, selection=None, batch_size=32, 
     ds = folder.dataset(selection, DatasetOptions(batch_size=batch_size, with_metadata=True,
                                                   cache=False))
     rows, names, labels, folds = [], [], [], []
-    with tqdm(total=total, desc="embed", unit="clip", disable=not progress,
-              file=sys.stderr) as pbar:
+    with progress_bar(total=total, desc="embed", unit="clip", disable=not progress) as pbar:
         for x, y, meta in ds:
             x = x.numpy()
             if rate != sample_rate:

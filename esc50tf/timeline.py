@@ -15,17 +15,23 @@ Written per recording into `OUT/<stem>/`:
 - `timeline.json`: the same windows (top classes), the merged events and the
   settings;
 - `timeline.png`: a heat map of class probability over time, under the
-  waveform's envelope, with the events marked.
+  waveform's envelope, with the events marked and a colour bar of probability.
 
-Events: each class's probability is median-filtered over `smooth`
-consecutive windows (3 by default: a lone window straddling an event's edge,
-half sound and half background, is often confidently wrong; a median keeps
-the edges of real events where they are); a window is labelled with its top
-class when that class's smoothed probability reaches `threshold`, and
+Events: windows are cut every `hop` seconds, a quarter of the model's window
+by default (`HOPS_PER_WINDOW`): an event as long as one window is then read
+whole by one window and by most of several more, instead of by one window
+and two halves at half-window hops. Each class's probability is
+median-filtered over `smooth` consecutive windows (3 by default: a lone
+window straddling an event's edge, half sound and half background, is often
+confidently wrong; a median keeps the edges of real events where they are),
+except that a window whose own top class reaches `CONFIDENT` (0.9) keeps its
+own probabilities: a median over 3 windows would erase a short event seen
+confidently by one window alone. A window is labelled with its top class
+when that class's (smoothed) probability reaches `threshold`, and
 consecutive windows with the same label merge into one event. Each window
 speaks for the `hop` seconds around its centre, so an event runs from the
 first window's centre - hop / 2 to the last one's centre + hop / 2 (clipped
-to the recording). A window whose
+to the recording): its edges are resolved to the hop. A window whose
 sound fills only a small part of it is still often labelled when the rest is
 quiet, which would stretch the event by up to half a window on each side; so
 edges are then trimmed, hop by hop, while the hop at the edge is no louder
@@ -71,6 +77,10 @@ from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir, dumps_json
 
 TOP_K = 3
+HOPS_PER_WINDOW = 4  # the default hop: a quarter of the model's window
+SMOOTH = 3  # the default median filter length (windows)
+CONFIDENT = 0.9  # a window whose own top class reaches this keeps its label through the median
+THRESHOLD = 0.5  # the default top-class probability of an event's windows
 QUIET_DB = 6.0
 BACKGROUND_PERCENTILE = 10
 PLOT_COLUMNS = 2000  # the heat map's time columns at most (the PNG is 1200 pixels wide)
@@ -165,7 +175,7 @@ def _read_blocks(path, sample_rate, block_seconds, progress):
     """Yields mono float32 blocks at `sample_rate`; Esc50Error names the file and position."""
     import soundfile as sf
     import soxr
-    from tqdm import tqdm
+    from esc50tf.progress import bar as progress_bar
 
     path = str(path)
     if not os.path.isfile(path):
@@ -174,8 +184,9 @@ def _read_blocks(path, sample_rate, block_seconds, progress):
         f = sf.SoundFile(path)
     except Exception as err:  # noqa: BLE001 - soundfile raises several types
         raise Esc50Error(f"{path}: cannot decode audio ({err})") from None
-    with f, tqdm(total=round(f.frames / f.samplerate, 1) if f.frames > 0 else None, unit="s",
-                 desc=os.path.basename(path), disable=not progress, leave=False) as bar:
+    with f, progress_bar(total=round(f.frames / f.samplerate, 1) if f.frames > 0 else None,
+                         unit="s", desc=os.path.basename(path), disable=not progress,
+                         leave=False) as bar:
         rate = f.samplerate
         resampler = None
         if rate != sample_rate:
@@ -277,6 +288,42 @@ def merge_events(starts, top, top_prob, class_names, window, hop, duration, thre
     return out
 
 
+def _background_floor(envelope, quiet_db=QUIET_DB):
+    """The RMS at or below which a hop is background, or None (all digital silence)."""
+    sound = envelope[envelope > 0]
+    if not len(sound):
+        return None
+    return np.percentile(sound, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
+
+
+def extend_loud_edges(events, starts, envelope, hop, reach, quiet_db=QUIET_DB):
+    """Moves each event's edges outwards over loud hops its windows cover (changed in place).
+
+    An event's windows cover `reach` seconds (half a window less half a hop)
+    beyond its edges at the windows' centres; a hop there that is louder than
+    the background (see `trim_quiet_edges`), with only loud hops between it
+    and the event, and that no other event holds, is taken in. An event as
+    long as one window, named by the aligned window alone, so ends where its
+    sound does, to the hop, instead of half a hop around that window's centre.
+    """
+    floor = _background_floor(envelope, quiet_db)
+    if floor is None or reach <= 0:
+        return events
+    loud = envelope > floor
+    for i, e in enumerate(events):
+        low = max(e["start"] - reach, events[i - 1]["end"] if i else 0.0)
+        high = min(e["end"] + reach, events[i + 1]["start"] if i + 1 < len(events) else np.inf)
+        j = int(np.searchsorted(starts, e["start"] - 1e-6)) - 1  # the hop holding the start
+        while j >= 0 and starts[j] >= low - 1e-6 and loud[j]:
+            e["start"] = round(min(e["start"], float(starts[j])), 4)
+            j -= 1
+        j = int(np.searchsorted(starts, e["end"] - 1e-6))  # the first hop after the end
+        while j < len(starts) and starts[j] + hop <= high + 1e-6 and loud[j]:
+            e["end"] = round(max(e["end"], float(starts[j] + hop)), 4)
+            j += 1
+    return events
+
+
 def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
     """Moves each event's edges inwards past hops as quiet as the recording's background.
 
@@ -290,10 +337,9 @@ def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
         envelope: RMS of hop `j`, per window.
         hop: seconds.
     """
-    sound = envelope[envelope > 0]
-    if not len(sound):
+    floor = _background_floor(envelope, quiet_db)
+    if floor is None:
         return events
-    floor = np.percentile(sound, BACKGROUND_PERCENTILE) * 10.0 ** (quiet_db / 20.0)
     for e in events:
         inside = np.flatnonzero((starts + hop > e["start"]) & (starts < e["end"]))
         loud = inside[envelope[inside] > floor]
@@ -304,17 +350,47 @@ def trim_quiet_edges(events, starts, envelope, hop, quiet_db=QUIET_DB):
     return events
 
 
-def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
-             progress=True, batch_size=BATCH, block_seconds=BLOCK_SECONDS):
+def smooth_rows(probs, smooth=SMOOTH, confident=CONFIDENT):
+    """Each class's probability median-filtered over `smooth` rows, confident rows kept.
+
+    Args:
+        probs: `[rows, classes]` probabilities.
+        smooth: int, odd. Median filter length in rows; 1: none.
+        confident: float or None. A row whose own top probability reaches it
+            is kept as it is, so that one confident window alone (a short
+            event) is not erased by its neighbours; None: every row filtered.
+
+    Returns:
+        `[rows, classes]` float32.
+    """
+    probs = np.asarray(probs, np.float32)
+    if smooth <= 1 or not len(probs):
+        return probs
+    from scipy.ndimage import median_filter
+
+    smoothed = median_filter(probs, size=(smooth, 1), mode="nearest")
+    if confident is not None:
+        keep = probs.max(axis=1) >= confident
+        smoothed[keep] = probs[keep]
+    return smoothed
+
+
+def timeline(model, audio, out, hop=None, threshold=THRESHOLD, smooth=SMOOTH, overwrite=False,
+             progress=True, batch_size=BATCH, block_seconds=BLOCK_SECONDS, confident=CONFIDENT,
+             extend_edges=True):
     """Classifies `audio` window by window and writes the timeline into `out`.
 
     Args:
         model: WindowModel.
         audio: path of the recording (any rate and channel count).
         out: folder to write (must not exist unless `overwrite`).
-        hop: float or None. Seconds between windows; None is half a window.
+        hop: float or None. Seconds between windows; None: the window / `HOPS_PER_WINDOW`.
         threshold: float. Minimum top-class probability of an event's windows.
         smooth: int. Median filter length (windows) before thresholding; 1: none.
+        confident: float or None. Windows at or above it keep their own
+            probabilities through the median (`smooth_rows`); None: none do.
+        extend_edges: bool. Edges move out over loud hops the event's windows
+            cover (`extend_loud_edges`) before quiet ones are trimmed.
 
     Returns:
         dict: the timeline.json content without the windows.
@@ -322,7 +398,7 @@ def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=Fal
     out = Path(out)
     rate, n = model.sample_rate, model.num_samples
     window_s = n / rate
-    hop_s = window_s / 2 if hop is None else float(hop)
+    hop_s = window_s / HOPS_PER_WINDOW if hop is None else float(hop)
     hop_n = int(round(hop_s * rate))
     if not 1 <= hop_n <= n:
         raise Esc50Error(f"--hop {hop!r}: allowed: from one sample (1/{rate} s) to the model's "
@@ -335,16 +411,18 @@ def timeline(model, audio, out, hop=None, threshold=0.5, smooth=3, overwrite=Fal
         raise Esc50Error(f"--threshold {threshold!r}: allowed: a probability in [0, 1]")
     if not (isinstance(smooth, int) and smooth >= 1 and smooth % 2 == 1):
         raise Esc50Error(f"--smooth {smooth!r}: allowed: an odd number of windows >= 1")
+    if confident is not None and not 0.0 <= confident <= 1.0:
+        raise Esc50Error(f"confident={confident!r}: allowed: a probability in [0, 1] or None")
     if out.exists() and not overwrite:
         raise Esc50Error(f"{out}: already exists; choose another --out or pass --overwrite")
     with atomic_dir(out, overwrite=overwrite) as staging:
         summary = _write(model, audio, staging, n, hop_n, window_s, hop_s, threshold, smooth,
-                         progress, batch_size, block_seconds)
+                         confident, extend_edges, progress, batch_size, block_seconds)
     return summary
 
 
-def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, progress,
-           batch_size, block_seconds):
+def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, confident,
+           extend_edges, progress, batch_size, block_seconds):
     names = model.class_names
     k = min(TOP_K, len(names))
     rate = model.sample_rate
@@ -430,22 +508,20 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
     # Rows: windows (each speaking for `hop` around its centre) or steps (each for itself).
     row_window, row_hop = (step_n / rate, step_n / rate) if framewise else (window_s, hop_s)
     probs = np.stack(all_probs).astype(np.float32)  # [rows, classes]
-    if smooth > 1:
-        from scipy.ndimage import median_filter
-
-        smoothed = median_filter(probs, size=(smooth, 1), mode="nearest")
-    else:
-        smoothed = probs
+    smoothed = smooth_rows(probs, smooth, confident)
     top = smoothed.argmax(axis=1)
     top_prob = smoothed[np.arange(len(top)), top]
     top[np.asarray(silent, bool)] = -1  # digital silence: nothing to name
     events = merge_events(starts, top, top_prob, names, row_window, row_hop, duration, threshold)
+    if extend_edges:
+        events = extend_loud_edges(events, np.asarray(starts), np.asarray(envelope), row_hop,
+                                   (row_window - row_hop) / 2)
     events = trim_quiet_edges(events, np.asarray(starts), np.asarray(envelope), row_hop)
     summary = {
         "file": str(audio), "model": model.source, "sample_rate": rate,
         "duration": round(duration, 4), "window": window_s, "hop": hop_s,
         "output": output, "step": row_hop if framewise else None,
-        "threshold": threshold, "smooth": smooth, "classes": names, "num_windows": num_windows,
+        "threshold": threshold, "smooth": smooth, "confident": confident, "classes": names, "num_windows": num_windows,
         "num_rows": len(starts), "events": events,
     }
     head = dumps_json({**summary, "windows": []}, indent=1)
@@ -461,7 +537,8 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
 
 
 def plot_timeline(probs, starts, envelope, names, window, hop, duration, events, path, title=""):
-    """Heat map (classes x time) under the envelope, events outlined; writes a PNG."""
+    """Heat map (classes x time) under the envelope, events outlined, with a colour bar
+    of probability; writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -476,12 +553,12 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
         centres = centres[cuts]
         hop = duration / len(cuts)
     height = 2.0 + 0.22 * len(names)
-    fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True,
+    fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True, layout="constrained",
                                      gridspec_kw={"height_ratios": [1, max(2, len(names) / 4)]})
     ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
     ax_env.set_ylabel("RMS")
     ax_env.set_title(title)
-    ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
+    image = ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
               interpolation="nearest",
               extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
     index = {c: i for i, c in enumerate(names)}
@@ -492,13 +569,13 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlim(0, duration)
     ax.set_xlabel("time (s)")
-    fig.tight_layout()
+    fig.colorbar(image, ax=[ax_env, ax], label="probability", fraction=0.03, pad=0.01)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
-                  sample_rate=None, as_json=False, progress=True):
+def run_timelines(model_path, files, out, hop=None, threshold=THRESHOLD, smooth=SMOOTH,
+                  overwrite=False, sample_rate=None, as_json=False, progress=True):
     """`esc50tf predict --timeline`: one timeline folder per file in `out`.
 
     A file that fails (missing, or not decoding, even in the middle of the

@@ -210,6 +210,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         if not tfr.is_remote(out):
             prepare_run_dir(out, config_dict, overwrite, check_only=True)
         _check_can_start(cfg, task, chosen, index, strategy)
+        task.check_memory(cfg, chosen, folder, kind)
         remote = _RemoteRun(out, overwrite) if tfr.is_remote(out) else None
         created = [] if remote else cleanup.make_dirs(out)
         try:

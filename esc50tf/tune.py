@@ -599,11 +599,12 @@ class _TrialRunner:
 
         trial_dir = self.out / PROJECT / f"trial_{self.trial_id}"
         cfg = self.space.run_config(self.space.declare(hp), out=str(trial_dir), epochs=self.epochs)
-        self.config = cfg
-        self.meta = {"config": cfg.to_dict()}
         check_sample_rate(cfg.model, self.manifest, self.data)  # a PANNs trunk's own rate
         # KerasTuner clears the Keras session before every build, and with it the dtype policy.
         keras.mixed_precision.set_global_policy(self.policy)
+        cfg = self._fit_memory(cfg)
+        self.config = cfg
+        self.meta.update(config=cfg.to_dict())
         t = cfg.train
         global_batch = distribute.global_batch_size(t.batch_size, self.strategy)
         steps = len(self.split.train.rows(self.folder.index)) // global_batch
@@ -612,6 +613,23 @@ class _TrialRunner:
             cfg, self.split.train, self.folder, self.num_classes,
             distribute.num_replicas(self.strategy), steps_per_epoch=steps)
         return model
+
+    def _fit_memory(self, cfg):
+        """`cfg`, its batch halved until the estimated peak fits (`models.memory`), or a
+        skipped trial (FailedTrialError); the note goes into the trial's record and table."""
+        import keras_tuner as kt
+
+        from esc50tf.models import memory
+
+        cfg, note = memory.shrink_to_fit(
+            cfg, self.folder.num_samples, self.num_classes,
+            len(self.split.train.rows(self.folder.index)), limit=memory.host_limit(self.kind))
+        if note:
+            self.meta["skipped" if cfg is None else "memory"] = note
+            _log(f"[trial {self.trial_id}] {note}")
+        if cfg is None:
+            raise kt.errors.FailedTrialError(note)
+        return cfg
 
     # HyperModel.fit
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
@@ -1010,7 +1028,8 @@ def trial_rows(oracle, objective, project_dir):
         except Esc50Error as err:  # one damaged record must not cost the whole search's table
             _log(f"warning: {err}; trial {trial_id} is listed without its record")
             meta = {}
-        status = _STATUS.get(trial.status, str(trial.status).lower())
+        status = "skipped" if meta.get("skipped") else _STATUS.get(trial.status,
+                                                                    str(trial.status).lower())
         score = trial.score if status == "completed" else None
         rows.append({
             "trial": trial_id, "status": status, objective: score,
@@ -1019,8 +1038,8 @@ def trial_rows(oracle, objective, project_dir):
             "values": {k: _round(v) if isinstance(v, float) else v
                        for k, v in trial.hyperparameters.values.items()
                        if not k.startswith("tuner/")},
-            "error": meta.get("error") or (_last_line(trial.message)
-                                           if status == "failed" else None),
+            "error": meta.get("skipped") or meta.get("error") or meta.get("memory") or (
+                _last_line(trial.message) if status == "failed" else None),
         })
     sign = -1 if objective == "val_accuracy" else 1
     rows.sort(key=lambda r: (r[objective] is None, sign * (r[objective] or 0), int(r["trial"])))
@@ -1047,7 +1066,7 @@ def write_results(out, oracle, objective, models, space, test_fold, cv, fixed=No
 
 def _write_markdown(out, rows, names, objective, models, space, test_fold, cv, fixed):
     counts = {s: sum(r["status"] == s for r in rows)
-              for s in ("completed", "failed", "interrupted")}
+              for s in ("completed", "skipped", "failed", "interrupted")}
     lines = [f"# Hyperparameter search: {', '.join(models)}", "",
              f"- objective: {objective} ({'max' if objective == 'val_accuracy' else 'min'}) on a "
              f"validation set carved by src_file from the training folds; "

@@ -327,7 +327,8 @@ def test_embed_writes_embeddings_for_tfrecords_and_audio_files(weights_16k, tiny
         np.testing.assert_allclose(f["embeddings"][0], g["embeddings"][row], rtol=1e-3, atol=1e-4)
 
 
-def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, tmp_path):
+def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, tmp_path,
+                                                  capsys):
     from esc50tf.run_config import resolve_config
     from esc50tf.train import train
 
@@ -337,6 +338,12 @@ def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, t
         "model": {"classic_features": "embeddings", "weights": str(weights_16k)}})
     report = train(cfg)
     assert len(report["folds"]) == 5
+    # Embedding every clip is the probe's long wait: it shows progress (plain lines in a
+    # log), once, since the table is cached for the other splits.
+    err = capsys.readouterr().err
+    assert sum(line.startswith("embed: 100%") and "40/40" in line
+               for line in err.splitlines()) == 1, err
+    assert "\x1b" not in err and "\r" not in err
     # 4 well-separated synthetic classes: a linear probe on even random-init embeddings
     # of a tiny trunk does better than chance (25%).
     assert report["accuracy"] > 0.4

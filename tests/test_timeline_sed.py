@@ -55,9 +55,9 @@ def test_sed_timeline_is_per_step_and_averages_overlapping_windows(sed_keras, tm
     model = load_window_model(sed_keras, sample_rate=RATE)
     assert model.step_samples == 32 * 320  # 32 frames of the 10 ms hop: 0.32 s
     x = _recording(tmp_path / "rec.wav")
-    summary = timeline(model, tmp_path / "rec.wav", tmp_path / "tl", progress=False)
+    summary = timeline(model, tmp_path / "rec.wav", tmp_path / "tl", hop=0.5, progress=False)
     step = model.step_samples / RATE
-    # The default hop (half a window) goes onto the steps' grid: 2 steps, finer rows.
+    # A hop of half a window goes onto the steps' grid: 2 steps, finer rows.
     assert summary["output"] == "framewise" and summary["step"] == pytest.approx(step)
     assert summary["hop"] == pytest.approx(2 * step) and step < summary["hop"]
     doc = json.loads((tmp_path / "tl" / "timeline.json").read_text())

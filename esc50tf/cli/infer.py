@@ -58,14 +58,14 @@ def _add_predict(p):
         "timeline.png. MODEL may also be an export folder, a SavedModel or a .tflite file")
     t.add_argument("--timeline", action="store_true", help="write a timeline per file")
     t.add_argument("--hop", type=positive_float, default=None,
-                   help="seconds between windows (default: half the model's window; a SED "
+                   help="seconds between windows (default: a quarter of the model's window; a SED "
                    "model's frame-wise timeline rounds it to whole steps, 0.32 s for cnn14_sed)")
     t.add_argument("--threshold", type=ratio, default=0.5,
                    help="top-class probability a window needs to be part of an event "
                    "(default: %(default)s)")
     t.add_argument("--smooth", type=positive_int, default=3,
                    help="median filter over this many windows (odd) before events are "
-                   "found; 1: none (default: %(default)s)")
+                   "found, a window at p >= 0.9 keeping its own; 1: none (default: %(default)s)")
     t.add_argument("--out", default="timeline",
                    help="folder for the timelines (default: %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace existing timelines")

@@ -42,14 +42,14 @@ def is_complete(dest):
 
 def fetch(url, path, progress=True, chunk=1 << 20):
     """Streams `url` into `path` (written whole or not at all)."""
-    from tqdm import tqdm
+    from esc50tf.progress import bar as progress_bar
 
     try:
         with atomic_path(path) as tmp, urllib.request.urlopen(url, timeout=60) as response:
             total = response.headers.get("Content-Length")
-            bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                       unit_divisor=1024, desc="download", disable=not progress,
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = progress_bar(total=int(total) if total else None, unit="B", unit_scale=True,
+                               unit_divisor=1024, desc="download", disable=not progress,
+                               dynamic_ncols=True)
             with open(tmp, "wb") as out, bar:
                 while block := response.read(chunk):
                     out.write(block)

@@ -43,12 +43,11 @@ import functools
 import math
 import numbers
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
+from esc50tf.progress import bar as progress_bar
 
 from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
@@ -581,7 +580,8 @@ def synthesize(
         audio = tmp / "audio"
         audio.mkdir()
         rec_index, rec = -1, None
-        with tqdm(total=len(rows), desc="synthesize", unit="clip", disable=not progress, file=sys.stderr) as bar:
+        with progress_bar(total=len(rows), desc="synthesize", unit="clip",
+                          disable=not progress) as bar:
             for i, row in enumerate(rows):
                 if row["_rec"] != rec_index:  # the takes of a recording are adjacent
                     rec_index = row["_rec"]

@@ -682,12 +682,13 @@ def _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite, progr
 
 def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad, progress):
     import tensorflow as tf
-    from tqdm import tqdm
+
+    from esc50tf.progress import bar as progress_bar
 
     options = tf.io.TFRecordOptions(compression_type=COMPRESSIONS[config.compression])
     stream = _decoded_stream(jobs, workers)
-    bar = tqdm(total=len(jobs), unit="clip", desc="decode+write", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), unit="clip", desc="decode+write", disable=not progress,
+                       dynamic_ncols=True)
     shards, index_rows, skipped, checked = [], [], [], []
     try:
         for fold, index, count, rows in plan:

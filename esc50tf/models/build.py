@@ -233,19 +233,22 @@ def predict_dataset(model, dataset, verbose=1):
         model: keras.Model taking `[batch, samples]` waveforms.
         dataset: tf.data.Dataset of `(waveforms, labels, meta)` batches, with
             `meta["filename"]` (`DatasetOptions(with_metadata=True)`).
-        verbose: int. Keras predict verbosity.
+        verbose: int. Keras predict verbosity (1: a bar on a terminal, plain lines in a log:
+            `esc50tf.progress.keras_verbose`).
 
     Returns:
         (y_true `[n]` int, y_prob `[n, classes]` float32, filenames list of str).
     """
     import tensorflow as tf
 
+    from esc50tf.progress import keras_verbose
+
     waves = dataset.map(lambda x, y, meta: x)
     probs = 0.0
     rolls = crop_rolls(model, waves.element_spec.shape[-1])
     for shift in rolls:
         crop = waves.map(lambda x, s=shift: tf.roll(x, s, axis=1)) if shift else waves
-        probs = probs + model.predict(crop, verbose=verbose)
+        probs = probs + model.predict(crop, verbose=keras_verbose(verbose))
     probs = probs / len(rolls)
     ys, names = [], []
     for y, filenames in dataset.map(lambda x, y, meta: (y, meta["filename"])):

@@ -126,13 +126,20 @@ def make_featurizer(feature_config, model_config):
     return stats
 
 
-def extract(dataset, featurize):
-    """Runs `featurize` over a `(waveform, label, metadata)` dataset -> (X, y, filenames)."""
+def extract(dataset, featurize, progress=False, total=None):
+    """Runs `featurize` over a `(waveform, label, metadata)` dataset -> (X, y, filenames).
+
+    `progress`: a bar of `total` clips on stderr (`esc50tf.progress`).
+    """
+    from esc50tf.progress import bar
+
     xs, ys, names = [], [], []
-    for x, y, meta in dataset:
-        xs.append(featurize(x).numpy())
-        ys.append(y.numpy())
-        names.extend(n.decode() for n in meta["filename"].numpy())
+    with bar(total=total, desc="features", unit="clip", disable=not progress) as pbar:
+        for x, y, meta in dataset:
+            xs.append(featurize(x).numpy())
+            ys.append(y.numpy())
+            names.extend(n.decode() for n in meta["filename"].numpy())
+            pbar.update(len(names) - pbar.n)
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys), names
 
 

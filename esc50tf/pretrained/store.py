@@ -289,7 +289,7 @@ def _verify(entry, digests, where):
 
 def _fetch_resumable(url, part, progress=True, chunk=1 << 20):
     """Appends `url` to `part`, resuming from its size when the server honours Range."""
-    from tqdm import tqdm
+    from esc50tf.progress import bar as progress_bar
 
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url)
@@ -302,10 +302,10 @@ def _fetch_resumable(url, part, progress=True, chunk=1 << 20):
                 have = 0  # the server sends the whole file: start over
             length = response.headers.get("Content-Length")
             total = have + int(length) if length else None
-            with open(part, "ab" if have else "wb") as out, tqdm(
+            with open(part, "ab" if have else "wb") as out, progress_bar(
                     total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                     desc=part.name.removesuffix(".part"), disable=not progress,
-                    file=sys.stderr, dynamic_ncols=True) as bar:
+                    dynamic_ncols=True) as bar:
                 while block := response.read(chunk):
                     out.write(block)
                     bar.update(len(block))

@@ -60,6 +60,15 @@ class Task:
             advice: list of str. Fold warnings already printed (a fix to suggest).
         """
 
+    def check_memory(self, cfg, chosen, folder, kind):
+        """Raises Esc50Error, before any folder is made, when a split cannot fit in memory.
+
+        Args:
+            chosen: list of Split.
+            folder: the opened TFRecordFolder.
+            kind: from `make_strategy`.
+        """
+
     def start_run(self, cfg, strategy, kind, resumed=False):
         """Applies process-wide settings (precision); returns facts for the report."""
         return {}

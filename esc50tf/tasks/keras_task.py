@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from esc50tf import recipe
+from esc50tf import progress, recipe
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_path, write_npz
 from esc50tf.tasks.base import Task, history_length
@@ -307,6 +307,20 @@ class KerasTask(Task):
                 raise Esc50Error(f"{split.name}: {n} training clips, fewer than one global batch "
                                  f"of {batch}; {fix}")
 
+    def check_memory(self, cfg, chosen, folder, kind):
+        """The estimated peak (`models.memory`) against the memory this process may have.
+
+        On the host only: with an accelerator the activations live in its own
+        memory, which this estimate does not check.
+        """
+        from esc50tf.models import memory
+
+        index = folder.index
+        clips = max(len(split.train.rows(index)) for split in chosen)
+        return memory.check_fits(cfg, folder.num_samples, folder.num_classes, clips,
+                                 what=f"training {cfg.model.name} at batch "
+                                      f"{cfg.train.batch_size}", limit=memory.host_limit(kind))
+
     def start_run(self, cfg, strategy, kind, resumed=False):
         import keras
 
@@ -470,7 +484,7 @@ class KerasTask(Task):
                          epochs=epochs or cfg.train.epochs, initial_epoch=initial_epoch,
                          callbacks=[*callbacks, interrupt_check()],
                          steps_per_epoch=steps_per_epoch,
-                         verbose=verbose, class_weight=class_weight,
+                         verbose=progress.keras_verbose(verbose), class_weight=class_weight,
                          shuffle=False)  # tf.data already shuffles
 
     def predict(self, model, dataset, verbose=1):

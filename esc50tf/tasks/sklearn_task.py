@@ -40,34 +40,36 @@ class SklearnTask(Task):
         """The unfitted estimator of `cfg.model` (its registered builder)."""
         return self.spec.builder(cfg.model, seed=cfg.train.seed)
 
-    def build_inputs(self, cfg, split, folder, run_dir=None):
+    def build_inputs(self, cfg, split, folder, run_dir=None, progress=False):
         """`selection -> (X, y, filenames)`: the features of a side of `split`.
 
         Args:
             run_dir: Path or None. The run folder, where "embeddings" are cached
                 (None: the split folder's parent is not known; required then).
+            progress: bool. A progress bar while the clips are embedded or featurized.
         """
         from esc50tf.data.dataset import DatasetOptions
         from esc50tf.models import classic
 
         if cfg.model.classic_features == "embeddings":
-            return self._embedding_rows(cfg, run_dir, folder)
+            return self._embedding_rows(cfg, run_dir, folder, progress)
         featurize = classic.make_featurizer(cfg.features, cfg.model)
 
         def features_of(selection):
             ds = folder.dataset(selection, DatasetOptions(batch_size=64, with_metadata=True,
                                                           cache=False))
-            return classic.extract(ds, featurize)
+            return classic.extract(ds, featurize, progress=progress,
+                                   total=len(selection.rows(folder.index)))
 
         return features_of
 
     @staticmethod
-    def _embedding_rows(cfg, run_dir, folder):
+    def _embedding_rows(cfg, run_dir, folder, progress=False):
         """`selection -> (X, y, filenames)` from PANNs embeddings computed once per run, cached."""
         from esc50tf import embed
 
         table = embed.embedding_table(cfg.train.data, cfg.model,
-                                      Path(run_dir) / "embeddings.npz")
+                                      Path(run_dir) / "embeddings.npz", progress=progress)
         return lambda selection: embed.select(table, selection, folder.index)
 
     def fit(self, model, train_inputs, val_inputs, cfg, **options):
@@ -88,7 +90,8 @@ class SklearnTask(Task):
         from esc50tf.models import classic
         from esc50tf.report import fold_metrics
 
-        features_of = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent)
+        features_of = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent,
+                                        progress=verbose > 0)
         start = time.perf_counter()
         x_train, y_train, _ = features_of(split.train)
         estimator = self.fit(self.build_model(cfg), (x_train, y_train), None, cfg)
