@@ -28,10 +28,10 @@ def evaluate_run(run_dir, data=None, log=None):
     import dataclasses
     import time
 
+    from esc50tf import tasks
     from esc50tf.data import splits as split_lib
-    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.data.dataset import TFRecordFolder
     from esc50tf.errors import Esc50Error
-    from esc50tf.models import classic
     from esc50tf.run_config import RunConfig
 
     log = log or (lambda _msg: None)
@@ -43,6 +43,7 @@ def evaluate_run(run_dir, data=None, log=None):
     cfg = RunConfig.from_dict(config)
     if data:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
+    task = tasks.get_task(cfg.model.name)  # finds, loads and runs the split models
     folder = TFRecordFolder(cfg.train.data)
     class_names = folder.class_names
     index = folder.index
@@ -55,25 +56,13 @@ def evaluate_run(run_dir, data=None, log=None):
             raise Esc50Error(f"{split_dir}: split not finished (no result.json); "
                              "finish it with `esc50tf train --config` first")
         previous = json.loads(old.read_text())
-        ds = folder.dataset(split.test, DatasetOptions(batch_size=64, with_metadata=True))
-        saved = classic.saved_model(split_dir)
-        if (split_dir / "model.keras").is_file():
-            from esc50tf.models.build import predict_dataset
-            from esc50tf.predict import load_predictor
-
-            model = load_predictor(split_dir / "model.keras",
-                                   sample_rate=cfg.features.sample_rate).models[0]
-            y_true, y_prob, names = predict_dataset(model, ds)
-        elif saved:
-            estimator = classic.load_estimator(saved)
-            x, y_true, names = classic.extract(ds, classic.make_featurizer(cfg.features, cfg.model))
-            y_prob = classic.predict_proba(estimator, x, len(class_names))
-            if saved.name == classic.LEGACY_MODEL_FILE:
-                classic.save_estimator(estimator, split_dir / classic.MODEL_FILE)
-                log(f"{split.name}: re-saved {saved} as {classic.MODEL_FILE}")
-        else:
-            raise Esc50Error(f"{split_dir}: no saved model (model.keras, {classic.MODEL_FILE} "
-                             f"or {classic.LEGACY_MODEL_FILE})")
+        saved = task.saved_model(split_dir)
+        if saved is None:
+            raise Esc50Error(f"{split_dir}: no saved model ({tasks.model_files()})")
+        model = task.load(saved, log=log)  # an older scikit-learn model.pkl is re-saved
+        inputs = task.test_inputs(cfg, split.test, folder, batch_size=64, run_dir=run_dir)
+        y_true, y_prob, names = task.predict(model, inputs, num_classes=len(class_names),
+                                             verbose=1)
         write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
                   filenames=np.array(names))
         result = {**previous, **fold_metrics(y_true, y_prob, class_names), "split": split.name}

@@ -38,7 +38,6 @@ import dataclasses
 import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import numpy as np
 from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir
+from esc50tf.io import log as _log  # `log` is the name of a parameter here
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -103,16 +103,13 @@ class ExportConfig(Config):
                              "allowed: an integer >= 1")
 
 
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --- reading a run -----------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class _Run:
     path: Path
+    task: object  # the tasks.Task of its model: finds, loads and exports its split models
     config: object  # run_config.RunConfig
     config_dict: dict
     split_names: list
@@ -127,7 +124,7 @@ def read_run(run, split=None):
         Esc50Error: not a run folder, a scikit-learn run, no trained model, or
             an unknown split.
     """
-    from esc50tf import models
+    from esc50tf import models, tasks
     from esc50tf.run_config import RunConfig
 
     path = Path(run)
@@ -145,9 +142,10 @@ def read_run(run, split=None):
     if not spec.keras:
         raise Esc50Error(f"{path}: a scikit-learn run ({spec.name}); only Keras runs export to "
                          f"{' or '.join(FORMATS)}")
-    trained = sorted(p.parent.name for p in path.glob("*/model.keras"))
+    task = tasks.get_task(spec)
+    trained = sorted(d.name for d in path.iterdir() if d.is_dir() and task.saved_model(d))
     if not trained:
-        raise Esc50Error(f"{path}: no split has a model.keras yet (unfinished run?)")
+        raise Esc50Error(f"{path}: no split has a {task.MODEL_FILE} yet (unfinished run?)")
     if split is not None:
         name = str(split)
         if name not in trained and f"fold{name}" in trained:
@@ -162,25 +160,12 @@ def read_run(run, split=None):
         class_names = [c["category"] for c in json.loads(classes_path.read_text())]
     report_path = path / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
-    return _Run(path, config, config_dict, trained, class_names, report)
+    return _Run(path, task, config, config_dict, trained, class_names, report)
 
 
 def load_models(run):
-    """The `.keras` model of each chosen split, in `run.split_names` order."""
-    import keras
-
-    from esc50tf.models import register_custom_objects
-
-    register_custom_objects()
-
-    out = []
-    for name in run.split_names:
-        f = run.path / name / "model.keras"
-        try:
-            out.append(keras.models.load_model(f))
-        except Exception as err:  # noqa: BLE001 - keras raises many types
-            raise Esc50Error(f"{f}: cannot load the model ({err})") from None
-    return out
+    """The saved model of each chosen split, in `run.split_names` order (through its task)."""
+    return [run.task.load(run.task.saved_model(run.path / name)) for name in run.split_names]
 
 
 # --- the export graph --------------------------------------------------------------------
@@ -237,11 +222,9 @@ def keras_reference(models, batch):
     return np.mean([np.asarray(m.predict_on_batch(batch), np.float64) for m in models], axis=0)
 
 
-def write_savedmodel(model, path):
-    """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities."""
-    from esc50tf.tasks.keras_task import export_model
-
-    export_model(model, path)
+def write_savedmodel(model, path, task):
+    """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities (`task.export`)."""
+    task.export(model, path)
     return Path(path)
 
 
@@ -534,11 +517,11 @@ def export_run(run_path, cfg, log=_log):
         if cfg.format == "savedmodel":
             log(f"export: writing a SavedModel into {out}")
             file_name = SAVEDMODEL_DIR
-            write_savedmodel(model, staging / SAVEDMODEL_DIR)
+            write_savedmodel(model, staging / SAVEDMODEL_DIR, run.task)
             ops = None
         else:
             file_name = TFLITE_FILE
-            tmp_sm = write_savedmodel(model, staging / ".saved_model")
+            tmp_sm = write_savedmodel(model, staging / ".saved_model", run.task)
             representative = None
             if calib_names is not None:
                 log(f"export: calibrating int8 on {len(calib_names)} training-side clips")

@@ -8,7 +8,7 @@ report of all of them, and `write_report` writes `report.json`, `report.md`,
 `per_class_accuracy.png`.
 
 Used by `esc50tf.train` (at the end of a run), `esc50tf.evaluate` (recomputing
-a report from saved models) and `esc50tf.compare` (`pyplot`). Keras-free:
+a report from saved models); its plots go through `esc50tf.plotting`. Keras-free:
 reading and writing reports never imports TensorFlow.
 
 Example:
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.io import atomic_path
+from esc50tf.plotting import figure
 
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "curves.png",
                 "per_class_accuracy.png")
@@ -192,89 +193,67 @@ def _recipe_lines(report):
     return lines
 
 
-def pyplot():
-    """`matplotlib.pyplot` on the non-interactive Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(cm, class_names, path, title):
     """The confusion matrix, each row as a share of its true class (counts written in when small)."""
-    plt = pyplot()
     cm = np.asarray(cm, dtype=float)
     n = len(class_names)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     size = max(6.0, 0.28 * n + 3)
-    fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7 if n > 20 else 9)
-    ax.set_yticks(range(n), class_names, fontsize=7 if n > 20 else 9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, (size, size)) as (fig, ax):
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(n), class_names, rotation=90, fontsize=7 if n > 20 else 9)
+        ax.set_yticks(range(n), class_names, fontsize=7 if n > 20 else 9)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                                color="white" if norm[i, j] > 0.5 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
 
 
 def plot_curves(histories, path, title):
     """Loss and accuracy per epoch, train and validation, one line per split."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, hist in histories.items():
-        if not hist:
-            continue
-        epochs = np.arange(1, len(hist["loss"]) + 1)
+    with figure(path, (12, 4.5), nrows=1, ncols=2) as (fig, axes):
+        for name, hist in histories.items():
+            if not hist:
+                continue
+            epochs = np.arange(1, len(hist["loss"]) + 1)
+            for ax, key in zip(axes, ("loss", "accuracy")):
+                line, = ax.plot(epochs, hist[key], label=f"{name} train")
+                if f"val_{key}" in hist:
+                    ax.plot(epochs, hist[f"val_{key}"], "--", color=line.get_color(),
+                            label=f"{name} val")
         for ax, key in zip(axes, ("loss", "accuracy")):
-            line, = ax.plot(epochs, hist[key], label=f"{name} train")
-            if f"val_{key}" in hist:
-                ax.plot(epochs, hist[f"val_{key}"], "--", color=line.get_color(),
-                        label=f"{name} val")
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7, ncol=2)
+        fig.suptitle(title)
 
 
 def plot_per_class(per_class, path, title):
     """Horizontal bars, worst class at the bottom; a class with no test clips is shown
     as an empty hatched bar marked "no test clips" (not as 0%), at the top."""
-    plt = pyplot()
     items = sorted(((v if v is not None else 2.0), k) for k, v in per_class.items())
     n = len(items)
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * n + 1)))
-    tested = [i for i, (v, _) in enumerate(items) if v <= 1.0]
-    untested = [i for i, (v, _) in enumerate(items) if v > 1.0]
-    ax.barh(tested, [items[i][0] for i in tested], color="tab:blue")
-    if untested:
-        ax.barh(untested, [1.0] * len(untested), color="none", edgecolor="0.6", hatch="//")
-        for i in untested:
-            ax.text(0.5, i, "no test clips", ha="center", va="center", fontsize=7, color="0.3")
-    ax.set_yticks(range(n), [k for _, k in items], fontsize=7 if n > 20 else 9)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy (recall) over all test folds")
-    ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, (8, max(3.0, 0.22 * n + 1))) as (fig, ax):
+        tested = [i for i, (v, _) in enumerate(items) if v <= 1.0]
+        untested = [i for i, (v, _) in enumerate(items) if v > 1.0]
+        ax.barh(tested, [items[i][0] for i in tested], color="tab:blue")
+        if untested:
+            ax.barh(untested, [1.0] * len(untested), color="none", edgecolor="0.6", hatch="//")
+            for i in untested:
+                ax.text(0.5, i, "no test clips", ha="center", va="center", fontsize=7, color="0.3")
+        ax.set_yticks(range(n), [k for _, k in items], fontsize=7 if n > 20 else 9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("accuracy (recall) over all test folds")
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
 
 
 def read_history(path):

@@ -460,10 +460,9 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, p
 
 def plot_timeline(probs, starts, envelope, names, window, hop, duration, events, path, title=""):
     """Heat map (classes x time) under the envelope, events outlined; writes a PNG."""
-    import matplotlib
+    from matplotlib.patches import Rectangle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from esc50tf.plotting import figure
 
     centres = starts + window / 2
     env = np.asarray(envelope)
@@ -474,25 +473,23 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
         centres = centres[cuts]
         hop = duration / len(cuts)
     height = 2.0 + 0.22 * len(names)
-    fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True,
-                                     gridspec_kw={"height_ratios": [1, max(2, len(names) / 4)]})
-    ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
-    ax_env.set_ylabel("RMS")
-    ax_env.set_title(title)
-    ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
-              interpolation="nearest",
-              extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
-    index = {c: i for i, c in enumerate(names)}
-    for e in events:
-        i = index[e["class"]]
-        ax.add_patch(matplotlib.patches.Rectangle((e["start"], i - 0.5), e["end"] - e["start"], 1,
-                                                  fill=False, edgecolor="cyan", linewidth=1))
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlim(0, duration)
-    ax.set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ratios = [1, max(2, len(names) / 4)]
+    with figure(path, (12, height), dpi=100, nrows=2, ncols=1, sharex=True,
+                gridspec_kw={"height_ratios": ratios}) as (fig, (ax_env, ax)):
+        ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
+        ax_env.set_ylabel("RMS")
+        ax_env.set_title(title)
+        ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
+                  interpolation="nearest",
+                  extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
+        index = {c: i for i, c in enumerate(names)}
+        for e in events:
+            i = index[e["class"]]
+            ax.add_patch(Rectangle((e["start"], i - 0.5), e["end"] - e["start"], 1,
+                                   fill=False, edgecolor="cyan", linewidth=1))
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlim(0, duration)
+        ax.set_xlabel("time (s)")
 
 
 def run_timelines(model_path, files, out, hop=None, threshold=0.5, smooth=3, overwrite=False,
