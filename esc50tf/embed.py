@@ -28,7 +28,7 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 from esc50tf import io
-from esc50tf.models import panns
+from esc50tf.models import registry
 
 MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
 
@@ -136,7 +136,7 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
     out = Path(out)
     if out.exists() and not overwrite:  # before minutes of work
         raise Esc50Error(f"{out} exists; choose another --out or pass --overwrite")
-    embedder, arch = panns.build_embedder(weights)
+    embedder, arch = registry.build_embedder(weights)
     rate = architectures.get(arch)["sample_rate"]
     meta = {"weights": str(weights), "model": arch, "sample_rate": rate}
     if len(inputs) == 1 and Path(inputs[0], "manifest.json").is_file():
@@ -195,7 +195,7 @@ def embedding_table(data, model_config, cache_path, progress=False):
                     return {k: f[k] for k in ("embeddings", "filenames", "labels", "folds")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable or from an older version: made again
-    embedder, arch = panns.build_embedder(model_config.weights)
+    embedder, arch = registry.build_embedder(model_config.weights)
     table = embed_tfrecords(embedder, architectures.get(arch)["sample_rate"], data,
                             progress=progress)
     write_embeddings(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)

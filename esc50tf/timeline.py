@@ -119,6 +119,8 @@ def load_window_model(path, sample_rate=None):
             return export.keras_reference(models, batch)
 
         model = WindowModel(predict, p.class_names, p.sample_rate, p.num_samples, str(path))
+        from esc50tf.models.build import framewise_model
+
         framewise = [framewise_model(m) for m in getattr(p, "models", None) or []]
         if framewise and all(f is not None for f in framewise):
             model.steps = lambda batch: export.keras_reference([f for f, _ in framewise], batch)
@@ -137,29 +139,6 @@ def load_window_model(path, sample_rate=None):
     if names is None:
         names = [str(i) for i in range(runner(np.zeros((1, num_samples), np.float32)).shape[-1])]
     return WindowModel(runner, names, rate, int(num_samples), str(path))
-
-
-def framewise_model(model):
-    """(sub-model giving per-step probabilities, samples per step), or None.
-
-    For a Keras classifier whose graph holds the SED per-step head (a
-    `segment_logits` layer with `[b, steps, classes]` output, as `cnn14_sed`):
-    the same graph from the waveform to a softmax over each step's logits.
-    A step is `SED_RATIO` (32) frames of the front end's hop.
-    """
-    import keras
-
-    from esc50tf.models.panns import SED_RATIO
-
-    try:
-        logits = model.get_layer("segment_logits").output
-    except (ValueError, AttributeError):
-        return None
-    hops = [layer.hop_length for layer in model.layers if hasattr(layer, "hop_length")]
-    if len(logits.shape) != 3 or len(hops) != 1:
-        return None
-    probs = keras.layers.Softmax(axis=-1, dtype="float32", name="step_predictions")(logits)
-    return keras.Model(model.inputs, probs, name=f"{model.name}_framewise"), SED_RATIO * hops[0]
 
 
 def _read_blocks(path, sample_rate, block_seconds, progress):

@@ -429,9 +429,19 @@ def _fit_trial(model, base, over):
         over["train"].pop("trunk_lr_scale", None)  # no pretrained trunk to slow
 
 
+def _embedder(weights):
+    """build_embedder of PANNs weights; None for weights of another family."""
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights)  # says how to get missing weights
+    if meta.get("model") not in architectures.ARCHITECTURES:
+        return None
+    return build_embedder(weights)
+
+
 register_family("panns", "panns", "tab:red", preset=effective_preset, resolve=fix_settings,
                 check_data=check_sample_rate, sample_rate=_sample_rate,
-                converted_weights=_converted_weights, trial=_fit_trial)
+                converted_weights=_converted_weights, trial=_fit_trial, embedder=_embedder)
 
 
 # What the registered classifiers read (`freeze_backbone` through `build_model`).

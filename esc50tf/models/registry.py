@@ -80,6 +80,9 @@ class FamilySpec:
             .npz from `esc50tf pretrained`) rather than a Keras weights file.
         trial: callable. `trial(model, base, over)`: drops the values of a tune
             trial (config dicts, in place) that the model cannot take.
+        embedder: callable. `embedder(weights) -> (keras.Model [b, samples] -> [b, D],
+            architecture name)`, or None when `weights` (a cache name or file) are not
+            of this family (`esc50tf embed`, `--classic-features embeddings`).
     """
 
     name: str
@@ -91,6 +94,7 @@ class FamilySpec:
     sample_rate: Callable = _nothing
     converted_weights: Callable = _nothing
     trial: Callable = _nothing
+    embedder: Callable = _nothing
 
 
 def register_family(name, label, colour, **hooks):
@@ -297,3 +301,13 @@ def fit_trial(model, base, over):
     """Drops tune trial values the model cannot take (FamilySpec.trial), in place."""
     for f in families():
         f.trial(model, base, over)
+
+
+def build_embedder(weights):
+    """`(embedder, architecture)` of pretrained `weights` from the family they belong to."""
+    for f in families():
+        found = f.embedder(weights)
+        if found is not None:
+            return found
+    raise Esc50Error(f"{weights}: no model family makes embeddings of these weights "
+                     f"(families: {', '.join(f.name for f in families())})")
