@@ -390,33 +390,6 @@ def _run_splits(run, folder):
     return index, [chosen[n] for n in run.split_names]
 
 
-def calibration_set(index, splits_, max_clips, seed=0):
-    """Training-side clips of every exported split (no validation or test clip), sorted.
-
-    Raises:
-        Esc50Error: no clip is on the training side of every exported split
-            (the average of cross-validation splits).
-    """
-    names = None
-    tested = set()
-    for s in splits_:
-        side = set(s.train.rows(index)["filename"])
-        names = side if names is None else names & side
-        tested |= set(s.test.rows(index)["filename"])
-        if s.val is not None:
-            tested |= set(s.val.rows(index)["filename"])
-    names = sorted(names - tested)
-    if not names:
-        raise Esc50Error(
-            "int8 needs calibration clips from the training side of every exported split, and "
-            f"splits {', '.join(s.name for s in splits_)} share none (each clip is some split's "
-            "test or validation clip); export one split with --split K")
-    if len(names) > max_clips:
-        rng = np.random.default_rng(seed)
-        names = sorted(rng.choice(names, size=max_clips, replace=False).tolist())
-    return names
-
-
 def _clips(folder, folds_and_names):
     """Yields `(waveform [samples] float32, label, filename)` of the named clips."""
     from esc50tf.data.dataset import DatasetOptions
@@ -484,6 +457,7 @@ def export_run(run_path, cfg, log=_log):
     """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
     import esc50tf
     from esc50tf.data.dataset import TFRecordFolder
+    from esc50tf.data.splits import calibration_set
 
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:

@@ -200,18 +200,18 @@ def test_no_finished_run_is_an_error(tmp_path, capsys):
 
 
 def test_a_folder_holding_a_panns_run_compares_with_its_family_colour(tmp_path, monkeypatch):
-    """Issue 23: a cnn14 run once raised KeyError in plot_accuracy (no colour for panns)."""
+    """Issue 23: a cnn14 run once raised KeyError in the accuracy plot (no colour for panns)."""
     from esc50tf import compare as compare_mod
     from esc50tf.models import registry
 
     shown = {}
-    real = compare_mod.plot_accuracy
+    real = compare_mod.plot_run_accuracy
 
-    def spy(rows, path, main_group):
+    def spy(rows, path, main_group, families):
         shown.update({r["run"]: r["family"] for r in rows})
-        real(rows, path, main_group)
+        real(rows, path, main_group, families)
 
-    monkeypatch.setattr(compare_mod, "plot_accuracy", spy)
+    monkeypatch.setattr(compare_mod, "plot_run_accuracy", spy)
     runs = [_write_run(tmp_path / "runs" / "cnn14", model="cnn14", accuracy=0.9),
             _write_run(tmp_path / "runs" / "gru", model="gru", accuracy=0.6)]
     assert main(["compare", *map(str, runs), "--out", str(tmp_path / "out")]) == 0

@@ -262,7 +262,7 @@ def test_int8_without_calibration_data(trained_run, tmp_path):
 
 def test_cross_validation_average_has_no_calibration_clips(tiny_tfrecords):
     from esc50tf.data import splits
-    from esc50tf.export import calibration_set
+    from esc50tf.data.splits import calibration_set
 
     index = splits.load_index(tiny_tfrecords)
     with pytest.raises(Esc50Error, match="share none.*--split"):
