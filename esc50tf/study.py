@@ -250,26 +250,21 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
 
 
 def check_run_folders(runs):
-    """Esc50Error if a run folder holds another configuration than planned."""
-    from esc50tf.run_config import comparable, config_diff
+    """Esc50Error if a run folder holds another configuration than planned (`rundir.state`)."""
+    from esc50tf import rundir
+    from esc50tf.run_config import config_diff
+    from esc50tf.train import same_config
 
     clashes = []
     for run in runs:
-        run_dir = Path(run.config.train.out)
-        if not run_dir.is_dir() or not any(run_dir.iterdir()):
-            continue
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
+        found, detail = rundir.state(run.config.train.out, "config.json", run.config.to_dict(),
+                                     same=same_config, describe=config_diff)
+        if found == rundir.FOREIGN:
             clashes.append(f"{run.name}: folder is not an esc50tf run")
-            continue
-        try:
-            old = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as err:
-            clashes.append(f"{run.name}: unreadable config.json ({err})")
-            continue
-        new = run.config.to_dict()
-        if comparable(old) != comparable(new):
-            clashes.append(f"{run.name}: {config_diff(old, new)}")
+        elif found == rundir.UNREADABLE:
+            clashes.append(f"{run.name}: unreadable config.json ({detail})")
+        elif found == rundir.OTHER:
+            clashes.append(f"{run.name}: {detail}")
     if clashes:
         shown = "\n  ".join(clashes[:5]) + (f"\n  ... and {len(clashes) - 5} more"
                                            if len(clashes) > 5 else "")

@@ -51,10 +51,11 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
     With `check_only`, only the checks: nothing is created or removed.
     """
     return rundir.prepare(out, "config.json", config_dict, what="run", overwrite=overwrite,
-                          same=_same_config, describe=config_diff, check_only=check_only)
+                          same=same_config, describe=config_diff, check_only=check_only)
 
 
-def _same_config(old, new):
+def same_config(old, new):
+    """Whether two config dicts describe the same run (where it executes left out)."""
     return comparable(old) == comparable(new)
 
 
