@@ -229,6 +229,7 @@ def test_a_new_family_gets_its_compare_colour_and_label_from_its_register_call(t
     import matplotlib.colors as mcolors
     from matplotlib.axes import Axes
 
+    from esc50tf import tune
     from esc50tf.models import registry
 
     legends = []
@@ -240,10 +241,13 @@ def test_a_new_family_gets_its_compare_colour_and_label_from_its_register_call(t
 
     monkeypatch.setattr(Axes, "legend", legend)
     registry.register_family("toy", "toy nets", "tab:pink")
-    registry.register("toy_net", "toy", "a toy model for the test", settings=("dropout",))(
+    registry.register("toy_net", "toy", "a toy model for the test", settings=("rnn_units",))(
         lambda x, config, num_classes: x)
     try:
         assert [f.name for f in registry.families()][-1] == "toy"
+        # tune searches the setting it reads (the registry's `settings`); its CLI flag and
+        # a brand-new setting need the declare-once config fields (issue 23, part A).
+        assert "toy_net" in tune.applies_to("rnn_units")
         runs = [_write_run(tmp_path / "toy", model="toy_net", accuracy=0.7),
                 _write_run(tmp_path / "gru", model="gru", accuracy=0.6)]
         result = compare(runs, tmp_path / "out")

@@ -154,11 +154,11 @@ def test_every_task_has_the_base_signature(method):
     import inspect
 
     base = inspect.signature(getattr(tasks.Task, method)).parameters
+    base_names = [n for n in base if n not in ("options", "kwargs")]
     for cls in tasks.TASKS.values():
         own = inspect.signature(getattr(cls, method)).parameters
         names = [n for n in own if n not in ("options", "kwargs")]
-        assert names[:len(base)] == [n for n in base if n not in ("options", "kwargs")], \
-            (cls.__name__, method)
+        assert names[:len(base_names)] == base_names, (cls.__name__, method)
         extra = [p for n, p in own.items() if n not in base]
         assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) or p.default is not p.empty
                    for p in extra), (cls.__name__, method, extra)

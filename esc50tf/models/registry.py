@@ -202,6 +202,8 @@ class ModelSpec:
 def register(name, family, description, task="keras", pretrained=None, own_head=False,
              settings=(), tuned=None):
     """Decorator registering a builder under `name` (arguments: see ModelSpec)."""
+    if family not in _FAMILIES and family in FAMILIES:
+        importlib.import_module(f"esc50tf.models.{family}")  # registers the built-in family
     if family not in _FAMILIES:
         raise ValueError(f"family must be a registered one ({', '.join(_FAMILIES)}), "
                          f"got {family!r}")

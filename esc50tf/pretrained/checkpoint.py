@@ -45,10 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.pretrained.unpickle import (DtypeSpec, LEGACY_MAGIC, LEGACY_PROTOCOL,
-                                         MAX_PICKLE_BYTES, NumpyArray, Rebuilder, Storage,
-                                         StorageType, ZIP_ENCRYPTED_OR_PATCHED,
+from esc50tf.pretrained.unpickle import (DtypeSpec, NumpyArray, Rebuilder, Storage, StorageType,
                                          tensor_overrides, to_native, load_pickle)
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+# A state dict's pickle is a few hundred KiB even for large models.
+_MAX_PICKLE_BYTES = 64 << 20
+# Zip general-purpose flags: encrypted (bit 0), compressed patched data (5),
+# strong encryption (6).
+_ZIP_ENCRYPTED_OR_PATCHED = 0x01 | 0x20 | 0x40
 
 __all__ = ["read_torch_checkpoint", "read_torch_file", "load_pickle"]
 
@@ -81,9 +87,9 @@ def _stored_member(path, zf, member, what):
     if info.compress_type != zipfile.ZIP_STORED:
         raise Esc50Error(f"{path}: {what} is compressed in the archive; PyTorch stores "
                          "checkpoint members uncompressed")
-    if info.flag_bits & ZIP_ENCRYPTED_OR_PATCHED:
+    if info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:
         raise Esc50Error(f"{path}: {what} is encrypted or patched in the archive (zip flags "
-                         f"{info.flag_bits & ZIP_ENCRYPTED_OR_PATCHED:#x}); PyTorch writes "
+                         f"{info.flag_bits & _ZIP_ENCRYPTED_OR_PATCHED:#x}); PyTorch writes "
                          "plain members")
     return info
 
@@ -101,8 +107,8 @@ def _read_zip(path, zf):
         byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise Esc50Error(f"{path}: unknown byte order {byteorder!r}")
-    if _stored_member(path, zf, pickles[0], "data.pkl").file_size > MAX_PICKLE_BYTES:
-        raise Esc50Error(f"{path}: its data.pkl is over {MAX_PICKLE_BYTES >> 20} MiB; "
+    if _stored_member(path, zf, pickles[0], "data.pkl").file_size > _MAX_PICKLE_BYTES:
+        raise Esc50Error(f"{path}: its data.pkl is over {_MAX_PICKLE_BYTES >> 20} MiB; "
                          "a state dict's pickle is far smaller")
     loaded = {}
     rebuild = Rebuilder(0)  # grows by each storage read
@@ -131,10 +137,10 @@ def _read_zip(path, zf):
 
 def _read_legacy(path, f):
     magic = load_pickle(f, path)
-    if magic != LEGACY_MAGIC:
+    if magic != _LEGACY_MAGIC:
         raise Esc50Error(f"{path}: not a PyTorch checkpoint (wrong magic number)")
     protocol = load_pickle(f, path)
-    if protocol != LEGACY_PROTOCOL:
+    if protocol != _LEGACY_PROTOCOL:
         raise Esc50Error(f"{path}: unsupported legacy PyTorch protocol {protocol!r}")
     sys_info = load_pickle(f, path)
     little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)

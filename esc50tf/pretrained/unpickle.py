@@ -19,15 +19,8 @@ import numpy as np
 
 from esc50tf.errors import Esc50Error
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_PROTOCOL = 1001
-# A state dict's pickle is a few hundred KiB even for large models.
-MAX_PICKLE_BYTES = 64 << 20
 # A file's tensors may hold this many times the elements of its storages.
 _VIEW_FACTOR = 4
-# Zip general-purpose flags: encrypted (bit 0), compressed patched data (5),
-# strong encryption (6).
-ZIP_ENCRYPTED_OR_PATCHED = 0x01 | 0x20 | 0x40
 
 # torch storage class name -> numpy dtype ("bfloat16" is handled apart).
 _STORAGE_DTYPES = {
@@ -52,14 +45,17 @@ _MAX_METADATA_VALUES = 16
 _MAX_METADATA_TEXT = 4096
 
 
-class StorageType(collections.namedtuple("StorageType", "name dtype")):
-    """Stands for ``torch.<X>Storage`` inside the pickle: only its dtype matters.
+class _StorageType(collections.namedtuple("_StorageType", "name dtype")):
+    """Stands for ``torch.<X>_Storage`` inside the pickle: only its dtype matters.
 
     Immutable, and a fresh one per lookup: nothing a pickle does to it (BUILD
     is refused anyway) can reach another load.
     """
 
     __slots__ = ()
+
+
+StorageType = _StorageType  # its public name (a refusal names the class itself)
 
 
 class _LoadedOrderedDict(collections.OrderedDict):
@@ -117,17 +113,17 @@ def _check_metadata(metadata):
 
 
 def _storage_type(name):
-    return StorageType(name, _STORAGE_DTYPES[name])
+    return _StorageType(name, _STORAGE_DTYPES[name])
 
 
-class Storage:
+class _Storage:
     """A flat numpy array read from the file, standing for a torch storage."""
 
     def __init__(self, array):
         self.array = array
 
 
-class NumpyArray:
+class _NumpyArray:
     """What ``numpy.core.multiarray._reconstruct`` returns here; BUILD fills it."""
 
     def __init__(self):
@@ -137,7 +133,7 @@ class NumpyArray:
         if not (isinstance(state, tuple) and len(state) == 5):
             raise pickle.UnpicklingError("unexpected numpy array state")
         _version, shape, dtype, is_fortran, raw = state
-        if isinstance(dtype, DtypeSpec):
+        if isinstance(dtype, _DtypeSpec):
             dtype = dtype.dtype
         if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMPY_KINDS:
             raise pickle.UnpicklingError(f"numpy array of dtype {dtype!r} refused")
@@ -162,10 +158,10 @@ class _NdarrayName:
 def _numpy_reconstruct(cls, shape, typecode):
     if not isinstance(cls, _NdarrayName):
         raise pickle.UnpicklingError("numpy _reconstruct of a non-ndarray refused")
-    return NumpyArray()
+    return _NumpyArray()
 
 
-class DtypeSpec:
+class _DtypeSpec:
     """What ``numpy.dtype(...)`` returns here: a fresh holder, never numpy's own
     (shared, process-wide) dtype object, which the BUILD that follows a pickled
     dtype would otherwise modify in place."""
@@ -189,11 +185,11 @@ def _numpy_dtype(spec, align=False, copy=False):
     dtype = np.dtype(str(spec)) if isinstance(spec, str) else None
     if dtype is None or dtype.kind not in _NUMPY_KINDS:
         raise pickle.UnpicklingError(f"numpy dtype {spec!r} refused")
-    return DtypeSpec(dtype)
+    return _DtypeSpec(dtype)
 
 
 def _numpy_scalar(dtype, raw=None):
-    if isinstance(dtype, DtypeSpec):
+    if isinstance(dtype, _DtypeSpec):
         dtype = dtype.dtype
     if not isinstance(dtype, np.dtype) or not isinstance(raw, (bytes, bytearray)):
         raise pickle.UnpicklingError("numpy scalar refused")
@@ -215,7 +211,7 @@ def to_native(array):
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    if not isinstance(storage, Storage):
+    if not isinstance(storage, _Storage):
         raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
     flat = storage.array
     size = tuple(int(s) for s in size)
@@ -242,7 +238,7 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     return np.array(view, copy=True)
 
 
-class Rebuilder:
+class _Rebuilder:
     """Rebuilds the tensors of one file, within the size of its storages.
 
     The same (storage, offset, size, stride) named twice (tied weights) gives the
@@ -259,7 +255,7 @@ class Rebuilder:
         self.limit, self.used, self.built = int(limit), 0, {}
 
     def __call__(self, storage, offset, size, stride, *rest):
-        if not isinstance(storage, Storage):
+        if not isinstance(storage, _Storage):
             raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
         key = (id(storage.array), repr(offset), repr(size), repr(stride))
         if key not in self.built:
@@ -296,7 +292,7 @@ _ALLOWED = {
 _ALLOWED.update({("torch", name): _storage_type for name in _STORAGE_DTYPES})
 
 # The only objects a pickle's BUILD opcode may set state on: ones made here, per load.
-_BUILDABLE = (NumpyArray, DtypeSpec, _LoadedOrderedDict)
+_BUILDABLE = (_NumpyArray, _DtypeSpec, _LoadedOrderedDict)
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -359,7 +355,7 @@ def load_pickle(data, path, load_storage=None, overrides=None):
         data: bytes or binary file object positioned at a pickle.
         path: str or Path. Named in error messages.
         load_storage: callable or None. Receives the fields of a
-            ``("storage", ...)`` persistent id and returns a ``Storage``.
+            ``("storage", ...)`` persistent id and returns a ``_Storage``.
         overrides: dict or None. Replaces some allowed names' builders
             (never adds a name outside the allow-list).
 
@@ -399,3 +395,10 @@ def _reason(err):
 def tensor_overrides(builder):
     """The allow-list's tensor builders, all replaced by ``builder``."""
     return {k: builder for k in _ALLOWED if k[0] == "torch._utils" and "tensor" in k[1]}
+
+
+# The public names `esc50tf.pretrained.checkpoint` reads (refusals name the classes).
+DtypeSpec = _DtypeSpec
+NumpyArray = _NumpyArray
+Rebuilder = _Rebuilder
+Storage = _Storage
