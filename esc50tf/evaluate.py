@@ -59,7 +59,7 @@ def evaluate_run(run_dir, data=None, log=None):
         saved = task.saved_model(split_dir)
         if saved is None:
             raise Esc50Error(f"{split_dir}: no saved model ({tasks.model_files()})")
-        model = task.load(saved, log=log)  # an older scikit-learn model.pkl is re-saved
+        model = task.load(saved, resave=True, log=log)  # e.g. an older model.pkl as model.skops
         inputs = task.test_inputs(cfg, split.test, folder, batch_size=64, run_dir=run_dir)
         y_true, y_prob, names = task.predict(model, inputs, num_classes=len(class_names),
                                              verbose=1)

@@ -131,8 +131,12 @@ class Task:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, path, log=None):
-        """The model saved at `path` (Esc50Error naming the file when it cannot be read)."""
+    def load(cls, path, *, resave=False, log=None):
+        """The model saved at `path` (Esc50Error naming the file when it cannot be read).
+
+        With `resave`, a file of an older esc50tf format is also saved again beside it in
+        the current one (`esc50tf evaluate`), saying so through `log`.
+        """
         raise NotImplementedError
 
     def predictor(self, model, cfg, num_samples, num_classes):

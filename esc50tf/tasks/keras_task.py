@@ -319,7 +319,7 @@ class KerasTask(Task):
         return path
 
     @classmethod
-    def load(cls, path, log=None):
+    def load(cls, path, *, resave=False, log=None):
         import keras
 
         from esc50tf.models import register_custom_objects

@@ -112,11 +112,12 @@ class SklearnTask(Task):
         return path
 
     @classmethod
-    def load(cls, path, log=None):
-        """The estimator at `path`; a legacy model.pkl is re-saved as model.skops beside it."""
+    def load(cls, path, *, resave=False, log=None):
+        """The estimator at `path`; with `resave`, a legacy model.pkl is re-saved as
+        model.skops beside it."""
         path = Path(path)
         estimator = classic.load_estimator(path)
-        if path.name == classic.LEGACY_MODEL_FILE:
+        if resave and path.name == classic.LEGACY_MODEL_FILE:
             classic.save_estimator(estimator, path.with_name(classic.MODEL_FILE))
             if log is not None:
                 log(f"{path.parent.name}: re-saved {path} as {classic.MODEL_FILE}")
