@@ -36,7 +36,6 @@ import csv
 import dataclasses
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +43,14 @@ import numpy as np
 from esc50tf.errors import Esc50Error
 from esc50tf.frontend import FRONTENDS, FeatureConfig
 from esc50tf.io import atomic_path, read_json
-from esc50tf.report import pyplot
+from esc50tf.report import (confused_pairs, hard_classes, plot_per_class_of_runs,
+                            plot_run_accuracy)
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "comparison.png", "per_class.csv",
                 "per_class.png")
-FAMILY_COLOURS = {"classic": "tab:gray", "cnn": "tab:blue", "rnn": "tab:orange",
-                  "hybrid": "tab:green", "other": "tab:purple"}
+# Family, label and colour of a run whose model is no longer registered; the
+# registered families' come from the registry (FamilySpec.label, .colour).
+OTHER = ("other", "other", "tab:purple")
 CSV_COLUMNS = (
     "rank", "run", "model", "family", "best_of_model", "comparable", "flag", "features",
     "classic_features", "n_mels", "n_mfcc", "n_fft", "hop_length", "samples", "sample_rate",
@@ -247,13 +248,21 @@ def _differences(key, main):
     return "; ".join(out)
 
 
-def _family(model):
+def _spec(model):
+    """The ModelSpec of `model`, or None when it is no longer registered."""
     from esc50tf.models import registry
 
     try:
-        return registry.get(model).family
+        return registry.get(model)
     except Esc50Error:
-        return "other"
+        return None
+
+
+def _families():
+    """[(family, label, colour)] of every registered family, then "other"."""
+    from esc50tf.models import registry
+
+    return [(f.name, f.label, f.colour) for f in registry.families()] + [OTHER]
 
 
 def _num_samples(report):
@@ -301,8 +310,9 @@ def run_row(run):
     cfg = r["config"]
     t, m, f = cfg.get("train", {}), cfg.get("model", {}), cfg.get("features", {})
     model = r.get("model") or m.get("name", "?")
-    family = _family(model)
-    is_classic = family == "classic"
+    spec = _spec(model)
+    family = OTHER[0] if spec is None else spec.family
+    is_classic = spec is not None and not spec.keras  # fixed features, no epochs
     samples = _num_samples(r)
     rate = (r.get("dataset") or {}).get("sample_rate") or f.get("sample_rate")
     epochs_run = [x.get("epochs_run") for x in r["folds"] if x.get("epochs_run")]
@@ -399,7 +409,7 @@ def compare_runs(runs, skipped=(), hard_threshold=0.5, top=10):
     )
     for row in rows:
         del row["_key"]
-    hard, hard_all = _hard_classes(per_class, hard_threshold, top)
+    hard, hard_all = hard_classes(per_class, hard_threshold, top)
     cm = np.sum([np.asarray(by_label[label].report["confusion_matrix"]) for label in same_classes],
                 axis=0)
     return Comparison(rows=rows, groups=groups, per_class=per_class, hard_classes=hard,
@@ -409,45 +419,6 @@ def compare_runs(runs, skipped=(), hard_threshold=0.5, top=10):
 
 def _nan(value):
     return float("nan") if value is None else float(value)
-
-
-def _hard_classes(per_class, threshold, top):
-    values = per_class.to_numpy(dtype=float)
-    with warnings.catch_warnings():  # a class no run tested is all-NaN; expected
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=1)
-        low = np.nanmin(values, axis=1)
-        high = np.nanmax(values, axis=1)
-    below = np.sum(values < threshold, axis=1)
-    measured = np.sum(~np.isnan(values), axis=1)
-    table = []
-    for i, name in enumerate(per_class.index):
-        if measured[i] == 0:
-            continue
-        table.append({"class": name, "mean": float(mean[i]), "min": float(low[i]),
-                      "max": float(high[i]), "below": int(below[i]), "runs": int(measured[i])})
-    table.sort(key=lambda d: (d["mean"], d["class"]))
-    hard_all = [d["class"] for d in table if d["below"] == d["runs"]]
-    return table[:top], hard_all
-
-
-def confused_pairs(cm, class_names, top=10):
-    """Unordered class pairs by confusions either way: [{a, b, count, a_to_b, b_to_a}].
-
-    `count` is `cm[a, b] + cm[b, a]`: how often the two classes were taken for
-    each other, whatever the direction (a run's report lists each direction
-    apart: `esc50tf.report.most_confused`).
-    """
-    cm = np.asarray(cm)
-    pairs = []
-    for i in range(len(cm)):
-        for j in range(i + 1, len(cm)):
-            n = int(cm[i, j] + cm[j, i])
-            if n:
-                pairs.append({"a": class_names[i], "b": class_names[j], "count": n,
-                              "a_to_b": int(cm[i, j]), "b_to_a": int(cm[j, i])})
-    pairs.sort(key=lambda p: (-p["count"], p["a"], p["b"]))
-    return pairs[:top]
 
 
 # --- writing --------------------------------------------------------------------------
@@ -467,8 +438,8 @@ def compare(paths, out, hard_threshold=0.5, top=10, log=None):
     _write_csv(out / "comparison.csv", result.rows)
     with atomic_path(out / "per_class.csv") as tmp:
         result.per_class.to_csv(tmp, float_format="%.4f")
-    plot_accuracy(result.rows, out / "comparison.png", result.groups[0])
-    plot_per_class(result.per_class, out / "per_class.png")
+    plot_run_accuracy(result.rows, out / "comparison.png", result.groups[0], _families())
+    plot_per_class_of_runs(result.per_class, out / "per_class.png")
     result.files = [out / name for name in OUTPUT_FILES]
     for row in result.rows:
         if row["flag"]:
@@ -506,7 +477,7 @@ def _duration(seconds):
 
 def _front_end(row):
     sizes = f"fft {row['n_fft']}, hop {row['hop_length']}"
-    if row["family"] == "classic":
+    if row["classic_features"] is not None:
         what = ("Mel image" if row["classic_features"] == "image" else "Mel+MFCC band stats")
         return f"{what}, mel {row['n_mels']}, {sizes}"
     # n_mels / n_mfcc are set for the kinds that read them (run_row, from the registry).
@@ -625,81 +596,3 @@ def comparison_markdown(result):
     if not result.confused_pairs:
         lines.append("| none | 0 | 0 | 0 |")
     return "\n".join(lines) + "\n"
-
-
-def plot_accuracy(rows, path, main_group):
-    """Horizontal bars of accuracy ± std over folds, grouped and coloured by family."""
-    from matplotlib.patches import Patch
-
-    from esc50tf.models.registry import FAMILIES
-
-    plt = pyplot()
-    families = list(FAMILIES) + ["other"]
-    ordered = sorted(rows, key=lambda r: (families.index(r["family"]), not r["comparable"],
-                                          -r["accuracy"], r["run"]))
-    ys, y, prev = [], 0.0, None
-    for r in ordered:
-        if prev is not None and r["family"] != prev:
-            y += 0.6  # a gap between families
-        ys.append(y)
-        y += 1.0
-        prev = r["family"]
-    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.42 * y + 1.8)))
-    for r, yy in zip(ordered, ys):
-        err = r["accuracy_std"] if r["splits"] > 1 else None
-        ax.barh(yy, 100 * r["accuracy"], xerr=None if err is None else 100 * err,
-                color=FAMILY_COLOURS[r["family"]], alpha=1.0 if r["comparable"] else 0.45,
-                hatch=None if r["comparable"] else "//", edgecolor="black", linewidth=0.5,
-                error_kw={"capsize": 3, "elinewidth": 1})
-        text = f"{100 * r['accuracy']:.1f}%" + (f" ± {100 * err:.1f}" if err else "")
-        ax.text(100 * (r["accuracy"] + (err or 0)) + 1.5, yy, text, va="center", fontsize=8)
-    labels = [r["run"] + ("" if r["comparable"] else " (not comparable)") for r in ordered]
-    ax.set_yticks(ys, labels, fontsize=8 if len(rows) > 20 else 9)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 125)  # room for the value after a full bar and its error bar
-    ax.set_xticks(range(0, 101, 10))
-    ax.set_xlabel("test accuracy (%); error bars: std over folds")
-    ax.grid(axis="x", alpha=0.3)
-    present = [f for f in families if any(r["family"] == f for r in rows)]
-    handles = [Patch(color=FAMILY_COLOURS[f], label=f) for f in present]
-    if any(not r["comparable"] for r in rows):
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//",
-                             label="not comparable"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              title="family", frameon=False)
-    ax.set_title(f"Accuracy per run: {main_group['protocol']}, {main_group['classes']}",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_per_class(per_class, path):
-    """Heat map of per-class accuracy: classes (hardest at the top) by runs."""
-    plt = pyplot()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        order = np.argsort(np.nanmean(per_class.to_numpy(dtype=float), axis=1), kind="stable")
-    data = per_class.iloc[order]
-    n_classes, n_runs = data.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * n_runs + 3.5),
-                                    max(3.0, 0.24 * n_classes + 2.2)))
-    values = np.ma.masked_invalid(data.to_numpy(dtype=float))
-    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(n_runs), data.columns, rotation=60, ha="right",
-                  fontsize=7 if n_runs > 15 else 8)
-    ax.set_yticks(range(n_classes), data.index, fontsize=7 if n_classes > 20 else 9)
-    if n_classes * n_runs <= 300:
-        for i in range(n_classes):
-            for j in range(n_runs):
-                v = values[i, j]
-                if v is not np.ma.masked:
-                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                            color="black" if v > 0.6 else "white")
-    ax.set_xlabel("run")
-    ax.set_ylabel("class (hardest on top)")
-    ax.set_title("Per-class accuracy (%) over each run's test splits", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

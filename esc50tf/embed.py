@@ -26,31 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf import io as esc50tf_io
+from esc50tf import io
+from esc50tf.models import registry
 
 MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
-
-
-def load_embedder(weights):
-    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file."""
-    import keras
-
-    from esc50tf.models import panns
-    from esc50tf.pretrained import architectures, convert, store
-
-    path, meta = store.resolve_weights(weights)
-    arch = meta.get("model")
-    if arch not in architectures.ARCHITECTURES:
-        raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
-                         f"({', '.join(architectures.ARCHITECTURES)})")
-    held = meta.get("architecture") or {}
-    converted, _ = store.load_weights(path)
-    model = panns.build_reference(arch, widths=held.get("widths"),
-                                  embedding_size=held.get("embedding_size"),
-                                  classes_num=held.get("classes_num", 527))
-    convert.load_into(model, converted)
-    embedder = keras.Model(model.input, model.output["embedding"], name=f"{arch}_embedder")
-    return embedder, arch
 
 
 def _embed_batch(embedder, batch):
@@ -122,15 +101,16 @@ def embed_tfrecords(embedder, sample_rate, data, selection=None, batch_size=32, 
             "folds": np.concatenate(folds).astype(np.int64)}
 
 
-def write_npz(path, arrays, overwrite=False):
-    """Writes `arrays` to `path` (.npz) atomically; refuses to replace a file without `overwrite`."""
+def write_embeddings(path, arrays, overwrite=False):
+    """Writes `arrays` to `path` (.npz, `io.write_npz`); refuses to replace a file without
+    `overwrite`."""
     path = Path(path)
     if path.suffix != ".npz":
         raise Esc50Error(f"{path}: the output must be an .npz file")
     if path.exists() and not overwrite:
         raise Esc50Error(f"{path} exists; choose another --out or pass --overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
-    esc50tf_io.write_npz(path, **arrays)
+    io.write_npz(path, compressed=False, **arrays)
 
 
 def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
@@ -153,7 +133,7 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
     out = Path(out)
     if out.exists() and not overwrite:  # before minutes of work
         raise Esc50Error(f"{out} exists; choose another --out or pass --overwrite")
-    embedder, arch = load_embedder(weights)
+    embedder, arch = registry.build_embedder(weights)
     rate = architectures.get(arch)["sample_rate"]
     meta = {"weights": str(weights), "model": arch, "sample_rate": rate}
     if len(inputs) == 1 and Path(inputs[0], "manifest.json").is_file():
@@ -169,7 +149,7 @@ def embed(weights, inputs, out, overwrite=False, batch_size=32, progress=True,
                              + "; ".join(msg for _, msg in errors[:3]))
         arrays = {"embeddings": emb, "filenames": np.array(names)}
     arrays["metadata"] = np.array(json.dumps(meta))
-    write_npz(out, arrays, overwrite=overwrite)
+    write_embeddings(out, arrays, overwrite=overwrite)
     return len(arrays["filenames"]), errors
 
 
@@ -212,10 +192,10 @@ def embedding_table(data, model_config, cache_path, progress=False):
                     return {k: f[k] for k in ("embeddings", "filenames", "labels", "folds")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable or from an older version: made again
-    embedder, arch = load_embedder(model_config.weights)
+    embedder, arch = registry.build_embedder(model_config.weights)
     table = embed_tfrecords(embedder, architectures.get(arch)["sample_rate"], data,
                             progress=progress)
-    write_npz(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)
+    write_embeddings(cache_path, {**table, "key": np.array(json.dumps(key))}, overwrite=True)
     return table
 
 

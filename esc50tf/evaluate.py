@@ -69,10 +69,10 @@ def evaluate_run(run_dir, data=None, log=None):
     import dataclasses
     import time
 
+    from esc50tf import tasks
     from esc50tf.data import splits as split_lib
-    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.data.dataset import TFRecordFolder
     from esc50tf.errors import Esc50Error
-    from esc50tf.models import classic
     from esc50tf.run_config import RunConfig
 
     log = log or (lambda _msg: None)
@@ -85,6 +85,7 @@ def evaluate_run(run_dir, data=None, log=None):
     other = _other_data(run_dir, cfg.train.data, data)
     if data:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
+    task = tasks.get_task(cfg.model.name)  # finds, loads and runs the split models
     folder = TFRecordFolder(cfg.train.data)
     _check_classes(run_dir, folder)
     if "://" not in str(cfg.train.data):
@@ -102,25 +103,13 @@ def evaluate_run(run_dir, data=None, log=None):
             raise Esc50Error(f"{split_dir}: split not finished (no result.json); "
                              "finish it with `esc50tf train --config` first")
         previous = json.loads(old.read_text())
-        ds = folder.dataset(split.test, DatasetOptions(batch_size=64, with_metadata=True))
-        saved = classic.saved_model(split_dir)
-        if (split_dir / "model.keras").is_file():
-            from esc50tf.models.build import predict_dataset
-            from esc50tf.predict import load_predictor
-
-            model = load_predictor(split_dir / "model.keras",
-                                   sample_rate=cfg.features.sample_rate).models[0]
-            y_true, y_prob, names = predict_dataset(model, ds)
-        elif saved:
-            estimator = classic.load_estimator(saved)
-            x, y_true, names = classic.extract(ds, classic.make_featurizer(cfg.features, cfg.model))
-            y_prob = classic.predict_proba(estimator, x, len(class_names))
-            if saved.name == classic.LEGACY_MODEL_FILE:
-                classic.save_estimator(estimator, split_dir / classic.MODEL_FILE)
-                log(f"{split.name}: re-saved {saved} as {classic.MODEL_FILE}")
-        else:
-            raise Esc50Error(f"{split_dir}: no saved model (model.keras, {classic.MODEL_FILE} "
-                             f"or {classic.LEGACY_MODEL_FILE})")
+        saved = task.saved_model(split_dir)
+        if saved is None:
+            raise Esc50Error(f"{split_dir}: no saved model ({tasks.model_files()})")
+        model = task.load(saved, resave=True, log=log)  # e.g. an older model.pkl as model.skops
+        inputs = task.test_inputs(cfg, split.test, folder, batch_size=64, run_dir=run_dir)
+        y_true, y_prob, names = task.predict(model, inputs, num_classes=len(class_names),
+                                             verbose=1)
         check_finite_outputs(y_prob, f"{split_dir}: its model")
         (out_dir / split.name).mkdir(parents=True, exist_ok=True)
         write_npz(out_dir / split.name / "predictions.npz", y_true=y_true, y_prob=y_prob,

@@ -38,7 +38,6 @@ import dataclasses
 import io
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import numpy as np
 from esc50tf.config import Config
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir, dumps_json
+from esc50tf.io import log as _log  # `log` is the name of a parameter here
 from esc50tf.lock import holds_lock
 
 FORMATS = ("savedmodel", "tflite")
@@ -104,16 +104,13 @@ class ExportConfig(Config):
                              "allowed: an integer >= 1")
 
 
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --- reading a run -----------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class _Run:
     path: Path
+    task: object  # the tasks.Task of its model: finds, loads and exports its split models
     config: object  # run_config.RunConfig
     config_dict: dict
     split_names: list
@@ -128,7 +125,7 @@ def read_run(run, split=None):
         Esc50Error: not a run folder, a scikit-learn run, no trained model, or
             an unknown split.
     """
-    from esc50tf import models
+    from esc50tf import models, tasks
     from esc50tf.run_config import RunConfig
 
     path = Path(run)
@@ -146,9 +143,10 @@ def read_run(run, split=None):
     if not spec.keras:
         raise Esc50Error(f"{path}: a scikit-learn run ({spec.name}); only Keras runs export to "
                          f"{' or '.join(FORMATS)}")
-    trained = sorted(p.parent.name for p in path.glob("*/model.keras"))
+    task = tasks.get_task(spec)
+    trained = sorted(d.name for d in path.iterdir() if d.is_dir() and task.saved_model(d))
     if not trained:
-        raise Esc50Error(f"{path}: no split has a model.keras yet (unfinished run?)")
+        raise Esc50Error(f"{path}: no split has a {task.MODEL_FILE} yet (unfinished run?)")
     if split is not None:
         name = str(split)
         if name not in trained and f"fold{name}" in trained:
@@ -163,27 +161,12 @@ def read_run(run, split=None):
         class_names = [c["category"] for c in json.loads(classes_path.read_text())]
     report_path = path / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
-    return _Run(path, config, config_dict, trained, class_names, report)
+    return _Run(path, task, config, config_dict, trained, class_names, report)
 
 
 def load_models(run):
-    """The `.keras` model of each chosen split, in `run.split_names` order."""
-    import keras
-
-    from esc50tf.models import register_custom_objects
-    from esc50tf.models.keras_file import check_keras_file
-
-    register_custom_objects()
-
-    out = []
-    for name in run.split_names:
-        f = run.path / name / "model.keras"
-        check_keras_file(f)  # declared sizes, before Keras allocates them
-        try:
-            out.append(keras.models.load_model(f))
-        except Exception as err:  # noqa: BLE001 - keras raises many types
-            raise Esc50Error(f"{f}: cannot load the model ({err})") from None
-    return out
+    """The saved model of each chosen split, in `run.split_names` order (through its task)."""
+    return [run.task.load(run.task.saved_model(run.path / name)) for name in run.split_names]
 
 
 # --- the export graph --------------------------------------------------------------------
@@ -240,11 +223,9 @@ def keras_reference(models, batch):
     return np.mean([np.asarray(m.predict_on_batch(batch), np.float64) for m in models], axis=0)
 
 
-def write_savedmodel(model, path):
-    """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities."""
-    from esc50tf.tasks.keras_task import export_model
-
-    export_model(model, path)
+def write_savedmodel(model, path, task):
+    """A TF SavedModel whose `serve` endpoint maps waveforms to probabilities (`task.export`)."""
+    task.export(model, path)
     return Path(path)
 
 
@@ -410,33 +391,6 @@ def _run_splits(run, folder):
     return index, [chosen[n] for n in run.split_names]
 
 
-def calibration_set(index, splits_, max_clips, seed=0):
-    """Training-side clips of every exported split (no validation or test clip), sorted.
-
-    Raises:
-        Esc50Error: no clip is on the training side of every exported split
-            (the average of cross-validation splits).
-    """
-    names = None
-    tested = set()
-    for s in splits_:
-        side = set(s.train.rows(index)["filename"])
-        names = side if names is None else names & side
-        tested |= set(s.test.rows(index)["filename"])
-        if s.val is not None:
-            tested |= set(s.val.rows(index)["filename"])
-    names = sorted(names - tested)
-    if not names:
-        raise Esc50Error(
-            "int8 needs calibration clips from the training side of every exported split, and "
-            f"splits {', '.join(s.name for s in splits_)} share none (each clip is some split's "
-            "test or validation clip); export one split with --split K")
-    if len(names) > max_clips:
-        rng = np.random.default_rng(seed)
-        names = sorted(rng.choice(names, size=max_clips, replace=False).tolist())
-    return names
-
-
 def _clips(folder, folds_and_names):
     """Yields `(waveform [samples] float32, label, filename)` of the named clips."""
     from esc50tf.data.dataset import DatasetOptions
@@ -505,6 +459,7 @@ def export_run(run_path, cfg, log=_log):
     """Exports RUN per `cfg` (an ExportConfig); returns the model card dict."""
     import esc50tf
     from esc50tf.data.dataset import TFRecordFolder
+    from esc50tf.data.splits import calibration_set
 
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
@@ -538,11 +493,11 @@ def export_run(run_path, cfg, log=_log):
         if cfg.format == "savedmodel":
             log(f"export: writing a SavedModel into {out}")
             file_name = SAVEDMODEL_DIR
-            write_savedmodel(model, staging / SAVEDMODEL_DIR)
+            write_savedmodel(model, staging / SAVEDMODEL_DIR, run.task)
             ops = None
         else:
             file_name = TFLITE_FILE
-            tmp_sm = write_savedmodel(model, staging / ".saved_model")
+            tmp_sm = write_savedmodel(model, staging / ".saved_model", run.task)
             representative = None
             if calib_names is not None:
                 log(f"export: calibrating int8 on {len(calib_names)} training-side clips")

@@ -1,4 +1,4 @@
-"""Writing files and folders whole or not at all, and reading JSON.
+"""Writing files and folders whole or not at all, reading JSON, and progress lines.
 
 A file is written under a hidden temporary name beside it and renamed into
 place only once complete, so an error or Ctrl-C leaves the old file (or no
@@ -24,13 +24,14 @@ import json
 import math
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
 from esc50tf.errors import Esc50Error
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_paths", "atomic_write_bytes", "dumps_json",
-           "read_json", "write_json", "write_text"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_paths", "atomic_write_bytes", "dumps_json", "log",
+           "read_json", "write_json", "write_npz", "write_text"]
 
 _RAISE = object()
 
@@ -92,12 +93,13 @@ def write_text(path, text):
         Path(tmp).write_text(text)
 
 
-def write_npz(path, **arrays):
-    """Writes `arrays` to the compressed .npz `path` whole or not at all."""
+def write_npz(path, compressed=True, **arrays):
+    """Writes `arrays` to the .npz `path` whole or not at all (zip-compressed unless told)."""
     import numpy as np
 
+    save = np.savez_compressed if compressed else np.savez
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file: numpy keeps the name
-        np.savez_compressed(f, **arrays)
+        save(f, **arrays)
 
 
 def _finite(value):
@@ -237,3 +239,8 @@ def _swap_in(staging, path, overwrite):
         os.replace(old, path)
         raise
     _remove(old)
+
+
+def log(msg):
+    """Writes one progress line to stderr (stdout stays for a command's results)."""
+    print(msg, file=sys.stderr, flush=True)

@@ -55,54 +55,18 @@ class Predictor:
         return np.mean(probs, axis=(0, 1))  # over models and windows
 
 
-class ClassicModel:
-    """A scikit-learn split model (`model.skops`) behind the interface Predictor uses.
-
-    Args:
-        estimator: fitted scikit-learn classifier.
-        featurize: callable `waveforms [b, num_samples] -> features [b, D]`,
-            the run's `classic.make_featurizer`.
-        num_samples: int. Clip length the run was trained on.
-        num_classes: int.
-    """
-
-    def __init__(self, estimator, featurize, num_samples, num_classes):
-        self.estimator = estimator
-        self.featurize = featurize
-        self.num_classes = int(num_classes)
-        self.input_shape = (None, int(num_samples))
-        self.output_shape = (None, self.num_classes)
-
-    def __call__(self, batch, training=False):
-        """Like a Keras model's call, so `predict_crops` takes it (no crops)."""
-        return self.predict_on_batch(batch)
-
-    def predict_on_batch(self, batch):
-        import tensorflow as tf
-
-        from esc50tf.models import classic
-
-        features = np.asarray(self.featurize(tf.constant(batch, tf.float32)))
-        return classic.predict_proba(self.estimator, features, self.num_classes)
-
-
-def _load_classic(folder, files):
-    """The split models of a scikit-learn run folder, with the run's own features."""
-    from esc50tf.models import classic
+def _run_facts(folder):
+    """(RunConfig, clip length in samples) of a run folder; None for what it lacks."""
     from esc50tf.run_config import RunConfig
 
+    cfg = num_samples = None
     try:
         cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
         report = json.loads((folder / "report.json").read_text())
         num_samples = int(report["dataset"]["num_samples"])
-    except (OSError, ValueError, KeyError) as err:
-        raise Esc50Error(f"{folder}: a scikit-learn run without a readable config.json and "
-                         f"report.json ({err}); finish it with esc50tf train first") from None
-    names = _class_names(folder)
-    featurize = classic.make_featurizer(cfg.features, cfg.model)
-    models = [ClassicModel(classic.load_estimator(f), featurize, num_samples, len(names))
-              for f in files]
-    return Predictor(models, names, cfg.features.sample_rate)
+    except (OSError, ValueError, KeyError):
+        pass
+    return cfg, num_samples
 
 
 def _class_names(folder):
@@ -123,39 +87,37 @@ def _sample_rate(folder, model):
 
 
 def load_predictor(path, sample_rate=None):
-    """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
-    import keras
+    """Loads a run folder (any task's split models) or a saved model file of a task whose
+    file holds the whole model (a `.keras` file); Esc50Error if it holds no model.
 
-    from esc50tf.models import register_custom_objects
-
-    register_custom_objects()
+    The split models are found, loaded and wrapped as waveform models by their
+    task (`esc50tf.tasks`): a scikit-learn run's estimators behind the run's
+    own features (from its config.json and report.json).
+    """
+    from esc50tf import tasks
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*/model.keras"))
+        task_cls, files = tasks.saved_models(path)
         if not files:
-            from esc50tf.models import classic
-
-            saved = [m for d in sorted(p for p in path.iterdir() if p.is_dir())
-                     if (m := classic.saved_model(d))]
-            if saved:
-                return _load_classic(path, saved)
-            raise Esc50Error(f"{path}: no */model.keras or */{classic.MODEL_FILE} found; "
+            raise Esc50Error(f"{path}: no saved split model ({tasks.model_files()}) found; "
                              "is it an esc50tf run folder?")
         folder = path
-    elif path.is_file() and path.suffix == ".keras":
+    elif path.is_file() and (task_cls := tasks.task_of_file(path)) is not None:
         files, folder = [path], path.parent
     else:
-        raise Esc50Error(f"{path}: not a run folder or a .keras model file")
-    from esc50tf.models.keras_file import check_keras_file
-
-    for f in files:
-        check_keras_file(f)  # declared sizes, before Keras allocates them
-    try:
-        models = [keras.models.load_model(f) for f in files]
-    except Exception as err:  # noqa: BLE001 - keras raises many types
-        raise Esc50Error(f"cannot load model from {path}: {err}") from None
-    names = _class_names(folder) or [str(i) for i in range(models[0].output_shape[-1])]
+        raise Esc50Error(f"{path}: not a run folder or a saved model file "
+                         f"({tasks.model_files(whole=True)})")
+    cfg, num_samples = _run_facts(folder)
+    if not task_cls.whole_model and (cfg is None or num_samples is None):
+        raise Esc50Error(f"{folder}: a {task_cls.name} run without a readable config.json and "
+                         "report.json; finish it with esc50tf train first")
+    models = [task_cls.load(f) for f in files]
+    names = _class_names(folder)
+    if not task_cls.whole_model:
+        task = tasks.get_task(cfg.model.name)
+        models = [task.predictor(m, cfg, num_samples, len(names)) for m in models]
+    names = names or [str(i) for i in range(models[0].output_shape[-1])]
     rate = sample_rate or _sample_rate(folder, models[0])
     if rate is None:
         raise Esc50Error(f"{path}: cannot tell the model's sample rate; pass --sample-rate")

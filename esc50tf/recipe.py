@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esc50tf.io import atomic_path
+from esc50tf.io import write_npz
 
 SCHEDULES = ("plateau", "cosine", "constant")
 FINAL_WEIGHTS = ("best", "last", "ema", "swa")
@@ -214,8 +214,8 @@ def _weight_averaging():
                                                               zip(self.total, weights)]
             self.count += 1
             if self.state_path:
-                with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
-                    np.savez(f, count=self.count, **{f"w{i}": w for i, w in enumerate(self.total)})
+                write_npz(self.state_path, compressed=False, count=self.count,
+                          **{f"w{i}": w for i, w in enumerate(self.total)})
 
         def on_train_end(self, logs=None):
             if self.start_epoch is not None:

@@ -282,11 +282,11 @@ def resolve_config(model, preset="default", base=None, overrides=None):
         base: dict or None. A saved config.json (sections train/model/...).
         overrides: dict or None. Same sections; only keys the user set.
     """
-    from esc50tf import models, presets
-    from esc50tf.models import panns
+    from esc50tf import presets
+    from esc50tf.models import registry
 
-    models.get(model)  # unknown names fail here, listing the valid ones
-    preset = panns.effective_preset(model, preset, base, overrides)
+    registry.get(model)  # unknown names fail here, listing the valid ones
+    preset = registry.resolve_preset(model, preset, base, overrides)
     merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
     for layer in (presets.preset(preset, model), base or {}, overrides or {}):
         for section, values in layer.items():
@@ -295,11 +295,7 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             merged[section].update(values)
     merged["model"]["name"] = model
     merged["train"]["preset"] = preset
-    panns.fix_settings(merged, overrides)
-    # The study froze ImageNet backbones; a random backbone is never frozen by a preset.
-    if preset == "seed" and merged["model"].get("weights") and model in (
-            "vgg16", "resnet50", "densenet121"):
-        merged["model"].setdefault("freeze_backbone", True)
+    registry.resolve_settings(merged, overrides)  # each family's rules (FamilySpec.resolve)
     return RunConfig.from_dict(merged)
 
 

@@ -45,6 +45,7 @@ from esc50tf.frontend import KINDS
 from esc50tf.io import read_json, write_json
 from esc50tf.lock import holds_lock
 from esc50tf.presets import STUDY_GRID_LRS, STUDY_GRID_OPTIMIZERS
+from esc50tf.io import log as _log  # `log` is the name of a parameter here
 
 FEATURE_KINDS = KINDS
 
@@ -107,10 +108,6 @@ class StudyResult:
     comparison: object = None
 
 
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
 def select_models(spec="all"):
     """`"all"`, or comma-separated model names and family names -> model names, in order.
 
@@ -126,30 +123,19 @@ def select_models(spec="all"):
             continue
         if token == "all":
             chosen = registry.names()
-        elif token in registry.FAMILIES:
+        elif token in (families := [f.name for f in registry.families()]):
             chosen = [s.name for s in registry.specs() if s.family == token]
         else:
             try:
                 chosen = [registry.get(token).name]
             except Esc50Error:
                 raise Esc50Error(
-                    f"unknown model {token!r}; valid: all, a family ({', '.join(registry.FAMILIES)})"
+                    f"unknown model {token!r}; valid: all, a family ({', '.join(families)})"
                     f" or a model ({', '.join(registry.names())})") from None
         out += [n for n in chosen if n not in out]
     if not out:
         raise Esc50Error(f"no model selected by {spec!r}")
     return out
-
-
-def _rate_of(model):
-    from esc50tf.models import registry
-    from esc50tf.pretrained import architectures
-
-    return architectures.get(registry.get(model).pretrained)["sample_rate"]
-
-
-def _rate_fits(model, manifest):
-    return _rate_of(model) == int(manifest["config"]["sample_rate"])
 
 
 def parse_kinds(spec):
@@ -198,7 +184,6 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
     from esc50tf import presets, run_config
     from esc50tf.data import tfrecords as tfr
     from esc50tf.models import registry
-    from esc50tf.models.panns import check_sample_rate
 
     from esc50tf.augment import AugmentConfig
 
@@ -229,8 +214,9 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
     named = set(models if isinstance(models, (list, tuple)) else str(models).split(","))
     for model in select_models(models):
         spec = registry.get(model)
-        if spec.pretrained and model not in named and not _rate_fits(model, manifest):
-            _log(f"study: {model} left out: it takes {_rate_of(model)} Hz audio, {data} holds "
+        rate = registry.required_sample_rate(model)
+        if rate and model not in named and rate != int(manifest["config"]["sample_rate"]):
+            _log(f"study: {model} left out: it takes {rate} Hz audio, {data} holds "
                  f"{manifest['config']['sample_rate']} Hz clips (name it to see how to rebuild)")
             continue
         if spec.pretrained:
@@ -250,7 +236,7 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
                     over["train"].update(optimizer=optimizer, lr=float(lr))
                 try:
                     cfg = run_config.resolve_config(model, preset, overrides=over)
-                    check_sample_rate(cfg.model, manifest, data)
+                    registry.check_data(cfg.model, manifest, data)
                 except Esc50Error as err:
                     raise Esc50Error(f"{model} ({kind or 'classic'}): {err}") from None
                 label = kind if kind is not None else cfg.model.classic_features
@@ -265,26 +251,21 @@ def plan_study(data, out, models="all", preset="seed", kinds=None, grid=False,
 
 
 def check_run_folders(runs):
-    """Esc50Error if a run folder holds another configuration than planned."""
-    from esc50tf.run_config import comparable, config_diff
+    """Esc50Error if a run folder holds another configuration than planned (`rundir.state`)."""
+    from esc50tf import rundir
+    from esc50tf.run_config import config_diff
+    from esc50tf.train import same_config
 
     clashes = []
     for run in runs:
-        run_dir = Path(run.config.train.out)
-        if not run_dir.is_dir() or not any(run_dir.iterdir()):
-            continue
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
+        found, detail = rundir.state(run.config.train.out, "config.json", run.config.to_dict(),
+                                     same=same_config, describe=config_diff)
+        if found == rundir.FOREIGN:
             clashes.append(f"{run.name}: folder is not an esc50tf run")
-            continue
-        try:
-            old = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as err:
-            clashes.append(f"{run.name}: unreadable config.json ({err})")
-            continue
-        new = run.config.to_dict()
-        if comparable(old) != comparable(new):
-            clashes.append(f"{run.name}: {config_diff(old, new)}")
+        elif found == rundir.UNREADABLE:
+            clashes.append(f"{run.name}: unreadable config.json ({detail})")
+        elif found == rundir.OTHER:
+            clashes.append(f"{run.name}: {detail}")
     if clashes:
         shown = "\n  ".join(clashes[:5]) + (f"\n  ... and {len(clashes) - 5} more"
                                            if len(clashes) > 5 else "")

@@ -128,6 +128,8 @@ def load_window_model(path, sample_rate=None):
             return export.keras_reference(models, batch)
 
         model = WindowModel(predict, p.class_names, p.sample_rate, p.num_samples, str(path))
+        from esc50tf.models.build import framewise_model
+
         framewise = [framewise_model(m) for m in getattr(p, "models", None) or []]
         if framewise and all(f is not None for f in framewise):
             model.steps = lambda batch: export.keras_reference([f for f, _ in framewise], batch)
@@ -146,29 +148,6 @@ def load_window_model(path, sample_rate=None):
     if names is None:
         names = [str(i) for i in range(runner(np.zeros((1, num_samples), np.float32)).shape[-1])]
     return WindowModel(runner, names, rate, int(num_samples), str(path))
-
-
-def framewise_model(model):
-    """(sub-model giving per-step probabilities, samples per step), or None.
-
-    For a Keras classifier whose graph holds the SED per-step head (a
-    `segment_logits` layer with `[b, steps, classes]` output, as `cnn14_sed`):
-    the same graph from the waveform to a softmax over each step's logits.
-    A step is `SED_RATIO` (32) frames of the front end's hop.
-    """
-    import keras
-
-    from esc50tf.models.panns import SED_RATIO
-
-    try:
-        logits = model.get_layer("segment_logits").output
-    except (ValueError, AttributeError):
-        return None
-    hops = [layer.hop_length for layer in model.layers if hasattr(layer, "hop_length")]
-    if len(logits.shape) != 3 or len(hops) != 1:
-        return None
-    probs = keras.layers.Softmax(axis=-1, dtype="float32", name="step_predictions")(logits)
-    return keras.Model(model.inputs, probs, name=f"{model.name}_framewise"), SED_RATIO * hops[0]
 
 
 def _read_blocks(path, sample_rate, block_seconds, progress):
@@ -539,10 +518,9 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, c
 def plot_timeline(probs, starts, envelope, names, window, hop, duration, events, path, title=""):
     """Heat map (classes x time) under the envelope, events outlined, with a colour bar
     of probability; writes a PNG."""
-    import matplotlib
+    from matplotlib.patches import Rectangle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from esc50tf.plotting import figure
 
     centres = starts + window / 2
     env = np.asarray(envelope)
@@ -553,25 +531,25 @@ def plot_timeline(probs, starts, envelope, names, window, hop, duration, events,
         centres = centres[cuts]
         hop = duration / len(cuts)
     height = 2.0 + 0.22 * len(names)
-    fig, (ax_env, ax) = plt.subplots(2, 1, figsize=(12, height), sharex=True, layout="constrained",
-                                     gridspec_kw={"height_ratios": [1, max(2, len(names) / 4)]})
-    ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
-    ax_env.set_ylabel("RMS")
-    ax_env.set_title(title)
-    image = ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
-              interpolation="nearest",
-              extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
-    index = {c: i for i, c in enumerate(names)}
-    for e in events:
-        i = index[e["class"]]
-        ax.add_patch(matplotlib.patches.Rectangle((e["start"], i - 0.5), e["end"] - e["start"], 1,
-                                                  fill=False, edgecolor="cyan", linewidth=1))
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlim(0, duration)
-    ax.set_xlabel("time (s)")
-    fig.colorbar(image, ax=[ax_env, ax], label="probability", fraction=0.03, pad=0.01)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ratios = [1, max(2, len(names) / 4)]
+    with figure(path, (12, height), dpi=100, tight=False, layout="constrained", nrows=2, ncols=1,
+                sharex=True,
+                gridspec_kw={"height_ratios": ratios}) as (fig, (ax_env, ax)):
+        ax_env.fill_between(centres, -env, env, color="0.3", linewidth=0)
+        ax_env.set_ylabel("RMS")
+        ax_env.set_title(title)
+        image = ax.imshow(probs.T, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=1,
+                  interpolation="nearest",
+                  extent=[centres[0] - hop / 2, centres[-1] + hop / 2, -0.5, len(names) - 0.5])
+        index = {c: i for i, c in enumerate(names)}
+        for e in events:
+            i = index[e["class"]]
+            ax.add_patch(Rectangle((e["start"], i - 0.5), e["end"] - e["start"], 1,
+                                   fill=False, edgecolor="cyan", linewidth=1))
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlim(0, duration)
+        ax.set_xlabel("time (s)")
+        fig.colorbar(image, ax=[ax_env, ax], label="probability", fraction=0.03, pad=0.01)
 
 
 def run_timelines(model_path, files, out, hop=None, threshold=THRESHOLD, smooth=SMOOTH,

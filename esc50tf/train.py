@@ -33,22 +33,17 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from esc50tf import cleanup
+from esc50tf import cleanup, rundir
 from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
-from esc50tf.io import write_json
+from esc50tf.io import log, write_json
 from esc50tf.lock import folder_lock
 from esc50tf.report import aggregate, write_report
 from esc50tf.run_config import comparable, config_diff
 from esc50tf.tasks.base import history_length
-
-
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
@@ -56,28 +51,13 @@ def prepare_run_dir(out, config_dict, overwrite=False, check_only=False):
 
     With `check_only`, only the checks: nothing is created or removed.
     """
-    out = Path(out)
-    cfg_path = out / "config.json"
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            if check_only:
-                return False
-            shutil.rmtree(out)
-        elif not cfg_path.is_file():
-            raise Esc50Error(f"{out}: folder is not empty and is not an esc50tf run; "
-                             "choose another --out or pass --overwrite")
-        else:
-            old = json.loads(cfg_path.read_text())
-            if comparable(old) != comparable(config_dict):
-                diff = config_diff(old, config_dict)
-                raise Esc50Error(f"{out}: holds a run with another configuration ({diff}); "
-                                 "choose another --out or pass --overwrite")
-            return True  # resume
-    if check_only:
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, config_dict)
-    return False
+    return rundir.prepare(out, "config.json", config_dict, what="run", overwrite=overwrite,
+                          same=same_config, describe=config_diff, check_only=check_only)
+
+
+def same_config(old, new):
+    """Whether two config dicts describe the same run (where it executes left out)."""
+    return comparable(old) == comparable(new)
 
 
 class _RemoteRun:
@@ -176,7 +156,6 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     from esc50tf.data import splits
     from esc50tf.data import tfrecords as tfr
     from esc50tf.data.dataset import TFRecordFolder
-    from esc50tf.models.panns import check_sample_rate
 
     t = cfg.train
     if not t.data:
@@ -188,7 +167,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     task.check_options(cfg)
     folder = TFRecordFolder(t.data)
     manifest = folder.manifest
-    check_sample_rate(cfg.model, manifest, t.data)
+    models.check_data(cfg.model, manifest, t.data)
     clip_seconds = manifest["config"]["num_samples"] / manifest["config"]["sample_rate"]
     if cfg.augment.crop_seconds > clip_seconds:
         raise Esc50Error(f"--crop-seconds {cfg.augment.crop_seconds:g} is longer than the "
@@ -239,14 +218,14 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 done = split_dir / "result.json"
                 if done.is_file():
                     result = json.loads(done.read_text())
-                    _log(f"[{n}/{len(chosen)}] {split.name}: already done "
+                    log(f"[{n}/{len(chosen)}] {split.name}: already done "
                          f"(accuracy {100 * result['accuracy']:.1f}%), skipped")
                     results.append(result)
                     continue
                 split_dir.mkdir(exist_ok=True)
                 split_start = time.perf_counter()
                 sizes = splits.check_disjoint(split, index)
-                _log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                log(f"[{n}/{len(chosen)}] {split.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
                      + " clips (no src_file shared)")
                 try:
                     result = task.train_split(cfg, split, split_dir, folder, class_names,
@@ -264,7 +243,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 if remote:
                     remote.upload()
                 results.append(result)
-                _log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
+                log(f"[{n}/{len(chosen)}] {split.name}: accuracy {100 * result['accuracy']:.1f}%, "
                      f"macro F1 {result['macro_f1']:.3f}, {result.get('epochs_run') or '-'} epochs, "
                      f"{result['train_seconds']:.1f} s"
                      + (f", {result['train_examples_per_s']:.1f} examples/s"
@@ -276,7 +255,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                 # Nothing worth resuming: leave no folder that would block the corrected command.
                 cleanup.discard(run_dir, created)
             elif isinstance(err, KeyboardInterrupt):
-                _log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
+                log(f"interrupted; {out} keeps the finished epochs: run the same command to resume")
             raise
         finally:
             task.end_run()
@@ -288,7 +267,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         write_report(run_dir, report)
         if remote:
             remote.finish()
-        _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
+        log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
              f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
         return report
 
@@ -297,15 +276,6 @@ def _has_progress(run_dir):
     """True when a run folder holds a finished epoch or split (something a resume would use)."""
     return any(history_length(p) > 0 for p in Path(run_dir).glob("*/history.csv")) or any(
         Path(run_dir).glob("*/result.json"))
-
-
-def _reads_converted_weights(model_config):
-    """Whether `--weights` names converted PANNs weights (a cache name or an .npz file)."""
-    from esc50tf.models import registry
-
-    return (registry.get(model_config.name).pretrained is not None
-            or model_config.backbone in ("cnn14", "cnn14_16k")
-            or model_config.classic_features == "embeddings")
 
 
 def _check_can_start(cfg, task, chosen, index, strategy):
@@ -318,7 +288,9 @@ def _check_can_start(cfg, task, chosen, index, strategy):
     from esc50tf.data import splits
 
     t = cfg.train
-    if cfg.model.weights and _reads_converted_weights(cfg.model):
+    from esc50tf.models import registry
+
+    if cfg.model.weights and registry.reads_converted_weights(cfg.model):
         from esc50tf.pretrained import store
 
         store.resolve_weights(cfg.model.weights)  # a cache name or a file; says how to get it
@@ -326,7 +298,7 @@ def _check_can_start(cfg, task, chosen, index, strategy):
         raise Esc50Error(f"{cfg.model.weights}: --weights file not found")
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
     for line in advice:
-        _log(f"warning: {line}")
+        log(f"warning: {line}")
     task.check_splits(cfg, chosen, index, strategy, advice)
 
 

@@ -197,3 +197,63 @@ def test_no_finished_run_is_an_error(tmp_path, capsys):
     (tmp_path / "study" / "runs" / "gru-mel-seed").mkdir(parents=True)
     assert main(["compare", str(tmp_path / "study"), "--out", str(tmp_path / "out")]) == 1
     assert "no finished runs to compare" in capsys.readouterr().err
+
+
+def test_a_folder_holding_a_panns_run_compares_with_its_family_colour(tmp_path, monkeypatch):
+    """Issue 23: a cnn14 run once raised KeyError in the accuracy plot (no colour for panns)."""
+    from esc50tf import compare as compare_mod
+    from esc50tf.models import registry
+
+    shown = {}
+    real = compare_mod.plot_run_accuracy
+
+    def spy(rows, path, main_group, families):
+        shown.update({r["run"]: r["family"] for r in rows})
+        real(rows, path, main_group, families)
+
+    monkeypatch.setattr(compare_mod, "plot_run_accuracy", spy)
+    runs = [_write_run(tmp_path / "runs" / "cnn14", model="cnn14", accuracy=0.9),
+            _write_run(tmp_path / "runs" / "gru", model="gru", accuracy=0.6)]
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert shown == {"cnn14": "panns", "gru": "rnn"}
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 0
+    assert registry.family("panns").colour not in {f.colour for f in registry.families()
+                                                    if f.name != "panns"}
+
+
+def test_a_new_family_gets_its_compare_colour_and_label_from_its_register_call(tmp_path,
+                                                                                monkeypatch):
+    """A family registered in a test (what its module would do: register_family, then
+    register) is drawn by compare in its own colour under its own label; no other file
+    names it."""
+    import matplotlib.colors as mcolors
+    from matplotlib.axes import Axes
+
+    from esc50tf import tune
+    from esc50tf.models import registry
+
+    legends = []
+    real_legend = Axes.legend
+
+    def legend(self, *args, handles=None, **kwargs):
+        legends.append({h.get_label(): mcolors.to_hex(h.get_facecolor()) for h in handles or ()})
+        return real_legend(self, *args, handles=handles, **kwargs)
+
+    monkeypatch.setattr(Axes, "legend", legend)
+    registry.register_family("toy", "toy nets", "tab:pink")
+    registry.register("toy_net", "toy", "a toy model for the test", settings=("rnn_units",))(
+        lambda x, config, num_classes: x)
+    try:
+        assert [f.name for f in registry.families()][-1] == "toy"
+        # tune searches the setting it reads (the registry's `settings`); its CLI flag and
+        # a brand-new setting need the declare-once config fields (issue 23, part A).
+        assert "toy_net" in tune.applies_to("rnn_units")
+        runs = [_write_run(tmp_path / "toy", model="toy_net", accuracy=0.7),
+                _write_run(tmp_path / "gru", model="gru", accuracy=0.6)]
+        result = compare(runs, tmp_path / "out")
+        assert {r["family"] for r in result.rows} == {"toy", "rnn"}
+        assert legends[0]["toy nets"] == mcolors.to_hex("tab:pink")
+        assert legends[0]["rnn"] == mcolors.to_hex(registry.family("rnn").colour)
+    finally:
+        registry.unregister_family("toy")
+    assert "toy_net" not in registry.names() and "toy" not in [f.name for f in registry.families()]

@@ -180,12 +180,13 @@ def test_non_power_of_two_fft_exports_to_builtin_tflite(tmp_path):
     from esc50tf.frontend import FeatureConfig
     from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
+    from esc50tf.tasks import get_task
 
     features = FeatureConfig(kind="mel", sample_rate=8000, n_fft=400, hop_length=160, n_mels=32)
     model = build_model(ModelConfig(name="cnn_small"), features, 3, 8000, AugmentConfig())
     exported = build_export_model([model])
     assert exported.get_layer("frontend").stft_impl == "matmul"
-    content = convert_tflite(write_savedmodel(exported, tmp_path / "sm"))
+    content = convert_tflite(write_savedmodel(exported, tmp_path / "sm", get_task("cnn_small")))
     (tmp_path / "m.tflite").write_bytes(content)
     x = (0.2 * np.random.default_rng(0).standard_normal((4, 8000))).astype(np.float32)
     got, interpreter = _tflite_probs(tmp_path / "m.tflite", x)
@@ -261,7 +262,7 @@ def test_int8_without_calibration_data(trained_run, tmp_path):
 
 def test_cross_validation_average_has_no_calibration_clips(tiny_tfrecords):
     from esc50tf.data import splits
-    from esc50tf.export import calibration_set
+    from esc50tf.data.splits import calibration_set
 
     index = splits.load_index(tiny_tfrecords)
     with pytest.raises(Esc50Error, match="share none.*--split"):

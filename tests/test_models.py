@@ -1,4 +1,7 @@
-"""Every registered model: builds, trains a step, round-trips .keras; the hybrid keeps time."""
+"""Every registered model, from one table: builds, trains a step, saves and reloads through
+its task; the hybrid keeps time."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,26 +14,97 @@ from esc50tf.models.build import build_model
 
 SR, N = 8000, 8000  # 1 s at 8 kHz
 FEATURES = FeatureConfig(sample_rate=SR, n_fft=256, hop_length=64, n_mels=32)  # 126 frames
-# The PANNs family has its own front end and is tested at reduced width in test_panns.py.
-KERAS_MODELS = [s.name for s in models.specs() if s.keras and s.family != "panns"]
 CLASSIC_MODELS = [s.name for s in models.specs() if not s.keras]
+PANNS_FIXTURES = Path(__file__).parent / "fixtures" / "panns"
+
+# The one table of every registered model (keras-hub's run_backbone_test): the smallest
+# settings it builds with, whether it takes more than about 5 s, and, for a model on a
+# pretrained trunk, the reduced-width fixture checkpoint it is built from. A model
+# registered without a row fails `test_every_registered_model_has_a_row`.
+ROWS = {
+    # name: (ModelConfig settings, slow, pretrained fixture)
+    "knn": ({}, False, None),
+    "svm": ({}, False, None),
+    "random_forest": ({}, False, None),
+    "logreg": ({}, False, None),
+    "alexnet": (dict(image_size=64, dense_units=32), True, None),
+    "vgg16": (dict(dense_units=32), True, None),
+    "resnet50": ({}, True, None),
+    "densenet121": ({}, True, None),
+    "cnn_small": ({}, False, None),
+    "lstm": ({}, True, None),
+    "bilstm": ({}, True, None),
+    "gru": ({}, False, None),
+    "bigru": ({}, True, None),
+    "hybrid": ({}, True, None),
+    "hybrid_seed": ({}, True, None),
+    "cnn14": (dict(normalization="none"), True, "cnn14"),
+    "cnn14_16k": (dict(normalization="none"), False, "cnn14_16k"),
+    "cnn14_sed": (dict(normalization="none"), True, "cnn14_sed"),
+}
 
 
-def _small(name):
-    """Small heads/inputs so that every model fits a CPU test."""
-    if name == "alexnet":
-        return ModelConfig(name=name, image_size=64, dense_units=32)
-    if name == "vgg16":
-        return ModelConfig(name=name, dense_units=32)
-    return ModelConfig(name=name)
+def _row_params():
+    return [pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name)
+            for name, (_settings, slow, _fixture) in ROWS.items()]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """`arch -> converted weights file` of the reduced-width PANNs fixture checkpoints."""
+    from esc50tf.models import panns
+    from esc50tf.pretrained import store
+
+    folder = tmp_path_factory.mktemp("weights")
+    done = {}
+
+    def get(arch):
+        if arch not in done:
+            done[arch], _meta = store.convert_checkpoint(
+                arch, PANNS_FIXTURES / f"{arch}.zip.pth", folder / f"{arch}.npz",
+                build=panns.build_reference, log=lambda _: None)
+        return str(done[arch])
+
+    return get
+
+
+def _config(name, converted):
+    """The row's RunConfig (and the clip length its data has)."""
+    from esc50tf.run_config import resolve_config
+
+    settings, _slow, fixture = ROWS[name]
+    over = {"model": dict(settings), "features": FEATURES.to_dict(), "train": {"seed": 0}}
+    if fixture is not None:  # the architecture fixes its front end (FamilySpec.resolve)
+        over["model"]["weights"] = converted(fixture)
+        over.pop("features")
+    cfg = resolve_config(name, "default", overrides=over)
+    return cfg, cfg.features.sample_rate  # 1 s clips
 
 
 def test_registry_lists_every_study_model():
     expected = {"knn", "svm", "random_forest", "alexnet", "vgg16", "resnet50", "densenet121",
                 "lstm", "bilstm", "gru", "bigru", "hybrid", "hybrid_seed"}
     assert expected <= set(models.names())
+    families = [f.name for f in models.families()]
     for spec in models.specs():
-        assert spec.description and spec.family in ("classic", "cnn", "rnn", "hybrid", "panns")
+        assert spec.description and spec.family in families
+
+
+def test_every_registered_model_has_a_row():
+    """A newly registered model fails here until ROWS says how to test it small."""
+    missing = sorted(set(models.names()) - set(ROWS))
+    assert not missing, f"models without a row in tests/test_models.py ROWS: {missing}"
+    assert not set(ROWS) - set(models.names())
+
+
+def test_a_model_registered_without_a_row_is_named():
+    models.register_family("toy", "toy", "tab:pink")
+    models.register("toy_net", "toy", "a toy model")(lambda x, config, num_classes: x)
+    try:
+        with pytest.raises(AssertionError, match=r"\['toy_net'\]"):
+            test_every_registered_model_has_a_row()
+    finally:
+        models.registry.unregister_family("toy")
 
 
 def test_unknown_model_lists_valid_names():
@@ -39,17 +113,29 @@ def test_unknown_model_lists_valid_names():
     assert "resnet51" in str(err.value) and "hybrid" in str(err.value) and "knn" in str(err.value)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", KERAS_MODELS)
-def test_model_trains_a_step_and_round_trips(name, tmp_path):
-    import keras
+@pytest.mark.parametrize("name", _row_params())
+def test_model_trains_a_step_and_round_trips(name, converted, tmp_path):
+    """Through its task: builds, trains a step, saves and reloads with equal outputs."""
+    from esc50tf.tasks import get_task
 
-    model = build_model(_small(name), FEATURES, num_classes=3, num_samples=N, seed=0)
-    assert model.input_shape == (None, N)
+    task = get_task(name)
+    cfg, rate = _config(name, converted)
+    rng = np.random.default_rng(0)
+    if not task.spec.keras:  # an estimator on fixed features
+        x = rng.standard_normal((30, 8))
+        y = np.arange(30) % 3
+        model = task.build_model(cfg)
+        task.fit(model, (x, y, None), None, cfg)
+        _, probs, _ = task.predict(model, (x, y, None), num_classes=3)
+        loaded = task.load(task.save(model, tmp_path))
+        _, again, _ = task.predict(loaded, (x, y, None), num_classes=3)
+        np.testing.assert_allclose(again, probs)
+        return
+    model = task.build_model(cfg, 3, rate)
+    assert model.input_shape == (None, rate)
     assert model.output_shape == (None, 3)
     assert model.get_layer("predictions").dtype_policy.name == "float32"
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-0.5, 0.5, (4, N)).astype("float32")
+    x = rng.uniform(-0.5, 0.5, (4, rate)).astype("float32")
     y = np.array([0, 1, 2, 1])
     # Eager: tracing a 121-layer DenseNet costs a minute and proves nothing here.
     model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
@@ -59,9 +145,7 @@ def test_model_trains_a_step_and_round_trips(name, tmp_path):
     assert any(changed)
     probs = np.asarray(model(x, training=False))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = task.load(task.save(model, tmp_path))
     np.testing.assert_allclose(np.asarray(loaded(x, training=False)), probs, rtol=1e-5, atol=1e-6)
 
 

@@ -362,14 +362,14 @@ def test_linear_probe_trains_on_cached_embeddings(weights_16k, tiny_tfrecords, t
 
 def test_probe_features_at_the_checkpoints_own_rate_are_not_resampled(weights_16k, monkeypatch):
     from esc50tf.data import audio
-    from esc50tf.embed import load_embedder
+    from esc50tf.models.panns import build_embedder
     from esc50tf.models import classic
 
     monkeypatch.setattr(audio, "resample", lambda *a: pytest.fail("resampled at its own rate"))
     cfg = ModelConfig(name="logreg", classic_features="embeddings", weights=str(weights_16k))
     featurize = classic.make_featurizer(FeatureConfig(sample_rate=16000), cfg)
     x = np.random.default_rng(0).normal(scale=0.1, size=(2, 16000)).astype(np.float32)
-    embedder, _ = load_embedder(str(weights_16k))
+    embedder, _ = build_embedder(str(weights_16k))
     np.testing.assert_allclose(np.asarray(featurize(x)), np.asarray(embedder(x, training=False)),
                                rtol=1e-5, atol=1e-6)
 

@@ -748,7 +748,7 @@ def test_embed_output_is_whole_or_absent(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", interrupted)  # esc50tf.io.write_npz
     with pytest.raises(KeyboardInterrupt):
-        embed.write_npz(tmp_path / "x.npz", {"a": np.zeros(2)})
+        embed.write_embeddings(tmp_path / "x.npz", {"a": np.zeros(2)})
     assert list(tmp_path.iterdir()) == []
 
 

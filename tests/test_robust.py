@@ -98,13 +98,13 @@ def test_the_build_pool_stops_with_its_result_pipe_full(tmp_path):
     script = _script(tmp_path, """
         import os, time
         import multiprocessing as mp
-        from esc50tf.data.tfrecords import _decoded_stream
+        from esc50tf.data.decode import decoded_stream
 
         def big(job):
             return job, b"x" * (8 << 20)
 
         if __name__ == "__main__":
-            stream = _decoded_stream(list(range(64)), 2, decode=big)
+            stream = decoded_stream(list(range(64)), 2, decode=big)
             try:
                 for n, _ in enumerate(stream):
                     if n == 2:
@@ -572,7 +572,7 @@ def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
     script = _script(tmp_path, """
         import sys, time
         from esc50tf import cleanup
-        from esc50tf.data.tfrecords import _decoded_stream
+        from esc50tf.data.decode import decoded_stream
 
         def slow(job):
             time.sleep(0.5)
@@ -581,7 +581,7 @@ def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
         if __name__ == "__main__":
             cleanup.keep_interrupts()  # as the esc50tf command does
             try:
-                for n in _decoded_stream(list(range(200)), 2, decode=slow):
+                for n in decoded_stream(list(range(200)), 2, decode=slow):
                     print("result", n, flush=True)
             except KeyboardInterrupt:
                 print("interrupted", flush=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from esc50tf.data import synth
+from esc50tf.data import sounds, synth
 from esc50tf.data.synth import synthesize
 from esc50tf.errors import Esc50Error
 
@@ -231,7 +231,7 @@ def test_interrupted_run_leaves_old_state(tmp_path, monkeypatch, overwrite):
         out.mkdir()
         (out / "keep.txt").write_text("old")
     calls = []
-    real = synth._render_clip
+    real = sounds.render_clip
 
     def flaky(*args):
         calls.append(1)
@@ -239,7 +239,7 @@ def test_interrupted_run_leaves_old_state(tmp_path, monkeypatch, overwrite):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(synth, "_render_clip", flaky)
+    monkeypatch.setattr(sounds, "render_clip", flaky)
     with pytest.raises(KeyboardInterrupt):
         synthesize(out, overwrite=overwrite, **TINY)
     if overwrite:

@@ -141,3 +141,69 @@ def test_a_new_model_module_is_found_without_a_list_to_edit(tmp_path):
     # Family modules first (FAMILIES order), then the others; support modules never.
     assert registry.model_modules(tmp_path) == ["cnn", "rnn", "beats", "conformer"]
     assert registry.model_modules()[:len(registry.FAMILIES)] == list(registry.FAMILIES)
+
+
+# The Task interface: every kind takes these arguments (a kind may add keyword options
+# after them) and returns the same things (tasks/base.py says what).
+_INTERFACE = ("build_model", "build_inputs", "test_inputs", "fit", "predict", "save", "load",
+              "predictor", "export", "saved_model", "global_batch", "train_split")
+
+
+@pytest.mark.parametrize("method", _INTERFACE)
+def test_every_task_has_the_base_signature(method):
+    import inspect
+
+    base = inspect.signature(getattr(tasks.Task, method)).parameters
+    base_names = [n for n in base if n not in ("options", "kwargs")]
+    for cls in tasks.TASKS.values():
+        own = inspect.signature(getattr(cls, method)).parameters
+        names = [n for n in own if n not in ("options", "kwargs")]
+        assert names[:len(base_names)] == base_names, (cls.__name__, method)
+        extra = [p for n, p in own.items() if n not in base]
+        assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) or p.default is not p.empty
+                   for p in extra), (cls.__name__, method, extra)
+
+
+def test_sklearn_task_fits_predicts_saves_and_finds_its_model(tmp_path):
+    """Same shapes as the Keras task: inputs (x, y, names) -> history dict, and
+    predict -> (y_true, y_prob, filenames); the saved file is found through the task."""
+    import numpy as np
+
+    from esc50tf.run_config import resolve_config
+
+    task = get_task("logreg")
+    cfg = resolve_config("logreg", overrides=BASE)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((24, 5)), np.arange(24) % 3
+    names = np.array([f"{i}.wav" for i in range(24)])
+    model = task.build_model(cfg)
+    history = task.fit(model, (x, y, names), (x[:6], y[:6], names[:6]), cfg)
+    assert set(history) == {"val_accuracy"} and len(history["val_accuracy"]) == 1
+    y_true, y_prob, got_names = task.predict(model, (x, y, names), num_classes=4)
+    assert y_prob.shape == (24, 4) and (y_true == y).all() and list(got_names) == list(names)
+    split = tmp_path / "run" / "fold1"
+    split.mkdir(parents=True)
+    saved = task.save(model, split)
+    assert tasks.saved_models(tmp_path / "run") == (SklearnTask, [saved])
+    assert tasks.task_of_file(saved) is None  # an estimator alone is no waveform model
+    assert tasks.task_of_file(tmp_path / "m.keras") is KerasTask
+    with pytest.raises(Esc50Error, match="does not export"):
+        task.export(model, tmp_path / "sm")
+
+
+def test_commands_reach_saved_models_only_through_tasks():
+    """evaluate, predict and export name no model file and import nothing of a task kind."""
+    import ast
+    from pathlib import Path
+
+    root = Path(tasks.__file__).parents[1]
+    for name in ("evaluate.py", "predict.py", "export.py", "timeline.py"):
+        tree = ast.parse((root / name).read_text())
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                   and isinstance(n.value, str) and id(n) not in docs]
+        assert not [s for s in strings if any(f in s for f in (".keras\"", "model.keras",
+                                                                 "model.skops", "model.pkl"))], name
+        modules = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in modules if m and (m.startswith("esc50tf.tasks.")
+                                                 or m == "esc50tf.models.classic")], name

@@ -50,7 +50,8 @@ def _csv_rows(folder, names):
 def test_sed_timeline_is_per_step_and_averages_overlapping_windows(sed_keras, tmp_path):
     import keras
 
-    from esc50tf.timeline import framewise_model, load_window_model, timeline
+    from esc50tf.models.build import framewise_model
+    from esc50tf.timeline import load_window_model, timeline
 
     model = load_window_model(sed_keras, sample_rate=RATE)
     assert model.step_samples == 32 * 320  # 32 frames of the 10 ms hop: 0.32 s

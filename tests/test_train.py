@@ -266,7 +266,8 @@ def test_features_on_host_match_device(tiny_tfrecords, tmp_path):
     folder = TFRecordFolder(tiny_tfrecords)
     split = splits.test_fold_split(folder.index, 1)
     task = get_task(cfg.model.name)
-    _, val_host = task.build_inputs(cfg, split, folder, make_host_featurizer(cfg.features))
+    _, val_host = task.build_inputs(cfg, split, folder,
+                                    host_featurize=make_host_featurizer(cfg.features))
     _, val_device = task.build_inputs(cfg, split, folder)
     model = build_model(cfg.model, cfg.features, 4, 8000, seed=0)
     head = classifier_part(model)

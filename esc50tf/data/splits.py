@@ -304,3 +304,31 @@ def check_disjoint(split, index):
                     f"{a} and {b} ({len(shared)} recording(s) shared)"
                 )
     return {k: len(v) for k, v in rows.items()}
+
+
+def calibration_set(index, splits_, max_clips, seed=0):
+    """Training-side clips of every split of `splits_` (no validation or test clip), sorted:
+    the calibration clips of an int8 export of those splits' models (`esc50tf.export`).
+
+    Raises:
+        Esc50Error: no clip is on the training side of every exported split
+            (the average of cross-validation splits).
+    """
+    names = None
+    tested = set()
+    for s in splits_:
+        side = set(s.train.rows(index)["filename"])
+        names = side if names is None else names & side
+        tested |= set(s.test.rows(index)["filename"])
+        if s.val is not None:
+            tested |= set(s.val.rows(index)["filename"])
+    names = sorted(names - tested)
+    if not names:
+        raise Esc50Error(
+            "int8 needs calibration clips from the training side of every exported split, and "
+            f"splits {', '.join(s.name for s in splits_)} share none (each clip is some split's "
+            "test or validation clip); export one split with --split K")
+    if len(names) > max_clips:
+        rng = np.random.default_rng(seed)
+        names = sorted(rng.choice(names, size=max_clips, replace=False).tolist())
+    return names

@@ -23,13 +23,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import itertools
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,8 +36,8 @@ import numpy as np
 from esc50tf import __version__
 from esc50tf import cleanup
 from esc50tf.config import Config, setting
-from esc50tf.data import audio as audio_lib
 from esc50tf.data import metadata as meta_lib
+from esc50tf.data.decode import decoded_stream, describe_issues, find_issues, strict_message
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
 from esc50tf.lock import folder_lock
@@ -53,14 +50,6 @@ COMPRESSIONS = {"none": "", "gzip": "GZIP"}
 _SHARD_RE = re.compile(r"^fold.+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 # Fixed seed for spreading each fold's clips over its shards (class-mixed shards).
 _SHARD_SEED = 20151006
-# Suspicious but decodable clips (recorded in the manifest; --strict refuses them).
-ISSUE_KINDS = ("silent", "constant", "clipped", "sample_rate", "duplicate")
-# A clip is "clipped" when this share of its samples sits at full scale, all through it.
-CLIPPED_SHARE = 0.01
-# A file's rate is far off when it differs from the collection's usual rate by more
-# than this factor (22050 in a 44100 Hz collection is; 48000 is not).
-RATE_FACTOR = 1.5
-
 FEATURE_KEYS = (
     "audio/pcm", "audio/sample_rate", "audio/num_samples", "label", "target",
     "category", "fold", "src_file", "take", "filename", "esc10",
@@ -189,82 +178,6 @@ def assign_shards(meta, shards_per_fold):
         for index, chunk in enumerate(np.array_split(np.asarray(order), count)):
             plan.append((int(fold), index, count, [int(r) for r in chunk]))
     return plan
-
-
-def _decode_job(job):
-    """Worker: decode one clip. Returns (position, pcm bytes or None, error or None, stats or None)."""
-    position, path, sample_rate, num_samples = job
-    try:
-        pcm, stats = audio_lib.load_clip(path, sample_rate, num_samples, with_stats=True)
-        return position, pcm.astype("<i2").tobytes(), None, stats
-    except Esc50Error as err:
-        return position, None, str(err), None
-    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad clip
-        return position, None, f"{path}: cannot decode audio ({type(err).__name__}: {err})", None
-
-
-def _ignore_interrupts():
-    # Workers leave Ctrl-C to the parent, which stops them; a terminal sends
-    # SIGINT to the whole process group, and a worker dying of it mid-task
-    # would leave the pool waiting for a result that never comes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _decoded_stream(jobs, workers, decode=None):
-    """Yields decode results in job order, using a spawn-based process pool.
-
-    At most a few results per worker are in flight, and the pool's own thread
-    keeps reading the workers' results while it shuts down, so however the
-    stream ends (exhausted, closed early, an error, Ctrl-C) nothing blocks on a
-    full result pipe: queued jobs are cancelled, running ones finish (one clip
-    each), and the worker processes are gone when it returns.
-
-    Args:
-        jobs: list of job tuples for `decode`.
-        workers: int. Processes (1, or fewer than 4 jobs: decode in this process).
-        decode: picklable callable job -> result. Defaults to `_decode_job`.
-    """
-    import collections
-    import concurrent.futures
-
-    decode = decode or _decode_job
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            yield decode(job)
-        return
-    # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
-    ctx = multiprocessing.get_context("spawn")
-    # multiprocessing's resource tracker, started lazily by the pool's first lock,
-    # unblocks SIGINT in this thread once it is up, so workers spawned after it would
-    # start with Ctrl-C deliverable (and die of it while importing): start it first.
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    with cleanup.interrupts_deferred():  # workers start with Ctrl-C blocked (kept across exec)
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
-                                                      initializer=_ignore_interrupts)
-    pending = collections.deque()
-    todo = iter(jobs)
-    try:
-        with cleanup.interrupts_deferred():
-            for job in itertools.islice(todo, 4 * workers):
-                pending.append(pool.submit(decode, job))
-        while pending:
-            try:
-                result = pending.popleft().result()
-            except concurrent.futures.process.BrokenProcessPool:
-                raise Esc50Error(
-                    "a decoding worker process died (killed, or out of memory); nothing was "
-                    "written; retry with fewer --workers") from None
-            job = next(todo, None)
-            if job is not None:
-                pending.append(pool.submit(decode, job))
-            yield result
-    finally:
-        with cleanup.interrupts_deferred():
-            for future in pending:
-                future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_example(pcm_bytes, row, label, config):
@@ -603,7 +516,7 @@ def _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite, progr
     existing = _check_out_dir(out_dir, config, fingerprint, skip_bad, overwrite)
     if existing is not None:
         if strict and existing.get("issues", []):
-            raise Esc50Error(_strict_message(existing["issues"], out_dir))
+            raise Esc50Error(strict_message(existing["issues"], out_dir))
         if strict and "issues" not in existing:
             raise Esc50Error(f"{out_dir}: built by an esc50tf without clip checks; pass "
                              "--overwrite to rebuild it with them")
@@ -642,7 +555,7 @@ def _build_locked(data_dir, out_dir, config, workers, skip_bad, overwrite, progr
         if strict and issues:
             for item in skipped:
                 log(f"skipped: {item['error']}")
-            raise Esc50Error(_strict_message(issues, data_dir))
+            raise Esc50Error(strict_message(issues, data_dir))
         _write_clips_csv(staging / CLIPS_CSV, index_rows)
         manifest = _make_manifest(
             data_dir, meta, config, classes, fingerprint, skip_bad, shards,
@@ -686,7 +599,7 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
     from esc50tf.progress import bar as progress_bar
 
     options = tf.io.TFRecordOptions(compression_type=COMPRESSIONS[config.compression])
-    stream = _decoded_stream(jobs, workers)
+    stream = decoded_stream(jobs, workers)
     bar = progress_bar(total=len(jobs), unit="clip", desc="decode+write", disable=not progress,
                        dynamic_ncols=True)
     shards, index_rows, skipped, checked = [], [], [], []
@@ -727,59 +640,6 @@ def _write_shards(staging, meta, plan, jobs, label_of, config, workers, skip_bad
         bar.close()
         stream.close()
     return shards, index_rows, skipped, find_issues(checked)
-
-
-def find_issues(checked):
-    """Flags decodable but suspicious clips (ISSUE_KINDS).
-
-    Args:
-        checked: list of `(filename, clip_stats dict, sha1 of the stored PCM)`
-            in build order.
-
-    Returns:
-        A list of `{"filename", "kind", "detail"}`, in build order.
-    """
-    from collections import Counter
-
-    issues = []
-    rates = Counter(stats["sample_rate"] for _, stats, _ in checked)
-    usual = rates.most_common(1)[0][0] if rates else None
-    first_of = {}
-    for filename, stats, digest in checked:
-        def flag(kind, detail, filename=filename):
-            issues.append({"filename": filename, "kind": kind, "detail": detail})
-
-        if stats["silent"]:
-            flag("silent", "every sample is zero")
-        elif stats["constant"]:
-            flag("constant", "every sample has the same value (no sound)")
-        elif digest in first_of:
-            flag("duplicate", f"the same audio as {first_of[digest]}")
-        else:
-            first_of[digest] = filename
-        if stats["clipped_share"] >= CLIPPED_SHARE:
-            flag("clipped", f"{100 * stats['clipped_share']:.1f}% of samples at full scale, "
-                            "all through the clip")
-        rate = stats["sample_rate"]
-        if max(rate, usual) > RATE_FACTOR * min(rate, usual):
-            flag("sample_rate", f"recorded at {rate} Hz; most clips are at {usual} Hz")
-    return issues
-
-
-def describe_issues(issues, limit=10):
-    """Lines for a log: one per issue (up to `limit`), then how many more."""
-    lines = [f"{i['filename']}: {i['kind']}: {i['detail']}" for i in issues[:limit]]
-    if len(issues) > limit:
-        lines.append(f"... and {len(issues) - limit} more (see manifest.json, `issues`)")
-    return lines
-
-
-def _strict_message(issues, where):
-    kinds = ", ".join(f"{n} {k}" for k in ISSUE_KINDS
-                      if (n := sum(i["kind"] == k for i in issues)))
-    return (f"{where}: --strict: {len(issues)} suspicious clip(s) ({kinds}); nothing was "
-            "written:\n  " + "\n  ".join(describe_issues(issues))
-            + "\nfix or remove them, or build without --strict to keep and record them")
 
 
 def _write_clips_csv(path, rows):

@@ -6,10 +6,11 @@ keras.applications backbones), `rnn` (LSTM/GRU stacks over Mel frames),
 """
 
 from esc50tf.models.config import ModelConfig
-from esc50tf.models.registry import ModelSpec, get, names, register, specs
+from esc50tf.models.registry import (FamilySpec, ModelSpec, check_data, families, family, get,
+                                     names, register, register_family, specs)
 
-__all__ = ["ModelConfig", "ModelSpec", "get", "names", "register", "register_custom_objects",
-           "specs"]
+__all__ = ["FamilySpec", "ModelConfig", "ModelSpec", "check_data", "families", "family", "get",
+           "names", "register", "register_custom_objects", "register_family", "specs"]
 
 
 def register_custom_objects():

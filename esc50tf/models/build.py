@@ -255,3 +255,26 @@ def predict_dataset(model, dataset, verbose=1):
         ys.append(y.numpy())
         names.extend(n.decode() for n in filenames.numpy())
     return np.concatenate(ys), np.asarray(probs, dtype=np.float32), names
+
+
+def framewise_model(model):
+    """(sub-model giving per-step probabilities, samples per step), or None.
+
+    For a Keras classifier whose graph holds the SED per-step head (a
+    `segment_logits` layer with `[b, steps, classes]` output, as `cnn14_sed`):
+    the same graph from the waveform to a softmax over each step's logits.
+    A step is `SED_RATIO` (32) frames of the front end's hop.
+    """
+    import keras
+
+    from esc50tf.models.panns import SED_RATIO
+
+    try:
+        logits = model.get_layer("segment_logits").output
+    except (ValueError, AttributeError):
+        return None
+    hops = [layer.hop_length for layer in model.layers if hasattr(layer, "hop_length")]
+    if len(logits.shape) != 3 or len(hops) != 1:
+        return None
+    probs = keras.layers.Softmax(axis=-1, dtype="float32", name="step_predictions")(logits)
+    return keras.Model(model.inputs, probs, name=f"{model.name}_framewise"), SED_RATIO * hops[0]

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.models.registry import register
+from esc50tf.models.registry import register, register_family
 
 # What `make_featurizer` reads: the input kind, the image's size, the PANNs weights of
 # "embeddings".
 _INPUT_SETTINGS = ("classic_features", "image_size", "weights")
+
+register_family("classic", "classic", "tab:gray")
 
 
 @register("knn", "classic", "k-nearest neighbours (k=5) on standardised features",
@@ -90,10 +92,10 @@ def make_featurizer(feature_config, model_config):
 
     if model_config.classic_features == "embeddings":
         from esc50tf.data.audio import resample
-        from esc50tf.embed import load_embedder
+        from esc50tf.models.panns import build_embedder
         from esc50tf.pretrained import architectures
 
-        embedder, arch = load_embedder(model_config.weights)
+        embedder, arch = build_embedder(model_config.weights)
         rate, have = architectures.get(arch)["sample_rate"], feature_config.sample_rate
 
         def embeddings(x):
@@ -161,6 +163,36 @@ def predict_proba(estimator, X, num_classes):
     out = np.zeros((len(X), num_classes), dtype=np.float32)
     out[:, classes] = scores
     return out
+
+
+class WaveformClassifier:
+    """A fitted estimator behind the run's features: waveforms in, class scores out,
+    called like a Keras model (`esc50tf.predict`, `models.build.predict_crops`).
+
+    Args:
+        estimator: fitted scikit-learn classifier.
+        featurize: callable `waveforms [b, num_samples] -> features [b, D]`,
+            the run's `classic.make_featurizer`.
+        num_samples: int. Clip length the run was trained on.
+        num_classes: int.
+    """
+
+    def __init__(self, estimator, featurize, num_samples, num_classes):
+        self.estimator = estimator
+        self.featurize = featurize
+        self.num_classes = int(num_classes)
+        self.input_shape = (None, int(num_samples))
+        self.output_shape = (None, self.num_classes)
+
+    def __call__(self, batch, training=False):
+        """Like a Keras model's call, so `predict_crops` takes it (no crops)."""
+        return self.predict_on_batch(batch)
+
+    def predict_on_batch(self, batch):
+        import tensorflow as tf
+
+        features = np.asarray(self.featurize(tf.constant(batch, tf.float32)))
+        return predict_proba(self.estimator, features, self.num_classes)
 
 
 # --- saving and loading ------------------------------------------------------------------

@@ -11,7 +11,24 @@ from __future__ import annotations
 
 from esc50tf.errors import Esc50Error
 from esc50tf.models.build import image_input
-from esc50tf.models.registry import register
+from esc50tf.models.registry import register, register_family
+
+# The keras.applications backbones (their ImageNet weights are read with --weights).
+APPLICATIONS = ("vgg16", "resnet50", "densenet121")
+
+
+def _resolve(merged, overrides=None):
+    """The study froze ImageNet backbones: the seed preset does too, given weights.
+
+    A random backbone is never frozen by a preset.
+    """
+    model = merged["model"]
+    if (merged["train"].get("preset") == "seed" and model.get("weights")
+            and model["name"] in APPLICATIONS):
+        model.setdefault("freeze_backbone", True)
+
+
+register_family("cnn", "cnn", "tab:blue", resolve=_resolve)
 
 
 def _regularizer(l2):

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from esc50tf.models.build import image_input
 from esc50tf.models.cnn import backbone
-from esc50tf.models.registry import register
+from esc50tf.models.registry import register, register_family
 
 
 # What the trunk (`backbone`, `image_input`) and `_head` read; tune leaves the dense head
 # (the study's Dense 64) and the image shape alone.
+register_family("hybrid", "hybrid", "tab:green")
+
 _SETTINGS = ("rnn_units", "attention_units", "dense_units", "dropout", "weights",
              "freeze_backbone", "image_size", "image_channels")
 _TUNED = ("rnn_units", "attention_units", "dropout", "freeze_backbone")

@@ -40,7 +40,7 @@ dataset's classes (see `esc50tf.models.build`).
 from __future__ import annotations
 
 from esc50tf.errors import Esc50Error
-from esc50tf.models.registry import register
+from esc50tf.models.registry import register, register_family
 from esc50tf.pretrained import architectures
 
 # The time axis shrinks 2x in each of the first five blocks.
@@ -200,7 +200,7 @@ def architecture_for(model, backbone=None):
     from esc50tf.models import registry
 
     spec = registry.get(model)
-    if backbone is not None and model != "hybrid":
+    if backbone is not None and "backbone" not in spec.settings:
         raise Esc50Error(f"backbone {backbone!r}: only the hybrid model takes a --backbone")
     if spec.pretrained:
         return spec.pretrained
@@ -233,80 +233,6 @@ def _resolve(model_config, arch):
             f"{model_config.name} needs {arch} weights (e.g. --weights {arch})"
         )
     return path, meta
-
-
-# What the registered classifiers read (`freeze_backbone` through `build_model`).
-_SETTINGS = ("dropout", "weights", "freeze_backbone")
-
-
-def _classifier(x, config, name):
-    """Trunk of `name` up to fc1 (the embedding) + dropout; build.py adds the head."""
-    import keras
-
-    widths, embedding_size = trunk_settings(config, name)
-    x = conv_trunk(x, widths)
-    x = _clip_embedding(x, embedding_size)  # [b, 2048]
-    return keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
-                                name="head_dropout1")(x)
-
-
-@register("cnn14", "panns",
-          "PANNs CNN14 (AudioSet-pretrained, 32 kHz, 79.7M-parameter trunk): conv blocks + fc1 "
-          "embedding, new head",
-          pretrained="cnn14", settings=_SETTINGS)
-def build_cnn14(x, config, num_classes):
-    return _classifier(x, config, "cnn14")
-
-
-@register("cnn14_16k", "panns",
-          "PANNs CNN14 at 16 kHz (512-point FFT, hop 160, 50-8000 Hz), new head",
-          pretrained="cnn14_16k", settings=_SETTINGS)
-def build_cnn14_16k(x, config, num_classes):
-    return _classifier(x, config, "cnn14_16k")
-
-
-@register("cnn14_sed", "panns",
-          "PANNs CNN14 decision-level max (SED): per-step class scores, max over time, new head",
-          pretrained="cnn14_sed", own_head=True, settings=_SETTINGS)
-def build_cnn14_sed(x, config, num_classes):
-    import keras
-
-    widths, embedding_size = trunk_settings(config, "cnn14_sed")
-    x = conv_trunk(x, widths)
-    x = _segment_embeddings(x, embedding_size)  # [b, T', 2048]
-    x = keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
-                             name="head_dropout1")(x)
-    x = keras.layers.Dense(num_classes, name="segment_logits", dtype="float32")(x)  # [b, T', K]
-    x = keras.layers.GlobalMaxPooling1D(name="decision_max")(x)  # [b, K]
-    return keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
-
-
-def freeze_trunk(model):
-    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics)."""
-    frozen = 0
-    for layer in model.layers:
-        if is_trunk_layer(layer.name):
-            layer.trainable = False
-            frozen += 1
-    return frozen
-
-
-def load_pretrained(model, model_config):
-    """Loads `model_config.weights` (a cache name or a converted file) into the trunk by name.
-
-    The file must hold the trunk's architecture (its metadata says which);
-    the AudioSet head `fc_audioset` and the new head are left out. Returns
-    the names of the layers loaded.
-    """
-    from esc50tf.pretrained import convert, store
-
-    path, _meta = _resolve(model_config, architecture_of(model_config))
-    converted, _meta = store.load_weights(path)
-    names = [layer.name for layer in model.layers]
-    skip = ["fc_audioset"] + [n for n in names if not is_trunk_layer(n)]
-    if "fc1" not in names:  # the hybrid uses the conv blocks only
-        skip.append("fc1")
-    return convert.load_into(model, converted, skip=skip)
 
 
 # --- run settings a PANNs trunk fixes ---------------------------------------------------
@@ -458,3 +384,160 @@ def check_sample_rate(model_config, manifest, data):
         f"audio; rebuild the TFRecords at its rate:\n  esc50tf build-tfrecords --data-dir "
         f"{source} --out {out} --sample-rate {wanted}{extra}\nthen pass --data {out}"
     )
+
+
+def _sample_rate(model, model_settings):
+    """The rate of the PANNs trunk a Keras model is built on; None without one.
+
+    The classic models' embeddings resample the clips themselves (`esc50tf.embed`).
+    """
+    from esc50tf.models import registry
+
+    if not registry.get(model).keras:
+        return None
+    arch = architecture_for(model, model_settings.get("backbone"))
+    return None if arch is None else architectures.get(arch)["sample_rate"]
+
+
+def _converted_weights(model_config):
+    """Whether `--weights` names converted PANNs weights (a cache name or an .npz file)."""
+    from esc50tf.models import registry
+
+    return (registry.get(model_config.name).pretrained is not None
+            or model_config.backbone in architectures.ARCHITECTURES
+            or model_config.classic_features == "embeddings")
+
+
+def _fit_trial(model, base, over):
+    """Drops tune trial values a PANNs trunk cannot take (config dicts, in place).
+
+    A PANNs trunk has its own front end, so searched front-end settings do not
+    apply to it; a model with a choice of trunk (the hybrid) on DenseNet121
+    trains from scratch when the weights are PANNs weights (they fit the CNN14
+    trunk only), at one learning rate.
+    """
+    from esc50tf.models import registry
+
+    backbone = over["model"].get("backbone", base.get("model", {}).get("backbone"))
+    if architecture_for(model, backbone) is not None:
+        over["features"] = {}
+        base.pop("features", None)
+    elif ("backbone" in registry.get(model).settings
+          and is_panns_weights(base.get("model", {}).get("weights"))):
+        over["model"]["weights"] = None
+        over["model"].pop("freeze_backbone", None)
+        over["train"].pop("trunk_lr_scale", None)  # no pretrained trunk to slow
+
+
+def _embedder(weights):
+    """build_embedder of PANNs weights; None for weights of another family."""
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights)  # says how to get missing weights
+    if meta.get("model") not in architectures.ARCHITECTURES:
+        return None
+    return build_embedder(weights)
+
+
+register_family("panns", "panns", "tab:red", preset=effective_preset, resolve=fix_settings,
+                check_data=check_sample_rate, sample_rate=_sample_rate,
+                converted_weights=_converted_weights, trial=_fit_trial, embedder=_embedder)
+
+
+# What the registered classifiers read (`freeze_backbone` through `build_model`).
+_SETTINGS = ("dropout", "weights", "freeze_backbone")
+
+
+def _classifier(x, config, name):
+    """Trunk of `name` up to fc1 (the embedding) + dropout; build.py adds the head."""
+    import keras
+
+    widths, embedding_size = trunk_settings(config, name)
+    x = conv_trunk(x, widths)
+    x = _clip_embedding(x, embedding_size)  # [b, 2048]
+    return keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
+                                name="head_dropout1")(x)
+
+
+@register("cnn14", "panns",
+          "PANNs CNN14 (AudioSet-pretrained, 32 kHz, 79.7M-parameter trunk): conv blocks + fc1 "
+          "embedding, new head",
+          pretrained="cnn14", settings=_SETTINGS)
+def build_cnn14(x, config, num_classes):
+    return _classifier(x, config, "cnn14")
+
+
+@register("cnn14_16k", "panns",
+          "PANNs CNN14 at 16 kHz (512-point FFT, hop 160, 50-8000 Hz), new head",
+          pretrained="cnn14_16k", settings=_SETTINGS)
+def build_cnn14_16k(x, config, num_classes):
+    return _classifier(x, config, "cnn14_16k")
+
+
+@register("cnn14_sed", "panns",
+          "PANNs CNN14 decision-level max (SED): per-step class scores, max over time, new head",
+          pretrained="cnn14_sed", own_head=True, settings=_SETTINGS)
+def build_cnn14_sed(x, config, num_classes):
+    import keras
+
+    widths, embedding_size = trunk_settings(config, "cnn14_sed")
+    x = conv_trunk(x, widths)
+    x = _segment_embeddings(x, embedding_size)  # [b, T', 2048]
+    x = keras.layers.Dropout(0.5 if config.dropout is None else config.dropout,
+                             name="head_dropout1")(x)
+    x = keras.layers.Dense(num_classes, name="segment_logits", dtype="float32")(x)  # [b, T', K]
+    x = keras.layers.GlobalMaxPooling1D(name="decision_max")(x)  # [b, K]
+    return keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
+
+
+def freeze_trunk(model):
+    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics)."""
+    frozen = 0
+    for layer in model.layers:
+        if is_trunk_layer(layer.name):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def load_pretrained(model, model_config):
+    """Loads `model_config.weights` (a cache name or a converted file) into the trunk by name.
+
+    The file must hold the trunk's architecture (its metadata says which);
+    the AudioSet head `fc_audioset` and the new head are left out. Returns
+    the names of the layers loaded.
+    """
+    from esc50tf.pretrained import convert, store
+
+    path, _meta = _resolve(model_config, architecture_of(model_config))
+    converted, _meta = store.load_weights(path)
+    names = [layer.name for layer in model.layers]
+    skip = ["fc_audioset"] + [n for n in names if not is_trunk_layer(n)]
+    if "fc1" not in names:  # the hybrid uses the conv blocks only
+        skip.append("fc1")
+    return convert.load_into(model, converted, skip=skip)
+
+
+def build_embedder(weights):
+    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file.
+
+    The AudioSet tagger of the architecture the weights hold (`build_reference`),
+    with the converted weights loaded, cut at its fc1 embedding.
+    """
+    import keras
+
+    from esc50tf.pretrained import convert, store
+
+    path, meta = store.resolve_weights(weights)
+    arch = meta.get("model")
+    if arch not in architectures.ARCHITECTURES:
+        raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
+                         f"({', '.join(architectures.ARCHITECTURES)})")
+    held = meta.get("architecture") or {}
+    converted, _ = store.load_weights(path)
+    model = build_reference(arch, widths=held.get("widths"),
+                            embedding_size=held.get("embedding_size"),
+                            classes_num=held.get("classes_num", 527))
+    convert.load_into(model, converted)
+    embedder = keras.Model(model.input, model.output["embedding"], name=f"{arch}_embedder")
+    return embedder, arch

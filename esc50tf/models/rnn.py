@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
-from esc50tf.models.registry import register
+from esc50tf.models.registry import register, register_family
 
+
+register_family("rnn", "rnn", "tab:orange")
 
 _LSTM_SETTINGS = ("rnn_units", "dense_units", "dropout", "l2")
 _GRU_SETTINGS = ("rnn_units", "dense_units", "dropout")

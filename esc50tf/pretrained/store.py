@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50tf.errors import Esc50Error
-from esc50tf.io import atomic_paths
+from esc50tf.io import atomic_paths, write_npz
 from esc50tf.pretrained import architectures
 from esc50tf.pretrained import catalog as catalog_lib
 
@@ -115,8 +115,7 @@ def save_weights(converted, path, metadata, overwrite=False):
     arrays[_META_KEY] = np.array(text)
 
     with atomic_paths(path, side) as (tmp, side_tmp):  # both files or neither
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        write_npz(tmp, compressed=False, **arrays)
         side_tmp.write_text(text + "\n")
     return metadata
 

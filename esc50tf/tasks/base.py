@@ -8,9 +8,19 @@ kinds, so `train`, `tune` and `study` never branch on the kind:
   (where it computes), `check_splits` (what would fail before the first
   epoch), `start_run` / `end_run` (process-wide settings and the facts the
   report records);
-- split level: `build_model`, `build_inputs`, `fit`, `predict`, and
-  `train_split`, which strings them together for one split of a protocol and
-  returns the split's results (metrics, timings, counts) for the report.
+- split level: `build_model`, `build_inputs`, `test_inputs`, `fit`,
+  `predict`, and `train_split`, which strings them together for one split of
+  a protocol and returns the split's results (metrics, timings, counts) for
+  the report;
+- saved models: `MODEL_FILE`, `saved_model`, `load`, `save`, `predictor`
+  and `export`: `evaluate`, `predict` and `export` reach a run's models only
+  through these (`esc50tf.tasks.saved_task` finds the task of a split folder).
+
+Every task takes and returns the same things: `build_inputs` returns
+`(train_inputs, val_inputs)`, `fit` the history (metric -> one value per
+epoch), `predict` `(y_true, y_prob, filenames)` of inputs from
+`test_inputs`; a batch size is always per replica in the config and global
+when a method takes one (`global_batch`).
 
 Tasks import TensorFlow, Keras and scikit-learn only inside their methods.
 """
@@ -18,6 +28,8 @@ Tasks import TensorFlow, Keras and scikit-learn only inside their methods.
 from __future__ import annotations
 
 from pathlib import Path
+
+from esc50tf.errors import Esc50Error
 
 
 class Task:
@@ -82,21 +94,68 @@ class Task:
         """The untrained model of `cfg.model`."""
         raise NotImplementedError
 
-    def build_inputs(self, cfg, split, folder, **options):
-        """The training and validation inputs of `split` (never its test side)."""
+    def global_batch(self, cfg, strategy=None):
+        """The global batch of `cfg.train.batch_size` (per replica) under `strategy`."""
+        from esc50tf import distribute
+
+        return distribute.global_batch_size(cfg.train.batch_size,
+                                            1 if strategy is None else strategy)
+
+    def build_inputs(self, cfg, split, folder, *, batch_size=None, run_dir=None, **options):
+        """`(train_inputs, val_inputs)` of `split` (never its test side); val None without one.
+
+        Args:
+            batch_size: int or None. Global batch (None: `global_batch(cfg)`).
+            run_dir: Path or None. The run folder (where a task may cache inputs).
+        """
+        raise NotImplementedError
+
+    def test_inputs(self, cfg, selection, folder, *, batch_size=None, run_dir=None):
+        """The inputs of `selection` (the test side) in their fixed order, for `predict`."""
         raise NotImplementedError
 
     def fit(self, model, train_inputs, val_inputs, cfg, **options):
-        """Fits `model` on the training inputs."""
+        """Fits `model`; returns its history: dict metric -> list of one value per epoch."""
         raise NotImplementedError
 
-    def predict(self, model, inputs, **options):
-        """Predictions for `inputs`, in the task's own form.
+    def predict(self, model, inputs, *, num_classes=None, verbose=0):
+        """`(y_true, y_prob, filenames)` of inputs from `test_inputs`."""
+        raise NotImplementedError
 
-        KerasTask: `(y_true, y_prob, filenames)` of a `(x, y, meta)` dataset;
-        SklearnTask: class probabilities `[n, classes]` of a feature matrix.
+    # --- saved models -------------------------------------------------------------------
+
+    MODEL_FILE = ""
+    """The file a split's model is saved in, inside the split folder."""
+    whole_model = True
+    """Whether a saved model file alone maps waveforms to probabilities."""
+
+    @classmethod
+    def saved_model(cls, split_dir):
+        """The saved model file in `split_dir`, or None."""
+        path = Path(split_dir) / cls.MODEL_FILE
+        return path if path.is_file() else None
+
+    def save(self, model, split_dir):
+        """Saves a split's model in `split_dir`; returns the file."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path, *, resave=False, log=None):
+        """The model saved at `path` (Esc50Error naming the file when it cannot be read).
+
+        With `resave`, a file of an older esc50tf format is also saved again beside it in
+        the current one (`esc50tf evaluate`), saying so through `log`.
         """
         raise NotImplementedError
+
+    def predictor(self, model, cfg, num_samples, num_classes):
+        """`model` as a callable `waveforms [b, num_samples] -> probabilities [b, classes]`."""
+        return model
+
+    def export(self, model, path):
+        """Writes `model` as a TF SavedModel (waveform in, probabilities out)."""
+        raise Esc50Error(f"{self.spec.name}: a {self.name} model does not export to a "
+                         "SavedModel")
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,

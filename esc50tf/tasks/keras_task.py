@@ -22,17 +22,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from esc50tf import progress, recipe
 from esc50tf.errors import Esc50Error
-from esc50tf.io import atomic_path, write_npz
+from esc50tf.io import atomic_path, log, write_npz
 from esc50tf.tasks.base import Task, history_length
-
-
-def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def make_optimizer(t, steps_per_epoch=None):
@@ -298,8 +295,7 @@ class KerasTask(Task):
         from esc50tf import distribute
         from esc50tf.data import splits
 
-        t = cfg.train
-        batch = distribute.global_batch_size(t.batch_size, distribute.num_replicas(strategy))
+        batch = self.global_batch(cfg, distribute.num_replicas(strategy))
         for split in chosen:
             n = len(split.train.rows(index))
             if n < batch:
@@ -333,9 +329,9 @@ class KerasTask(Task):
         replicas = distribute.num_replicas(strategy)
         lr = distribute.scaled_learning_rate(t.lr, replicas, t.scale_lr)
         facts = dict(precision=policy, strategy=kind, replicas=replicas,
-                     global_batch_size=distribute.global_batch_size(t.batch_size, replicas),
+                     global_batch_size=self.global_batch(cfg, replicas),
                      learning_rate=lr)
-        _log(f"{self.spec.name}: {kind} strategy, {replicas} replica(s), precision {policy}, "
+        log(f"{self.spec.name}: {kind} strategy, {replicas} replica(s), precision {policy}, "
              f"global batch {facts['global_batch_size']} ({t.batch_size} per replica), "
              f"learning rate {lr:g}" + (" (scaled by replicas)" if t.scale_lr else "")
              + (f", input from the tf.data service at {t.data_service}" if t.data_service else "")
@@ -366,12 +362,12 @@ class KerasTask(Task):
                               batch_fns=[lambda x, y: (host_featurize(x), y)]
                               if host_featurize is not None else ())
 
-    def test_inputs(self, cfg, selection, folder, batch_size):
+    def test_inputs(self, cfg, selection, folder, *, batch_size=None, run_dir=None):
         """`(waveform, label, metadata)` batches of the test side, in their fixed order."""
         from esc50tf.data.dataset import DatasetOptions
 
-        return folder.dataset(selection, DatasetOptions(batch_size=batch_size,
-                                                        with_metadata=True))
+        return folder.dataset(selection, DatasetOptions(
+            batch_size=batch_size or self.global_batch(cfg), with_metadata=True))
 
     def compile(self, model, cfg, replicas=1, steps_per_epoch=None):
         """Compiles `model` with the run's optimizer (lr scaled for `replicas`), loss, accuracy."""
@@ -403,14 +399,15 @@ class KerasTask(Task):
         self.compile(trainable, cfg, replicas, steps_per_epoch)
         return model, trainable
 
-    def build_inputs(self, cfg, split, folder, host_featurize=None, one_hot=False,
-                     wave_augmenter=None, *, num_workers=1, repeat=False, data_service=None,
-                     data_service_job=None, drop_val_remainder=False):
+    def build_inputs(self, cfg, split, folder, *, batch_size=None, run_dir=None,
+                     host_featurize=None, one_hot=False, wave_augmenter=None, num_workers=1,
+                     repeat=False, data_service=None, data_service_job=None,
+                     drop_val_remainder=False):
         """Training and validation pipelines; augmentation only on the training side.
 
         With features on the host, `host_featurize` runs in tf.data on both sides and
         the model's own waveform augmenter (training=True) runs before it on the
-        training side only. `cfg.train.batch_size` is the global batch here.
+        training side only. `batch_size` is the global batch (None: one replica's).
         num_workers, repeat, data_service, data_service_job: see `DatasetOptions` (the
         service gets the training pipeline only). drop_val_remainder: static
         validation batches too (TPUs).
@@ -419,6 +416,7 @@ class KerasTask(Task):
         from esc50tf.data.dataset import DatasetOptions
 
         t = cfg.train
+        batch = batch_size or self.global_batch(cfg)
         eval_fns, train_fns = [], []
         if host_featurize is not None:
             eval_fns.append(lambda x, y: (host_featurize(x), y))
@@ -431,13 +429,13 @@ class KerasTask(Task):
                                         num_classes=folder.num_classes,
                                         sample_rate=folder.sample_rate))
         train_ds = folder.dataset(split.train, DatasetOptions(
-            training=True, batch_size=t.batch_size, seed=t.seed,
+            training=True, batch_size=batch, seed=t.seed,
             one_hot=one_hot and cfg.augment.mix == "none", num_workers=num_workers, repeat=repeat,
             data_service=data_service, data_service_job=data_service_job), batch_fns=train_fns)
         val_ds = None
         if split.val is not None:
             val_ds = folder.dataset(split.val, DatasetOptions(
-                batch_size=t.batch_size, one_hot=one_hot, num_workers=num_workers,
+                batch_size=batch, one_hot=one_hot, num_workers=num_workers,
                 drop_remainder=drop_val_remainder), batch_fns=eval_fns)
         return train_ds, val_ds
 
@@ -475,7 +473,7 @@ class KerasTask(Task):
 
     def fit(self, model, train_inputs, val_inputs, cfg, *, callbacks=(), epochs=None,
             initial_epoch=0, steps_per_epoch=None, class_weight=None, verbose=1):
-        """`model.fit` over the pipelines (which shuffle themselves); returns the History.
+        """`model.fit` over the pipelines (which shuffle themselves); returns History.history.
 
         After every batch a Ctrl-C that TensorFlow swallowed is raised
         (`cleanup.raise_if_interrupted`), so an interrupted fit always stops.
@@ -485,13 +483,42 @@ class KerasTask(Task):
                          callbacks=[*callbacks, interrupt_check()],
                          steps_per_epoch=steps_per_epoch,
                          verbose=progress.keras_verbose(verbose), class_weight=class_weight,
-                         shuffle=False)  # tf.data already shuffles
+                         shuffle=False).history  # tf.data already shuffles
 
-    def predict(self, model, dataset, verbose=1):
+    def predict(self, model, inputs, *, num_classes=None, verbose=0):
         """Multi-crop batched prediction (`models.build.predict_dataset`)."""
         from esc50tf.models.build import predict_dataset
 
-        return predict_dataset(model, dataset, verbose=verbose)
+        return predict_dataset(model, inputs, verbose=verbose)
+
+    MODEL_FILE = "model.keras"
+
+    def save(self, model, split_dir):
+        """Writes `model` (with its optimizer) to `split_dir`/model.keras, atomically, after
+        checking the disk has room for it."""
+        path = Path(split_dir) / self.MODEL_FILE
+        check_space(path, model, with_optimizer=True)
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path, *, resave=False, log=None):
+        import keras
+
+        from esc50tf.models import register_custom_objects
+
+        from esc50tf.models.keras_file import check_keras_file
+
+        register_custom_objects()
+        check_keras_file(path)  # declared sizes, before Keras allocates them
+        try:
+            return keras.models.load_model(path)
+        except Exception as err:  # noqa: BLE001 - keras raises many types
+            raise Esc50Error(f"{path}: cannot load the model ({err})") from None
+
+    def export(self, model, path):
+        export_model(model, path)
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="default", index=None, sizes=None, callbacks=(), epoch_end=None,
@@ -517,8 +544,7 @@ class KerasTask(Task):
             sizes = check_disjoint(split, folder.index)
         one_hot = recipe.soft_labels(cfg)
         replicas = distribute.num_replicas(strategy)
-        global_batch = distribute.global_batch_size(t.batch_size, replicas)
-        cfg_global = dataclasses.replace(cfg, train=dataclasses.replace(t, batch_size=global_batch))
+        global_batch = self.global_batch(cfg, replicas)
         if sizes["train"] < global_batch:
             raise Esc50Error(f"{split.name}: {sizes['train']} training clips, fewer than one "
                              f"global batch of {global_batch}; lower --batch-size")
@@ -543,7 +569,7 @@ class KerasTask(Task):
         validation = recipe.judge_validation(
             [] if split.val is None else split.val.rows(index)["label"], len(class_names),
             t.min_val_per_class)
-        _log(f"{split.name}: {validation['note']}")
+        log(f"{split.name}: {validation['note']}")
         with strategy.scope():
             model, trainable = self.build_compiled(
                 cfg, split.train, folder, len(class_names), replicas,
@@ -554,15 +580,16 @@ class KerasTask(Task):
                 wave_augmenter = model.get_layer("waveform_augmenter")
             except ValueError:
                 pass
-        train_ds, val_ds = self.build_inputs(cfg_global, split, folder, host_featurize,
-                                             one_hot, wave_augmenter, num_workers=workers,
+        train_ds, val_ds = self.build_inputs(cfg, split, folder, batch_size=global_batch,
+                                             host_featurize=host_featurize, one_hot=one_hot,
+                                             wave_augmenter=wave_augmenter, num_workers=workers,
                                              repeat=repeat, data_service=t.data_service,
                                              data_service_job=job,
                                              drop_val_remainder=kind == "tpu")
         distribute.prepare_fit(trainable, strategy, kind, train_ds.element_spec)
         if workers > 1:
             shard_policy = train_ds.options().experimental_distribute.auto_shard_policy
-            _log(f"{split.name}: training input auto-sharded by {shard_policy.name} over "
+            log(f"{split.name}: training input auto-sharded by {shard_policy.name} over "
                  f"{workers} workers, {sizes['train'] // global_batch} steps of {global_batch} "
                  "per epoch")
         monitor_acc = "val_accuracy" if val_ds is not None else "accuracy"
@@ -590,18 +617,16 @@ class KerasTask(Task):
                                class_weight=(recipe.class_weights(train_counts)
                                              if t.balance == "class_weights" else None))
         fit_seconds = time.perf_counter() - fit_start
-        epochs_this_session = len(history.history.get("loss", []))
+        epochs_this_session = len(history.get("loss", []))
         history_rows = history_length(split_dir / "history.csv")
         folder.check_unchanged()
-        test_ds = self.test_inputs(cfg, split.test, folder, global_batch)
-        _log(f"{split.name}: predicting {sizes['test']} test clips")
+        test_ds = self.test_inputs(cfg, split.test, folder, batch_size=global_batch)
+        log(f"{split.name}: predicting {sizes['test']} test clips")
         y_true, y_prob, names = self.predict(model, test_ds, verbose=verbose)
         check_finite_outputs(y_prob, f"{split.name}: the trained model")
-        check_space(split_dir / "model.keras", model, with_optimizer=True)
-        with atomic_path(split_dir / "model.keras") as tmp:
-            model.save(tmp)
+        self.save(model, split_dir)
         if t.export:
-            export_model(model, split_dir / "saved_model")
+            self.export(model, split_dir / "saved_model")
         write_npz(split_dir / "predictions.npz", y_true=y_true, y_prob=y_prob,
                   filenames=np.array(names))
         result = fold_metrics(y_true, y_prob, class_names)
@@ -613,7 +638,7 @@ class KerasTask(Task):
                                   if fit_seconds > 0 and steps else None),
             num_train_clips=sizes["train"],
             num_val_clips=sizes.get("val", 0),
-            best_val_accuracy=float(max(history.history.get(monitor_acc, [np.nan]))),
+            best_val_accuracy=float(max(history.get(monitor_acc, [np.nan]))),
             validation=validation,
             reported_model=recipe.reported_weights(
                 t, validation["trusted"], averaging[0].averaged_epochs if averaging else None),

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from esc50tf.errors import Esc50Error
 from esc50tf.io import write_npz
+from esc50tf.models import classic
 from esc50tf.tasks.base import Task
 
 
@@ -32,6 +34,8 @@ class SklearnTask(Task):
     """
 
     name = "sklearn"
+    MODEL_FILE = classic.MODEL_FILE
+    whole_model = False  # the estimator needs the run's features in front of it
 
     def start_run(self, cfg, strategy, kind, resumed=False):
         return dict(precision="float32 (scikit-learn)", strategy="none", replicas=1)
@@ -40,19 +44,24 @@ class SklearnTask(Task):
         """The unfitted estimator of `cfg.model` (its registered builder)."""
         return self.spec.builder(cfg.model, seed=cfg.train.seed)
 
-    def build_inputs(self, cfg, split, folder, run_dir=None, progress=False):
-        """`selection -> (X, y, filenames)`: the features of a side of `split`.
+    def _features_of(self, cfg, folder, run_dir, progress=False):
+        """`selection -> (X, y, filenames)`: the features of a side of a split.
 
-        Args:
-            run_dir: Path or None. The run folder, where "embeddings" are cached
-                (None: the split folder's parent is not known; required then).
-            progress: bool. A progress bar while the clips are embedded or featurized.
+        With "embeddings" they come from PANNs embeddings computed once per run
+        and cached in `run_dir`/embeddings.npz.
         """
         from esc50tf.data.dataset import DatasetOptions
-        from esc50tf.models import classic
 
         if cfg.model.classic_features == "embeddings":
-            return self._embedding_rows(cfg, run_dir, folder, progress)
+            if run_dir is None:
+                raise Esc50Error(f"{self.spec.name} on embeddings: no run folder given to "
+                                 "cache them in")
+            from esc50tf import embed
+
+            table = embed.embedding_table(cfg.train.data, cfg.model,
+                                          Path(run_dir) / "embeddings.npz",
+                                          progress=progress)
+            return lambda selection: embed.select(table, selection, folder.index)
         featurize = classic.make_featurizer(cfg.features, cfg.model)
 
         def features_of(selection):
@@ -63,46 +72,83 @@ class SklearnTask(Task):
 
         return features_of
 
-    @staticmethod
-    def _embedding_rows(cfg, run_dir, folder, progress=False):
-        """`selection -> (X, y, filenames)` from PANNs embeddings computed once per run, cached."""
-        from esc50tf import embed
+    def build_inputs(self, cfg, split, folder, *, batch_size=None, run_dir=None, **options):
+        """`((X, y, filenames) of the training side, same of the validation side or None)`.
 
-        table = embed.embedding_table(cfg.train.data, cfg.model,
-                                      Path(run_dir) / "embeddings.npz", progress=progress)
-        return lambda selection: embed.select(table, selection, folder.index)
+        `batch_size` only sets how many clips are featurised at a time (64);
+        `progress=True` among the options shows a bar while clips are embedded or featurised.
+        """
+        features_of = self._features_of(cfg, folder, run_dir, options.get("progress", False))
+        return (features_of(split.train),
+                None if split.val is None else features_of(split.val))
+
+    def test_inputs(self, cfg, selection, folder, *, batch_size=None, run_dir=None):
+        """`(X, y, filenames)` of `selection`, in its fixed order."""
+        return self._features_of(cfg, folder, run_dir)(selection)
 
     def fit(self, model, train_inputs, val_inputs, cfg, **options):
-        """`estimator.fit(X, y)` of the training side; returns the estimator."""
-        x_train, y_train = train_inputs
+        """`estimator.fit(X, y)` of the training side; history of its one "epoch".
+
+        Returns:
+            dict: with validation inputs, "val_accuracy": a list of one value.
+        """
+        x_train, y_train, _ = train_inputs
         model.fit(x_train, y_train)
-        return model
+        history = {}
+        if val_inputs is not None:
+            x_val, y_val, _ = val_inputs
+            history["val_accuracy"] = [float((model.predict(x_val) == y_val).mean())]
+        return history
 
-    def predict(self, model, inputs, verbose=0, num_classes=None):
-        """Class scores `[n, num_classes]` of features `inputs` (`classic.predict_proba`)."""
-        from esc50tf.models import classic
+    def predict(self, model, inputs, *, num_classes=None, verbose=0):
+        """`(y_true, y_prob [n, num_classes], filenames)` of `(X, y, filenames)` inputs."""
+        x, y, names = inputs
+        return y, classic.predict_proba(model, x, num_classes), names
 
-        return classic.predict_proba(model, inputs, num_classes)
+    @classmethod
+    def saved_model(cls, split_dir):
+        """model.skops, or the model.pkl of an older esc50tf; None without either."""
+        return classic.saved_model(split_dir)
+
+    def save(self, model, split_dir):
+        path = Path(split_dir) / classic.MODEL_FILE
+        classic.save_estimator(model, path)
+        return path
+
+    @classmethod
+    def load(cls, path, *, resave=False, log=None):
+        """The estimator at `path`; with `resave`, a legacy model.pkl is re-saved as
+        model.skops beside it."""
+        path = Path(path)
+        estimator = classic.load_estimator(path)
+        if resave and path.name == classic.LEGACY_MODEL_FILE:
+            classic.save_estimator(estimator, path.with_name(classic.MODEL_FILE))
+            if log is not None:
+                log(f"{path.parent.name}: re-saved {path} as {classic.MODEL_FILE}")
+        return estimator
+
+    def predictor(self, model, cfg, num_samples, num_classes):
+        """The estimator behind the run's own features, as a waveform model."""
+        return classic.WaveformClassifier(model, classic.make_featurizer(cfg.features, cfg.model),
+                                          num_samples, num_classes)
 
     def train_split(self, cfg, split, split_dir, folder, class_names, *, strategy=None,
                     kind="none", index=None, sizes=None, callbacks=(), epoch_end=None,
                     verbose=1):
-        from esc50tf.models import classic
         from esc50tf.report import fold_metrics
 
-        features_of = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent,
-                                        progress=verbose > 0)
         start = time.perf_counter()
-        x_train, y_train, _ = features_of(split.train)
-        estimator = self.fit(self.build_model(cfg), (x_train, y_train), None, cfg)
+        train_inputs, val_inputs = self.build_inputs(cfg, split, folder, run_dir=split_dir.parent,
+                                                     progress=verbose > 0)
+        x_train, y_train, _ = train_inputs
+        estimator = self.build_model(cfg)
+        history = self.fit(estimator, train_inputs, val_inputs, cfg)
         seconds = time.perf_counter() - start
-        val_acc = None
-        if split.val is not None:
-            x_val, y_val, _ = features_of(split.val)
-            val_acc = float((estimator.predict(x_val) == y_val).mean())
-        x_test, y_test, names = features_of(split.test)
-        y_prob = self.predict(estimator, x_test, num_classes=len(class_names))
-        classic.save_estimator(estimator, split_dir / classic.MODEL_FILE)
+        val_acc = history.get("val_accuracy", [None])[0]
+        y_test, y_prob, names = self.predict(
+            estimator, self.test_inputs(cfg, split.test, folder, run_dir=split_dir.parent),
+            num_classes=len(class_names))
+        self.save(estimator, split_dir)
         write_npz(split_dir / "predictions.npz", y_true=y_test, y_prob=y_prob,
                   filenames=np.array(names))
         result = fold_metrics(y_test, y_prob, class_names)
