@@ -216,7 +216,7 @@ def test_help_lists_every_registered_family():
 
 def test_a_search_folder_resumes_like_a_run_folder(tmp_path):
     """Same settings: it resumes (no --resume); other settings: refused unless --overwrite."""
-    from esc50tf import tune
+    from esc50tf.tune import run as tune
 
     out = tmp_path / "search"
     settings = {"epochs": 1, "models": ["gru"]}

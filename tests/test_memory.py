@@ -133,7 +133,7 @@ def test_tune_skips_a_trial_that_cannot_fit_and_says_why(tiny_tfrecords, tmp_pat
     cfg = tune_mod.TuneConfig(data=str(tiny_tfrecords), out=str(out), models=("gru",), epochs=1,
                               max_trials=1, retrain=False,
                               overrides={"train": {"batch_size": 8},
-                                         "features": SMALL_FRONT})
+                                         "features": {**SMALL_FRONT, "kind": "mel"}})
     with pytest.raises(Esc50Error):
         tune_mod.tune(cfg, verbose=0)
     with open(out / "trials.csv", newline="") as f:
