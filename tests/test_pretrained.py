@@ -746,7 +746,7 @@ def test_embed_output_is_whole_or_absent(tmp_path, monkeypatch):
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "savez_compressed", interrupted)  # esc50tf.io.write_npz
+    monkeypatch.setattr(np, "savez", interrupted)  # esc50tf.io.write_npz(compressed=False)
     with pytest.raises(KeyboardInterrupt):
         embed.write_embeddings(tmp_path / "x.npz", {"a": np.zeros(2)})
     assert list(tmp_path.iterdir()) == []

@@ -440,7 +440,7 @@ def test_timeline_png_has_a_colour_bar(tmp_path, monkeypatch):
 
     saved = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda fig, path, **kw: saved.append(fig))
+                        lambda fig, path, **kw: (saved.append(fig), open(path, "wb").close()))
     _burst_recording(tmp_path / "rec.wav", seconds=4.0, burst=(1.0, 2.0))
     timeline(_burst_model(), tmp_path / "rec.wav", tmp_path / "tl", progress=False)
     (fig,) = saved
