@@ -273,6 +273,26 @@ def test_space_values_map_to_run_configs():
     assert "freeze_backbone" not in space.space  # no --weights
 
 
+@pytest.mark.parametrize("mels, kept", [
+    ({"features": {"n_mels": 32}}, [20]),  # --n-mels 32: MFCC 40 can never be built
+    ({"features": {"n_mels": 16}}, None),  # fewer bands than any choice: fixed at 16
+    ({}, [20, 40]),
+])
+def test_mfcc_choices_never_outnumber_mel_bands(mels, kept):
+    base = {"train": {"data": "d", "protocol": "test-fold", "test_fold": 1}, **mels}
+    fixed = tune_mod.fixed_by_flags(mels)
+    space = tune_mod.SearchSpace(tune_mod.resolve_space(fixed=fixed), ("gru",), base)
+    entry = space.space["n_mfcc"]
+    if kept is None:
+        assert entry == {"type": "fixed", "value": 16}
+    else:
+        assert entry["values"] == kept
+    n_mels = mels.get("features", {}).get("n_mels", space.base_config.features.n_mels)
+    for n_mfcc in (kept or [16]):  # every value the search can draw builds a valid config
+        cfg = space.run_config({"features": "mfcc", "n_mfcc": n_mfcc}, epochs=1)
+        assert cfg.features.n_mfcc <= cfg.features.n_mels == n_mels
+
+
 def test_yaml_space_file(tmp_path, monkeypatch):
     path = tmp_path / "space.yaml"
     path.write_text('{"lr": {"type": "fixed", "value": 0.001}}')

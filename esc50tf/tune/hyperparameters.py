@@ -34,6 +34,31 @@ class SearchSpace:
             # Only pretrained backbones are frozen or learn more slowly than the head.
             for name in ("freeze_backbone", "backbone", "trunk_lr_scale"):
                 self.space.pop(name, None)
+        self._bound_n_mfcc()
+
+    def _bound_n_mfcc(self):
+        """MFCC coefficients cannot outnumber mel bands: drop the choices no trial can take."""
+        entry = self.space.get("n_mfcc")
+        if entry is None or entry["type"] not in ("choice", "int"):
+            return
+        mels = self.space.get("n_mels")
+        if mels is not None and mels["type"] == "int":
+            fewest = mels["min"]
+        else:
+            fewest = min(int(v) for v in self._candidates("n_mels"))
+        if entry["type"] == "int":
+            if entry["max"] > fewest:
+                entry = dict(entry, max=max(entry["min"], fewest))
+                entry = entry if entry["min"] < entry["max"] else {"type": "fixed",
+                                                                   "value": fewest}
+        else:
+            kept = [v for v in entry["values"] if v <= fewest]
+            if not kept:
+                entry = {"type": "fixed", "value": fewest}
+            elif len(kept) < len(entry["values"]):
+                default = entry.get("default")
+                entry = dict(entry, values=kept, default=default if default in kept else kept[0])
+        self.space["n_mfcc"] = entry
 
     def _candidates(self, name):
         """Every value `name` can take in this search."""
