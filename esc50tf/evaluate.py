@@ -29,7 +29,7 @@ def evaluate_run(run_dir, data=None, log=None):
     import time
 
     from esc50tf.data import splits as split_lib
-    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder
+    from esc50tf.data.dataset import DatasetOptions, TFRecordFolder, locate_tfrecords
     from esc50tf.errors import Esc50Error
     from esc50tf.models import classic
     from esc50tf.run_config import RunConfig
@@ -41,8 +41,15 @@ def evaluate_run(run_dir, data=None, log=None):
         raise Esc50Error(f"{run_dir}: no config.json; is it an esc50tf run folder?")
     config = json.loads(cfg_path.read_text())
     cfg = RunConfig.from_dict(config)
-    if data:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
+    report_path = run_dir / "report.json"
+    identity = None
+    if report_path.is_file():
+        identity = (json.loads(report_path.read_text()).get("dataset") or {}).get("identity")
+    found = locate_tfrecords(cfg.train.data, None if data is None else str(data), identity)
+    if found is None and data is None:
+        raise Esc50Error(f"{run_dir}: the run's TFRecord folder {cfg.train.data} holds no "
+                         "manifest.json (moved or deleted?); pass --data DIR")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=found or str(data)))
     folder = TFRecordFolder(cfg.train.data)
     class_names = folder.class_names
     index = folder.index

@@ -389,10 +389,11 @@ def read_card(path):
 
 
 def _data_dir(run, cfg):
-    data = Path(cfg.data or run.config.train.data)
-    if not (data / "manifest.json").is_file():
-        return None
-    return data
+    from esc50tf.data.dataset import locate_tfrecords
+
+    identity = ((run.report or {}).get("dataset") or {}).get("identity")
+    found = locate_tfrecords(run.config.train.data, cfg.data, identity)
+    return None if found is None else Path(found)
 
 
 def _run_splits(run, folder):

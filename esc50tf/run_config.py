@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from esc50tf import recipe
 from esc50tf.augment import AugmentConfig
@@ -239,6 +240,9 @@ def comparable(d):
         train_section.setdefault(f.name, f.default)
     for key in WHERE_KEYS:
         train_section.pop(key, None)
+    data = train_section.get("data")
+    if data and "://" not in data:  # older runs recorded the path as typed
+        train_section["data"] = os.path.abspath(data)
     return d
 
 

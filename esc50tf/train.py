@@ -192,6 +192,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
+    cfg = _as_run(cfg)
+    t = cfg.train
     index = folder.index
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
@@ -216,9 +218,9 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     run_dir = Path(remote.local if remote else out)
     class_names = [c["category"] for c in manifest["classes"]]
     write_json(run_dir / "classes.json", manifest["classes"])
-    data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
     extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
-             "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
+             "dataset": {"path": t.data, "identity": folder.identity,
+                         "clips": manifest["counts"]["total"],
                          "sample_rate": manifest["config"]["sample_rate"],
                          "num_samples": int(manifest["config"]["num_samples"])}}
     extra.update(task.start_run(cfg, strategy, kind, resumed))
@@ -276,6 +278,25 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
          f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
     return report
+
+
+def _as_run(cfg):
+    """The configuration as the run uses and records it.
+
+    The data folder becomes an absolute path (so `evaluate` and `export` find
+    it from any folder), and a warm-up longer than half the epochs is cut to
+    half, with a warning, so config.json and the report state what ran.
+    """
+    from esc50tf import recipe
+    from esc50tf.data import tfrecords as tfr
+
+    t = cfg.train
+    data = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
+    warmup = recipe.warmup_epochs(t)
+    if warmup != t.warmup_epochs:
+        _log(f"warning: --warmup-epochs {t.warmup_epochs:g} is more than half of --epochs "
+             f"{t.epochs}; warming up for {warmup:g} epochs (recorded in config.json)")
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, data=data, warmup_epochs=warmup))
 
 
 def _has_progress(run_dir):
