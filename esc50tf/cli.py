@@ -37,6 +37,8 @@ def _number(parse, ok, expected, out_of_range=None):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _ratio = _number(float, lambda v: 0 < v < 1, "a ratio like 0.9", "a ratio in (0, 1) like 0.9")
+_fraction = _number(float, lambda v: 0 <= v <= 1, "a fraction like 0.9",
+                    "a fraction in [0, 1] like 0.9")
 
 
 def _subparser(sub, name, add_fn, handler=None, **kwargs):
@@ -586,7 +588,8 @@ def _add_predict(sub):
     whose probabilities are averaged.
     """
     p = _subparser(sub, "predict", _add_predict, _run_predict)
-    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("model", help="run folder, .keras file, or an export: its folder, a .tflite "
+                   "file or a SavedModel folder")
     p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes to show (default: %(default)s)")
     p.add_argument("--sample-rate", type=_positive_int, default=None,
@@ -648,7 +651,7 @@ def _add_export(sub):
     model_card.json (with parity figures measured on the test clips against the Keras model)
     into OUT, via a staging folder.
     """
-    from esc50tf.export import FORMATS, QUANTIZATIONS
+    from esc50tf.export import FORMATS, QUANTIZATIONS, ExportConfig
 
     p = _subparser(sub, "export", _add_export, _run_export)
     p.add_argument("run", help="run folder made by esc50tf train")
@@ -664,7 +667,11 @@ def _add_export(sub):
     p.add_argument("--calibration-clips", type=_positive_int, default=200,
                    help="int8: at most this many training-side clips (default: %(default)s)")
     p.add_argument("--skip-parity", action="store_true",
-                   help="do not measure parity on the test clips (no TFRecords needed)")
+                   help="do not measure parity on the test clips (no TFRecords needed; the "
+                   "silent, near-silent, clipped and zero-padded clips are still checked)")
+    p.add_argument("--min-agreement", type=_fraction, default=ExportConfig.min_agreement,
+                   help="fail (writing nothing) below this top-1 agreement with the Keras "
+                   "model on the test clips, or on any non-finite output (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="picks the calibration clips")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
@@ -675,7 +682,7 @@ def _run_export(args):
     cfg = ExportConfig(out=args.out, format=args.format, quantize=args.quantize,
                        split=args.split, data=args.data,
                        calibration_clips=args.calibration_clips, parity=not args.skip_parity,
-                       overwrite=args.overwrite, seed=args.seed)
+                       min_agreement=args.min_agreement, overwrite=args.overwrite, seed=args.seed)
     card = export_run(args.run, cfg)
     print(json.dumps({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
                       "parity": card["parity"]}, indent=2))
@@ -1115,7 +1122,7 @@ def build_parser():
 
 # Commands that run TensorFlow; their start-up log lines are dropped (esc50tf.startup).
 _TF_COMMANDS = ("build-tfrecords", "train", "tune", "evaluate", "predict", "features", "demo",
-                "study", "data-service")
+                "study", "data-service", "export", "embed", "pretrained")
 
 
 def main(argv=None):
@@ -1125,6 +1132,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cleanup.keep_interrupts()
     quiet = not startup.verbose_requested(getattr(args, "verbose", False))
+    if not quiet:  # the library's own filters (esc50tf.startup.quiet_native) read it
+        os.environ[startup.VERBOSE_ENV] = "1"
     if quiet:  # also for commands that load TensorFlow only now and then
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "demo" or getattr(args, "deterministic", None):

@@ -73,7 +73,11 @@ class ExportConfig(Config):
         calibration_clips: int. At most this many training-side clips calibrate
             int8. Defaults to 200.
         parity: bool. Measure parity on the test clips (needs the TFRecords).
-            Defaults to True.
+            The edge-case clips (`edge_clips`: silent, near-silent, clipped,
+            zero-padded) are compared always. Defaults to True.
+        min_agreement: float. The export fails (nothing is written) when the
+            top-1 agreement with the Keras model on the test clips is below
+            this, or any output is not finite. Defaults to 0.9.
         overwrite: bool. Replace an existing `out`. Defaults to False.
         seed: int. Seeds the choice of calibration clips. Defaults to 0.
     """
@@ -85,6 +89,7 @@ class ExportConfig(Config):
     data: str | None = None
     calibration_clips: int = 200
     parity: bool = True
+    min_agreement: float = 0.9
     overwrite: bool = False
     seed: int = 0
 
@@ -98,6 +103,9 @@ class ExportConfig(Config):
         if self.format == "savedmodel" and self.quantize != "none":
             raise Esc50Error(f"--quantize {self.quantize} applies to --format tflite only; "
                              "a SavedModel is exported in float32")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise Esc50Error(f"min_agreement {self.min_agreement!r} is not allowed; "
+                             "allowed: a fraction in [0, 1]")
         if not isinstance(self.calibration_clips, int) or self.calibration_clips < 1:
             raise Esc50Error(f"calibration_clips {self.calibration_clips!r} is not allowed; "
                              "allowed: an integer >= 1")
@@ -254,7 +262,10 @@ def tflite_ops(model_content):
 def _interpreter(**kwargs):
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(**kwargs)
+    from esc50tf.startup import quiet_native
+
+    with quiet_native():
+        return Interpreter(**kwargs)
 
 
 def convert_tflite(saved_model_dir, quantize="none", representative=None):
@@ -306,7 +317,9 @@ def convert_tflite(saved_model_dir, quantize="none", representative=None):
 def _quiet():
     import warnings
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    from esc50tf.startup import quiet_native
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_native():
         # The quantization debugger builds a tf.lite.Interpreter internally.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         yield
@@ -336,12 +349,18 @@ class TFLiteRunner:
 
     def __call__(self, batch):
         batch = np.asarray(batch, np.float32)
+        from esc50tf.startup import quiet_native
+
         if self._shape != batch.shape:
-            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
+            with quiet_native():  # LiteRT announces its XNNPACK delegate here
+                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+                self.interpreter.allocate_tensors()
+                self.interpreter.set_tensor(self.input["index"], batch)
+                self.interpreter.invoke()
             self._shape = batch.shape
-        self.interpreter.set_tensor(self.input["index"], batch)
-        self.interpreter.invoke()
+        else:
+            self.interpreter.set_tensor(self.input["index"], batch)
+            self.interpreter.invoke()
         return np.array(self.interpreter.get_tensor(self.output["index"]), np.float64)
 
 
@@ -456,6 +475,65 @@ def _folds_of(index, names):
 # --- parity ------------------------------------------------------------------------------
 
 
+def edge_clips(num_samples, clip=None, seed=0):
+    """Inputs an exported model must get right beyond the test clips.
+
+    Args:
+        num_samples: int. Clip length.
+        clip: array `[num_samples]` or None. A real clip to pad and clip (a test
+            clip); None uses noise.
+        seed: int. Seeds the near-silent noise.
+
+    Returns:
+        dict name -> waveform `[num_samples]` float32: digital silence, a
+        near-silent hiss (1e-5 RMS), the clip driven 20x into clipping at
+        +-1, and the clip zero-padded after its first half and first eighth.
+    """
+    rng = np.random.default_rng(seed)
+    if clip is None:
+        clip = 0.1 * rng.standard_normal(num_samples)
+    clip = np.asarray(clip, np.float64)
+    half, eighth = num_samples // 2, num_samples // 8
+    return {
+        "silent": np.zeros(num_samples, np.float32),
+        "near_silent": (1e-5 * rng.standard_normal(num_samples)).astype(np.float32),
+        "clipped": np.clip(20.0 * clip, -1.0, 1.0).astype(np.float32),
+        "zero_padded_half": np.concatenate([clip[:half], np.zeros(num_samples - half)]
+                                           ).astype(np.float32),
+        "zero_padded_7_8": np.concatenate([clip[:eighth], np.zeros(num_samples - eighth)]
+                                          ).astype(np.float32),
+    }
+
+
+def edge_parity(reference, candidate, clips):
+    """Per edge clip: the largest probability difference and whether top-1 agrees."""
+    out = {}
+    for name, wave in clips.items():
+        ref = np.asarray(reference(wave[None]), np.float64)[0]
+        got = np.asarray(candidate(wave[None]), np.float64)[0]
+        finite = bool(np.isfinite(got).all())
+        out[name] = {"max_abs_prob_diff": float(np.abs(ref - got).max()) if finite else None,
+                     "top1_agrees": bool(finite and ref.argmax() == got.argmax()),
+                     "finite": finite}
+    return out
+
+
+def check_parity(parity, edges, min_agreement):
+    """Raises Esc50Error when the export gives non-finite outputs or agrees too little."""
+    broken = [n for n, e in edges.items() if not e["finite"]]
+    if parity is not None and not np.isfinite(parity["max_abs_prob_diff"]):
+        broken.append(f"{parity['non_finite_clips']} of {parity['clips']} test clips")
+    if broken:
+        raise Esc50Error("the exported model gives non-finite probabilities on "
+                         f"{', '.join(broken)}; nothing is written")
+    if parity is not None and parity["top1_agreement"] < min_agreement:
+        raise Esc50Error(
+            f"the exported model agrees with the Keras model on the top class of "
+            f"{100 * parity['top1_agreement']:.1f}% of {parity['clips']} test clips, below "
+            f"--min-agreement {min_agreement:g}; nothing is written (lower --min-agreement "
+            "to keep it anyway)")
+
+
 def measure_parity(reference, candidate, waves, labels, batch_size=16):
     """Compares two `[batch, samples] -> probabilities` callables on the same clips.
 
@@ -472,6 +550,7 @@ def measure_parity(reference, candidate, waves, labels, batch_size=16):
     labels = np.asarray(labels)
     return {
         "clips": int(len(ref)),
+        "non_finite_clips": int((~np.isfinite(got).all(axis=1)).sum()),
         "max_abs_prob_diff": float(np.abs(ref - got).max()),
         "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
         "accuracy_reference": float((ref.argmax(1) == labels).mean()),
@@ -564,22 +643,30 @@ def export_run(run_path, cfg, log=_log):
         convert_seconds = time.perf_counter() - t0
         (staging / LABELS).write_text("".join(f"{c}\n" for c in class_names))
         parity = None
+        runner = runner_for(staging / file_name)
+        first_clip = None
         if cfg.parity:
             log("export: measuring parity with the run's Keras model(s) on their test clips")
             names = sorted(set().union(*(set(s.test.rows(index)["filename"]) for s in splits_)))
             clips = list(_clips(folder, _folds_of(index, names)))
             waves = [w for w, _, _ in clips]
             labels = [y for _, y, _ in clips]
-            runner = runner_for(staging / file_name)
+            first_clip = waves[0] if waves else None
             parity = measure_parity(lambda b: keras_reference(models, b), runner, waves, labels)
             parity["clips_from"] = ("test side of " + ", ".join(run.split_names)
                                     + (" (each clip was seen in training by the other splits' "
                                        "models: compare parity, not accuracy)"
                                        if len(splits_) > 1 else ""))
+        edges = edge_parity(lambda b: keras_reference(models, b), runner,
+                            edge_clips(num_samples, first_clip, cfg.seed))
+        check_parity(parity, edges, cfg.min_agreement)
+        if parity is not None:
+            parity["min_agreement"] = cfg.min_agreement
         card = _card(run, cfg, class_names, rate, num_samples, frontend, file_name,
                      _folder_size(staging / file_name), ops, parity, calib_names, models,
                      convert_seconds, esc50tf.__version__)
-        (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        card["edge_cases"] = edges
+        (staging / CARD).write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     msg = f"export: {out}/{file_name} ({card['size_bytes'] / 1e6:.2f} MB)"
     if parity:
         msg += (f"; parity on {parity['clips']} test clips: max |dp| "

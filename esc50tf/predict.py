@@ -2,8 +2,9 @@
 
 MODEL is a run folder (every split's `model.keras`, or for a scikit-learn
 run every `model.skops`, or legacy `model.pkl`, with the run's features, is
-loaded and their probabilities averaged, a k-fold ensemble) or one `.keras`
-file. Any sample rate, length and channel count works: files are mixed to
+loaded and their probabilities averaged, a k-fold ensemble), one `.keras`
+file, or an export of `esc50tf export` (its folder, `.tflite` file or
+SavedModel folder, run by LiteRT or TensorFlow alone). Any sample rate, length and channel count works: files are mixed to
 mono, resampled to the model's rate, zero-padded when short, and cut into
 half-overlapping windows of the model's length when long, whose
 probabilities are averaged. A model trained on random crops is also averaged
@@ -53,6 +54,59 @@ class Predictor:
         # Each window is itself averaged over the model's test crops, if it was trained on crops.
         probs = [np.asarray(predict_crops(m, batch), dtype=np.float64) for m in self.models]
         return np.mean(probs, axis=(0, 1))  # over models and windows
+
+
+class ExportedPredictor(Predictor):
+    """An exported model (`esc50tf export` folder, `.tflite` file or SavedModel) as a Predictor.
+
+    Args:
+        runner: callable `[batch, num_samples]` -> probabilities, with
+            `num_samples` (`esc50tf.export.runner_for`).
+        class_names: list of str.
+        sample_rate: int.
+        num_samples: int. Input length, when the runner does not tell it.
+    """
+
+    def __init__(self, runner, class_names, sample_rate, num_samples=None):
+        self.models = []
+        self.runner = runner
+        self.class_names = class_names
+        self.sample_rate = int(sample_rate)
+        self.num_samples = int(runner.num_samples or num_samples)
+
+    def predict_waveform(self, waveform):
+        batch = self.windows(np.asarray(waveform, dtype=np.float32))
+        return np.mean([self.runner(w[None])[0] for w in batch], axis=0)
+
+
+def is_export(path):
+    """Whether `path` is an export folder, a `.tflite` file or a SavedModel folder."""
+    from esc50tf import export
+
+    path = Path(path)
+    return path.suffix == ".tflite" or (path.is_dir() and (
+        (path / export.CARD).is_file() or (path / "saved_model.pb").is_file()))
+
+
+def load_exported(path, sample_rate=None):
+    """An ExportedPredictor of an export folder, `.tflite` file or SavedModel folder."""
+    from esc50tf import export
+
+    path = Path(path)
+    if not path.exists():
+        raise Esc50Error(f"{path}: no such model file")
+    runner = export.runner_for(path)
+    card = export.read_card(path)
+    if card is None and sample_rate is None:
+        raise Esc50Error(f"{path}: no {export.CARD} beside it to tell the classes and sample "
+                         "rate; keep the export folder whole, or pass --sample-rate")
+    num_samples = runner.num_samples or card["input"]["shape"][-1]
+    names = card["classes"] if card else None
+    if names is None:
+        probe = runner(np.zeros((1, int(num_samples)), np.float32))
+        names = [str(i) for i in range(probe.shape[-1])]
+    return ExportedPredictor(runner, names, int(sample_rate or card["input"]["sample_rate"]),
+                             num_samples)
 
 
 class ClassicModel:
@@ -123,30 +177,39 @@ def _sample_rate(folder, model):
 
 
 def load_predictor(path, sample_rate=None):
-    """Loads a run folder (Keras or scikit-learn) or a `.keras` file; Esc50Error if it holds no model."""
+    """Loads a run folder (Keras or scikit-learn), a `.keras` file or an export (`is_export`).
+
+    Raises:
+        Esc50Error: the path holds no model.
+    """
+    path = Path(path)
+    if is_export(path):
+        return load_exported(path, sample_rate)
     import keras
 
     from esc50tf.models import register_custom_objects
 
     register_custom_objects()
 
-    path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*/model.keras"))
         if not files:
+            from esc50tf.export import CARD
             from esc50tf.models import classic
 
             saved = [m for d in sorted(p for p in path.iterdir() if p.is_dir())
                      if (m := classic.saved_model(d))]
             if saved:
                 return _load_classic(path, saved)
-            raise Esc50Error(f"{path}: no */model.keras or */{classic.MODEL_FILE} found; "
-                             "is it an esc50tf run folder?")
+            raise Esc50Error(f"{path}: not a model: no */model.keras or */{classic.MODEL_FILE} "
+                             f"(a run folder), no {CARD} (an export folder), no "
+                             "saved_model.pb (a SavedModel)")
         folder = path
     elif path.is_file() and path.suffix == ".keras":
         files, folder = [path], path.parent
     else:
-        raise Esc50Error(f"{path}: not a run folder or a .keras model file")
+        raise Esc50Error(f"{path}: not a run folder, a .keras file, an export folder, a "
+                         ".tflite file or a SavedModel folder")
     try:
         models = [keras.models.load_model(f) for f in files]
     except Exception as err:  # noqa: BLE001 - keras raises many types

@@ -51,4 +51,8 @@ def make_host_featurizer(config, jit_compile=True):
             waveforms = tf.cast(waveforms, tf.float32) / 32768.0
         return layer.compute_tf(waveforms)
 
-    return tf.function(featurize, jit_compile=True) if jit_compile else featurize
+    # reduce_retracing: the last, smaller batch of a split (and each new clip length)
+    # gets a shape-generic trace instead of a new one per shape, which TensorFlow
+    # would report as "triggered tf.function retracing" after a few splits.
+    return tf.function(featurize, jit_compile=True, reduce_retracing=True) if jit_compile \
+        else featurize
