@@ -168,12 +168,14 @@ def _run_inspect(args):
     manifest = tfr.read_manifest(args.data)
     tfr.verify_shards(args.data, manifest, full=args.verify)
     index = splits.load_index(args.data)
-    warnings = splits.fold_warnings(index)
+    warnings = splits.fold_warnings(index, split_chosen=args.split is not None)
     if index["fold"].nunique() < 2 and args.test_fold is None and args.split is None:
         args.split = 0.8  # the one protocol a single fold allows
     try:  # the summary and the warnings are shown even when the protocol cannot be made
         chosen = _protocol_splits(args, index)
         sizes, split_error = {s.name: splits.check_disjoint(s, index) for s in chosen}, None
+        warnings += splits.class_warnings(chosen, index, [c["category"] for c in
+                                                          manifest["classes"]])
     except Esc50Error as err:
         sizes, split_error = {}, str(err)
     issues = manifest.get("issues", [])

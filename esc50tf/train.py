@@ -331,7 +331,7 @@ def _check_can_start(cfg, task, chosen, index, strategy):
     elif cfg.model.weights and not os.path.isfile(cfg.model.weights) and "://" not in cfg.model.weights:
         raise Esc50Error(f"{cfg.model.weights}: --weights file not found")
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
-    for line in advice:
+    for line in advice + splits.class_warnings(chosen, index):
         _log(f"warning: {line}")
     task.check_splits(cfg, chosen, index, strategy, advice)
 
