@@ -15,8 +15,10 @@ because RFFT2D takes powers of two only. Only builtin TFLite ops are allowed
 (no Flex / Select TF ops); the export checks the op list of what it wrote.
 
 Formats: `savedmodel` (the `serve` endpoint of a TF SavedModel) and `tflite`
-with `--quantize none | float16 | int8`. `float16` stores the weights in
-float16. `int8` is post-training integer quantization calibrated on clips from
+with `--quantize none | float16 | int8`. `float16` stores the classifier's weights in
+float16 and keeps the front end's constants (window, Mel filterbank, DFT basis)
+in float32 (`frontend_in_float32`): rounded to float16 they gave NaN on
+silence and wrong features of tones. `int8` is post-training integer quantization calibrated on clips from
 the training side of the exported split(s) only (never a test or validation
 clip; the chosen clips are listed in the model card): every op of the
 classifier runs in int8, while the front end (whose power spectrum spans far
@@ -295,7 +297,7 @@ def convert_tflite(saved_model_dir, quantize="none", representative=None):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             c.target_spec.supported_types = [tf.float16]
-            return c.convert()
+            return frontend_in_float32(c.convert(), float_model)
         # int8: everything after the front end. The front end's tensors are kept
         # float by name (they sit in the layer's name scope).
         c.representative_dataset = representative
@@ -311,6 +313,53 @@ def convert_tflite(saved_model_dir, quantize="none", representative=None):
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=c, debug_dataset=representative, debug_options=options)
         return debugger.get_nondebug_quantized_model()
+
+
+def frontend_in_float32(model_content, float_content):
+    """A float16-weight flatbuffer with the front end's constants put back in float32.
+
+    The float16 converter rounds every constant, the front end's too: the
+    Hann window then leaks -66 dB side lobes, which lift the empty bins of a
+    tone or a DC offset from the -100 dB floor by 40 dB or more (max |dp|
+    0.42 on a constant input). Each DEQUANTIZE of a front-end constant
+    (window, Mel filterbank, DFT basis, scalars; tensors in the front end's
+    name scope) is dropped and its output becomes that constant in float32,
+    taken from the float32 conversion of the same SavedModel by tensor name.
+    The classifier keeps its float16 weights.
+
+    Args:
+        model_content: bytes. The float16 conversion.
+        float_content: bytes. The float32 conversion of the same SavedModel.
+
+    Returns:
+        The flatbuffer as bytes.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_content))
+    reference = flatbuffer_utils.read_model_from_bytearray(bytearray(float_content))
+    originals = {t.name: reference.buffers[t.buffer].data
+                 for t in reference.subgraphs[0].tensors
+                 if t.buffer and reference.buffers[t.buffer].data is not None}
+    dequantize = {i for i, code in enumerate(model.operatorCodes)
+                  if max(code.builtinCode, code.deprecatedBuiltinCode)
+                  == schema.BuiltinOperator.DEQUANTIZE}
+    scope = f"/{FRONTEND}".encode()
+    for graph in model.subgraphs:
+        kept = []
+        for op in graph.operators:
+            if op.opcodeIndex in dequantize:
+                src, dst = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+                if scope in src.name and src.name in originals:
+                    # The float16 tensor's buffer now holds the float32 values, for the
+                    # DEQUANTIZE's output; buffer 0 is the schema's empty buffer.
+                    model.buffers[src.buffer].data = originals[src.name]
+                    dst.buffer, src.buffer = src.buffer, 0
+                    continue
+            kept.append(op)
+        graph.operators = kept
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 @contextlib.contextmanager
@@ -487,7 +536,8 @@ def edge_clips(num_samples, clip=None, seed=0):
     Returns:
         dict name -> waveform `[num_samples]` float32: digital silence, a
         near-silent hiss (1e-5 RMS), the clip driven 20x into clipping at
-        +-1, and the clip zero-padded after its first half and first eighth.
+        +-1, the clip zero-padded after its first half and first eighth, a DC
+        offset and a pure tone (a sixteenth of the sample rate).
     """
     rng = np.random.default_rng(seed)
     if clip is None:
@@ -502,6 +552,9 @@ def edge_clips(num_samples, clip=None, seed=0):
                                            ).astype(np.float32),
         "zero_padded_7_8": np.concatenate([clip[:eighth], np.zeros(num_samples - eighth)]
                                           ).astype(np.float32),
+        # Nearly all energy in one or two bins: the rest is the window's side lobes.
+        "dc_offset": np.full(num_samples, 0.5, np.float32),
+        "tone": (0.5 * np.sin(2 * np.pi * np.arange(num_samples) / 16.0)).astype(np.float32),
     }
 
 
@@ -623,6 +676,9 @@ def export_run(run_path, cfg, log=_log):
             if calib_names is not None:
                 log(f"export: calibrating int8 on {len(calib_names)} training-side clips")
                 calib_waves = [w for w, _, _ in _clips(folder, _folds_of(index, calib_names))]
+                # Digital silence and zero-padded stretches (common in ESC-50) put the
+                # front end's output at its floor: the ranges must reach it.
+                calib_waves += list(edge_clips(num_samples, calib_waves[0], cfg.seed).values())
 
                 def representative():
                     for w in calib_waves:
@@ -722,6 +778,9 @@ def _card(run, cfg, class_names, rate, num_samples, frontend, file_name, size, o
                       + ", ".join(run.split_names),
             "seed": cfg.seed,
             "filenames": calib_names,
+            "edge_clips": "plus the edge-case clips (export.edge_clips) made from the first "
+                          "calibration clip: silence, near-silence, clipping, zero padding, "
+                          "a DC offset and a tone",
             "float_parts": "front end (STFT / Mel / log) and the float32 input and output; "
                            "every op after the front end runs in int8",
         }

@@ -29,6 +29,7 @@ _NATIVE_NOISE = (
     _ABSL_PREAMBLE,
     "INFO: Created TensorFlow Lite XNNPACK delegate",
     "fully_quantize: ",  # the int8 quantizer's settings, once per conversion
+    "To enable the following instructions:",  # the second line of a CPU-feature log line
 )
 
 

@@ -97,6 +97,19 @@ def test_float16_tflite_parity(exports, fold1_clips):
 
 
 @pytest.mark.slow
+def test_float16_front_end_constants_stay_float32(exports):
+    """The classifier's constants are float16, the front end's float32 (no DEQUANTIZE)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(exports["float16"] / "model.tflite"))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    dequantized = [tensors[op["outputs"][0]]["name"] for op in interpreter._get_ops_details()
+                   if op["op_name"] == "DEQUANTIZE"]
+    assert dequantized and not [n for n in dequantized if "/frontend" in n]
+    assert any("classifier" in n for n in dequantized)
+
+
+@pytest.mark.slow
 def test_int8_tflite_agreement_and_accuracy(exports, fold1_clips):
     x, y, ref, accuracy = fold1_clips
     got, interpreter = _tflite_probs(exports["int8"] / "model.tflite", x)
@@ -315,7 +328,9 @@ def test_every_tflite_export_is_right_on_silent_padded_and_clipped_clips(exports
                                                                          trained_run, variant):
     """Digital silence (all zeros, half zeros, 7/8 zeros), a near-silent hiss and a clip driven
     into clipping: every TFLite variant gives finite probabilities close to the Keras model's.
-    (Before the front end's 2^15 gain, float16 gave all-NaN on any input with silence.)"""
+    A DC offset and a pure tone too, whose empty bins only a float32 window keeps at the
+    floor. (Before, float16 gave all-NaN on any input with silence and max |dp| 0.42 on a
+    constant input.)"""
     from esc50tf.export import edge_clips
 
     x, _, _, _ = fold1_clips
@@ -334,7 +349,7 @@ def test_every_tflite_export_is_right_on_silent_padded_and_clipped_clips(exports
     assert np.abs(got - ref).max() <= tolerance, dict(zip(clips, np.abs(got - ref).max(1)))
     card = json.loads((exports[variant] / "model_card.json").read_text())
     assert set(card["edge_cases"]) == {"silent", "near_silent", "clipped", "zero_padded_half",
-                                       "zero_padded_7_8"}
+                                       "zero_padded_7_8", "dc_offset", "tone"}
     assert all(e["finite"] for e in card["edge_cases"].values())
 
 
