@@ -458,3 +458,19 @@ def test_predict_names_every_kind_of_model_it_reads(tmp_path):
 
     with pytest.raises(Esc50Error, match="no model_card.json \\(an export folder\\)"):
         load_predictor(tmp_path)
+
+
+@pytest.mark.slow
+def test_timeline_refuses_non_finite_probabilities(exports, trained_run, tmp_path,
+                                                   monkeypatch, capsys):
+    """A model giving NaN leaves no timeline (timeline.json would not be valid JSON)."""
+    from esc50tf import export
+    from esc50tf.timeline import run_timelines
+
+    _, esc50, _ = trained_run
+    wav = sorted((esc50 / "audio").glob("1-*.wav"))[0]
+    monkeypatch.setattr(export.TFLiteRunner, "__call__",
+                        lambda self, batch: np.full((len(batch), 10), np.nan))
+    assert run_timelines(exports["float"], [wav], tmp_path / "tl", progress=False) == 1
+    assert "non-finite probabilities for the window at 0.00 s" in capsys.readouterr().err
+    assert not (tmp_path / "tl" / wav.stem).exists()
