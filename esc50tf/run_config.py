@@ -38,7 +38,7 @@ from esc50tf.frontend import FeatureConfig
 from esc50tf.models.config import ModelConfig
 
 __all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS", "comparable",
-           "config_diff", "resolve_config"]
+           "config_diff", "resolve_config", "used_config"]
 
 PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -226,6 +226,23 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             "vgg16", "resnet50", "densenet121"):
         merged["model"].setdefault("freeze_backbone", True)
     return RunConfig.from_dict(merged)
+
+
+def used_config(cfg, log=None):
+    """The configuration as a run uses and records it (train, and tune's best settings).
+
+    The data folder becomes an absolute path (so `evaluate` and `export` find
+    it from any folder), and a warm-up longer than half the epochs is cut to
+    half, with a warning through `log`, so config.json and the report state
+    what ran. Applying it twice changes nothing more.
+    """
+    t = cfg.train
+    data = t.data if not t.data or "://" in t.data else os.path.abspath(t.data)
+    warmup = recipe.warmup_epochs(t)
+    if warmup != t.warmup_epochs and log is not None:
+        log(f"warning: --warmup-epochs {t.warmup_epochs:g} is more than half of --epochs "
+            f"{t.epochs}; warming up for {warmup:g} epochs (recorded in config.json)")
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, data=data, warmup_epochs=warmup))
 
 
 def comparable(d):

@@ -41,6 +41,7 @@ from esc50tf import cleanup
 from esc50tf.data.splits import protocol_splits
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
+from esc50tf.run_config import used_config
 from esc50tf.report import aggregate, write_report
 from esc50tf.run_config import comparable, config_diff
 from esc50tf.tasks.base import history_length
@@ -192,7 +193,7 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         cfg = dataclasses.replace(
             cfg, features=dataclasses.replace(cfg.features,
                                               sample_rate=manifest["config"]["sample_rate"]))
-    cfg = _as_run(cfg)
+    cfg = used_config(cfg, log=_log)
     t = cfg.train
     index = folder.index
     chosen = protocol_splits(t, index)
@@ -278,25 +279,6 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
     _log(f"{spec.name}: accuracy {100 * report['accuracy']:.1f}% +- {100 * report['accuracy_std']:.1f} "
          f"over {len(results)} split(s), macro F1 {report['macro_f1']:.3f}; report in {out}/report.md")
     return report
-
-
-def _as_run(cfg):
-    """The configuration as the run uses and records it.
-
-    The data folder becomes an absolute path (so `evaluate` and `export` find
-    it from any folder), and a warm-up longer than half the epochs is cut to
-    half, with a warning, so config.json and the report state what ran.
-    """
-    from esc50tf import recipe
-    from esc50tf.data import tfrecords as tfr
-
-    t = cfg.train
-    data = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
-    warmup = recipe.warmup_epochs(t)
-    if warmup != t.warmup_epochs:
-        _log(f"warning: --warmup-epochs {t.warmup_epochs:g} is more than half of --epochs "
-             f"{t.epochs}; warming up for {warmup:g} epochs (recorded in config.json)")
-    return dataclasses.replace(cfg, train=dataclasses.replace(t, data=data, warmup_epochs=warmup))
 
 
 def _has_progress(run_dir):

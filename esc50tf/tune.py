@@ -1007,8 +1007,10 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, folder, search_sp
     train_over = {"out": str(out / BEST_RUN), "epochs": c.final_epochs or c.epochs}
     if c.cv:
         train_over.update(protocol="cv", test_fold=None)
-    best_cfg = search_space.run_config(tuner.oracle.get_trial(best["trial"]).hyperparameters.values,
-                                       **train_over)
+    from esc50tf.run_config import used_config
+
+    best_cfg = used_config(search_space.run_config(
+        tuner.oracle.get_trial(best["trial"]).hyperparameters.values, **train_over), log=_log)
     write_json(out / "best_hyperparameters.json", best_cfg.to_dict())
     _log(f"tune: best trial {best['trial']} ({c.objective} {best[c.objective]:.4f}); settings in "
          f"{out}/best_hyperparameters.json")

@@ -2,6 +2,7 @@
 moved folder is found by it), and the warm-up it used."""
 
 import shutil
+import sys
 
 import pytest
 
@@ -10,19 +11,19 @@ from esc50tf.errors import Esc50Error
 
 def test_run_records_absolute_data_path_and_capped_warmup(monkeypatch, tmp_path, capsys):
     from esc50tf import recipe
-    from esc50tf.run_config import resolve_config
-    from esc50tf.train import _as_run
+    from esc50tf.run_config import resolve_config, used_config
 
     monkeypatch.chdir(tmp_path)
     cfg = resolve_config("cnn_small", overrides={
         "train": {"data": "tfr", "epochs": 5, "warmup_epochs": 5.0, "schedule": "cosine"}})
-    used = _as_run(cfg)
+    used = used_config(cfg, log=lambda m: print(m, file=sys.stderr))
     assert used.train.data == str(tmp_path / "tfr")
     assert used.train.warmup_epochs == 2.5 == recipe.warmup_epochs(cfg.train)
+    assert used_config(used) == used  # idempotent: train() applies it to tune's best settings
     err = capsys.readouterr().err
     assert "warning: --warmup-epochs 5 is more than half of --epochs 5; warming up for 2.5" in err
     quiet = resolve_config("cnn_small", overrides={"train": {"data": "tfr", "epochs": 20}})
-    assert _as_run(quiet).train.warmup_epochs == quiet.train.warmup_epochs
+    assert used_config(quiet).train.warmup_epochs == quiet.train.warmup_epochs
     assert "warning" not in capsys.readouterr().err
 
 
