@@ -61,7 +61,7 @@ class Setting:
         flag: str or None. The command-line option, e.g. `"--n-mels"`; None: no flag.
         type: str or callable or None. The option's value type: `int`, `float`,
             or the name of a parser the CLI supplies (`"positive_int"`,
-            `"positive_float"`, `"ratio"`, `"pair"`, `"optional_float"`).
+            `"positive_float"`, `"ratio"`, `"fraction"`, `"pair"`, `"optional_float"`).
         choices: tuple or None. The allowed values; the option's choices, the
             search parameter's check and its message come from it. A `None`
             among them is spelled `none` on the command line.

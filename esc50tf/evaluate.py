@@ -71,7 +71,7 @@ def evaluate_run(run_dir, data=None, log=None):
 
     from esc50tf import tasks
     from esc50tf.data import splits as split_lib
-    from esc50tf.data.dataset import TFRecordFolder
+    from esc50tf.data.dataset import TFRecordFolder, locate_tfrecords
     from esc50tf.errors import Esc50Error
     from esc50tf.run_config import RunConfig
 
@@ -82,9 +82,26 @@ def evaluate_run(run_dir, data=None, log=None):
         raise Esc50Error(f"{run_dir}: no config.json; is it an esc50tf run folder?")
     config = json.loads(cfg_path.read_text())
     cfg = RunConfig.from_dict(config)
-    other = _other_data(run_dir, cfg.train.data, data)
-    if data:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data=str(data)))
+    report_path = run_dir / "report.json"
+    identity = None
+    if report_path.is_file():
+        identity = (json.loads(report_path.read_text()).get("dataset") or {}).get("identity")
+    other = False
+    if data is None:
+        if locate_tfrecords(cfg.train.data) is None:
+            raise Esc50Error(f"{run_dir}: the run's TFRecord folder {cfg.train.data} holds no "
+                             "manifest.json (moved or deleted?); pass --data DIR")
+    else:
+        moved = None
+        if identity is not None:
+            try:  # the run's own TFRecords, moved: found under `data` by their identity
+                moved = locate_tfrecords(cfg.train.data, str(data), identity)
+            except Esc50Error:
+                moved = None  # TFRecords of another identity: evaluated as other data
+        if moved is None:
+            other = _other_data(run_dir, cfg.train.data, data)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                 data=moved or str(data)))
     task = tasks.get_task(cfg.model.name)  # finds, loads and runs the split models
     folder = TFRecordFolder(cfg.train.data)
     _check_classes(run_dir, folder)

@@ -15,8 +15,10 @@ because RFFT2D takes powers of two only. Only builtin TFLite ops are allowed
 (no Flex / Select TF ops); the export checks the op list of what it wrote.
 
 Formats: `savedmodel` (the `serve` endpoint of a TF SavedModel) and `tflite`
-with `--quantize none | float16 | int8`. `float16` stores the weights in
-float16. `int8` is post-training integer quantization calibrated on clips from
+with `--quantize none | float16 | int8`. `float16` stores the classifier's weights in
+float16 and keeps the front end's constants (window, Mel filterbank, DFT basis)
+in float32 (`frontend_in_float32`): rounded to float16 they gave NaN on
+silence and wrong features of tones. `int8` is post-training integer quantization calibrated on clips from
 the training side of the exported split(s) only (never a test or validation
 clip; the chosen clips are listed in the model card): every op of the
 classifier runs in int8, while the front end (whose power spectrum spans far
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esc50tf.config import Config
+from esc50tf.config import Config, setting
 from esc50tf.errors import Esc50Error
 from esc50tf.io import atomic_dir, dumps_json
 from esc50tf.io import log as _log  # `log` is the name of a parameter here
@@ -74,20 +76,37 @@ class ExportConfig(Config):
         calibration_clips: int. At most this many training-side clips calibrate
             int8. Defaults to 200.
         parity: bool. Measure parity on the test clips (needs the TFRecords).
-            Defaults to True.
+            The edge-case clips (`edge_clips`: silent, near-silent, clipped,
+            zero-padded) are compared always. Defaults to True.
+        min_agreement: float. The export fails (nothing is written) when the
+            top-1 agreement with the Keras model on the test clips is below
+            this, or any output is not finite. Defaults to 0.9.
         overwrite: bool. Replace an existing `out`. Defaults to False.
         seed: int. Seeds the choice of calibration clips. Defaults to 0.
     """
 
     out: str
-    format: str = "tflite"
-    quantize: str = "none"
-    split: str | None = None
-    data: str | None = None
-    calibration_clips: int = 200
+    format: str = setting("tflite", flag="--format", choices=FORMATS, help="model format")
+    quantize: str = setting(
+        "none", flag="--quantize", choices=QUANTIZATIONS,
+        help="TFLite only: float16 weights, or int8 post-training quantization calibrated on "
+        "training-side clips")
+    split: str | None = setting(
+        None, flag="--split", help="export this split's model (e.g. fold1, or 1) instead of "
+        "the average")
+    data: str | None = setting(
+        None, flag="--data", help="the run's TFRecord folder, or a folder holding it, if it "
+        "moved (default: from the run's config)")
+    calibration_clips: int = setting(200, flag="--calibration-clips", type="positive_int",
+                                     help="int8: at most this many training-side clips")
     parity: bool = True
-    overwrite: bool = False
-    seed: int = 0
+    min_agreement: float = setting(
+        0.9, flag="--min-agreement", type="fraction",
+        help="fail (writing nothing) below this top-1 agreement with the Keras model on the "
+        "test clips, or on any non-finite output")
+    overwrite: bool = setting(False, flag="--overwrite", action="store_const",
+                              help="replace an existing OUT")
+    seed: int = setting(0, flag="--seed", type=int, help="picks the calibration clips")
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -99,6 +118,9 @@ class ExportConfig(Config):
         if self.format == "savedmodel" and self.quantize != "none":
             raise Esc50Error(f"--quantize {self.quantize} applies to --format tflite only; "
                              "a SavedModel is exported in float32")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise Esc50Error(f"min_agreement {self.min_agreement!r} is not allowed; "
+                             "allowed: a fraction in [0, 1]")
         if not isinstance(self.calibration_clips, int) or self.calibration_clips < 1:
             raise Esc50Error(f"calibration_clips {self.calibration_clips!r} is not allowed; "
                              "allowed: an integer >= 1")
@@ -238,7 +260,10 @@ def tflite_ops(model_content):
 def _interpreter(**kwargs):
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(**kwargs)
+    from esc50tf.startup import quiet_native
+
+    with quiet_native():
+        return Interpreter(**kwargs)
 
 
 def convert_tflite(saved_model_dir, quantize="none", representative=None):
@@ -268,7 +293,7 @@ def convert_tflite(saved_model_dir, quantize="none", representative=None):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             c.target_spec.supported_types = [tf.float16]
-            return c.convert()
+            return frontend_in_float32(c.convert(), float_model)
         # int8: everything after the front end. The front end's tensors are kept
         # float by name (they sit in the layer's name scope).
         c.representative_dataset = representative
@@ -286,11 +311,60 @@ def convert_tflite(saved_model_dir, quantize="none", representative=None):
         return debugger.get_nondebug_quantized_model()
 
 
+def frontend_in_float32(model_content, float_content):
+    """A float16-weight flatbuffer with the front end's constants put back in float32.
+
+    The float16 converter rounds every constant, the front end's too: the
+    Hann window then leaks -66 dB side lobes, which lift the empty bins of a
+    tone or a DC offset from the -100 dB floor by 40 dB or more (max |dp|
+    0.42 on a constant input). Each DEQUANTIZE of a front-end constant
+    (window, Mel filterbank, DFT basis, scalars; tensors in the front end's
+    name scope) is dropped and its output becomes that constant in float32,
+    taken from the float32 conversion of the same SavedModel by tensor name.
+    The classifier keeps its float16 weights.
+
+    Args:
+        model_content: bytes. The float16 conversion.
+        float_content: bytes. The float32 conversion of the same SavedModel.
+
+    Returns:
+        The flatbuffer as bytes.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_content))
+    reference = flatbuffer_utils.read_model_from_bytearray(bytearray(float_content))
+    originals = {t.name: reference.buffers[t.buffer].data
+                 for t in reference.subgraphs[0].tensors
+                 if t.buffer and reference.buffers[t.buffer].data is not None}
+    dequantize = {i for i, code in enumerate(model.operatorCodes)
+                  if max(code.builtinCode, code.deprecatedBuiltinCode)
+                  == schema.BuiltinOperator.DEQUANTIZE}
+    scope = f"/{FRONTEND}".encode()
+    for graph in model.subgraphs:
+        kept = []
+        for op in graph.operators:
+            if op.opcodeIndex in dequantize:
+                src, dst = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+                if scope in src.name and src.name in originals:
+                    # The float16 tensor's buffer now holds the float32 values, for the
+                    # DEQUANTIZE's output; buffer 0 is the schema's empty buffer.
+                    model.buffers[src.buffer].data = originals[src.name]
+                    dst.buffer, src.buffer = src.buffer, 0
+                    continue
+            kept.append(op)
+        graph.operators = kept
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 @contextlib.contextmanager
 def _quiet():
     import warnings
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    from esc50tf.startup import quiet_native
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_native():
         # The quantization debugger builds a tf.lite.Interpreter internally.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         yield
@@ -320,12 +394,18 @@ class TFLiteRunner:
 
     def __call__(self, batch):
         batch = np.asarray(batch, np.float32)
+        from esc50tf.startup import quiet_native
+
         if self._shape != batch.shape:
-            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
+            with quiet_native():  # LiteRT announces its XNNPACK delegate here
+                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+                self.interpreter.allocate_tensors()
+                self.interpreter.set_tensor(self.input["index"], batch)
+                self.interpreter.invoke()
             self._shape = batch.shape
-        self.interpreter.set_tensor(self.input["index"], batch)
-        self.interpreter.invoke()
+        else:
+            self.interpreter.set_tensor(self.input["index"], batch)
+            self.interpreter.invoke()
         return np.array(self.interpreter.get_tensor(self.output["index"]), np.float64)
 
 
@@ -373,10 +453,11 @@ def read_card(path):
 
 
 def _data_dir(run, cfg):
-    data = Path(cfg.data or run.config.train.data)
-    if not (data / "manifest.json").is_file():
-        return None
-    return data
+    from esc50tf.data.dataset import locate_tfrecords
+
+    identity = ((run.report or {}).get("dataset") or {}).get("identity")
+    found = locate_tfrecords(run.config.train.data, cfg.data, identity)
+    return None if found is None else Path(found)
 
 
 def _run_splits(run, folder):
@@ -412,6 +493,69 @@ def _folds_of(index, names):
 # --- parity ------------------------------------------------------------------------------
 
 
+def edge_clips(num_samples, clip=None, seed=0):
+    """Inputs an exported model must get right beyond the test clips.
+
+    Args:
+        num_samples: int. Clip length.
+        clip: array `[num_samples]` or None. A real clip to pad and clip (a test
+            clip); None uses noise.
+        seed: int. Seeds the near-silent noise.
+
+    Returns:
+        dict name -> waveform `[num_samples]` float32: digital silence, a
+        near-silent hiss (1e-5 RMS), the clip driven 20x into clipping at
+        +-1, the clip zero-padded after its first half and first eighth, a DC
+        offset and a pure tone (a sixteenth of the sample rate).
+    """
+    rng = np.random.default_rng(seed)
+    if clip is None:
+        clip = 0.1 * rng.standard_normal(num_samples)
+    clip = np.asarray(clip, np.float64)
+    half, eighth = num_samples // 2, num_samples // 8
+    return {
+        "silent": np.zeros(num_samples, np.float32),
+        "near_silent": (1e-5 * rng.standard_normal(num_samples)).astype(np.float32),
+        "clipped": np.clip(20.0 * clip, -1.0, 1.0).astype(np.float32),
+        "zero_padded_half": np.concatenate([clip[:half], np.zeros(num_samples - half)]
+                                           ).astype(np.float32),
+        "zero_padded_7_8": np.concatenate([clip[:eighth], np.zeros(num_samples - eighth)]
+                                          ).astype(np.float32),
+        # Nearly all energy in one or two bins: the rest is the window's side lobes.
+        "dc_offset": np.full(num_samples, 0.5, np.float32),
+        "tone": (0.5 * np.sin(2 * np.pi * np.arange(num_samples) / 16.0)).astype(np.float32),
+    }
+
+
+def edge_parity(reference, candidate, clips):
+    """Per edge clip: the largest probability difference and whether top-1 agrees."""
+    out = {}
+    for name, wave in clips.items():
+        ref = np.asarray(reference(wave[None]), np.float64)[0]
+        got = np.asarray(candidate(wave[None]), np.float64)[0]
+        finite = bool(np.isfinite(got).all())
+        out[name] = {"max_abs_prob_diff": float(np.abs(ref - got).max()) if finite else None,
+                     "top1_agrees": bool(finite and ref.argmax() == got.argmax()),
+                     "finite": finite}
+    return out
+
+
+def check_parity(parity, edges, min_agreement):
+    """Raises Esc50Error when the export gives non-finite outputs or agrees too little."""
+    broken = [n for n, e in edges.items() if not e["finite"]]
+    if parity is not None and not np.isfinite(parity["max_abs_prob_diff"]):
+        broken.append(f"{parity['non_finite_clips']} of {parity['clips']} test clips")
+    if broken:
+        raise Esc50Error("the exported model gives non-finite probabilities on "
+                         f"{', '.join(broken)}; nothing is written")
+    if parity is not None and parity["top1_agreement"] < min_agreement:
+        raise Esc50Error(
+            f"the exported model agrees with the Keras model on the top class of "
+            f"{100 * parity['top1_agreement']:.1f}% of {parity['clips']} test clips, below "
+            f"--min-agreement {min_agreement:g}; nothing is written (lower --min-agreement "
+            "to keep it anyway)")
+
+
 def measure_parity(reference, candidate, waves, labels, batch_size=16):
     """Compares two `[batch, samples] -> probabilities` callables on the same clips.
 
@@ -428,6 +572,7 @@ def measure_parity(reference, candidate, waves, labels, batch_size=16):
     labels = np.asarray(labels)
     return {
         "clips": int(len(ref)),
+        "non_finite_clips": int((~np.isfinite(got).all(axis=1)).sum()),
         "max_abs_prob_diff": float(np.abs(ref - got).max()),
         "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
         "accuracy_reference": float((ref.argmax(1) == labels).mean()),
@@ -502,6 +647,9 @@ def export_run(run_path, cfg, log=_log):
             if calib_names is not None:
                 log(f"export: calibrating int8 on {len(calib_names)} training-side clips")
                 calib_waves = [w for w, _, _ in _clips(folder, _folds_of(index, calib_names))]
+                # Digital silence and zero-padded stretches (common in ESC-50) put the
+                # front end's output at its floor: the ranges must reach it.
+                calib_waves += list(edge_clips(num_samples, calib_waves[0], cfg.seed).values())
 
                 def representative():
                     for w in calib_waves:
@@ -522,21 +670,29 @@ def export_run(run_path, cfg, log=_log):
         convert_seconds = time.perf_counter() - t0
         (staging / LABELS).write_text("".join(f"{c}\n" for c in class_names))
         parity = None
+        runner = runner_for(staging / file_name)
+        first_clip = None
         if cfg.parity:
             log("export: measuring parity with the run's Keras model(s) on their test clips")
             names = sorted(set().union(*(set(s.test.rows(index)["filename"]) for s in splits_)))
             clips = list(_clips(folder, _folds_of(index, names)))
             waves = [w for w, _, _ in clips]
             labels = [y for _, y, _ in clips]
-            runner = runner_for(staging / file_name)
+            first_clip = waves[0] if waves else None
             parity = measure_parity(lambda b: keras_reference(models, b), runner, waves, labels)
             parity["clips_from"] = ("test side of " + ", ".join(run.split_names)
                                     + (" (each clip was seen in training by the other splits' "
                                        "models: compare parity, not accuracy)"
                                        if len(splits_) > 1 else ""))
+        edges = edge_parity(lambda b: keras_reference(models, b), runner,
+                            edge_clips(num_samples, first_clip, cfg.seed))
+        check_parity(parity, edges, cfg.min_agreement)
+        if parity is not None:
+            parity["min_agreement"] = cfg.min_agreement
         card = _card(run, cfg, class_names, rate, num_samples, frontend, file_name,
                      _folder_size(staging / file_name), ops, parity, calib_names, models,
                      convert_seconds, esc50tf.__version__)
+        card["edge_cases"] = edges
         (staging / CARD).write_text(dumps_json(card) + "\n")
     msg = f"export: {out}/{file_name} ({card['size_bytes'] / 1e6:.2f} MB)"
     if parity:
@@ -593,6 +749,9 @@ def _card(run, cfg, class_names, rate, num_samples, frontend, file_name, size, o
                       + ", ".join(run.split_names),
             "seed": cfg.seed,
             "filenames": calib_names,
+            "edge_clips": "plus the edge-case clips (export.edge_clips) made from the first "
+                          "calibration clip: silence, near-silence, clipping, zero padding, "
+                          "a DC offset and a tone",
             "float_parts": "front end (STFT / Mel / log) and the float32 input and output; "
                            "every op after the front end runs in int8",
         }

@@ -2,8 +2,9 @@
 
 MODEL is a run folder (every split's `model.keras`, or for a scikit-learn
 run every `model.skops`, or legacy `model.pkl`, with the run's features, is
-loaded and their probabilities averaged, a k-fold ensemble) or one `.keras`
-file. Any sample rate, length and channel count works: files are mixed to
+loaded and their probabilities averaged, a k-fold ensemble), one `.keras`
+file, or an export of `esc50tf export` (its folder, `.tflite` file or
+SavedModel folder, run by LiteRT or TensorFlow alone). Any sample rate, length and channel count works: files are mixed to
 mono, resampled to the model's rate, zero-padded when short, and cut into
 half-overlapping windows of the model's length when long, whose
 probabilities are averaged. A model trained on random crops is also averaged
@@ -55,6 +56,59 @@ class Predictor:
         return np.mean(probs, axis=(0, 1))  # over models and windows
 
 
+class ExportedPredictor(Predictor):
+    """An exported model (`esc50tf export` folder, `.tflite` file or SavedModel) as a Predictor.
+
+    Args:
+        runner: callable `[batch, num_samples]` -> probabilities, with
+            `num_samples` (`esc50tf.export.runner_for`).
+        class_names: list of str.
+        sample_rate: int.
+        num_samples: int. Input length, when the runner does not tell it.
+    """
+
+    def __init__(self, runner, class_names, sample_rate, num_samples=None):
+        self.models = []
+        self.runner = runner
+        self.class_names = class_names
+        self.sample_rate = int(sample_rate)
+        self.num_samples = int(runner.num_samples or num_samples)
+
+    def predict_waveform(self, waveform):
+        batch = self.windows(np.asarray(waveform, dtype=np.float32))
+        return np.mean([self.runner(w[None])[0] for w in batch], axis=0)
+
+
+def is_export(path):
+    """Whether `path` is an export folder, a `.tflite` file or a SavedModel folder."""
+    from esc50tf import export
+
+    path = Path(path)
+    return path.suffix == ".tflite" or (path.is_dir() and (
+        (path / export.CARD).is_file() or (path / "saved_model.pb").is_file()))
+
+
+def load_exported(path, sample_rate=None):
+    """An ExportedPredictor of an export folder, `.tflite` file or SavedModel folder."""
+    from esc50tf import export
+
+    path = Path(path)
+    if not path.exists():
+        raise Esc50Error(f"{path}: no such model file")
+    runner = export.runner_for(path)
+    card = export.read_card(path)
+    if card is None and sample_rate is None:
+        raise Esc50Error(f"{path}: no {export.CARD} beside it to tell the classes and sample "
+                         "rate; keep the export folder whole, or pass --sample-rate")
+    num_samples = runner.num_samples or card["input"]["shape"][-1]
+    names = card["classes"] if card else None
+    if names is None:
+        probe = runner(np.zeros((1, int(num_samples)), np.float32))
+        names = [str(i) for i in range(probe.shape[-1])]
+    return ExportedPredictor(runner, names, int(sample_rate or card["input"]["sample_rate"]),
+                             num_samples)
+
+
 def _run_facts(folder):
     """(RunConfig, clip length in samples) of a run folder; None for what it lacks."""
     from esc50tf.run_config import RunConfig
@@ -87,27 +141,37 @@ def _sample_rate(folder, model):
 
 
 def load_predictor(path, sample_rate=None):
-    """Loads a run folder (any task's split models) or a saved model file of a task whose
-    file holds the whole model (a `.keras` file); Esc50Error if it holds no model.
+    """Loads a run folder (any task's split models), a saved model file of a task whose
+    file holds the whole model (a `.keras` file), or an export (`is_export`).
 
     The split models are found, loaded and wrapped as waveform models by their
     task (`esc50tf.tasks`): a scikit-learn run's estimators behind the run's
     own features (from its config.json and report.json).
+
+    Raises:
+        Esc50Error: the path holds no model.
     """
     from esc50tf import tasks
 
     path = Path(path)
+    if is_export(path):
+        return load_exported(path, sample_rate)
+
     if path.is_dir():
         task_cls, files = tasks.saved_models(path)
         if not files:
-            raise Esc50Error(f"{path}: no saved split model ({tasks.model_files()}) found; "
-                             "is it an esc50tf run folder?")
+            from esc50tf.export import CARD
+
+            raise Esc50Error(f"{path}: not a model: no saved split model "
+                             f"({tasks.model_files()}; a run folder), no {CARD} (an export "
+                             "folder), no saved_model.pb (a SavedModel)")
         folder = path
     elif path.is_file() and (task_cls := tasks.task_of_file(path)) is not None:
         files, folder = [path], path.parent
     else:
-        raise Esc50Error(f"{path}: not a run folder or a saved model file "
-                         f"({tasks.model_files(whole=True)})")
+        raise Esc50Error(f"{path}: not a run folder, a saved model file "
+                         f"({tasks.model_files(whole=True)}), an export folder, a .tflite "
+                         "file or a SavedModel folder")
     cfg, num_samples = _run_facts(folder)
     if not task_cls.whole_model and (cfg is None or num_samples is None):
         raise Esc50Error(f"{folder}: a {task_cls.name} run without a readable config.json and "

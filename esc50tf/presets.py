@@ -57,7 +57,7 @@ from esc50tf.errors import Esc50Error
 
 PRESETS = ("default", "seed", "finetune")
 
-# `esc50tf demo`: small enough for a few minutes on 2 CPU cores, large enough to mean
+# `esc50tf demo`: small enough for about 16 minutes on 2 shared CPU cores, large enough to mean
 # something. Its data: synthetic classes x clips (esc50tf.data.synth).
 DEMO_CLASSES = 10
 DEMO_CLIPS_PER_CLASS = 40

@@ -39,6 +39,14 @@ FINAL_WEIGHTS = ("best", "last", "ema", "swa")
 BALANCE = ("none", "class_weights")
 
 
+def warmup_epochs(t):
+    """The warm-up a TrainConfig gets: `t.warmup_epochs`, at most half of `t.epochs`.
+
+    A short run (a test, a smoke check) keeps half its budget after the warm-up.
+    """
+    return min(float(t.warmup_epochs), t.epochs / 2)
+
+
 def learning_rate(t, lr, steps_per_epoch):
     """The optimizer's learning rate: a float or a `LearningRateSchedule`.
 
@@ -51,8 +59,7 @@ def learning_rate(t, lr, steps_per_epoch):
     """
     import keras
 
-    # A short run (a test, a smoke check) keeps half its budget after the warmup.
-    warmup = int(round(min(t.warmup_epochs, t.epochs / 2) * (steps_per_epoch or 0)))
+    warmup = int(round(warmup_epochs(t) * (steps_per_epoch or 0)))
     if t.schedule == "plateau" or (t.schedule == "constant" and not warmup):
         return float(lr)
     if not steps_per_epoch:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import json
+import os
 
 from esc50tf import recipe
 from esc50tf.augment import AugmentConfig
@@ -39,7 +40,7 @@ from esc50tf.frontend import FeatureConfig
 from esc50tf.models.config import ModelConfig
 
 __all__ = ["OPTIMIZERS", "PROTOCOLS", "RunConfig", "TrainConfig", "WHERE_KEYS",
-           "check_weights_flag", "comparable", "config_diff", "resolve_config"]
+           "check_weights_flag", "comparable", "config_diff", "resolve_config", "used_config"]
 
 PROTOCOLS = ("cv", "test-fold", "split")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -317,6 +318,23 @@ def check_weights_flag(cfg):
         "--classic-features embeddings")
 
 
+def used_config(cfg, log=None):
+    """The configuration as a run uses and records it (train, and tune's best settings).
+
+    The data folder becomes an absolute path (so `evaluate` and `export` find
+    it from any folder), and a warm-up longer than half the epochs is cut to
+    half, with a warning through `log`, so config.json and the report state
+    what ran. Applying it twice changes nothing more.
+    """
+    t = cfg.train
+    data = t.data if not t.data or "://" in t.data else os.path.abspath(t.data)
+    warmup = recipe.warmup_epochs(t)
+    if warmup != t.warmup_epochs and log is not None:
+        log(f"warning: --warmup-epochs {t.warmup_epochs:g} is more than half of --epochs "
+            f"{t.epochs}; warming up for {warmup:g} epochs (recorded in config.json)")
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, data=data, warmup_epochs=warmup))
+
+
 def comparable(d):
     """A config dict reduced to what the run computes, for "is this the same run?".
 
@@ -329,6 +347,9 @@ def comparable(d):
         train_section.setdefault(f.name, f.default)
     for key in WHERE_KEYS:
         train_section.pop(key, None)
+    data = train_section.get("data")
+    if data and "://" not in data:  # older runs recorded the path as typed
+        train_section["data"] = os.path.abspath(data)
     return d
 
 

@@ -24,10 +24,31 @@ VERBOSE_ENV = "ESC50TF_VERBOSE"
 # absl/TensorFlow C++ log lines: severity letter, MMDD, time, thread id, file:line].
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+# Lines LiteRT and the TFLite converter print straight to the file descriptor.
+_NATIVE_NOISE = (
+    _ABSL_PREAMBLE,
+    "INFO: Created TensorFlow Lite XNNPACK delegate",
+    "fully_quantize: ",  # the int8 quantizer's settings, once per conversion
+    "To enable the following instructions:",  # the second line of a CPU-feature log line
+)
 
 
 def verbose_requested(flag=False):
     return bool(flag) or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """Drops TensorFlow's, LiteRT's and the converter's own log lines written meanwhile.
+
+    For code that runs the TFLite converter or interpreter; a no-op with
+    `--verbose` / `ESC50TF_VERBOSE=1`.
+    """
+    if verbose_requested():
+        yield
+        return
+    with _filtered_stderr():
+        yield
 
 
 def quiet_tensorflow():
@@ -58,7 +79,7 @@ def _filtered_stderr():
             os.close(saved)
             capture.seek(0)
             kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(True)
-                    if not (_LOG_LINE.match(line) or line.startswith(_ABSL_PREAMBLE))]
+                    if not (_LOG_LINE.match(line) or line.startswith(_NATIVE_NOISE))]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

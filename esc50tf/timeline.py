@@ -115,13 +115,10 @@ class WindowModel:
 def load_window_model(path, sample_rate=None):
     """Loads a run folder, `.keras` file, export folder, SavedModel or `.tflite` file."""
     from esc50tf import export
+    from esc50tf.predict import is_export, load_exported, load_predictor
 
     path = Path(path)
-    exported = (path.suffix == ".tflite" or (path.is_dir() and (
-        (path / export.CARD).is_file() or (path / "saved_model.pb").is_file())))
-    if not exported:
-        from esc50tf.predict import load_predictor
-
+    if not is_export(path):
         p = load_predictor(path, sample_rate)
 
         def predict(batch, models=p.models):
@@ -135,19 +132,8 @@ def load_window_model(path, sample_rate=None):
             model.steps = lambda batch: export.keras_reference([f for f, _ in framewise], batch)
             model.step_samples = framewise[0][1]
         return model
-    if not path.exists():
-        raise Esc50Error(f"{path}: no such model file")
-    runner = export.runner_for(path)
-    card = export.read_card(path)
-    if card is None and sample_rate is None:
-        raise Esc50Error(f"{path}: no {export.CARD} beside it to tell the classes and sample "
-                         "rate; keep the export folder whole, or pass --sample-rate")
-    names = card["classes"] if card else None
-    rate = int(sample_rate or card["input"]["sample_rate"])
-    num_samples = runner.num_samples or card["input"]["shape"][-1]
-    if names is None:
-        names = [str(i) for i in range(runner(np.zeros((1, num_samples), np.float32)).shape[-1])]
-    return WindowModel(runner, names, rate, int(num_samples), str(path))
+    p = load_exported(path, sample_rate)
+    return WindowModel(p.runner, p.class_names, p.sample_rate, p.num_samples, str(path))
 
 
 def _read_blocks(path, sample_rate, block_seconds, progress):
@@ -419,6 +405,9 @@ def _write(model, audio, folder, n, hop_n, window_s, hop_s, threshold, smooth, c
 
         def emit(start, end, p, env, is_silent):
             """One row (a window, or a step of the frame-wise grid) out."""
+            if not np.isfinite(p).all():
+                raise Esc50Error(f"{model.source}: the model gives non-finite probabilities "
+                                 f"for the window at {start:.2f} s; no timeline is written")
             order = np.argsort(-p)[:k]
             top = [(names[i], float(p[i])) for i in order]
             writer.writerow([f"{start:.4f}", f"{end:.4f}"]

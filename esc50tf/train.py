@@ -42,7 +42,7 @@ from esc50tf.errors import Esc50Error
 from esc50tf.io import log, write_json
 from esc50tf.lock import folder_lock
 from esc50tf.report import aggregate, write_report
-from esc50tf.run_config import comparable, config_diff
+from esc50tf.run_config import comparable, config_diff, used_config
 from esc50tf.tasks.base import history_length
 
 
@@ -178,6 +178,8 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
                                               sample_rate=manifest["config"]["sample_rate"]))
     if not tfr.is_remote(t.data):
         folder.check_hashes()  # a damaged shard named now, not as a read error after training
+    cfg = used_config(cfg, log=log)
+    t = cfg.train
     index = folder.index
     chosen = protocol_splits(t, index)
     config_dict = cfg.to_dict()
@@ -204,9 +206,9 @@ def train(cfg, overwrite=False, callbacks=(), verbose=1):
         run_dir = Path(remote.local if remote else out)
         class_names = [c["category"] for c in manifest["classes"]]
         write_json(run_dir / "classes.json", manifest["classes"])
-        data_path = t.data if tfr.is_remote(t.data) else str(Path(t.data).resolve())
         extra = {"protocol": _protocol_name(t), "device": distribute.device_description(strategy, kind),
-                 "dataset": {"path": data_path, "clips": manifest["counts"]["total"],
+                 "dataset": {"path": t.data, "identity": folder.identity,
+                             "clips": manifest["counts"]["total"],
                              "sample_rate": manifest["config"]["sample_rate"],
                              "num_samples": int(manifest["config"]["num_samples"])}}
         extra.update(task.start_run(cfg, strategy, kind, resumed))
@@ -297,7 +299,7 @@ def _check_can_start(cfg, task, chosen, index, strategy):
     elif cfg.model.weights and not os.path.isfile(cfg.model.weights) and "://" not in cfg.model.weights:
         raise Esc50Error(f"{cfg.model.weights}: --weights file not found")
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
-    for line in advice:
+    for line in advice + splits.class_warnings(chosen, index):
         log(f"warning: {line}")
     task.check_splits(cfg, chosen, index, strategy, advice)
 

@@ -97,6 +97,19 @@ def test_float16_tflite_parity(exports, fold1_clips):
 
 
 @pytest.mark.slow
+def test_float16_front_end_constants_stay_float32(exports):
+    """The classifier's constants are float16, the front end's float32 (no DEQUANTIZE)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(exports["float16"] / "model.tflite"))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    dequantized = [tensors[op["outputs"][0]]["name"] for op in interpreter._get_ops_details()
+                   if op["op_name"] == "DEQUANTIZE"]
+    assert dequantized and not [n for n in dequantized if "/frontend" in n]
+    assert any("classifier" in n for n in dequantized)
+
+
+@pytest.mark.slow
 def test_int8_tflite_agreement_and_accuracy(exports, fold1_clips):
     x, y, ref, accuracy = fold1_clips
     got, interpreter = _tflite_probs(exports["int8"] / "model.tflite", x)
@@ -308,3 +321,157 @@ def test_average_of_splits_shares_one_front_end(trained_run, fold1_clips):
     c.get_layer("frontend").hop_length = 128  # a different front end cannot be shared
     with pytest.raises(Esc50Error, match="different front ends"):
         build_export_model([a, c])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["float", "float16", "int8"])
+def test_every_tflite_export_is_right_on_silent_padded_and_clipped_clips(exports, fold1_clips,
+                                                                         trained_run, variant):
+    """Digital silence (all zeros, half zeros, 7/8 zeros), a near-silent hiss and a clip driven
+    into clipping: every TFLite variant gives finite probabilities close to the Keras model's.
+    A DC offset and a pure tone too, whose empty bins only a float32 window keeps at the
+    floor. (Before, float16 gave all-NaN on any input with silence and max |dp| 0.42 on a
+    constant input.)"""
+    from esc50tf.export import edge_clips
+
+    x, _, _, _ = fold1_clips
+    clips = edge_clips(x.shape[1], x[0])
+    clips["test_clip_padded_3_4"] = np.concatenate([x[1][:x.shape[1] // 4],
+                                                    np.zeros(x.shape[1] - x.shape[1] // 4)])
+    batch = np.stack(list(clips.values())).astype(np.float32)
+    import keras
+
+    run, _, _ = trained_run
+    model = keras.models.load_model(run / "fold1" / "model.keras")
+    ref = np.asarray(model.predict(batch, verbose=0), np.float64)
+    got, _ = _tflite_probs(exports[variant] / "model.tflite", batch)
+    assert np.isfinite(got).all()
+    tolerance = {"float": 1e-4, "float16": 2e-2, "int8": 0.25}[variant]
+    assert np.abs(got - ref).max() <= tolerance, dict(zip(clips, np.abs(got - ref).max(1)))
+    card = json.loads((exports[variant] / "model_card.json").read_text())
+    assert set(card["edge_cases"]) == {"silent", "near_silent", "clipped", "zero_padded_half",
+                                       "zero_padded_7_8", "dc_offset", "tone"}
+    assert all(e["finite"] for e in card["edge_cases"].values())
+
+
+def test_float16_rounding_keeps_the_log_floor_of_every_front_end():
+    """The constants a float16 export rounds (the log's floor and offsets) stay non-zero, and
+    the layer's features of silence are the floor librosa gives (-100 dB, ln 1e-6)."""
+    from esc50tf.frontend.spectrogram import MelSpectrogram, Spectrogram
+
+    silence = np.zeros((1, 4000), np.float32)
+    for layer, floor in [(MelSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16),
+                          -100.0),
+                         (Spectrogram(n_fft=256, hop_length=64, power=1.0), -100.0),
+                         (Spectrogram(n_fft=256, hop_length=64, log="ln"), np.log(1e-6))]:
+        out = np.asarray(layer(silence))
+        np.testing.assert_allclose(out, floor, atol=1e-3)
+    from esc50tf.frontend.filters import AMIN
+    from esc50tf.frontend.spectrogram import LOG_GAIN_BITS
+
+    assert np.float16(AMIN) == 0  # why the gain is there
+    assert np.float16(AMIN * 2.0 ** (2 * LOG_GAIN_BITS)) > 0.1
+    assert np.isfinite(np.float16(2.0 ** LOG_GAIN_BITS))
+
+
+def test_parity_check_refuses_non_finite_and_low_agreement():
+    from esc50tf.export import check_parity
+
+    ok = {"silent": {"finite": True}}
+    check_parity({"clips": 10, "non_finite_clips": 0, "max_abs_prob_diff": 0.01,
+                  "top1_agreement": 0.9}, ok, 0.9)
+    with pytest.raises(Esc50Error, match="non-finite probabilities on silent"):
+        check_parity(None, {"silent": {"finite": False}}, 0.9)
+    with pytest.raises(Esc50Error, match="non-finite probabilities on 3 of 10 test clips"):
+        check_parity({"clips": 10, "non_finite_clips": 3, "max_abs_prob_diff": float("nan"),
+                      "top1_agreement": 0.7}, ok, 0.5)
+    with pytest.raises(Esc50Error, match=r"70\.0% of 10 test clips, below --min-agreement 0\.9"):
+        check_parity({"clips": 10, "non_finite_clips": 0, "max_abs_prob_diff": 0.5,
+                      "top1_agreement": 0.7}, ok, 0.9)
+
+
+@pytest.mark.slow
+def test_export_below_the_agreement_threshold_fails_and_leaves_nothing(trained_run, tmp_path,
+                                                                       monkeypatch, capsys):
+    """A model whose top class is another than the Keras model's (probabilities rolled by one
+    class) agrees on 0% of the test clips: export exits 1 and writes nothing, and passes with
+    --min-agreement 0."""
+    from esc50tf import cli, export
+
+    real = export.TFLiteRunner.__call__
+    monkeypatch.setattr(export.TFLiteRunner, "__call__",
+                        lambda self, batch: np.roll(real(self, batch), 1, axis=1))
+    run, _, _ = trained_run
+    out = tmp_path / "rolled"
+    assert cli.main(["export", str(run), "--out", str(out)]) == 1
+    assert "below --min-agreement 0.9; nothing is written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert cli.main(["export", str(run), "--out", str(out), "--min-agreement", "0"]) == 0
+    assert json.loads((out / "model_card.json").read_text())["parity"]["min_agreement"] == 0
+
+
+@pytest.mark.slow
+def test_export_with_nan_outputs_fails_and_leaves_nothing(trained_run, tmp_path, monkeypatch,
+                                                          capsys):
+    """An export whose model gives NaN (as float16 did on silence) exits 1, writes nothing."""
+    from esc50tf import cli, export
+
+    real = export.TFLiteRunner.__call__
+
+    def nan_on_silence(self, batch):
+        out = real(self, batch)
+        out[~np.asarray(batch).any(axis=1)] = np.nan
+        return out
+
+    monkeypatch.setattr(export.TFLiteRunner, "__call__", nan_on_silence)
+    run, _, _ = trained_run
+    out = tmp_path / "f16"
+    assert cli.main(["export", str(run), "--quantize", "float16", "--out", str(out)]) == 1
+    assert "non-finite probabilities on silent" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_predict_reads_export_folders_for_single_clips(exports, trained_run, tmp_path, capsys):
+    """`predict EXPORT clip.wav` (no --timeline) gives the Keras run's top class."""
+    import soundfile as sf
+
+    from esc50tf import cli
+
+    run, esc50, _ = trained_run
+    wav = sorted((esc50 / "audio").glob("1-*.wav"))[0]
+    assert cli.main(["predict", str(run), str(wav), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)["results"][0]["top"][0]["class"]
+    for variant in ("float", "float16", "savedmodel"):
+        assert cli.main(["predict", str(exports[variant]), str(wav), "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)["results"][0]["top"]
+        assert got[0]["class"] == want and np.isfinite(got[0]["probability"])
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000), 16000)
+    assert cli.main(["predict", str(exports["float16"] / "model.tflite"), str(silent),
+                     "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["results"][0]["top"]
+    assert all(np.isfinite(t["probability"]) for t in top)
+
+
+def test_predict_names_every_kind_of_model_it_reads(tmp_path):
+    from esc50tf.predict import load_predictor
+
+    with pytest.raises(Esc50Error, match="no model_card.json \\(an export folder\\)"):
+        load_predictor(tmp_path)
+
+
+@pytest.mark.slow
+def test_timeline_refuses_non_finite_probabilities(exports, trained_run, tmp_path,
+                                                   monkeypatch, capsys):
+    """A model giving NaN leaves no timeline (timeline.json would not be valid JSON)."""
+    from esc50tf import export
+    from esc50tf.timeline import run_timelines
+
+    _, esc50, _ = trained_run
+    wav = sorted((esc50 / "audio").glob("1-*.wav"))[0]
+    monkeypatch.setattr(export.TFLiteRunner, "__call__",
+                        lambda self, batch: np.full((len(batch), 10), np.nan))
+    assert run_timelines(exports["float"], [wav], tmp_path / "tl", progress=False) == 1
+    assert "non-finite probabilities for the window at 0.00 s" in capsys.readouterr().err
+    assert not (tmp_path / "tl" / wav.stem).exists()

@@ -949,3 +949,33 @@ def test_download_then_train_with_weights_by_name(tiny_esc50, tmp_path, monkeypa
                                   state["conv_block6.bn1.running_var"])
     np.testing.assert_array_equal(trained.get_layer("fc1").get_weights()[0],
                                   state["fc1.weight"].T)
+
+
+def test_offline_download_names_the_offline_routes_and_claims_no_partial_file(tmp_path,
+                                                                              monkeypatch):
+    """Nothing listens on the URL's port (as offline): the error claims no `.part` that
+    does not exist, and names `--url file://...` and `pretrained convert`."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14", "zip"),
+                   url=f"http://127.0.0.1:{port}/cnn14_tiny.pth")
+    cache = tmp_path / "cache"
+    with pytest.raises(Esc50Error) as err:
+        store.download("cnn14_tiny", build=build_reference, cache_dir=cache,
+                       progress=False, log=lambda m: None)
+    msg = str(err.value)
+    assert "cannot download" in msg and ".part" not in msg and "resumes" not in msg
+    assert "--url file:///path/to/cnn14_tiny.pth" in msg
+    assert "esc50tf pretrained convert cnn14 cnn14_tiny.pth --out FILE" in msg
+    assert not list((cache / "downloads").glob("*.part"))
+
+
+def test_failed_download_names_the_partial_file_it_kept(tmp_path, monkeypatch):
+    """A download that fails after some bytes arrived says how many are kept, and where."""
+    part = tmp_path / "x.pth.part"
+    part.write_bytes(b"12345")
+    with pytest.raises(Esc50Error, match=r"5 bytes that arrived are kept in .*x\.pth\.part"):
+        store._fetch_resumable((tmp_path / "missing.pth").as_uri(), part, progress=False)

@@ -131,7 +131,8 @@ def test_fold_warnings_flag_uneven_folds_and_suggest_a_ratio_split():
     warnings = splits.fold_warnings(pd.concat([big, small], ignore_index=True))
     text = " ".join(warnings)
     assert "fold(s) 1 (1), 2 (1), 3 (1), 5 (1)" in text and "too small to test on" in text
-    assert "testing on fold(s) 4 (4)" in text and "too few to train from" in text
+    assert ("testing on fold 4 leaves 4 training clips for 4 classes, fewer than 2 per class: "
+            "too few to train from") in text
     assert "uneven" in text and warnings[-1].endswith(splits.SPLIT_ADVICE)
     single = splits.fold_warnings(even[even["fold"] == 1])
     assert len(single) == 1 and "only one fold" in single[0] and "--split" in single[0]
@@ -155,3 +156,26 @@ def test_protocol_splits_follow_the_train_config(protocol, expected):
         assert len(sides["val"]) > 0
     if protocol["protocol"] == "test-fold":
         assert set(chosen[0].test.rows(index)["fold"]) == {3}
+
+
+def test_fold_warnings_do_not_advise_the_split_already_chosen():
+    even = make_index(num_classes=4, groups_per_class_fold=2)
+    single = even[even["fold"] == 1]
+    assert "--split 0.8" in splits.fold_warnings(single)[0]
+    assert all("--split" not in w for w in splits.fold_warnings(single, split_chosen=True))
+
+
+def test_class_warnings_name_classes_without_training_or_test_clips():
+    index = make_index(num_classes=4, groups_per_class_fold=2)
+    chosen = [splits.test_fold_split(index, 1)]
+    assert splits.class_warnings(chosen, index) == []
+    # class 3 only in fold 1: nothing to train from when fold 1 is the test fold
+    lopsided = index[(index["label"] != 3) | (index["fold"] == 1)]
+    warnings = splits.class_warnings([splits.test_fold_split(lopsided, 1)], lopsided,
+                                     ["a", "b", "c", "d"])
+    assert warnings == ["fold1: no training clips of 1 class(es): d (the model cannot learn "
+                        "them)"]
+    # and no test clips when another fold is
+    warnings = splits.class_warnings([splits.test_fold_split(lopsided, 2)], lopsided)
+    assert warnings == ["fold2: no test clips of 1 class(es): class 3 (their test accuracy "
+                        "is not measured)"]

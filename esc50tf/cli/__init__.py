@@ -86,6 +86,8 @@ def main(argv=None):
     command = next(c for c in commands() if c.name == args.command)
     cleanup.keep_interrupts()
     quiet = not startup.verbose_requested(getattr(args, "verbose", False))
+    if not quiet:  # the library's own filters (esc50tf.startup.quiet_native) read it
+        os.environ[startup.VERBOSE_ENV] = "1"
     if quiet:  # also for commands that load TensorFlow only now and then
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if getattr(args, "deterministic", None):

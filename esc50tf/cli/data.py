@@ -153,7 +153,7 @@ def _add_demo(p):
     Synthesise a small ESC-50-layout dataset (10 classes x 40 clips, 5 s at 16 kHz), build
     TFRecords, check the splits, stream the tf.data pipeline back, then train cnn_small on
     folds 2-5 and evaluate it on the held-out fold 1, writing the full report (report.md,
-    confusion matrix, curves) into --out. A few minutes on 2 CPU cores.
+    confusion matrix, curves) into --out. About 16 minutes on a shared 2-core CPU (measured).
     """
     p.add_argument("--out", default="esc50tf-demo",
                    help="folder for the data, TFRecords and the run's report, kept afterwards; "

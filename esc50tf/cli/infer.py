@@ -6,8 +6,8 @@ import os
 import sys
 
 from esc50tf.cli.command import Command
-from esc50tf.cli.options import (FEATURE_OPTIONS, add_options, overrides, positive_float,
-                                 positive_int, ratio)
+from esc50tf.cli.options import (FEATURE_OPTIONS, add_config_options, add_options,
+                                 config_from_args, overrides, positive_float, positive_int, ratio)
 from esc50tf.errors import Esc50Error
 from esc50tf.io import dumps_json
 from esc50tf.frontend import KINDS
@@ -46,7 +46,8 @@ def _add_predict(p):
     channel count: mixed to mono, resampled, padded, or cut into half-overlapping windows
     whose probabilities are averaged.
     """
-    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("model", help="run folder, .keras file, or an export: its folder, a .tflite "
+                   "file or a SavedModel folder")
     p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes to show (default: %(default)s)")
     p.add_argument("--sample-rate", type=positive_int, default=None,
@@ -108,33 +109,20 @@ def _add_export(p):
     model_card.json (with parity figures measured on the test clips against the Keras model)
     into OUT, via a staging folder.
     """
-    from esc50tf.export import FORMATS, QUANTIZATIONS
+    from esc50tf.export import ExportConfig
 
     p.add_argument("run", help="run folder made by esc50tf train")
-    p.add_argument("--format", choices=FORMATS, default="tflite", help="default: %(default)s")
-    p.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
-                   help="TFLite only: float16 weights, or int8 post-training quantization "
-                   "calibrated on training-side clips (default: %(default)s)")
     p.add_argument("--out", required=True, help="export folder (must not exist)")
-    p.add_argument("--split", default=None,
-                   help="export this split's model (e.g. fold1, or 1) instead of the average")
-    p.add_argument("--data", default=None,
-                   help="the run's TFRecord folder, if it moved (default: from the run's config)")
-    p.add_argument("--calibration-clips", type=positive_int, default=200,
-                   help="int8: at most this many training-side clips (default: %(default)s)")
+    add_config_options(p, ExportConfig)
     p.add_argument("--skip-parity", action="store_true",
-                   help="do not measure parity on the test clips (no TFRecords needed)")
-    p.add_argument("--seed", type=int, default=0, help="picks the calibration clips")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+                   help="do not measure parity on the test clips (no TFRecords needed; the "
+                   "silent, near-silent, clipped and zero-padded clips are still checked)")
 
 
 def _run_export(args):
     from esc50tf.export import ExportConfig, export_run
 
-    cfg = ExportConfig(out=args.out, format=args.format, quantize=args.quantize,
-                       split=args.split, data=args.data,
-                       calibration_clips=args.calibration_clips, parity=not args.skip_parity,
-                       overwrite=args.overwrite, seed=args.seed)
+    cfg = config_from_args(args, ExportConfig, out=args.out, parity=not args.skip_parity)
     card = export_run(args.run, cfg)
     print(dumps_json({"out": args.out, "file": card["file"], "size_bytes": card["size_bytes"],
                       "parity": card["parity"]}, indent=2))

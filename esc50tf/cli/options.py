@@ -31,6 +31,8 @@ def number(parse, ok, expected, out_of_range=None):
 positive_int = number(int, lambda v: v >= 1, "a positive integer")
 positive_float = number(float, lambda v: v > 0, "a positive number")
 ratio = number(float, lambda v: 0 < v < 1, "a ratio like 0.9", "a ratio in (0, 1) like 0.9")
+fraction = number(float, lambda v: 0 <= v <= 1, "a fraction like 0.9",
+                  "a fraction in [0, 1] like 0.9")
 
 
 def pair(text):
@@ -54,7 +56,7 @@ def optional_float(text):
 
 # The value types a config field names by string (`setting(type="positive_int")`).
 VALUE_TYPES = {"positive_int": positive_int, "positive_float": positive_float, "ratio": ratio,
-               "pair": pair, "optional_float": optional_float}
+               "fraction": fraction, "pair": pair, "optional_float": optional_float}
 
 
 def _table(cls, section):
@@ -82,10 +84,10 @@ def add_config_options(p, cls):
         p.add_argument(flag, dest=key, default=defaults[key], **kwargs)
 
 
-def config_from_args(args, cls):
-    """`cls` built from the options `add_config_options` added."""
+def config_from_args(args, cls, **fields):
+    """`cls` built from the options `add_config_options` added, and further `fields`."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                  if about(f).flag is not None})
+                  if about(f).flag is not None}, **fields)
 
 
 def texts(add_fn):

@@ -21,7 +21,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+from pathlib import Path
 
 from esc50tf.config import Config
 from esc50tf.data import pipeline
@@ -29,7 +32,7 @@ from esc50tf.data import tfrecords as tfr
 from esc50tf.data.splits import Selection, load_index
 from esc50tf.errors import Esc50Error
 
-__all__ = ["DatasetOptions", "TFRecordFolder"]
+__all__ = ["DatasetOptions", "TFRecordFolder", "locate_tfrecords", "manifest_identity"]
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow
 
@@ -220,6 +223,11 @@ class TFRecordFolder:
         return f"TFRecordFolder({str(self.path)!r})"
 
     @property
+    def identity(self) -> str:
+        """What the folder holds, wherever it lies (:func:`manifest_identity`)."""
+        return manifest_identity(self.manifest)
+
+    @property
     def sample_rate(self) -> int:
         return int(self.manifest["config"]["sample_rate"])
 
@@ -310,3 +318,56 @@ class TFRecordFolder:
         if count == 0 or not files:
             raise Esc50Error(f"{self.path}: the selection holds no clips ({selection})")
         return pipeline.build_pipeline(self, selection, files, count, options, tuple(batch_fns))
+
+
+def manifest_identity(manifest):
+    """A digest of a TFRecord folder's contents: its clip index and shard checksums.
+
+    Equal for a folder and any copy or move of it, different for other data
+    or another build configuration.
+    """
+    shards = sorted((s["file"], s.get("sha256")) for s in manifest["shards"])
+    key = json.dumps([manifest["config"], manifest.get("clips_csv_sha256"), shards],
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def locate_tfrecords(recorded, given=None, identity=None):
+    """The TFRecord folder a run used: where it was, or found by its identity under `given`.
+
+    Args:
+        recorded: str. The folder the run recorded (absolute for runs of this
+            version).
+        given: str or None. `--data`: the folder itself, or a folder holding it
+            (searched two levels deep for a manifest of the same identity).
+        identity: str or None. The run's recorded `manifest_identity`; None
+            (older runs) takes `given` as it is.
+
+    Returns:
+        The folder's path (str), or None when neither place holds TFRecords.
+
+    Raises:
+        Esc50Error: `given` holds TFRecords, but none of the run's identity.
+    """
+    if given is None:
+        return recorded if tfr.has_manifest(recorded) else None
+    if tfr.is_remote(given) or identity is None:
+        return given if tfr.has_manifest(given) else None
+    root = Path(given)
+    candidates = [root] + sorted(root.glob("*/")) + sorted(root.glob("*/*/"))
+    seen = []
+    for folder in candidates:
+        manifest_file = folder / tfr.MANIFEST
+        if not manifest_file.is_file():
+            continue
+        try:
+            found = manifest_identity(json.loads(manifest_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if found == identity:
+            return str(folder)
+        seen.append(str(folder))
+    if seen:
+        raise Esc50Error(f"{given}: holds TFRecords ({', '.join(seen[:3])}) but not the ones "
+                         f"the run used (identity {identity}, recorded at {recorded})")
+    return None

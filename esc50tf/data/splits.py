@@ -253,14 +253,15 @@ SPLIT_ADVICE = ("use --split 0.8 instead (a ratio split over all clips, stratifi
 UNEVEN_FACTOR = 4
 
 
-def fold_warnings(index):
+def fold_warnings(index, split_chosen=False):
     """Why the folds of `index` may not suit k-fold CV or a test fold.
 
     Flags a single fold; folds too small to test on (fewer clips than there
     are classes, so some class cannot be tested); folds whose complement is
     too small to train from (fewer than two clips per class); and fold sizes
     that differ by more than UNEVEN_FACTOR. Each message ends with the
-    protocol that fits (SPLIT_ADVICE).
+    protocol that fits (SPLIT_ADVICE), unless `split_chosen` (the user already
+    asked for a ratio split, which the folds do not concern).
 
     Returns:
         A list of str, empty when the folds look fine.
@@ -269,20 +270,48 @@ def fold_warnings(index):
     total, classes = int(counts.sum()), int(index["label"].nunique())
     if len(counts) < 2:
         return [f"only one fold (fold {counts.index[0]}, {total} clips): k-fold CV and "
-                f"--test-fold need two or more; {SPLIT_ADVICE}"]
+                "--test-fold need two or more" + ("" if split_chosen else f"; {SPLIT_ADVICE}")]
     out = []
     small = [f"{f} ({n})" for f, n in counts.items() if n < classes]
     if small:
         out.append(f"fold(s) {', '.join(small)} hold fewer clips than there are classes "
                    f"({classes}): too small to test on")
-    thin = [f"{f} ({total - n})" for f, n in counts.items() if total - n < 2 * classes]
-    if thin:
-        out.append(f"testing on fold(s) {', '.join(thin)} leaves fewer than 2 training clips "
-                   f"per class (numbers: training clips): too few to train from")
+    thin = [(f, total - n) for f, n in counts.items() if total - n < 2 * classes]
+    for f, left in thin:
+        out.append(f"testing on fold {f} leaves {left} training clips for {classes} classes, "
+                   "fewer than 2 per class: too few to train from")
     if counts.max() > UNEVEN_FACTOR * counts.min():
         out.append(f"fold sizes are uneven: {counts.min()} to {counts.max()} clips")
-    if out:
+    if out and not split_chosen:
         out[-1] += f"; {SPLIT_ADVICE}"
+    return out
+
+
+def class_warnings(chosen, index, class_names=None):
+    """Classes a protocol's splits leave without training or test clips.
+
+    Args:
+        chosen: list of Split (`protocol_splits`).
+        index: the clip index.
+        class_names: list of str by label, or None for "class N".
+
+    Returns:
+        A list of str, one per split and side that misses a class.
+    """
+    out = []
+    labels = sorted(int(x) for x in index["label"].unique())
+    if class_names:
+        labels = list(range(len(class_names)))
+    names = class_names or {k: f"class {k}" for k in labels}
+    for s in chosen:
+        for side, sel in (("training", s.train), ("test", s.test)):
+            present = set(int(x) for x in sel.rows(index)["label"])
+            missing = [names[k] for k in labels if k not in present]
+            if missing:
+                out.append(f"{s.name}: no {side} clips of {len(missing)} class(es): "
+                           f"{', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}"
+                           + (" (the model cannot learn them)" if side == "training"
+                              else " (their test accuracy is not measured)"))
     return out
 
 

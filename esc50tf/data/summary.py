@@ -43,22 +43,25 @@ def summarise(data, verify=False, protocol=None, test_fold=None, split_ratio=Non
     manifest = tfr.read_manifest(data)
     tfr.verify_shards(data, manifest, full=verify)
     index = splits.load_index(data)
+    warnings = splits.fold_warnings(index, split_chosen=protocol == "split")
     if protocol is None:
         protocol = "split" if index["fold"].nunique() < 2 else "cv"
         split_ratio = 0.8 if protocol == "split" else split_ratio
     chosen = types.SimpleNamespace(protocol=protocol, test_fold=test_fold,
                                    split_ratio=split_ratio, val_fraction=val_fraction, seed=seed)
-    try:
-        sizes = {s.name: splits.check_disjoint(s, index)
-                 for s in splits.protocol_splits(chosen, index)}
+    try:  # the summary and the warnings are shown even when the protocol cannot be made
+        made = splits.protocol_splits(chosen, index)
+        sizes = {s.name: splits.check_disjoint(s, index) for s in made}
         split_error = None
+        warnings += splits.class_warnings(made, index,
+                                          [c["category"] for c in manifest["classes"]])
     except Esc50Error as err:
         sizes, split_error = {}, str(err)
     return {"data": str(data), "verified": verify, "counts": manifest["counts"],
             "folds": manifest["folds"], "num_classes": manifest["num_classes"],
             "config": manifest["config"], "skipped": manifest["skipped"],
             "issues": manifest.get("issues", []), "shards": len(manifest["shards"]),
-            "warnings": splits.fold_warnings(index), "splits": sizes,
+            "warnings": warnings, "splits": sizes,
             "split_error": split_error}
 
 

@@ -222,6 +222,11 @@ def _is_file(path):
     return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
+def has_manifest(folder):
+    """Whether `folder` (local or a URI) holds a finished TFRecord folder's manifest."""
+    return _is_file(join_path(folder, MANIFEST))
+
+
 def _file_size(path):
     if not is_remote(path):
         return Path(path).stat().st_size

@@ -9,6 +9,8 @@ TensorShape([2, 87, 64])
 
 from __future__ import annotations
 
+import json
+
 from esc50tf.frontend.build import build_frontend
 
 __all__ = ["make_host_featurizer"]
@@ -41,6 +43,20 @@ def make_host_featurizer(config, jit_compile=True):
     >>> featurize = make_host_featurizer(FeatureConfig())
     >>> ds = waves_ds.batch(32).map(lambda x, y: (featurize(x), y))  # doctest: +SKIP
     """
+    # One function per configuration for the process: a new tf.function per split (svm
+    # and study make features split by split) is traced anew each time, and TensorFlow
+    # reports the fifth such trace as "triggered tf.function retracing".
+    settings = config if isinstance(config, dict) else config.to_dict()
+    key = (json.dumps(settings, sort_keys=True, default=str), bool(jit_compile))
+    if key not in _FEATURIZERS:
+        _FEATURIZERS[key] = _featurizer(config, jit_compile)
+    return _FEATURIZERS[key]
+
+
+_FEATURIZERS = {}
+
+
+def _featurizer(config, jit_compile):
     import tensorflow as tf
 
     layer = build_frontend(config, dtype="float32")
@@ -51,4 +67,8 @@ def make_host_featurizer(config, jit_compile=True):
             waveforms = tf.cast(waveforms, tf.float32) / 32768.0
         return layer.compute_tf(waveforms)
 
-    return tf.function(featurize, jit_compile=True) if jit_compile else featurize
+    # reduce_retracing: the last, smaller batch of a split (and each new clip length)
+    # gets a shape-generic trace instead of a new one per shape, which TensorFlow
+    # would report as "triggered tf.function retracing" after a few splits.
+    return tf.function(featurize, jit_compile=True, reduce_retracing=True) if jit_compile \
+        else featurize

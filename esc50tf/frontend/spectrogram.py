@@ -48,6 +48,15 @@ from esc50tf.frontend.filters import (
 __all__ = ["MFCC", "MelSpectrogram", "Spectrogram"]
 
 
+# The log's floor (AMIN = 1e-10 of power) and librosa's `log_offset` are below
+# float16's smallest number (6e-8): a float16 export rounds them to 0 and the log
+# of digital silence is -inf, so its outputs are NaN. The waveform is scaled by
+# 2^15 (|X|^2 by 2^30, exact in float32, far from its overflow) and the floor and
+# the result with it: the floor becomes 0.107, float16 to 0.01%, and nothing the
+# log sees is zero. The float32 numbers are librosa's as before (within 1e-4 dB).
+LOG_GAIN_BITS = 15
+
+
 def _is_tf_tensor(x):
     return type(x).__module__.startswith("tensorflow")
 
@@ -148,6 +157,10 @@ class _Frontend(keras.layers.Layer):
 
     def _compute(self, x, c, xp):
         """Features of waveforms ``x [..., samples]`` with constants ``c``."""
+        if self.log is not None:
+            # Scaled by 2^15 (exact in any float format), so that the log's floor and
+            # offset below are numbers float16 holds (see LOG_GAIN_BITS).
+            x = x * float(2 ** LOG_GAIN_BITS)
         if self.center:
             pad = self.n_fft // 2
             pad_width = [[0, 0]] * (len(x.shape) - 1) + [[pad, pad]]
@@ -160,18 +173,22 @@ class _Frontend(keras.layers.Layer):
         elif power == 1.0:
             power = 2.0  # 20 log10 |X| == 10 log10 |X|^2, no sqrt needed
         s = self._project(s, c, xp)
+        # `s` is |X|^power of the scaled waveform: 2^gain_bits times that of `x`.
+        gain_bits = LOG_GAIN_BITS * power if self.log is not None else 0
         if self.log == "db":
-            s = self._to_db(s, power, xp)
+            s = self._to_db(s, power, xp, gain_bits)
         elif self.log == "ln":
-            s = xp.log(s + self.log_offset)
+            s = xp.log(s + self.log_offset * 2.0 ** gain_bits) - gain_bits * math.log(2.0)
         return self._head(s, c, xp)
 
-    def _to_db(self, s, power, xp):
+    def _to_db(self, s, power, xp, gain_bits=0):
         # librosa power_to_db (power 2) / amplitude_to_db (power 1): dB are
         # always of power, so both give the same numbers. `power` is the
-        # exponent of `s`; `ref` is in the units of the layer's output.
+        # exponent of `s`; `ref` is in the units of the layer's output. `s` is
+        # 2^gain_bits times the true value: floor and result are scaled to match.
         factor = 20.0 / power / math.log(10.0)
-        db = factor * xp.log(xp.maximum(s, AMIN ** (power / 2.0)))
+        floor = AMIN ** (power / 2.0) * 2.0 ** gain_bits
+        db = factor * xp.log(xp.maximum(s, floor)) - factor * gain_bits * math.log(2.0)
         if self.ref == "max":
             db = db - xp.max(db, axis=(-2, -1), keepdims=True)
         elif self.ref != 1.0:

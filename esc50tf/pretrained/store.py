@@ -313,8 +313,10 @@ def _fetch_resumable(url, part, progress=True, chunk=1 << 20):
             return  # the part already holds the whole file
         raise Esc50Error(f"cannot download {url}: {err}") from None
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise Esc50Error(f"cannot download {url}: {err} (what arrived is kept in {part} "
-                         "and the next download resumes from it)") from None
+        kept = part.stat().st_size if part.exists() else 0
+        resume = (f" ({kept} bytes that arrived are kept in {part}; the next download "
+                  "resumes from them)" if kept else "")
+        raise Esc50Error(f"cannot download {url}: {err}{resume}") from None
 
 
 def download(name, *, build, url=None, cache_dir=None, overwrite=False, keep_checkpoint=False,
@@ -357,7 +359,13 @@ def download(name, *, build, url=None, cache_dir=None, overwrite=False, keep_che
         log(f"{final}: already downloaded; verifying")
     else:
         log(f"downloading {source}")
-        _fetch_resumable(source, part, progress=progress)
+        try:
+            _fetch_resumable(source, part, progress=progress)
+        except Esc50Error as err:
+            raise Esc50Error(f"{err}. Offline, fetch {entry.file_name} elsewhere and pass "
+                             f"--url file:///path/to/{entry.file_name}, or convert it with "
+                             f"`esc50tf pretrained convert {entry.architecture} "
+                             f"{entry.file_name} --out FILE`") from None
         os.replace(part, final)
     digests = file_digests(final)
     try:

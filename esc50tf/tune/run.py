@@ -14,6 +14,7 @@ from esc50tf.errors import Esc50Error
 from esc50tf.io import log, write_json
 from esc50tf.lock import holds_lock
 from esc50tf.models import registry
+from esc50tf.run_config import used_config
 from esc50tf.tune.hyperparameters import SearchSpace
 from esc50tf.tune.results import BEST_RUN, append_test_result, held_out, write_results
 from esc50tf.tune.space import fixed_by_flags, is_int, resolve_models, resolve_space
@@ -236,8 +237,8 @@ def _search_and_retrain(c, out, resumed, models, fixed, space, folder, search_sp
     train_over = {"out": str(out / BEST_RUN), "epochs": c.final_epochs or c.epochs}
     if c.cv:
         train_over.update(protocol="cv", test_fold=None)
-    best_cfg = search_space.run_config(tuner.oracle.get_trial(best["trial"]).hyperparameters.values,
-                                       **train_over)
+    best_cfg = used_config(search_space.run_config(
+        tuner.oracle.get_trial(best["trial"]).hyperparameters.values, **train_over), log=log)
     write_json(out / "best_hyperparameters.json", best_cfg.to_dict())
     log(f"tune: best trial {best['trial']} ({c.objective} {best[c.objective]:.4f}); settings in "
          f"{out}/best_hyperparameters.json")
