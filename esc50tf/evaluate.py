@@ -93,7 +93,7 @@ def evaluate_run(run_dir, data=None, log=None):
                              "manifest.json (moved or deleted?); pass --data DIR")
     else:
         moved = None
-        if identity is not None:
+        if identity is not None and locate_tfrecords(cfg.train.data) is None:
             try:  # the run's own TFRecords, moved: found under `data` by their identity
                 moved = locate_tfrecords(cfg.train.data, str(data), identity)
             except Esc50Error:
@@ -141,8 +141,13 @@ def evaluate_run(run_dir, data=None, log=None):
     keep = {k: previous_report[k] for k in ("protocol", "device", "precision", "strategy",
                                              "replicas", "dataset") if k in previous_report}
     if other:
-        keep["dataset"] = {"path": str(data), "clips": folder.manifest["counts"]["total"],
+        keep["dataset"] = {"path": str(data), "identity": folder.identity,
+                           "clips": folder.manifest["counts"]["total"],
                            "sample_rate": folder.sample_rate, "num_samples": folder.num_samples}
+    elif "dataset" in keep and keep["dataset"].get("path") != cfg.train.data:
+        keep["dataset"] = {**keep["dataset"], "path": cfg.train.data}  # moved: where it is now
+        log(f"the run's TFRecords were found at {cfg.train.data} (recorded: "
+            f"{previous_report['dataset'].get('path')})")
     wall = previous_report.get("wall_time_s", time.perf_counter() - started)
     report = aggregate(results, class_names, config, wall, keep)
     write_report(out_dir, report)

@@ -466,6 +466,28 @@ def test_evaluate_on_other_data_writes_beside_the_run(small_run, tfr_copy, capsy
     assert str(other) in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_evaluate_finds_the_runs_own_moved_data_and_rewrites_its_report(small_run, tfr_copy,
+                                                                         tmp_path, capsys):
+    """The recorded folder is gone and --data holds TFRecords of the run's identity (a folder
+    above them will do): the run's own data, moved, so the run's own report is rewritten."""
+    import shutil
+
+    from esc50tf.cli import main
+
+    run = tmp_path / "moved-run"
+    shutil.copytree(small_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["data"] = str(tmp_path / "was-here")
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(run)]) == 1
+    assert "moved or deleted?" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(tfr_copy.parent)]) == 0
+    assert not (run / "evaluations").exists()
+    report = json.loads((run / "report.json").read_text())
+    assert report["dataset"]["path"] == str(tfr_copy)
+
+
 # --- a data folder rebuilt under a reader -----------------------------------------------------
 
 def test_a_rebuilt_folder_is_noticed(tfr_copy):
