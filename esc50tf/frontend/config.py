@@ -118,6 +118,12 @@ FRONTENDS = {
         FrontendSpec("stft", "esc50tf.frontend.spectrogram:Spectrogram", _STFT_FIELDS,
                      lambda c: c.n_fft // 2 + 1, "STFT magnitude or power spectrogram",
                      "frequency (Hz)"),
+        FrontendSpec("kaldi_mel", "esc50tf.frontend.kaldi:KaldiMelSpectrogram",
+                     ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin",
+                      "fmax"),
+                     lambda c: c.n_mels,
+                     "EfficientAT's Kaldi-style log-Mel (pre-emphasis, (ln + 4.5) / 5)",
+                     "Mel band"),
     )
 }
 KINDS = tuple(FRONTENDS)
@@ -309,5 +315,10 @@ class FeatureConfig(Config):
         return self.spec.n_bins(self)
 
     def num_frames(self, n_samples: int) -> int:
-        """Frames for a clip of ``n_samples`` samples (librosa's count)."""
+        """Frames for a clip of ``n_samples`` samples (librosa's count).
+
+        `kaldi_mel` frames the pre-emphasised clip, one sample shorter.
+        """
+        if self.kind == "kaldi_mel":
+            n_samples -= 1
         return num_frames(n_samples, self.n_fft, self.hop_length, self.center)

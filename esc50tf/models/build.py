@@ -65,22 +65,29 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 
 
 def _pretrained_trunk(model, model_config, feature_config):
-    """PANNs trunks: check the front end, load `--weights`, apply `--freeze-backbone`."""
+    """Pretrained trunks: check the front end, load `--weights`, apply `--freeze-backbone`.
+
+    The architecture's family module (`esc50tf.models.panns`, `.efficientat`)
+    loads and freezes its trunk.
+    """
+    import importlib
+
     from esc50tf.models import panns
     from esc50tf.pretrained import architectures
 
     arch = panns.architecture_of(model_config)
     if arch is None:
         return
+    family = importlib.import_module(f"esc50tf.models.{architectures.family(arch)}")
     wanted = architectures.feature_settings(arch)
     wrong = {k: v for k, v in feature_config.to_dict().items() if k in wanted and wanted[k] != v}
     if wrong:
         raise ValueError(f"{model_config.name} on the {arch} trunk needs its own front end; "
                          f"got {wrong}, needs {({k: wanted[k] for k in wrong})}")
     if model_config.weights:
-        panns.load_pretrained(model, model_config)
+        family.load_pretrained(model, model_config)
     if model_config.freeze_backbone:
-        panns.freeze_trunk(model)
+        family.freeze_trunk(model)
 
 
 def normalization_layer(kind):

@@ -29,7 +29,7 @@ from typing import Callable
 from esc50tf.errors import Esc50Error
 from esc50tf.models.config import ModelConfig
 
-FAMILIES = ("classic", "cnn", "rnn", "hybrid", "panns")
+FAMILIES = ("classic", "cnn", "rnn", "hybrid", "panns", "efficientat")
 TASKS = ("keras", "sklearn")
 # Modules of esc50tf.models without register calls (some import Keras at the top).
 _SUPPORT_MODULES = ("build", "config", "layers", "optimizers", "registry")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from esc50tf.errors import Esc50Error
 
-__all__ = ["ARCHITECTURES", "feature_settings", "get"]
+__all__ = ["ARCHITECTURES", "family", "feature_settings", "get"]
 
 _CNN14 = dict(widths=(64, 128, 256, 512, 1024, 2048), embedding_size=2048, classes_num=527,
               n_mels=64, fmin=50.0)
@@ -28,16 +28,35 @@ ARCHITECTURES = {
 """Architecture name -> settings: front end, conv widths per block, fc1 size, classes."""
 
 
+def _others():
+    from esc50tf.pretrained import efficientat
+
+    return efficientat.ARCHITECTURES
+
+
+def family(name):
+    """The model family (`esc50tf.models.<family>`) of pretrained architecture `name`."""
+    return get(name).get("family", "panns")
+
+
 def get(name):
-    """The settings of `name`; Esc50Error listing the valid names otherwise."""
-    if name not in ARCHITECTURES:
-        raise Esc50Error(f"unknown PANNs architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
+    """The settings of `name` (PANNs or EfficientAT); Esc50Error listing the valid names otherwise."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    others = _others()
+    if name not in others:
+        raise Esc50Error(f"unknown pretrained architecture {name!r}; valid: "
+                         f"{', '.join([*ARCHITECTURES, *others])}")
+    return others[name]
 
 
 def feature_settings(name):
     """The FeatureConfig fields that reproduce the reference front end of `name`."""
     a = get(name)
+    if family(name) == "efficientat":
+        from esc50tf.pretrained import efficientat
+
+        return efficientat.feature_settings(name)
     return dict(kind="mel", sample_rate=a["sample_rate"], n_fft=a["n_fft"],
                 hop_length=a["hop_length"], win_length=None, window="hann", center=True,
                 pad_mode="reflect", n_mels=a["n_mels"], fmin=a["fmin"], fmax=a["fmax"],
