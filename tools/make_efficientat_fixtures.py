@@ -36,7 +36,9 @@ Files (W = the width, e.g. 0.1 -> `w010`):
   44.1 kHz), 1 a chirp in noise, 2 quiet noise with 0.5 s of digital
   silence, 3 digital silence throughout, 4 the chirp clipped at full
   scale, 5 0.5 s of clip 0 zero-padded to 2 s; `short` [1, 3200] (0.1 s)
-  and `long` [1, 320000] (10 s, the AudioSet clip length) of noise + chirp.
+  and `long` [1, 320000] (10 s, the AudioSet clip length) of noise + chirp;
+  `mel_banks` [128, 513], torchaudio's Kaldi filterbank as the reference
+  pads it (eval-mode fmin 0, fmax 15000).
 - `mn_<W>.pt`: the state dict; `mn_<W>.outputs.npz`: for each input set
   (`clips`, `short`, `long`), the reference's normalised log-Mel
   (time-major, `[b, frames, 128]`), `embedding` (the pooled last conv) and
@@ -65,6 +67,7 @@ RATE = 32000
 SECONDS = 2.0
 TEST_WIDTHS = (0.1, 0.2)
 ALL_WIDTHS = (0.4, 0.5, 1.0, 2.0, 3.0, 4.0)
+SPREAD = 0.02  # of the randomised gamma/beta/biases: small, so outputs still follow the input
 
 
 def width_tag(width):
@@ -134,15 +137,23 @@ def randomise(model, mel, waves, seed):
     import torch
 
     g = torch.Generator().manual_seed(seed + 1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:  # cumulative averages: the statistics of these clips, not 3% of them
+        m.reset_running_stats()
+        m.momentum = None
     model.train()
     with torch.no_grad():
         x = mel(torch.from_numpy(waves)).unsqueeze(1)
         for _ in range(3):
             model(x)
+        for m in norms:
+            m.momentum = 0.01  # the reference's (not saved in the state dict)
         for name, p in model.named_parameters():
             if name.endswith("bias") or (p.dim() == 1 and name.endswith("weight")):
                 base = 1.0 if name.endswith("weight") else 0.0
-                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+                p.copy_(base + SPREAD * torch.randn(p.shape, generator=g))
+            elif name.startswith("classifier"):  # the reference initialises these N(0, 0.01)
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
     model.eval()
 
 
@@ -192,7 +203,13 @@ def main(argv=None):
     get_model, AugmentMelSTFT = reference_classes(args.reference.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     waves = make_waveforms(args.sample_clip)
-    np.savez_compressed(args.out / "waveforms.npz", **waves)
+    import torchaudio
+
+    # The filterbank AugmentMelSTFT builds in eval mode, as it builds it.
+    banks, _centres = torchaudio.compliance.kaldi.get_mel_banks(
+        128, 1024, RATE, 0.0, 15000.0, vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0)
+    np.savez_compressed(args.out / "waveforms.npz", **waves,
+                        mel_banks=torch.nn.functional.pad(banks, (0, 1)).numpy())
     for width in ((1.0,) if args.full_size else TEST_WIDTHS):
         write(get_model, AugmentMelSTFT, width, waves, args.out)
     import contextlib

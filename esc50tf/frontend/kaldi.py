@@ -17,6 +17,8 @@ sample before the STFT. The filterbank is the one
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 
@@ -34,17 +36,21 @@ SCALE = 5.0
 
 
 def _kaldi_mel(f):
-    return 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)
+    # float32 steps, the log correctly rounded (float64, then float32) as torch's is
+    ratio = np.float32(1.0) + f / np.float32(700.0)
+    return np.float32(1127.0) * np.log(ratio.astype(np.float64)).astype(np.float32)
 
 
 def kaldi_mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):
-    """Kaldi's triangular Mel filterbank, `[n_fft // 2 + 1, n_mels]` float64.
+    """Kaldi's triangular Mel filterbank, `[n_fft // 2 + 1, n_mels]`.
 
-    Band `m` rises linearly in Kaldi mel from `fmin + m * d` to its centre
-    `fmin + (m + 1) * d` and falls to `fmin + (m + 2) * d` (`d` is the mel
-    span over `n_mels + 1`), evaluated at the FFT bin frequencies
-    `k * sample_rate / n_fft` for `k < n_fft // 2`; peaks are 1 (no area
-    normalisation) and the Nyquist bin gets weight 0.
+    Band `m` rises linearly in Kaldi mel (`1127 ln(1 + f / 700)`) from
+    `fmin + m * d` to its centre `fmin + (m + 1) * d` and falls to
+    `fmin + (m + 2) * d` (`d` is the mel span over `n_mels + 1`), evaluated
+    at the FFT bin frequencies `k * sample_rate / n_fft` for `k < n_fft // 2`;
+    peaks are 1 (no area normalisation) and the Nyquist bin gets weight 0.
+    Computed in float32 in the order torchaudio computes it, so the weights
+    equal torchaudio's bit for bit (a float64 computation is up to 1e-5 away).
 
     Args:
         sample_rate: int. Hz.
@@ -63,15 +69,19 @@ def kaldi_mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):
     if not 0 <= fmin < fmax <= nyquist:
         raise ValueError(f"kaldi_mel_filterbank: need 0 <= fmin < fmax <= {nyquist:g}; "
                          f"got fmin={fmin}, fmax={fmax}")
-    low, high = _kaldi_mel(fmin), _kaldi_mel(fmax)
+    f32 = np.float32
+    low = 1127.0 * math.log(1.0 + fmin / 700.0)  # scalars in double precision, as Kaldi's
+    high = 1127.0 * math.log(1.0 + fmax / 700.0)
     delta = (high - low) / (n_mels + 1)
-    band = np.arange(n_mels, dtype=np.float64)[None, :]  # [1, n_mels]
-    left, centre, right = low + band * delta, low + (band + 1) * delta, low + (band + 2) * delta
-    mel = _kaldi_mel(sample_rate / n_fft * np.arange(n_fft // 2, dtype=np.float64))[:, None]
+    band = np.arange(n_mels, dtype=f32)[None, :]  # [1, n_mels]
+    left = f32(low) + band * f32(delta)
+    centre = f32(low) + (band + f32(1)) * f32(delta)
+    right = f32(low) + (band + f32(2)) * f32(delta)
+    mel = _kaldi_mel(f32(sample_rate / n_fft) * np.arange(n_fft // 2, dtype=f32))[:, None]
     up = (mel - left) / (centre - left)
     down = (right - mel) / (right - centre)
-    weights = np.maximum(0.0, np.minimum(up, down))  # [n_fft // 2, n_mels]
-    return np.concatenate([weights, np.zeros((1, n_mels))], axis=0)
+    weights = np.maximum(f32(0), np.minimum(up, down))  # [n_fft // 2, n_mels]
+    return np.concatenate([weights, np.zeros((1, n_mels), f32)], axis=0).astype(np.float64)
 
 
 def symmetric_hann(win_length, n_fft):

@@ -9,9 +9,10 @@ def add_parser(sub):
     """Adds the `pretrained` command and its three subcommands to `sub`."""
     p = sub.add_parser(
         "pretrained",
-        help="list, download or convert AudioSet-pretrained PANNs weights",
-        description="AudioSet-pretrained PANNs checkpoints (Kong et al. 2020, Zenodo record "
-        "3987831): list them, download one into the cache (converted to Keras weights), or "
+        help="list, download or convert AudioSet-pretrained PANNs and EfficientAT weights",
+        description="AudioSet-pretrained checkpoints: PANNs (Kong et al. 2020, Zenodo record "
+        "3987831) and EfficientAT's MobileNetV3s (Schmid et al. 2023, GitHub releases of "
+        "fschmid56/EfficientAT): list them, download one into the cache (converted to Keras weights), or "
         "convert a .pth you already have. Reading a checkpoint needs no PyTorch, and a "
         "checkpoint whose pickle asks for anything but tensors is refused.",
     )
@@ -42,7 +43,7 @@ def add_parser(sub):
 
     cv = actions.add_parser(
         "convert", help="convert a .pth you have into a Keras weights file (offline)",
-        description="Convert a PANNs checkpoint you fetched yourself into an esc50tf weights "
+        description="Convert a PANNs or EfficientAT checkpoint you fetched yourself into an esc50tf weights "
         "file (.npz, no pickle) with a JSON sidecar recording the model, the source file, "
         "its sha256 and the date.")
     cv.add_argument("name", metavar="NAME", help="its architecture: "
@@ -64,6 +65,15 @@ def _size(n):
     return f"{n / 1e6:.1f} MB" if n else "-"
 
 
+def _pinned(name, cache_dir):
+    from esc50tf.pretrained import store
+
+    pinned = store.pinned_sha256(name, cache_dir)
+    if pinned:
+        return f"{pinned} (recorded at the first verified download; none published)"
+    return "not recorded"
+
+
 def _run_list(args):
     from esc50tf.pretrained import catalog, store
 
@@ -73,7 +83,7 @@ def _run_list(args):
         rows.append({
             "name": c.name, "architecture": c.architecture, "file": c.file_name,
             "url": c.url, "size": c.size, "md5": c.md5,
-            "sha256": c.sha256 or "not recorded", "licence": c.licence,
+            "sha256": c.sha256 or _pinned(c.name, args.cache_dir), "licence": c.licence,
             "audioset_map": c.audioset_map, "cached": cached, "note": c.note,
         })
     if args.json:
@@ -90,11 +100,20 @@ def _run_list(args):
     return 0
 
 
+def build_reference(architecture, **kwargs):
+    """The reference model of `architecture`, built by its family's module (PANNs, EfficientAT)."""
+    import importlib
+
+    from esc50tf.pretrained import architectures
+
+    family = importlib.import_module(f"esc50tf.models.{architectures.family(architecture)}")
+    return family.build_reference(architecture, **kwargs)
+
+
 def _run_download(args):
-    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
-    path, meta = store.download(args.name, build=panns.build_reference, url=args.url,
+    path, meta = store.download(args.name, build=build_reference, url=args.url,
                                 cache_dir=args.cache_dir, overwrite=args.overwrite,
                                 keep_checkpoint=args.keep_checkpoint)
     print(path)
@@ -102,10 +121,9 @@ def _run_download(args):
 
 
 def _run_convert(args):
-    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
     path, meta = store.convert_checkpoint(args.name, args.checkpoint, args.out,
-                                          build=panns.build_reference, overwrite=args.overwrite)
+                                          build=build_reference, overwrite=args.overwrite)
     print(path)
     return 0
