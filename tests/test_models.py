@@ -11,8 +11,10 @@ from esc50tf.models.build import build_model
 
 SR, N = 8000, 8000  # 1 s at 8 kHz
 FEATURES = FeatureConfig(sample_rate=SR, n_fft=256, hop_length=64, n_mels=32)  # 126 frames
-# The PANNs family has its own front end and is tested at reduced width in test_panns.py.
-KERAS_MODELS = [s.name for s in models.specs() if s.keras and s.family != "panns"]
+# The PANNs and EfficientAT families have their own front ends and are tested at reduced
+# width in test_panns.py and test_efficientat.py.
+KERAS_MODELS = [s.name for s in models.specs()
+                if s.keras and s.family not in ("panns", "efficientat")]
 CLASSIC_MODELS = [s.name for s in models.specs() if not s.keras]
 
 
@@ -30,7 +32,8 @@ def test_registry_lists_every_study_model():
                 "lstm", "bilstm", "gru", "bigru", "hybrid", "hybrid_seed"}
     assert expected <= set(models.names())
     for spec in models.specs():
-        assert spec.description and spec.family in ("classic", "cnn", "rnn", "hybrid", "panns")
+        assert spec.description and spec.family in ("classic", "cnn", "rnn", "hybrid", "panns",
+                                                     "efficientat")
 
 
 def test_unknown_model_lists_valid_names():
