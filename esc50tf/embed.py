@@ -32,24 +32,44 @@ from esc50tf.io import atomic_path
 MIN_SECONDS = 1.0  # five 2x time poolings need at least 32 frames
 
 
-def load_embedder(weights):
-    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file."""
-    import keras
+def load_reference(weights):
+    """(reference AudioSet model with `weights` loaded, architecture name, metadata).
 
-    from esc50tf.models import panns
+    `weights` is a converted file or a cached checkpoint name of any
+    pretrained architecture (PANNs CNN14s, EfficientAT mn); the model is
+    built by its family's module at the size the file records.
+    """
+    import importlib
+
     from esc50tf.pretrained import architectures, convert, store
 
     path, meta = store.resolve_weights(weights)
     arch = meta.get("model")
-    if arch not in architectures.ARCHITECTURES:
-        raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
-                         f"({', '.join(architectures.ARCHITECTURES)})")
+    try:
+        settings = architectures.get(arch)
+    except Esc50Error:
+        raise Esc50Error(f"{path}: weights of {arch!r}, not a pretrained architecture "
+                         f"({', '.join(architectures.ARCHITECTURES)}, mn04 ... mn40)") from None
     held = meta.get("architecture") or {}
+    family = architectures.family(arch)
+    module = importlib.import_module(f"esc50tf.models.{family}")
+    classes = int(held.get("classes_num", settings["classes_num"]))
+    if family == "efficientat":
+        model = module.build_reference(arch, width=held.get("width"), classes_num=classes)
+    else:
+        model = module.build_reference(arch, widths=held.get("widths"),
+                                       embedding_size=held.get("embedding_size"),
+                                       classes_num=classes)
     converted, _ = store.load_weights(path)
-    model = panns.build_reference(arch, widths=held.get("widths"),
-                                  embedding_size=held.get("embedding_size"),
-                                  classes_num=held.get("classes_num", 527))
     convert.load_into(model, converted)
+    return model, arch, meta
+
+
+def load_embedder(weights):
+    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file."""
+    import keras
+
+    model, arch, _meta = load_reference(weights)
     embedder = keras.Model(model.input, model.output["embedding"], name=f"{arch}_embedder")
     return embedder, arch
 

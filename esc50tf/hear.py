@@ -77,32 +77,14 @@ def load_model(model_file_path=""):
     Returns:
         HearModel with `sample_rate`, `scene_embedding_size`, `timestamp_embedding_size`.
     """
-    import importlib
-
-    from esc50tf.pretrained import architectures, convert, store
+    from esc50tf.embed import load_reference
+    from esc50tf.pretrained import architectures
 
     if not model_file_path:
         raise Esc50Error("load_model needs a weights file or a cached checkpoint name "
                          "(see `esc50tf pretrained list`)")
-    path, meta = store.resolve_weights(model_file_path)
-    arch = meta.get("model")
-    try:
-        settings = architectures.get(arch)
-    except Esc50Error:
-        raise Esc50Error(f"{path}: holds {arch!r} weights, not a pretrained architecture "
-                         "the HEAR API knows") from None
-    held = meta.get("architecture") or {}
-    family = architectures.family(arch)
-    module = importlib.import_module(f"esc50tf.models.{family}")
-    classes = int(held.get("classes_num", settings["classes_num"]))
-    if family == "efficientat":
-        model = module.build_reference(arch, width=held.get("width"), classes_num=classes)
-    else:
-        model = module.build_reference(arch, widths=held.get("widths"),
-                                       embedding_size=held.get("embedding_size"),
-                                       classes_num=classes)
-    converted, _meta = store.load_weights(path)
-    convert.load_into(model, converted)
+    model, arch, _meta = load_reference(model_file_path)
+    settings = architectures.get(arch)
     size = int(model.output["embedding"].shape[-1])
     return HearModel(model, arch, settings["sample_rate"], size)
 

@@ -287,3 +287,45 @@ def test_weights_of_another_width_family_are_refused(weights_w010):
     with pytest.raises(Esc50Error, match="holds mn10 weights"):
         build_model(cfg, FeatureConfig(**arch.feature_settings("mn04")), num_classes=3,
                     num_samples=16000)
+
+
+def test_linear_probe_on_mn_embeddings(weights_w010, tiny_tfrecords, tmp_path):
+    """`embed` and the linear probe take mn weights as they take CNN14's (8 kHz clips resampled)."""
+    from esc50tf.cli import main
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
+
+    emb = tmp_path / "emb.npz"
+    assert main(["embed", str(weights_w010), str(tiny_tfrecords), "--out", str(emb),
+                 "--no-progress"]) == 0
+    with np.load(emb) as f:
+        assert f["embeddings"].shape == (40, 96) and np.isfinite(f["embeddings"]).all()
+    cfg = resolve_config("logreg", overrides={
+        "train": {"data": str(tiny_tfrecords), "out": str(tmp_path / "probe"),
+                  "protocol": "test-fold", "test_fold": 1},
+        "model": {"classic_features": "embeddings", "weights": str(weights_w010)}})
+    report = train(cfg)
+    assert 0.0 <= report["accuracy"] <= 1.0
+    result = json.loads((tmp_path / "probe" / "fold1" / "result.json").read_text())
+    assert result["feature_dim"] == 96
+
+
+def test_finetune_preset_is_the_reference_recipe(weights_w010):
+    from esc50tf.models.optimizers import WarmupRampdown
+    from esc50tf.recipe import learning_rate
+    from esc50tf.run_config import resolve_config
+
+    cfg = resolve_config("mn10", overrides={"model": {"weights": str(weights_w010)}})
+    t = cfg.train
+    assert t.preset == "finetune" and t.optimizer == "adam" and t.lr == 6e-5
+    assert (t.batch_size, t.epochs, t.schedule, t.warmup_epochs) == (128, 80, "rampdown", 10.0)
+    assert cfg.augment.mix == "mixup" and cfg.augment.mixup_alpha == 0.3
+    assert tuple(cfg.augment.gain_db) == (-12.0, 12.0)
+    assert cfg.features.kind == "kaldi_mel" and cfg.model.normalization == "none"
+    schedule = learning_rate(t, t.lr, steps_per_epoch=1)
+    assert isinstance(schedule, WarmupRampdown)
+    # ex_esc50.py's factors: exp(-5 (1 - e / 10)^2) while warming up, 1 at epoch 10, linear
+    # to 0.01 at epoch 75, then 0.01.
+    for epoch, factor in ((0, np.exp(-5 * 0.95 ** 2)), (5, np.exp(-5 * 0.25)), (10, 1.0),
+                          (42.5, 0.505), (75, 0.01), (79, 0.01)):
+        assert float(schedule(epoch)) == pytest.approx(6e-5 * factor, rel=1e-4), epoch
