@@ -104,7 +104,9 @@ def main(argv=None):
             out = Path(workdir) / f"mn_{label}"
             card = export_run(args.run, ExportConfig(out=str(out), quantize=quantize),
                               log=lambda _: None)
-            targets.append((f"{card.get('model', 'mn')} {label}", out / card["file"],
+            model = card.get("model")
+            model = model.get("name") if isinstance(model, dict) else model
+            targets.append((f"{model} {label}", out / card["file"],
                             card.get("parity", {}).get("top1_agreement"),
                             card.get("parity", {}).get("clips")))
         for name in ("cnn14", "cnn_small"):
