@@ -60,7 +60,7 @@ def measure(checkpoint, fixtures):
     state = read_torch_checkpoint(checkpoint)
     width = efficientat.width_of(state)
     model = build_reference("mn10", width=width)
-    load_into(model, efficientat.convert_state_dict(state))
+    load_into(model, efficientat.convert_state_dict(state)[0])
     seconds = time.perf_counter() - start
     params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     network = keras.Model(model.get_layer("to_frequency_time").input,

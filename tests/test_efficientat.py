@@ -51,7 +51,7 @@ def converted_model(request):
     state = read_torch_checkpoint(FIXTURES / f"mn_{tag}.pt")
     assert arch.width_of(state) == WIDTHS[tag]
     model = mn.build_reference("mn10", width=WIDTHS[tag])
-    convert.load_into(model, arch.convert_state_dict(state))
+    convert.load_into(model, arch.convert_state_dict(state)[0])
     return model, dict(np.load(FIXTURES / f"mn_{tag}.outputs.npz"))
 
 
@@ -168,12 +168,12 @@ def test_layer_names_follow_the_state_dict():
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
 
     state = read_torch_checkpoint(FIXTURES / "mn_w010.pt")
-    converted = arch.convert_state_dict(state)
+    converted, sources = arch.convert_state_dict(state)
     model = mn.build_reference("mn10", width=0.1)
     loadable = {layer.name for layer in model.layers if layer.weights and "frontend" != layer.name}
     assert "features_4_block_1_conc_se_layers_0_fc1" in loadable
     assert set(converted) == loadable
-    assert converted.sources["features_4_block_1_conc_se_layers_0_fc1"][0] == \
+    assert sources["features_4_block_1_conc_se_layers_0_fc1"][0] == \
         "features.4.block.1.conc_se_layers.0.fc1.weight"
     assert converted["features_1_block_0_0"][0].shape == (3, 3, 8, 1)  # depthwise kernel
 

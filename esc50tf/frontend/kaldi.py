@@ -125,8 +125,6 @@ class KaldiMelSpectrogram(MelSpectrogram):
         for fixed in ("window", "center", "pad_mode", "power", "log", "top_db", "ref",
                       "log_offset", "mel_scale", "norm"):
             kwargs.pop(fixed, None)  # fixed by the reference; get_config of the base lists them
-        if fmax is None:
-            fmax = sample_rate / 2.0 - 1000.0
         check_args(dict(sample_rate=sample_rate, win_length=win_length, n_fft=n_fft),
                    ValueError, type(self).__name__)
         super().__init__(sample_rate=sample_rate, n_mels=n_mels, fmin=fmin, fmax=fmax,
@@ -139,8 +137,13 @@ class KaldiMelSpectrogram(MelSpectrogram):
         return {
             "window": symmetric_hann(self.win_length or self.n_fft, self.n_fft),
             "mel": kaldi_mel_filterbank(self.sample_rate, self.n_fft, self.n_mels,
-                                        self.fmin, self.fmax),
+                                        self.fmin, self.effective_fmax),
         }
+
+    @property
+    def effective_fmax(self):
+        """`fmax`, or the reference's default `sample_rate / 2 - 1000` for None."""
+        return self.sample_rate / 2.0 - 1000.0 if self.fmax is None else self.fmax
 
     def _compute(self, x, c, xp):
         x = x[..., 1:] - PREEMPHASIS * x[..., :-1]  # [..., samples - 1]

@@ -26,7 +26,7 @@ stem convolution), `features.0.1.*` (its batch norm), `features.N.block.K.0`
 The Keras layers carry the same paths with "." replaced by "_".
 
 >>> channels(0.4)[:3], last_channels(0.4)
-([16, 16, 24], (64, 384, 512))
+([8, 8, 16], (64, 384, 512))
 """
 
 from __future__ import annotations
@@ -149,13 +149,13 @@ def convert_state_dict(state_dict):
     beta, moving mean, moving variance (`num_batches_tracked` dropped).
 
     Returns:
-        `esc50tf.pretrained.convert.ConvertedWeights`.
+        (arrays, sources): `{keras layer: [arrays in Keras order]}` and
+        `{keras layer: [their PyTorch keys]}` (for error messages;
+        `esc50tf.pretrained.convert.ConvertedWeights(arrays, sources=sources)`).
 
     Raises:
         Esc50Error: a key that is no conv, linear or batch norm parameter.
     """
-    from esc50tf.pretrained.convert import ConvertedWeights
-
     modules = {}
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked"):
@@ -164,7 +164,7 @@ def convert_state_dict(state_dict):
         if not module.startswith(("features.", "classifier.")):
             raise Esc50Error(f"unexpected key {key!r}: not an EfficientAT mn state dict")
         modules.setdefault(module, {})[param] = np.asarray(value, np.float32)
-    converted = ConvertedWeights()
+    converted, sources = {}, {}
     for module, params in modules.items():
         names = set(params)
         if names == set(_BN_PARAMS):
@@ -190,5 +190,5 @@ def convert_state_dict(state_dict):
                              "linear or batch-norm module)")
         layer = module.replace(".", "_")
         converted[layer] = [np.ascontiguousarray(a) for a in arrays]
-        converted.sources[layer] = keys
-    return converted
+        sources[layer] = keys
+    return converted, sources

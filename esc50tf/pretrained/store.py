@@ -257,7 +257,10 @@ def convert_checkpoint(architecture, checkpoint, out, *, build, name=None, width
         from esc50tf.pretrained import efficientat
 
         width = efficientat.width_of(state)
-        converted = efficientat.convert_state_dict(state)
+        from esc50tf.pretrained.convert import ConvertedWeights
+
+        arrays, sources = efficientat.convert_state_dict(state)
+        converted = ConvertedWeights(arrays, sources=sources)
         del state
         classes = int(converted["classifier_5"][0].shape[-1]) if "classifier_5" in converted \
             else settings["classes_num"]
