@@ -332,3 +332,35 @@ def test_finetune_preset_is_the_reference_recipe(weights_w010):
     for epoch, factor in ((0, np.exp(-5 * 0.95 ** 2)), (5, np.exp(-5 * 0.25)), (10, 1.0),
                           (42.5, 0.505), (75, 0.01), (79, 0.01)):
         assert float(schedule(epoch)) == pytest.approx(6e-5 * factor, rel=1e-4), epoch
+
+
+def test_the_family_answers_through_the_registry_hooks(weights_w010):
+    """register_family("efficientat"): its rate, front end and refusals, asked of the registry."""
+    from esc50tf import models
+    from esc50tf.models import registry
+    from esc50tf.run_config import resolve_config
+
+    assert ("efficientat", "EfficientAT") in [(f.name, f.label) for f in models.families()]
+    assert registry.required_sample_rate("mn10") == 32000
+    assert registry.required_sample_rate("cnn_small") is None
+    assert registry.reads_converted_weights(ModelConfig(name="mn04"))
+    cfg = resolve_config("mn10")
+    assert cfg.features.to_dict() == FeatureConfig(**arch.feature_settings("mn10")).to_dict()
+    assert cfg.train.preset == "default"  # no weights: the random trunk, not the finetune recipe
+    weights = {"weights": str(weights_w010)}
+    for over, match in (({"features": {"n_mels": 64}}, "mn10 front end.*n_mels=128"),
+                        ({"model": {"normalization": "frequency"}}, r"\(x \+ 4.5\) / 5"),
+                        ({"model": {"freeze_backbone": True}}, "random trunk"),
+                        ({"model": weights, "train": {"trunk_lr_scale": 0.1}},
+                         "change nothing on mn10's mn10 trunk")):
+        with pytest.raises(Esc50Error, match=match):
+            resolve_config("mn10", overrides=over)
+    manifest = {"config": {"sample_rate": 8000}, "source": {"data_dir": "ESC-50"}}
+    with pytest.raises(Esc50Error, match=r"(?s)takes 32000 Hz.*--sample-rate 32000"):
+        registry.check_data(ModelConfig(name="mn10"), manifest, "data")
+    manifest["config"]["sample_rate"] = 32000
+    registry.check_data(ModelConfig(name="mn10"), manifest, "data")
+    base, over = {"features": {"kind": "mel"}}, {"features": {"n_mels": 64}, "model": {},
+                                                 "train": {}}
+    registry.fit_trial("mn10", base, over)  # tune's front-end draws do not reach the trunk
+    assert over["features"] == {} and "features" not in base

@@ -258,13 +258,8 @@ for _name in arch.WIDTHS:
 
 
 def freeze_trunk(model):
-    """Makes the pretrained layers non-trainable (their batch norms keep their statistics)."""
-    frozen = 0
-    for layer in model.layers:
-        if is_trunk_layer(layer.name):
-            layer.trainable = False
-            frozen += 1
-    return frozen
+    """Makes the pretrained layers (`TRUNK_PREFIXES`) non-trainable."""
+    return panns.freeze_trunk(model, is_trunk_layer)
 
 
 def load_pretrained(model, model_config):

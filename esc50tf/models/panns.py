@@ -528,11 +528,14 @@ def build_cnn14_sed(x, config, num_classes):
     return keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
 
 
-def freeze_trunk(model):
-    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics)."""
+def freeze_trunk(model, is_trunk=is_trunk_layer):
+    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics).
+
+    `is_trunk(layer name) -> bool` says which they are (the PANNs trunk's by default).
+    """
     frozen = 0
     for layer in model.layers:
-        if is_trunk_layer(layer.name):
+        if is_trunk(layer.name):
             layer.trainable = False
             frozen += 1
     return frozen
