@@ -9,6 +9,13 @@ built with random weights and converted to float TFLite the same way
 (`build_export_model` -> SavedModel -> `convert_tflite`): their latency and
 size do not depend on training, their agreement is not measured.
 
+`--calibration-clips 50,200,...` exports int8 once per calibration-set size
+(training-side clips only, as `export` chooses them; the test clips only
+measure). `--label NAME` names the report (`NAME-<mode>-cpu.json`), so the
+run of a trained model does not overwrite another's; `--no-references`
+skips CNN14 and cnn_small (agreement only). Each row records the run's test
+accuracy, the export's, the agreement and the largest probability change.
+
 Each .tflite is timed with the LiteRT interpreter at `num_threads=1`, one
 clip per call: a 5 s clip and a 1 s window (the interpreter's input resized;
 every model here pools globally over time). `--repeats` repeats of `--calls`
@@ -16,7 +23,8 @@ calls after 2 warm-up calls, median ms per call reported, and the ratio of
 CNN14 float's 5 s latency to each model's.
 
 Usage:
-    python -m benchmarks.export_latency --run RUN [--quick]
+    python -m benchmarks.export_latency --run RUN [--quick] [--calibration-clips 50,200]
+        [--label export_latency_trained] [--no-references]
 
 Writes `OUT/export_latency-<quick|full>-cpu.json` and `.md` (OUT defaults to
 benchmarks/results) and prints the table. On a shared CPU the other
@@ -47,7 +55,16 @@ def parse_args(argv):
     parser.add_argument("--run", required=True, metavar="RUN",
                         help="a run of an mn model (e.g. train --model mn10 --weights mn10_as)")
     parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--calibration-clips", default="200", metavar="N[,N...]",
+                        help="int8 calibration-set sizes, one export each (default 200, "
+                        "export's)")
+    parser.add_argument("--label", default="export_latency",
+                        help="report name: LABEL-<mode>-cpu.json (default export_latency)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="leave out the random CNN14 and cnn_small references")
     args = parser.parse_args(argv)
+    args.calibration_clips = common.parse_csv(parser, "--calibration-clips",
+                                              args.calibration_clips, cast=int)
     mode = QUICK if args.quick else FULL
     args.calls = args.calls or mode["calls"]
     args.repeats = getattr(args, "repeats", None) or mode["repeats"]
@@ -99,36 +116,48 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory(prefix="export_latency-") as workdir:
         targets = []
-        for label, quantize in MN_VARIANTS:
+        variants = [(label, quantize, None) for label, quantize in MN_VARIANTS[:2]]
+        variants += [(f"int8 (calibration {n})" if len(args.calibration_clips) > 1 else "int8",
+                      "int8", n) for n in args.calibration_clips]
+        for i, (label, quantize, calibration) in enumerate(variants):
             common.log(f"exporting {args.run} ({label})")
-            out = Path(workdir) / f"mn_{label}"
-            card = export_run(args.run, ExportConfig(out=str(out), quantize=quantize),
+            out = Path(workdir) / f"mn_{i}"
+            extra = {} if calibration is None else {"calibration_clips": calibration}
+            card = export_run(args.run, ExportConfig(out=str(out), quantize=quantize, **extra),
                               log=lambda _: None)
             model = card.get("model")
             model = model.get("name") if isinstance(model, dict) else model
-            targets.append((f"{model} {label}", out / card["file"],
-                            card.get("parity", {}).get("top1_agreement"),
-                            card.get("parity", {}).get("clips")))
-        for name in ("cnn14", "cnn_small"):
-            common.log(f"converting a random {name}")
-            targets.append((f"{name} float (random weights)", _random_tflite(name, workdir),
-                            None, None))
-        for name, path, agreement, clips in targets:
+            parity = card.get("parity") or {}
+            targets.append((f"{model} {label}", out / card["file"], {
+                "top1_agreement": parity.get("top1_agreement"),
+                "agreement_clips": parity.get("clips"),
+                "max_abs_prob_diff": parity.get("max_abs_prob_diff"),
+                "accuracy_keras": parity.get("accuracy_reference"),
+                "accuracy_export": parity.get("accuracy_export"),
+                "calibration_clips": (card.get("calibration") or {}).get("clips")}))
+        if not args.no_references:
+            for name in ("cnn14", "cnn_small"):
+                common.log(f"converting a random {name}")
+                targets.append((f"{name} float (random weights)",
+                                _random_tflite(name, workdir), {}))
+        for name, path, parity in targets:
             common.log(f"timing {name}")
             runner = TFLiteRunner(path, num_threads=1)
             rows.append({"name": name, "size_mb": round(path.stat().st_size / 1e6, 2),
                          "ms_per_5s_clip": round(_time(runner, 5.0, args.calls, args.repeats), 1),
                          "ms_per_1s_window": round(_time(runner, 1.0, args.calls, args.repeats),
                                                    1),
-                         "top1_agreement": agreement, "agreement_clips": clips})
-    cnn14 = next(r for r in rows if r["name"].startswith("cnn14"))["ms_per_5s_clip"]
+                         "top1_agreement": None, "agreement_clips": None, **parity})
+    base = next((r for r in rows if r["name"].startswith("cnn14")), rows[0])["ms_per_5s_clip"]
     for r in rows:
-        r["speedup_vs_cnn14_float"] = round(cnn14 / r["ms_per_5s_clip"], 1)
-    payload = common.new_payload("export_latency", args.quick)
+        r["speedup_vs_cnn14_float"] = round(base / r["ms_per_5s_clip"], 1) \
+            if not args.no_references else None
+    payload = common.new_payload(args.label, args.quick)
     payload.update({
         "device": {"label": "cpu"}, "environment": common.finish_environment(env),
         "config": {"run": str(args.run), "calls": args.calls, "repeats": args.repeats,
-                   "threads": 1, "command": common.command_line(argv)},
+                   "threads": 1, "calibration_clips": list(args.calibration_clips),
+                   "command": common.command_line(argv)},
         "results": rows,
         "notes": ["LiteRT interpreter, num_threads=1, one clip per call, median ms; the "
                   "1 s window resizes the interpreter's input.",
@@ -139,8 +168,12 @@ def main(argv=None):
                ("ms / 5 s clip", lambda r: r["ms_per_5s_clip"]),
                ("ms / 1 s window", lambda r: r["ms_per_1s_window"]),
                ("x faster than CNN14 float", lambda r: r["speedup_vs_cnn14_float"]),
-               ("top-1 agreement", lambda r: r["top1_agreement"])]
-    markdown = "\n".join([f"# export_latency (CPU, 1 thread)", "",
+               ("top-1 agreement", lambda r: r["top1_agreement"]),
+               ("max abs dp", lambda r: r.get("max_abs_prob_diff")),
+               ("accuracy Keras / export",
+                lambda r: (f"{r['accuracy_keras']:.3f} / {r['accuracy_export']:.3f}"
+                           if r.get("accuracy_keras") is not None else "-"))]
+    markdown = "\n".join([f"# {args.label} (CPU, 1 thread)", "",
                           f"{payload['created']}; run `{args.run}`.", "",
                           common.markdown_table(rows, columns)])
     common.write_report(args.out, "cpu", payload, markdown)
