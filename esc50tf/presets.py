@@ -48,7 +48,8 @@ frames and two frequency masks of up to 8 bins, and mixup with alpha 1.0.
 Like `default`, a fixed budget: 2 epochs of warmup, cosine decay to 1e-5,
 no early stopping, and validation deciding nothing when it is too small; the
 last epoch's weights are reported (no SWA: its batch-norm pass would move
-the statistics of a frozen trunk).
+the statistics of a frozen trunk). The EfficientAT `mn` models take their
+reference's own recipe instead (`_FINETUNE_EFFICIENTAT`, below).
 """
 
 from __future__ import annotations
