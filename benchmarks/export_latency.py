@@ -128,13 +128,16 @@ def main(argv=None):
             model = card.get("model")
             model = model.get("name") if isinstance(model, dict) else model
             parity = card.get("parity") or {}
+            used = (card.get("calibration") or {}).get("clips")
+            if calibration is not None and used != calibration:  # fewer training-side clips
+                label = label.replace(f"calibration {calibration}", f"calibration {used}")
             targets.append((f"{model} {label}", out / card["file"], {
                 "top1_agreement": parity.get("top1_agreement"),
                 "agreement_clips": parity.get("clips"),
                 "max_abs_prob_diff": parity.get("max_abs_prob_diff"),
                 "accuracy_keras": parity.get("accuracy_reference"),
                 "accuracy_export": parity.get("accuracy_export"),
-                "calibration_clips": (card.get("calibration") or {}).get("clips")}))
+                "calibration_clips": used}))
         if not args.no_references:
             for name in ("cnn14", "cnn_small"):
                 common.log(f"converting a random {name}")
