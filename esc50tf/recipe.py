@@ -34,7 +34,10 @@ import numpy as np
 
 from esc50tf.io import write_npz
 
-SCHEDULES = ("plateau", "cosine", "constant")
+SCHEDULES = ("plateau", "cosine", "constant", "rampdown")
+# `rampdown` (EfficientAT's fine-tuning schedule): the ramp down ends this fraction of the
+# budget before the end (5 of its 80 epochs), at min_lr.
+RAMPDOWN_TAIL = 1 / 16
 FINAL_WEIGHTS = ("best", "last", "ema", "swa")
 BALANCE = ("none", "class_weights")
 
@@ -66,6 +69,12 @@ def learning_rate(t, lr, steps_per_epoch):
         raise ValueError(f"schedule {t.schedule!r} needs the number of steps per epoch")
     total = t.epochs * steps_per_epoch
     decay_steps = max(1, total - warmup)
+    if t.schedule == "rampdown":
+        from esc50tf.models.optimizers import WarmupRampdown
+
+        end = int(round(total * (1 - RAMPDOWN_TAIL)))
+        return WarmupRampdown(float(lr), warmup, warmup, max(1, end - warmup),
+                              min(1.0, t.min_lr / lr))
     # alpha: the floor as a fraction of the peak; 1 keeps the rate constant after warmup.
     alpha = 1.0 if t.schedule == "constant" else min(1.0, t.min_lr / lr)
     if warmup:

@@ -72,7 +72,8 @@ class TrainConfig(Config):
         early_stopping_patience: int. EarlyStopping on validation loss (the study: 10);
             0 = off. The best-val-accuracy checkpoint is kept too.
         schedule: str. "plateau" (ReduceLROnPlateau, the study's), "cosine" (decay to
-            min_lr over the epoch budget) or "constant". See esc50tf.recipe.
+            min_lr over the epoch budget), "constant" or "rampdown" (EfficientAT's
+            exponential warm-up and linear ramp down). See esc50tf.recipe.
         warmup_epochs: float. Linear warmup from 0 to lr (cosine and constant), at most
             half the epoch budget.
         min_val_per_class: float. Validation clips per class (mean) below which early
@@ -144,7 +145,8 @@ class TrainConfig(Config):
     lr_patience: int = setting(5, flag="--lr-patience", type="positive_int",
                                help="ReduceLROnPlateau patience (default 5, factor 0.2)")
     min_lr: float = setting(1e-5, flag="--min-lr", type=float,
-                            help="floor of the cosine and plateau schedules (default 1e-5)")
+                            help="floor of the cosine, plateau and rampdown schedules "
+                            "(default 1e-5)")
     early_stopping_patience: int = setting(
         10, flag="--early-stopping-patience", type=int,
         help="EarlyStopping patience on validation loss; 0: off (default preset: 0; seed: 10)")
@@ -152,10 +154,12 @@ class TrainConfig(Config):
     schedule: str = setting(
         "plateau", flag="--schedule", choices=tuple(recipe.SCHEDULES),
         help="learning rate: plateau (ReduceLROnPlateau on validation), cosine decay over the "
-        "epoch budget, or constant (default preset: cosine; seed: plateau)")
+        "epoch budget, constant, or rampdown (EfficientAT's: exponential warm-up, linear ramp "
+        "down to min_lr) (default preset: cosine; seed: plateau)")
     warmup_epochs: float = setting(
         0.0, flag="--warmup-epochs", type=float,
-        help="linear warmup epochs before cosine or constant (default preset: 5)")
+        help="warmup epochs before cosine or constant (linear) or rampdown (exponential) "
+        "(default preset: 5)")
     min_val_per_class: float = setting(
         0.0, flag="--min-val-per-class", type=float,
         help="validation clips per class below which early stopping and plateau cuts are off "

@@ -22,8 +22,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SCORES = {"folds": [], "classes": ["a"], "accuracy": 0.5, "accuracy_std": 0.0, "macro_f1": 0.5,
           "weighted_f1": 0.5}
 
-LAYER_NAMES = ["Spectrogram", "MelSpectrogram", "MFCC", "AddChannelAxis", "ResizeToImage",
-               "FrequencyNormalization", "InstanceNormalization"]
+LAYER_NAMES = ["Spectrogram", "MelSpectrogram", "MFCC", "KaldiMelSpectrogram", "AddChannelAxis",
+               "ResizeToImage", "FrequencyNormalization", "InstanceNormalization"]
 
 
 def test_config_and_registry_import_without_keras():
@@ -38,7 +38,7 @@ def test_config_and_registry_import_without_keras():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["mel,mfcc,stft", "39", "87"]
+    assert out.stdout.split() == ["mel,mfcc,stft,kaldi_mel", "39", "87"]
 
 
 def test_layer_names_are_loaded_on_first_access():
@@ -68,7 +68,9 @@ def test_a_model_saved_before_the_package_loads_with_equal_outputs():
     F.register_layers()
     model = keras.models.load_model(FIXTURES / "frontend_pre_r14.keras")
     expected = np.load(FIXTURES / "frontend_pre_r14.npz")
-    assert {type(layer).__name__ for layer in model.layers} >= set(LAYER_NAMES)
+    # (KaldiMelSpectrogram came later than this file.)
+    assert {type(layer).__name__ for layer in model.layers} >= set(LAYER_NAMES) - {
+        "KaldiMelSpectrogram"}
     out = model.predict(expected["x"], verbose=0)
     for key in ("image", "mfcc", "stft"):
         np.testing.assert_allclose(np.asarray(out[key]), expected[key], rtol=1e-5, atol=1e-4)
@@ -99,10 +101,11 @@ def test_registry_entry_agrees_with_its_layer(kind):
 def test_fields_a_kind_does_not_read_are_not_passed_to_its_layer():
     assert "n_mels" not in F.FeatureConfig(kind="stft").layer_kwargs()
     assert "n_mfcc" not in F.FeatureConfig(kind="mel").layer_kwargs()
-    assert kinds_reading("n_mels") == ("mel", "mfcc")
+    assert kinds_reading("n_mels") == ("mel", "mfcc", "kaldi_mel")
     assert kinds_reading("n_mfcc") == ("mfcc",)
     assert kinds_reading("n_fft") == F.KINDS
-    with pytest.raises(Esc50Error, match=r"unknown front end 'cqt'; allowed: mel, mfcc, stft"):
+    with pytest.raises(Esc50Error,
+                       match=r"unknown front end 'cqt'; allowed: mel, mfcc, stft, kaldi_mel"):
         F.frontend_spec("cqt")
 
 
@@ -140,7 +143,9 @@ def test_cli_tune_and_study_take_their_choices_from_the_registry(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(argv)
         assert f"invalid choice: 'cqt' (choose from {listed})" in capsys.readouterr().err
-    assert tune.PARAMS["features"].default["values"] == list(F.KINDS)
+    # tune draws the general front ends; kaldi_mel is the mn trunks' own (searched=False).
+    assert tune.PARAMS["features"].default["values"] == list(F.SEARCHED_KINDS)
+    assert F.SEARCHED_KINDS == tuple(k for k in F.KINDS if k != "kaldi_mel")
     assert tune.PARAMS["n_mels"].when == ("features", kinds_reading("n_mels"))
     assert tune.PARAMS["n_mfcc"].when == ("features", kinds_reading("n_mfcc"))
     assert tuple(study.FEATURE_KINDS) == F.KINDS

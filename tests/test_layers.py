@@ -16,6 +16,7 @@ import pytest
 import esc50tf
 from esc50tf import augment as A
 from esc50tf import frontend as F
+from esc50tf.frontend.kaldi import KaldiMelSpectrogram
 from esc50tf.models import layers as L
 from layer_testing import run_layer_test, shifts_of, snr_db
 
@@ -130,6 +131,8 @@ CASES = {
             dict(expected_output_shape=(2, 32, 32), xla=False, **FRONT_OPTIONS)),
     "mfcc": (F.MFCC, dict(FRONT, n_mfcc=13, deltas=2, pad_mode="reflect", top_db=80.0), WAVE,
              dict(expected_output_shape=(2, 32, 39), **FRONT_OPTIONS)),
+    "kaldi_mel": (KaldiMelSpectrogram, dict(FRONT, win_length=200), WAVE,
+                  dict(expected_output_shape=(2, 32, 32), xla=False, **FRONT_OPTIONS)),
     # Adapters and normalisation.
     "add_channel_axis": (F.AddChannelAxis, {}, FEATS,
                          dict(reference=lambda _, x: x[..., None])),

@@ -15,7 +15,7 @@ from esc50tf.models.build import build_model
 SR, N = 8000, 8000  # 1 s at 8 kHz
 FEATURES = FeatureConfig(sample_rate=SR, n_fft=256, hop_length=64, n_mels=32)  # 126 frames
 CLASSIC_MODELS = [s.name for s in models.specs() if not s.keras]
-PANNS_FIXTURES = Path(__file__).parent / "fixtures" / "panns"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # The one table of every registered model (keras-hub's run_backbone_test): the smallest
 # settings it builds with, whether it takes more than about 5 s, and, for a model on a
@@ -41,6 +41,15 @@ ROWS = {
     "cnn14": (dict(normalization="none"), True, "cnn14"),
     "cnn14_16k": (dict(normalization="none"), False, "cnn14_16k"),
     "cnn14_sed": (dict(normalization="none"), True, "cnn14_sed"),
+    # The EfficientAT width-0.1 fixture, converted as each mn architecture (a weights
+    # file records its width), 1 s at 32 kHz: 8-16 s a row on the shared 2-core CPU. One
+    # builder makes all six (the width is its only difference), so mn10 is in the fast set.
+    "mn04": (dict(normalization="none"), True, "mn04"),
+    "mn05": (dict(normalization="none"), True, "mn05"),
+    "mn10": (dict(normalization="none"), False, "mn10"),
+    "mn20": (dict(normalization="none"), True, "mn20"),
+    "mn30": (dict(normalization="none"), True, "mn30"),
+    "mn40": (dict(normalization="none"), True, "mn40"),
 }
 
 
@@ -51,18 +60,24 @@ def _row_params():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """`arch -> converted weights file` of the reduced-width PANNs fixture checkpoints."""
-    from esc50tf.models import panns
-    from esc50tf.pretrained import store
+    """`arch -> converted weights file` of the reduced-width fixture checkpoints.
+
+    PANNs: each architecture's own; EfficientAT: the width-0.1 state dict for every mn.
+    """
+    from esc50tf.cli.pretrained import build_reference
+    from esc50tf.pretrained import architectures, store
 
     folder = tmp_path_factory.mktemp("weights")
     done = {}
 
     def get(arch):
         if arch not in done:
+            checkpoint = (FIXTURES / "panns" / f"{arch}.zip.pth"
+                          if architectures.family(arch) == "panns"
+                          else FIXTURES / "efficientat" / "mn_w010.pt")
             done[arch], _meta = store.convert_checkpoint(
-                arch, PANNS_FIXTURES / f"{arch}.zip.pth", folder / f"{arch}.npz",
-                build=panns.build_reference, log=lambda _: None)
+                arch, checkpoint, folder / f"{arch}.npz", build=build_reference,
+                log=lambda _: None)
         return str(done[arch])
 
     return get

@@ -779,7 +779,9 @@ def test_default_cache_follows_xdg(monkeypatch, tmp_path):
 
 
 def test_catalog_lists_the_official_checkpoints():
-    official = catalog.CHECKPOINTS
+    # The PANNs files (the EfficientAT ones: tests/test_efficientat.py).
+    official = {n: c for n, c in catalog.CHECKPOINTS.items()
+                if c.architecture in architectures.ARCHITECTURES}
     assert set(official) == {"cnn14", "cnn14_16k", "cnn14_sed"}
     maps = {name: c.audioset_map for name, c in official.items()}
     assert maps == {"cnn14": 0.431, "cnn14_16k": 0.438, "cnn14_sed": 0.385}
@@ -837,8 +839,10 @@ def test_download_from_a_file_url_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["pretrained", "download", "cnn14_tiny", "--cache-dir", str(cache)]) == 0
     weights = cache / "cnn14_tiny.weights.npz"
     assert capsys.readouterr().out.strip() == str(weights)
+    # The entry publishes no sha256: the first verified download's is pinned.
     assert sorted(p.name for p in cache.iterdir()) == ["cnn14_tiny.weights.json",
-                                                      "cnn14_tiny.weights.npz", "downloads"]
+                                                      "cnn14_tiny.weights.npz", "downloads",
+                                                      "pinned_sha256.json"]
     assert list((cache / "downloads").iterdir()) == []  # no .part, checkpoint removed
     path, meta = store.resolve_weights("cnn14_tiny", cache_dir=cache)
     assert path == weights and meta["name"] == "cnn14_tiny" and meta["model"] == "cnn14"

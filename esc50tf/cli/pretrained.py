@@ -9,12 +9,13 @@ from esc50tf.cli.options import add_quiet
 
 
 def _add_pretrained(p):
-    """list, download or convert AudioSet-pretrained PANNs weights
+    """list, download or convert AudioSet-pretrained PANNs and EfficientAT weights
 
-    AudioSet-pretrained PANNs checkpoints (Kong et al. 2020, Zenodo record 3987831): list
-    them, download one into the cache (converted to Keras weights), or convert a .pth you
-    already have. Reading a checkpoint needs no PyTorch, and a checkpoint whose pickle asks
-    for anything but tensors is refused.
+    AudioSet-pretrained checkpoints: PANNs (Kong et al. 2020, Zenodo record 3987831) and
+    EfficientAT's MobileNetV3s (Schmid et al. 2023, GitHub releases of fschmid56/EfficientAT):
+    list them, download one into the cache (converted to Keras weights), or convert a .pth
+    you already have. Reading a checkpoint needs no PyTorch, and a checkpoint whose pickle
+    asks for anything but tensors is refused.
     """
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -44,26 +45,36 @@ def _add_pretrained(p):
 
     cv = actions.add_parser(
         "convert", help="convert a .pth you have into a Keras weights file (offline)",
-        description="Convert a PANNs checkpoint you fetched yourself into an esc50tf weights "
-        "file (.npz, no pickle) with a JSON sidecar recording the model, the source file, "
-        "its sha256 and the date.")
+        description="Convert a PANNs or EfficientAT checkpoint you fetched yourself into an "
+        "esc50tf weights file (.npz, no pickle) with a JSON sidecar recording the model, the "
+        "source file, its sha256 and the date. NAME is the architecture, not the catalog "
+        "name: `esc50tf pretrained convert mn10 mn10_as_mAP_471.pt --out mn10.weights.npz`.")
     cv.add_argument("name", metavar="NAME", help="its architecture: "
                     + ", ".join(_architectures()))
     cv.add_argument("checkpoint", metavar="CHECKPOINT.pth", help="the PyTorch checkpoint")
     cv.add_argument("--out", required=True, metavar="FILE",
-                    help="weights file to write (e.g. cnn14.weights.npz)")
+                    help="weights file to write (e.g. cnn14.weights.npz, mn10.weights.npz)")
     cv.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     cv.set_defaults(handler=_run_convert)
 
 
 def _architectures():
-    from esc50tf.pretrained import catalog
+    from esc50tf.pretrained import architectures
 
-    return sorted({c.architecture for c in catalog.CHECKPOINTS.values()})
+    return architectures.names()
 
 
 def _size(n):
     return f"{n / 1e6:.1f} MB" if n else "-"
+
+
+def _pinned(name, cache_dir):
+    from esc50tf.pretrained import store
+
+    pinned = store.pinned_sha256(name, cache_dir)
+    if pinned:
+        return f"{pinned} (recorded at the first verified download; none published)"
+    return "not recorded"
 
 
 def _run_list(args):
@@ -75,7 +86,7 @@ def _run_list(args):
         rows.append({
             "name": c.name, "architecture": c.architecture, "file": c.file_name,
             "url": c.url, "size": c.size, "md5": c.md5,
-            "sha256": c.sha256 or "not recorded", "licence": c.licence,
+            "sha256": c.sha256 or _pinned(c.name, args.cache_dir), "licence": c.licence,
             "audioset_map": c.audioset_map, "cached": cached, "note": c.note,
         })
     if args.json:
@@ -92,11 +103,17 @@ def _run_list(args):
     return 0
 
 
+def build_reference(architecture, **kwargs):
+    """The reference model of `architecture`, built by its family's module (PANNs, EfficientAT)."""
+    from esc50tf.models import registry
+
+    return registry.trunk_module(architecture).build_reference(architecture, **kwargs)
+
+
 def _run_download(args):
-    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
-    path, meta = store.download(args.name, build=panns.build_reference, url=args.url,
+    path, meta = store.download(args.name, build=build_reference, url=args.url,
                                 cache_dir=args.cache_dir, overwrite=args.overwrite,
                                 keep_checkpoint=args.keep_checkpoint,
                                 progress=not args.quiet)
@@ -105,15 +122,14 @@ def _run_download(args):
 
 
 def _run_convert(args):
-    from esc50tf.models import panns
     from esc50tf.pretrained import store
 
     path, meta = store.convert_checkpoint(args.name, args.checkpoint, args.out,
-                                          build=panns.build_reference, overwrite=args.overwrite)
+                                          build=build_reference, overwrite=args.overwrite)
     print(path)
     return 0
 
 
-# Downloading and converting build the PANNs model in Keras.
+# Downloading and converting build the model in Keras.
 COMMANDS = (Command("pretrained", _add_pretrained, None,
                     tensorflow=lambda args: args.action != "list"),)

@@ -89,7 +89,8 @@ def _add_train(p):
     p.add_argument("--preset", choices=presets.PRESETS, default=None,
                    help="default: a strong recipe from the literature (the default, unless "
                    "--config names one); seed: the study's settings for the model; "
-                   "finetune: for pretrained PANNs trunks (chosen automatically when --weights is given)")
+                   "finetune: for pretrained PANNs and EfficientAT trunks (chosen automatically "
+                   "when --weights is given)")
     proto = p.add_mutually_exclusive_group()
     proto.add_argument("--cv", action="store_true", help="k-fold cross-validation over all folds (default)")
     proto.add_argument("--test-fold", type=int, help="train on the other folds, test on fold K")

@@ -57,6 +57,7 @@ _LAZY = {
     "Spectrogram": "spectrogram",
     "MelSpectrogram": "spectrogram",
     "MFCC": "spectrogram",
+    "KaldiMelSpectrogram": "kaldi",
     "AddChannelAxis": "adapters",
     "ResizeToImage": "adapters",
     "FrequencyNormalization": "normalization",

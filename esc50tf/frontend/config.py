@@ -39,6 +39,7 @@ __all__ = [
     "NORMS",
     "PAD_MODES",
     "POWERS",
+    "SEARCHED_KINDS",
     "STFT_IMPLS",
     "WINDOWS",
     "FeatureConfig",
@@ -81,6 +82,10 @@ class FrontendSpec:
         description: str. One line for `--help` and docs.
         bin_label: str. What the output's last axis indexes, for plots
             (`esc50tf features --plot`). Defaults to `"bin"`.
+        searched: bool. Whether `tune` may draw it (`FeatureConfig.kind`'s search
+            space). Defaults to True.
+        samples_dropped: int. Samples the layer removes before framing (a
+            pre-emphasis filter's one), for the frame count. Defaults to 0.
     """
 
     kind: str
@@ -89,6 +94,8 @@ class FrontendSpec:
     n_bins: Callable
     description: str
     bin_label: str = "bin"
+    searched: bool = True
+    samples_dropped: int = 0
 
     @property
     def layer_class(self):
@@ -118,9 +125,18 @@ FRONTENDS = {
         FrontendSpec("stft", "esc50tf.frontend.spectrogram:Spectrogram", _STFT_FIELDS,
                      lambda c: c.n_fft // 2 + 1, "STFT magnitude or power spectrogram",
                      "frequency (Hz)"),
+        FrontendSpec("kaldi_mel", "esc50tf.frontend.kaldi:KaldiMelSpectrogram",
+                     ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin",
+                      "fmax"),
+                     lambda c: c.n_mels,
+                     "EfficientAT's Kaldi-style log-Mel (pre-emphasis, (ln + 4.5) / 5)",
+                     "Mel band",
+                     # the front end of the mn trunks (their own), not a general choice
+                     searched=False, samples_dropped=1),
     )
 }
 KINDS = tuple(FRONTENDS)
+SEARCHED_KINDS = tuple(k for k, spec in FRONTENDS.items() if spec.searched)
 
 
 def frontend_spec(kind):
@@ -247,8 +263,8 @@ class FeatureConfig(Config):
     (see :class:`esc50tf.config.Config`). Keras-free.
 
     Args:
-        kind: str. A registered front end (`KINDS`: `"mel"`, `"mfcc"` or
-            `"stft"`). Defaults to `"mel"`.
+        kind: str. A registered front end (`KINDS`: `"mel"`, `"mfcc"`,
+            `"stft"` or `"kaldi_mel"`). Defaults to `"mel"`.
         sample_rate: int. Hz. Defaults to 44100 (ESC-50).
         n_fft: int. Defaults to 2048.
         hop_length: int. Defaults to 512.
@@ -271,7 +287,8 @@ class FeatureConfig(Config):
     """
 
     kind: str = setting(
-        "mel", flag="--features", choices=KINDS, search=choice(KINDS), search_name="features",
+        "mel", flag="--features", choices=KINDS, search=choice(SEARCHED_KINDS),
+        search_name="features",
         help="front end: " + "; ".join(f"{k}: {s.description}" for k, s in FRONTENDS.items()))
     sample_rate: int = 44100
     n_fft: int = setting(2048, flag="--n-fft", type="positive_int", help="FFT size (default 2048)",
@@ -337,5 +354,10 @@ class FeatureConfig(Config):
         return self.spec.n_bins(self)
 
     def num_frames(self, n_samples: int) -> int:
-        """Frames for a clip of ``n_samples`` samples (librosa's count)."""
-        return num_frames(n_samples, self.n_fft, self.hop_length, self.center)
+        """Frames for a clip of ``n_samples`` samples (librosa's count).
+
+        A kind that drops samples first (`kaldi_mel`'s pre-emphasis) frames
+        the shorter clip.
+        """
+        return num_frames(n_samples - self.spec.samples_dropped, self.n_fft, self.hop_length,
+                          self.center)

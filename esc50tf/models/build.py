@@ -66,7 +66,11 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
 
 
 def _pretrained_trunk(model, model_config, feature_config):
-    """PANNs trunks: check the front end, load `--weights`, apply `--freeze-backbone`."""
+    """Pretrained trunks: check the front end, load `--weights`, apply `--freeze-backbone`.
+
+    The architecture's family module (`esc50tf.models.panns`, `.efficientat`)
+    loads and freezes its trunk.
+    """
     from esc50tf.models import panns
     from esc50tf.pretrained import architectures
 
@@ -78,10 +82,11 @@ def _pretrained_trunk(model, model_config, feature_config):
     if wrong:
         raise ValueError(f"{model_config.name} on the {arch} trunk needs its own front end; "
                          f"got {wrong}, needs {({k: wanted[k] for k in wrong})}")
+    family = registry.trunk_module(arch)
     if model_config.weights:
-        panns.load_pretrained(model, model_config)
+        family.load_pretrained(model, model_config)
     if model_config.freeze_backbone:
-        panns.freeze_trunk(model)
+        family.freeze_trunk(model)
 
 
 def normalization_layer(kind):

@@ -92,15 +92,15 @@ def make_featurizer(feature_config, model_config):
 
     if model_config.classic_features == "embeddings":
         from esc50tf.data.audio import resample
-        from esc50tf.models.panns import build_embedder
+        from esc50tf.models import registry
         from esc50tf.pretrained import architectures
 
-        embedder, arch = build_embedder(model_config.weights)
+        embedder, arch = registry.build_embedder(model_config.weights)
         rate, have = architectures.get(arch)["sample_rate"], feature_config.sample_rate
 
         def embeddings(x):
             x = np.asarray(x, np.float32)
-            if have != rate:  # the PANNs front end is tied to its own rate
+            if have != rate:  # the pretrained front end is tied to its own rate
                 x = np.stack([resample(w, have, rate) for w in x]).astype(np.float32)
             return tf.convert_to_tensor(embedder(x, training=False))
 

@@ -192,10 +192,10 @@ def architecture_of(model_config):
 
 
 def architecture_for(model, backbone=None):
-    """The PANNs architecture of model `model` with trunk `backbone`, or None.
+    """The pretrained architecture of model `model` with trunk `backbone`, or None.
 
-    A registered PANNs model (`cnn14`...) is its own; another model (the
-    `hybrid`) is built on one when `backbone` names one.
+    A registered model on a pretrained trunk (`cnn14`, `mn10`...) is its own;
+    another model (the `hybrid`) is built on a PANNs one when `backbone` names one.
     """
     from esc50tf.models import registry
 
@@ -269,46 +269,59 @@ def run_architecture(model, model_settings):
     return meta.get("model")
 
 
-def is_panns_weights(weights):
-    """Whether `weights` (a cache name or file) holds PANNs weights; False for None/other files."""
+def _of_family(arch, family):
+    """Whether `arch` (any value) is a pretrained architecture of model family `family`."""
+    return arch in architectures.names() and architectures.family(arch) == family
+
+
+def holds_family_weights(weights, family="panns"):
+    """Whether `weights` (a cache name or file) holds weights of `family`'s pretrained architectures.
+
+    False for None and other files.
+    """
     if not weights:
         return False
     from esc50tf.pretrained import catalog, store
 
-    if str(weights) in catalog.checkpoints():
-        return True
+    listed = catalog.checkpoints().get(str(weights))
+    if listed is not None:
+        return _of_family(listed.architecture, family)
     try:
         _path, meta = store.resolve_weights(weights)
     except Esc50Error:
         return False
-    return meta.get("model") in architectures.ARCHITECTURES
+    return _of_family(meta.get("model"), family)
 
 
-def effective_preset(model, preset, base=None, overrides=None):
-    """"finetune" for "default" when a Keras model on a PANNs trunk gets pretrained weights."""
+def effective_preset(model, preset, base=None, overrides=None, family="panns"):
+    """"finetune" for "default" when a Keras model on a `family` trunk gets pretrained weights."""
     from esc50tf.models import registry
 
     if preset != "default" or not registry.get(model).keras:
         return preset
     weights = _setting("model", "weights", base, overrides)
     backbone = _setting("model", "backbone", base, overrides)
-    if weights and architecture_for(model, backbone):
+    if weights and _of_family(architecture_for(model, backbone), family):
         return "finetune"
     return preset
 
 
-def fix_settings(merged, overrides=None):
-    """Sets the front end and normalisation a PANNs trunk needs in a merged config dict.
+def fix_settings(merged, overrides=None, family="panns", scales_trunk_lr=True):
+    """Sets the front end and normalisation a pretrained trunk of `family` needs (merged config).
 
-    The trunk was trained on its own log-Mel and normalises it with bn0, so
-    the run's FeatureConfig becomes the architecture's and no other
-    normalisation runs. Flags that ask for something else are refused
-    (Esc50Error naming them) rather than silently ignored.
+    The trunk was trained on its own log-Mel and normalises it itself (PANNs:
+    bn0; EfficientAT: a fixed shift and scale), so the run's FeatureConfig
+    becomes the architecture's and no other normalisation runs. Flags that
+    ask for something else are refused (Esc50Error naming them) rather than
+    silently ignored. `scales_trunk_lr`: whether `trunk_lr_scale` can slow
+    this family's trunk (`TrunkScaledAdamW` knows the PANNs layer names only).
     """
     from esc50tf.models import registry
 
     arch = run_architecture(merged["model"]["name"], merged["model"])
-    _check_trunk_lr_scale(merged, arch)
+    if arch is not None and not _of_family(arch, family):
+        return None  # another family's trunk: its own hook checks it
+    _check_trunk_lr_scale(merged, arch, scales_trunk_lr)
     if arch is None or not registry.get(merged["model"]["name"]).keras:
         return arch  # embeddings for the classic models resample to the trunk's rate themselves
     wanted = architectures.feature_settings(arch)
@@ -322,8 +335,9 @@ def fix_settings(merged, overrides=None):
         )
     norm = (overrides or {}).get("model", {}).get("normalization")
     if norm not in (None, "none"):
-        raise Esc50Error(f"{merged['model']['name']} normalises its log-Mel with its own bn0; "
-                         f"got normalization={norm!r}: leave it out")
+        raise Esc50Error(f"{merged['model']['name']} normalises its log-Mel with "
+                         f"{architectures.get(arch)['normalization']}; got normalization="
+                         f"{norm!r}: leave it out")
     if merged["model"].get("freeze_backbone") and not merged["model"].get("weights"):
         raise Esc50Error(f"--freeze-backbone without --weights would keep {arch}'s random trunk "
                          f"as it is; give pretrained weights (e.g. --weights {arch})")
@@ -332,7 +346,7 @@ def fix_settings(merged, overrides=None):
     return arch
 
 
-def _check_trunk_lr_scale(merged, arch):
+def _check_trunk_lr_scale(merged, arch, scales_trunk_lr=True):
     """Refuses a trunk learning-rate factor that would do nothing, or slow a random trunk."""
     from esc50tf.models import registry
 
@@ -347,14 +361,19 @@ def _check_trunk_lr_scale(merged, arch):
             f"trunk_lr_scale={scale:g}{source} applies to a pretrained PANNs trunk "
             f"({', '.join(architectures.ARCHITECTURES)}, or hybrid --backbone cnn14); {model} "
             "has none, so it would change nothing: leave it out")
+    if not scales_trunk_lr:
+        raise Esc50Error(
+            f"trunk_lr_scale={scale:g}{source} applies to the PANNs trunks "
+            f"({', '.join(architectures.ARCHITECTURES)}); it would change nothing on {model}'s "
+            f"{arch} trunk: leave it out")
     if not merged["model"].get("weights"):
         raise Esc50Error(
             f"trunk_lr_scale={scale:g}{source} without --weights would only slow {arch}'s "
             f"random trunk; give pretrained weights (e.g. --weights {arch}) or leave it out")
 
 
-def check_sample_rate(model_config, manifest, data):
-    """Stops a run whose TFRecords are not at the PANNs trunk's sample rate.
+def check_sample_rate(model_config, manifest, data, family="panns"):
+    """Stops a run whose TFRecords are not at the sample rate of its trunk of `family`.
 
     The trunk's front end and filters are tied to its rate; clips at
     another rate would be read as the wrong frequencies without an error.
@@ -366,7 +385,7 @@ def check_sample_rate(model_config, manifest, data):
     if not registry.get(model_config.name).keras:
         return  # embeddings for the classic models are computed from resampled clips
     arch = run_architecture(model_config.name, model_config.to_dict())
-    if arch is None:
+    if not _of_family(arch, family):
         return
     wanted = architectures.get(arch)["sample_rate"]
     have = int(manifest["config"]["sample_rate"])
@@ -386,8 +405,8 @@ def check_sample_rate(model_config, manifest, data):
     )
 
 
-def _sample_rate(model, model_settings):
-    """The rate of the PANNs trunk a Keras model is built on; None without one.
+def _sample_rate(model, model_settings, family="panns"):
+    """The rate of the `family` trunk a Keras model is built on; None without one.
 
     The classic models' embeddings resample the clips themselves (`esc50tf.embed`).
     """
@@ -396,20 +415,20 @@ def _sample_rate(model, model_settings):
     if not registry.get(model).keras:
         return None
     arch = architecture_for(model, model_settings.get("backbone"))
-    return None if arch is None else architectures.get(arch)["sample_rate"]
+    return architectures.get(arch)["sample_rate"] if _of_family(arch, family) else None
 
 
-def _converted_weights(model_config):
-    """Whether `--weights` names converted PANNs weights (a cache name or an .npz file)."""
+def _converted_weights(model_config, family="panns"):
+    """Whether `--weights` names converted weights of `family` (a cache name or an .npz file)."""
     from esc50tf.models import registry
 
-    return (registry.get(model_config.name).pretrained is not None
-            or model_config.backbone in architectures.ARCHITECTURES
+    return (_of_family(registry.get(model_config.name).pretrained, family)
+            or _of_family(model_config.backbone, family)
             or model_config.classic_features == "embeddings")
 
 
-def _fit_trial(model, base, over):
-    """Drops tune trial values a PANNs trunk cannot take (config dicts, in place).
+def _fit_trial(model, base, over, family="panns"):
+    """Drops tune trial values a pretrained trunk of `family` cannot take (in place).
 
     A PANNs trunk has its own front end, so searched front-end settings do not
     apply to it; a model with a choice of trunk (the hybrid) on DenseNet121
@@ -419,11 +438,11 @@ def _fit_trial(model, base, over):
     from esc50tf.models import registry
 
     backbone = over["model"].get("backbone", base.get("model", {}).get("backbone"))
-    if architecture_for(model, backbone) is not None:
+    if _of_family(architecture_for(model, backbone), family):
         over["features"] = {}
         base.pop("features", None)
     elif ("backbone" in registry.get(model).settings
-          and is_panns_weights(base.get("model", {}).get("weights"))):
+          and holds_family_weights(base.get("model", {}).get("weights"), family)):
         over["model"]["weights"] = None
         over["model"].pop("freeze_backbone", None)
         over["train"].pop("trunk_lr_scale", None)  # no pretrained trunk to slow
@@ -439,9 +458,28 @@ def _embedder(weights):
     return build_embedder(weights)
 
 
-register_family("panns", "panns", "tab:red", preset=effective_preset, resolve=fix_settings,
-                check_data=check_sample_rate, sample_rate=_sample_rate,
-                converted_weights=_converted_weights, trial=_fit_trial, embedder=_embedder)
+def trunk_hooks(family, scales_trunk_lr=True):
+    """The FamilySpec hooks of a family of pretrained trunks (`architectures.family`).
+
+    The rules are the same for every trunk converted from an AudioSet
+    checkpoint (its own front end and sample rate, `finetune` for pretrained
+    weights...); each family registers them for its own architectures, and
+    a hook does nothing for a run on another family's trunk. The embedder
+    hook is the family's own. `scales_trunk_lr`: see `fix_settings`.
+    """
+    import functools
+
+    def own(hook):
+        return functools.partial(hook, family=family)
+
+    return dict(preset=own(effective_preset),
+                resolve=functools.partial(fix_settings, family=family,
+                                          scales_trunk_lr=scales_trunk_lr),
+                check_data=own(check_sample_rate), sample_rate=own(_sample_rate),
+                converted_weights=own(_converted_weights), trial=own(_fit_trial))
+
+
+register_family("panns", "panns", "tab:red", **trunk_hooks("panns"), embedder=_embedder)
 
 
 # What the registered classifiers read (`freeze_backbone` through `build_model`).
@@ -490,11 +528,14 @@ def build_cnn14_sed(x, config, num_classes):
     return keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
 
 
-def freeze_trunk(model):
-    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics)."""
+def freeze_trunk(model, is_trunk=is_trunk_layer):
+    """Makes the pretrained layers non-trainable (their batch norms then keep their statistics).
+
+    `is_trunk(layer name) -> bool` says which they are (the PANNs trunk's by default).
+    """
     frozen = 0
     for layer in model.layers:
-        if is_trunk_layer(layer.name):
+        if is_trunk(layer.name):
             layer.trainable = False
             frozen += 1
     return frozen

@@ -150,9 +150,9 @@ class ModelSpec:
             probabilities), and `models.build.build_model` adds the rest.
             sklearn task: `builder(config, seed=0) -> sklearn estimator`.
         task: str. The `esc50tf.tasks` task that trains it: "keras" or "sklearn".
-        pretrained: str or None. The PANNs architecture (`pretrained.architectures.ARCHITECTURES`)
-            whose converted checkpoints `--weights` loads; it fixes the front end and
-            the sample rate. None for models without one.
+        pretrained: str or None. The pretrained architecture (`pretrained.architectures.names()`:
+            PANNs, EfficientAT) whose converted checkpoints `--weights` loads; it fixes
+            the front end and the sample rate. None for models without one.
         own_head: bool. The builder returns the class probabilities itself
             (layer "predictions"), e.g. the SED model's max over time steps.
         settings: tuple of str. The ModelConfig fields the builder reads
@@ -262,6 +262,17 @@ def get(name):
 
 def specs():
     return [get(n) for n in names()]
+
+
+def trunk_module(architecture):
+    """The module of `esc50tf.models` that builds pretrained `architecture` (its family's).
+
+    It has `build_reference`, `load_pretrained` and `freeze_trunk`.
+    """
+    from esc50tf.pretrained import architectures
+
+    family(architectures.family(architecture))  # registered (loads the family modules)
+    return importlib.import_module(f"esc50tf.models.{architectures.family(architecture)}")
 
 
 # --- what commands ask about a run, answered by the families' hooks -------------------

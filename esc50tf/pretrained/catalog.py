@@ -104,6 +104,47 @@ CHECKPOINTS = {
 """The official checkpoints, by esc50tf name."""
 
 
+EFFICIENTAT_RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
+"""Where EfficientAT's `models/mn/model.py` downloads its AudioSet weights from.
+
+The release publishes neither a size nor a hash for its files (the
+reference loads them with `torch.hub.load_state_dict_from_url` and no
+`check_hash`), so these entries have none: a download is accepted when it
+reads as the architecture's state dict and loads into the Keras model, and
+its sha256 is then recorded in the cache (`pinned_sha256.json`); every later
+download of that name must match it. The mAP is the authors', from the file
+name; the licence is the repository's (MIT)."""
+
+_NO_HASH = "no published hash: sha256 pinned at the first verified download"
+
+
+def _efficientat(name, file_name, audioset_map, note):
+    return Checkpoint(name, name[:4], file_name, f"{EFFICIENTAT_RELEASE}/{file_name}",
+                      licence="MIT", audioset_map=audioset_map, note=f"{note}; {_NO_HASH}")
+
+
+CHECKPOINTS.update({
+    c.name: c
+    for c in (
+        _efficientat("mn04_as", "mn04_as_mAP_432.pt", 0.432,
+                     "EfficientAT MobileNetV3 width 0.4 (0.98 M parameters), 32 kHz"),
+        _efficientat("mn05_as", "mn05_as_mAP_443.pt", 0.443,
+                     "EfficientAT MobileNetV3 width 0.5 (1.43 M parameters), 32 kHz"),
+        _efficientat("mn10_as", "mn10_as_mAP_471.pt", 0.471,
+                     "EfficientAT MobileNetV3 width 1.0 (4.88 M parameters), 32 kHz"),
+        _efficientat("mn20_as", "mn20_as_mAP_478.pt", 0.478,
+                     "EfficientAT MobileNetV3 width 2.0 (17.9 M parameters), 32 kHz"),
+        _efficientat("mn30_as", "mn30_as_mAP_482.pt", 0.482,
+                     "EfficientAT MobileNetV3 width 3.0 (39.1 M parameters), 32 kHz"),
+        _efficientat("mn40_as", "mn40_as_mAP_484.pt", 0.484,
+                     "EfficientAT MobileNetV3 width 4.0 (68.4 M parameters), 32 kHz"),
+        _efficientat("mn40_as_ext", "mn40_as_ext_mAP_487.pt", 0.487,
+                     "EfficientAT MobileNetV3 width 4.0, longer training (68.4 M parameters), "
+                     "32 kHz"),
+    )
+})
+
+
 def _extra(path):
     entries = read_json(path)  # names the file if it is missing or not JSON
     if not isinstance(entries, list):

@@ -215,6 +215,22 @@ def _infer_sizes(converted):
     return tuple(widths), int(embedding), int(classes)
 
 
+def _convert(architecture, state, widths):
+    """(ConvertedWeights, the sizes to build the model with) of a state dict of `architecture`."""
+    if architectures.family(architecture) == "efficientat":
+        from esc50tf.pretrained import efficientat
+        from esc50tf.pretrained.convert import ConvertedWeights
+
+        arrays, sources, sizes = efficientat.convert_checkpoint_state(state)
+        return ConvertedWeights(arrays, sources=sources), sizes
+    from esc50tf.pretrained.convert import convert_state_dict
+
+    converted = convert_state_dict(architecture, state, widths=widths)
+    found_widths, embedding, classes = _infer_sizes(converted)
+    return converted, dict(widths=list(found_widths), embedding_size=embedding,
+                           classes_num=classes)
+
+
 def convert_checkpoint(architecture, checkpoint, out, *, build, name=None, widths=None,
                        url=None, overwrite=False, digests=None, log=None):
     """Reads a PyTorch checkpoint, converts it, checks it loads, and saves it.
@@ -244,7 +260,7 @@ def convert_checkpoint(architecture, checkpoint, out, *, build, name=None, width
     """
     from esc50tf import __version__
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
-    from esc50tf.pretrained.convert import convert_state_dict, load_into
+    from esc50tf.pretrained.convert import load_into
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     checkpoint, out = Path(checkpoint), Path(out)
@@ -252,15 +268,13 @@ def convert_checkpoint(architecture, checkpoint, out, *, build, name=None, width
     if (out.exists() or sidecar_path(out).exists()) and not overwrite:
         raise Esc50Error(f"{out}: already exists; pass --overwrite to replace it")
     state = read_torch_checkpoint(checkpoint)
-    converted = convert_state_dict(architecture, state, widths=widths)
+    converted, sizes = _convert(architecture, state, widths)
     del state  # the converted copies are all that is needed from here on
-    found_widths, embedding, classes = _infer_sizes(converted)
     # Loading into the model itself proves that every key and shape fits.
-    model = build(architecture, widths=found_widths, embedding_size=embedding,
-                  classes_num=classes)
+    model = build(architecture, **sizes)
     load_into(model, converted)
     del model
-    settings.update(widths=list(found_widths), embedding_size=embedding, classes_num=classes)
+    settings.update(sizes)
     digests = digests or file_digests(checkpoint)
     metadata = {
         "model": architecture,
@@ -319,6 +333,29 @@ def _fetch_resumable(url, part, progress=True, chunk=1 << 20):
         raise Esc50Error(f"cannot download {url}: {err}{resume}") from None
 
 
+def _pins_path(cache_dir=None):
+    return _pretrained_dir(cache_dir) / "pinned_sha256.json"
+
+
+def _read_pins(path):
+    from esc50tf.io import read_json
+
+    return read_json(path) if Path(path).is_file() else {}
+
+
+def _write_pin(path, name, sha256):
+    from esc50tf.io import write_json
+
+    pins = _read_pins(path)
+    pins[name] = sha256
+    write_json(path, pins)
+
+
+def pinned_sha256(name, cache_dir=None):
+    """The sha256 recorded at the first verified download of `name` (no published hash), or None."""
+    return _read_pins(_pins_path(cache_dir)).get(name)
+
+
 def download(name, *, build, url=None, cache_dir=None, overwrite=False, keep_checkpoint=False,
              progress=True, log=None):
     """Downloads a catalog checkpoint, verifies it, converts it into the cache.
@@ -368,15 +405,26 @@ def download(name, *, build, url=None, cache_dir=None, overwrite=False, keep_che
                              f"{entry.file_name} --out FILE`") from None
         os.replace(part, final)
     digests = file_digests(final)
+    pins = _pins_path(cache_dir)
+    pinned = _read_pins(pins).get(name) if entry.sha256 is None else None
     try:
         _verify(entry, digests, source)
+        if pinned and digests["sha256"] != pinned:
+            raise Esc50Error(
+                f"{source}: sha256 is {digests['sha256']}, but the first verified download of "
+                f"{name} had {pinned} (recorded in {pins}; no source publishes a hash for this "
+                "file): a different or damaged file; it was deleted")
     except Esc50Error:
         final.unlink(missing_ok=True)
         raise
-    widths = entry.widths or architectures.get(entry.architecture)["widths"]
+    widths = entry.widths or architectures.get(entry.architecture).get("widths")
     result = convert_checkpoint(entry.architecture, final, out, build=build, name=name,
                                 widths=widths, url=source, overwrite=True, digests=digests,
                                 log=log)
+    if entry.sha256 is None and not pinned:  # it converted: the file is what it claims to be
+        _write_pin(pins, name, digests["sha256"])
+        log(f"{name}: no published hash; recorded sha256 {digests['sha256']} in {pins}, "
+            "later downloads must match it")
     if not keep_checkpoint:
         final.unlink(missing_ok=True)
     return result

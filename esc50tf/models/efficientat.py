@@ -1,0 +1,277 @@
+"""EfficientAT's AudioSet MobileNetV3s (`mn04` ... `mn40`) in Keras 3.
+
+Schmid, Koutini and Widmer, "Efficient Large-Scale Audio Tagging via
+Transformer-to-CNN Knowledge Distillation", ICASSP 2023 (MIT-licensed
+reference: github.com/fschmid56/EfficientAT). One builder, the width
+multiplier picks the family member; the evaluation-mode computation of the
+reference, layer for layer:
+
+    waveform [b, samples] at 32 kHz
+    -> KaldiMelSpectrogram (pre-emphasis, 800/1024/320 STFT, 128 Kaldi Mel
+       bands 0-15 kHz, (ln(S + 1e-5) + 4.5) / 5)            [b, frames, 128]
+    -> transposed to the reference's (frequency, time) image  [b, 128, frames, 1]
+    -> stem: 3x3 conv stride 2, BN, hard-swish               (features_0)
+    -> 15 inverted residual blocks (1x1 expand, depthwise kxk, channel
+       squeeze-excitation, 1x1 project, residual)            (features_1 .. 15)
+    -> 1x1 conv to 6x the last block's channels, BN, hard-swish (features_16)
+    -> global average = the embedding                        [b, 960 w]
+    -> Linear (classifier_2), hard-swish, dropout 0.2, Linear (classifier_5) = logits
+
+Convolutions with stride 2 pad explicitly and symmetrically as PyTorch does
+(Keras' "same" pads the extra row at the end). The layer names are the
+PyTorch module paths with "." replaced by "_", so converted weights load by
+name (`esc50tf.pretrained.efficientat`).
+
+The registered classifiers (`mn04`, `mn05`, `mn10`, `mn20`, `mn30`, `mn40`)
+keep the reference's head up to its dropout (the reference's ESC-50
+fine-tuning replaces only the last Linear) and `build_model` adds the new
+classes' Dense.
+"""
+
+from __future__ import annotations
+
+from esc50tf.errors import Esc50Error
+from esc50tf.models import panns
+from esc50tf.models.registry import register, register_family
+from esc50tf.pretrained import efficientat as arch
+
+BN_MOMENTUM = 0.99  # PyTorch momentum 0.01, the reference's
+
+
+def _bn(name):
+    import keras
+
+    return keras.layers.BatchNormalization(epsilon=arch.BN_EPSILON, momentum=BN_MOMENTUM,
+                                           name=name)
+
+
+def _conv_bn_act(x, filters, kernel, stride, activation, name, depthwise=False):
+    """ConvNormActivation: conv (no bias) -> BN -> activation, PyTorch padding."""
+    import keras
+
+    pad = (kernel - 1) // 2
+    padding = "same"
+    if stride > 1 and pad:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        padding = "valid"
+    if depthwise:
+        x = keras.layers.DepthwiseConv2D(kernel, stride, padding=padding, use_bias=False,
+                                         name=f"{name}_0")(x)
+    else:
+        x = keras.layers.Conv2D(filters, kernel, stride, padding=padding, use_bias=False,
+                                name=f"{name}_0")(x)
+    x = _bn(f"{name}_1")(x)
+    if activation:
+        x = keras.layers.Activation(activation, name=f"{name}_2")(x)
+    return x
+
+
+def _squeeze_excite(x, channels, name):
+    import keras
+
+    squeeze = arch.make_divisible(channels // arch.SE_REDUCTION)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    s = keras.layers.Dense(squeeze, activation="relu", name=f"{name}_fc1")(s)
+    s = keras.layers.Dense(channels, activation="sigmoid", name=f"{name}_fc2")(s)
+    return keras.layers.Multiply(name=f"{name}_scale")([x, s])
+
+
+def _block(x, index, config):
+    import keras
+
+    inp, kernel, expanded, out, se, activation, stride = config
+    name = f"features_{index}_block"
+    y, k = x, 0
+    if expanded != inp:
+        y = _conv_bn_act(y, expanded, 1, 1, activation, f"{name}_{k}")
+        k += 1
+    y = _conv_bn_act(y, expanded, kernel, stride, activation, f"{name}_{k}", depthwise=True)
+    k += 1
+    if se:
+        y = _squeeze_excite(y, expanded, f"{name}_{k}_conc_se_layers_0")
+        k += 1
+    y = _conv_bn_act(y, out, 1, 1, None, f"{name}_{k}")
+    if stride == 1 and inp == out:
+        y = keras.layers.Add(name=f"features_{index}_add")([x, y])
+    return y
+
+
+def trunk(logmel, width):
+    """Log-Mel `[b, frames, mels]` -> the embedding `[b, 960 w]` (last conv, averaged)."""
+    import keras
+
+    from esc50tf.frontend import AddChannelAxis
+
+    table = arch.blocks(width)
+    x = keras.layers.Permute((2, 1), name="to_frequency_time")(logmel)  # [b, mels, frames]
+    x = AddChannelAxis(name="channel_axis")(x)  # [b, mels, frames, 1]
+    x = _conv_bn_act(x, table[0][0], 3, 2, "hard_swish", "features_0")
+    for i, config in enumerate(table, 1):
+        x = _block(x, i, config)
+    _last, embedding, _hidden = arch.last_channels(width)
+    x = _conv_bn_act(x, embedding, 1, 1, "hard_swish", f"features_{len(table) + 1}")
+    return keras.layers.GlobalAveragePooling2D(name="embedding_pool")(x)  # [b, 960 w]
+
+
+def head_hidden(embedding, width, dropout=arch.HEAD_DROPOUT):
+    """The MLP head up to its dropout: Linear -> hard-swish -> dropout `[b, 1280 w]`."""
+    import keras
+
+    _last, _emb, hidden = arch.last_channels(width)
+    x = keras.layers.Dense(hidden, name="classifier_2")(embedding)
+    x = keras.layers.Activation("hard_swish", name="classifier_3")(x)
+    return keras.layers.Dropout(dropout, name="classifier_4")(x)
+
+
+def build_reference(name, width=None, classes_num=arch.HEAD_CLASSES, num_samples=None):
+    """The reference AudioSet tagger `name` (for parity, `embed` and the HEAR API).
+
+    Args:
+        name: str. An architecture of `esc50tf.pretrained.efficientat.ARCHITECTURES`.
+        width: float or None. Width multiplier; None: the architecture's
+            (reduced widths are for test fixtures).
+        classes_num: int. Outputs of the last Linear. Defaults to 527.
+        num_samples: int or None. Fixed waveform length, or None for any.
+
+    Returns:
+        `keras.Model`: waveforms `[b, samples]` at 32 kHz -> dict "logmel"
+        `[b, frames, 128]` (normalised), "embedding" `[b, 960 w]`,
+        "logits" `[b, classes_num]` and "clipwise" (their sigmoid).
+
+    Example:
+    >>> model = build_reference("mn04")
+    >>> {k: v.shape for k, v in model(np.zeros((1, 32000), "float32")).items()}
+    {'logmel': (1, 100, 128), 'embedding': (1, 384), 'logits': (1, 527), 'clipwise': (1, 527)}
+    """
+    import keras
+
+    from esc50tf.frontend.kaldi import KaldiMelSpectrogram
+
+    settings = arch.get(name)
+    width = float(settings["width"] if width is None else width)
+    front = {k: v for k, v in arch.feature_settings(name).items() if k != "kind"}
+    inputs = keras.Input((num_samples,), name="waveform", dtype="float32")
+    logmel = KaldiMelSpectrogram(**front, name="frontend")(inputs)
+    embedding = trunk(logmel, width)
+    logits = keras.layers.Dense(classes_num, name="classifier_5")(head_hidden(embedding, width))
+    outputs = {
+        "logmel": keras.layers.Identity(name="logmel")(logmel),
+        "embedding": keras.layers.Identity(name="embedding")(embedding),
+        "logits": keras.layers.Identity(name="logits")(logits),
+        "clipwise": keras.layers.Activation("sigmoid", name="clipwise")(logits),
+    }
+    return keras.Model(inputs, outputs, name=f"{name}_audioset")
+
+
+def build_embedder(weights):
+    """(embedder model `[b, samples] -> [b, D]`, architecture name) for a weights name or file.
+
+    The AudioSet tagger of the architecture and width the weights hold
+    (`build_reference`), with the converted weights loaded, cut at its
+    pooled last convolution.
+    """
+    import keras
+
+    from esc50tf.pretrained import convert, store
+
+    path, meta = store.resolve_weights(weights)
+    name = meta.get("model")
+    if name not in arch.ARCHITECTURES:
+        raise Esc50Error(f"{path}: weights of {name!r}, not an EfficientAT architecture "
+                         f"({', '.join(arch.ARCHITECTURES)})")
+    held = meta.get("architecture") or {}
+    model = build_reference(name, width=held.get("width"),
+                            classes_num=int(held.get("classes_num", arch.HEAD_CLASSES)))
+    convert.load_into(model, store.load_weights(path)[0])
+    return keras.Model(model.input, model.output["embedding"], name=f"{name}_embedder"), name
+
+
+def _embedder(weights):
+    """build_embedder of EfficientAT weights; None for weights of another family."""
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights)
+    return build_embedder(weights) if meta.get("model") in arch.ARCHITECTURES else None
+
+
+# The rules of a pretrained trunk (its front end and 32 kHz rate, `finetune` on pretrained
+# weights...) are those of every converted AudioSet trunk: panns.trunk_hooks. The reference
+# fine-tunes every layer at one rate, and TrunkScaledAdamW knows the PANNs layers only.
+register_family("efficientat", "EfficientAT", "tab:brown",
+                **panns.trunk_hooks("efficientat", scales_trunk_lr=False), embedder=_embedder)
+
+
+# --- the registered classifiers ------------------------------------------------------
+
+TRUNK_PREFIXES = ("features_", "classifier_2")
+
+
+def is_trunk_layer(name):
+    return name.startswith(TRUNK_PREFIXES)
+
+
+def width_for(model_config, name):
+    """The width of the trunk: the weights file's (reduced test checkpoints), else `name`'s."""
+    if not model_config.weights:
+        return arch.get(name)["width"]
+    _path, meta = resolve(model_config, name)
+    return float(meta.get("architecture", {}).get("width", arch.get(name)["width"]))
+
+
+def resolve(model_config, name):
+    from esc50tf.pretrained import store
+
+    path, meta = store.resolve_weights(model_config.weights)
+    source = meta.get("model")
+    if source != name:
+        raise Esc50Error(f"--weights {model_config.weights}: {path} holds {source} weights; "
+                         f"model {model_config.name} needs {name} weights (e.g. --weights "
+                         f"{name}_as)")
+    return path, meta
+
+
+def _classifier(x, config, name):
+    width = width_for(config, name)
+    dropout = arch.HEAD_DROPOUT if config.dropout is None else config.dropout
+    return head_hidden(trunk(x, width), width, dropout)
+
+
+_SETTINGS = ("dropout", "weights", "freeze_backbone")
+
+
+def _register(name):
+    width = arch.WIDTHS[name]
+    _last, embedding, _hidden = arch.last_channels(width)
+
+    @register(name, "efficientat",
+              f"EfficientAT MobileNetV3 width {width:g} (AudioSet-pretrained, 32 kHz, "
+              f"{embedding}-d embedding): reference MLP head, new last layer",
+              pretrained=name, settings=_SETTINGS)
+    def build(x, config, num_classes):
+        return _classifier(x, config, name)
+
+    return build
+
+
+for _name in arch.WIDTHS:
+    _register(_name)
+
+
+def freeze_trunk(model):
+    """Makes the pretrained layers (`TRUNK_PREFIXES`) non-trainable."""
+    return panns.freeze_trunk(model, is_trunk_layer)
+
+
+def load_pretrained(model, model_config):
+    """Loads `model_config.weights` into the trunk and hidden head layer by name.
+
+    The AudioSet output layer `classifier_5` is left out (the reference's
+    fine-tuning drops it too). Returns the names of the layers loaded.
+    """
+    from esc50tf.pretrained import convert, store
+
+    path, _meta = resolve(model_config, model_config.name)
+    converted, _meta = store.load_weights(path)
+    names = [layer.name for layer in model.layers]
+    skip = ["classifier_5"] + [n for n in names if not is_trunk_layer(n)]
+    return convert.load_into(model, converted, skip=skip)

@@ -1,0 +1,366 @@
+"""EfficientAT's MobileNetV3s (`mn`): parity with the reference code, parameter counts,
+conversion of the release's bare state dicts, the registered classifiers in the pipeline.
+
+The fixtures in tests/fixtures/efficientat were made with the reference's own classes
+(github.com/fschmid56/EfficientAT, `get_model` and `AugmentMelSTFT` in eval mode) by
+tools/make_efficientat_fixtures.py, at reduced widths (0.1, 0.2) with random weights, and
+saved as the release files are: `torch.save(model.state_dict(), path)`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esc50tf.errors import Esc50Error
+from esc50tf.frontend import FeatureConfig
+from esc50tf.models import ModelConfig
+from esc50tf.models import efficientat as mn
+from esc50tf.models.build import build_model
+from esc50tf.pretrained import efficientat as arch
+
+FIXTURES = Path(__file__).parent / "fixtures" / "efficientat"
+WIDTHS = {"w010": 0.1, "w020": 0.2}
+INPUTS = ("clips", "short", "long")
+# sum(p.numel() for p in get_model(width_mult=W, num_classes=527).parameters()), printed by
+# tools/make_efficientat_fixtures.py with the reference checkout.
+REFERENCE_PARAMS = {"mn04": 983_599, "mn05": 1_431_239, "mn10": 4_876_831,
+                    "mn20": 17_909_287, "mn30": 39_086_367, "mn40": 68_427_303}
+LOGMEL_ATOL = 1e-3  # in the normalised scale (ln + 4.5) / 5
+REL_TOL = 1e-4  # ||keras - reference|| / ||reference||, per input set
+
+
+def _waves(key):
+    return np.load(FIXTURES / "waveforms.npz")[key].astype(np.float32) / 32768.0
+
+
+def _relative(a, b):
+    return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module", params=sorted(WIDTHS))
+def converted_model(request):
+    """(Keras reference model with the fixture's weights, the reference's outputs)."""
+    from esc50tf.pretrained import convert
+    from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+
+    tag = request.param
+    state = read_torch_checkpoint(FIXTURES / f"mn_{tag}.pt")
+    assert arch.width_of(state) == WIDTHS[tag]
+    model = mn.build_reference("mn10", width=WIDTHS[tag])
+    convert.load_into(model, arch.convert_state_dict(state)[0])
+    return model, dict(np.load(FIXTURES / f"mn_{tag}.outputs.npz"))
+
+
+@pytest.fixture(scope="module")
+def weights_w010(tmp_path_factory):
+    """The width-0.1 fixture converted with `convert_checkpoint` as `pretrained convert mn10`."""
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import store
+
+    out = tmp_path_factory.mktemp("weights") / "mn10_w010.weights.npz"
+    store.convert_checkpoint("mn10", FIXTURES / "mn_w010.pt", out, build=cli.build_reference,
+                             log=lambda _: None)
+    return out
+
+
+# --- the front end -----------------------------------------------------------------------
+
+def test_kaldi_filterbank_equals_torchaudios():
+    from esc50tf.frontend.kaldi import kaldi_mel_filterbank
+
+    ours = kaldi_mel_filterbank(32000, 1024, 128, 0.0, 15000.0).T  # [128, 513]
+    reference = np.load(FIXTURES / "waveforms.npz")["mel_banks"]
+    assert reference.shape == ours.shape == (128, 513)
+    np.testing.assert_array_equal(ours.astype(np.float32), reference)
+    assert not ours[:, -1].any()  # the Nyquist bin gets no weight
+
+
+@pytest.mark.parametrize("key", INPUTS)
+def test_log_mel_matches_the_reference(key):
+    from esc50tf.frontend.kaldi import KaldiMelSpectrogram
+
+    reference = np.load(FIXTURES / "mn_w010.outputs.npz")[f"{key}_logmel"]
+    layer = KaldiMelSpectrogram(**{k: v for k, v in arch.feature_settings().items()
+                                   if k != "kind"})
+    ours = np.asarray(layer(_waves(key)))
+    assert ours.shape == reference.shape  # 1 + (samples - 1) // 320 frames
+    np.testing.assert_allclose(ours, reference, atol=LOGMEL_ATOL)
+
+
+def test_kaldi_mel_is_a_front_end_kind_and_round_trips(tmp_path):
+    import keras
+
+    from esc50tf.frontend import build_frontend
+    from esc50tf.frontend.kaldi import KaldiMelSpectrogram
+
+    config = FeatureConfig(**arch.feature_settings("mn10"))
+    layer = build_frontend(config)
+    assert isinstance(layer, KaldiMelSpectrogram) and config.n_bins == 128
+    x = _waves("clips")[:2]
+    assert config.num_frames(x.shape[1]) == layer(x).shape[1] == 200
+    model = keras.Sequential([keras.Input((x.shape[1],)), layer])
+    model.save(tmp_path / "f.keras")
+    again = keras.models.load_model(tmp_path / "f.keras")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.compute_tf(x)), np.asarray(layer(x)), atol=1e-5)
+
+
+def test_kaldi_mel_refuses_bad_settings():
+    from esc50tf.frontend.kaldi import KaldiMelSpectrogram, kaldi_mel_filterbank
+
+    with pytest.raises(ValueError, match="fmax"):
+        kaldi_mel_filterbank(32000, 1024, 128, 0.0, 20000.0)
+    with pytest.raises(ValueError, match="win_length"):
+        KaldiMelSpectrogram(win_length=2048, n_fft=1024)
+
+
+# --- the network ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", INPUTS)
+def test_embeddings_and_logits_match_the_reference(converted_model, key):
+    model, reference = converted_model
+    out = model(_waves(key))
+    for name in ("embedding", "logits"):
+        want = reference[f"{key}_{name}"]
+        assert out[name].shape == want.shape
+        assert _relative(out[name], want) < REL_TOL, name
+
+
+def test_the_network_matches_the_reference_on_its_own_log_mel(converted_model):
+    """Front end aside: the trunk and head given the reference's log-Mel agree to ~1e-6."""
+    import keras
+
+    model, reference = converted_model
+    net = keras.Model(model.get_layer("to_frequency_time").input,
+                      [model.get_layer("embedding").output, model.get_layer("logits").output])
+    embedding, logits = net(reference["clips_logmel"])
+    assert _relative(embedding, reference["clips_embedding"]) < 1e-5
+    assert _relative(logits, reference["clips_logits"]) < 1e-5
+
+
+def test_fixture_outputs_depend_on_the_input():
+    """The parity tests could fail: the reference's outputs differ between clips."""
+    reference = np.load(FIXTURES / "mn_w010.outputs.npz")
+    for name in ("embedding", "logits"):
+        out = reference[f"clips_{name}"]
+        spread = np.linalg.norm(out - out.mean(0), axis=1) / np.linalg.norm(out, axis=1)
+        assert spread.min() > 100 * REL_TOL, name
+
+
+@pytest.mark.parametrize("name", [
+    "mn04", "mn05", "mn10",
+    pytest.param("mn20", marks=pytest.mark.slow),
+    pytest.param("mn30", marks=pytest.mark.slow),
+    pytest.param("mn40", marks=pytest.mark.slow),
+])
+def test_parameter_counts_match_reference(name):
+    model = mn.build_reference(name)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == REFERENCE_PARAMS[name]
+    _last, embedding, _hidden = arch.last_channels(arch.WIDTHS[name])
+    assert model.get_layer("embedding").output.shape[-1] == embedding
+
+
+def test_layer_names_follow_the_state_dict():
+    from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+
+    state = read_torch_checkpoint(FIXTURES / "mn_w010.pt")
+    converted, sources = arch.convert_state_dict(state)
+    model = mn.build_reference("mn10", width=0.1)
+    loadable = {layer.name for layer in model.layers if layer.weights and "frontend" != layer.name}
+    assert "features_4_block_1_conc_se_layers_0_fc1" in loadable
+    assert set(converted) == loadable
+    assert sources["features_4_block_1_conc_se_layers_0_fc1"][0] == \
+        "features.4.block.1.conc_se_layers.0.fc1.weight"
+    assert converted["features_1_block_0_0"][0].shape == (3, 3, 8, 1)  # depthwise kernel
+
+
+def test_runs_under_jax():
+    code = (
+        "import numpy as np\n"
+        "from esc50tf.models import efficientat as mn\n"
+        "m = mn.build_reference('mn10', width=0.1)\n"
+        "out = m(np.zeros((2, 8000), 'float32'))\n"
+        "print(tuple(out['embedding'].shape), tuple(out['logits'].shape))\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(2, 96) (2, 527)" in done.stdout
+
+
+# --- conversion and the catalog --------------------------------------------------------------
+
+def test_convert_records_the_width_and_refuses_other_state_dicts(weights_w010, tmp_path):
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import store
+
+    _path, meta = store.resolve_weights(weights_w010)
+    assert meta["model"] == "mn10" and meta["architecture"]["width"] == 0.1
+    assert meta["architecture"]["classes_num"] == 527
+    panns = Path(__file__).parent / "fixtures" / "panns" / "cnn14_16k.zip.pth"
+    with pytest.raises(Esc50Error, match="features.0.0.weight"):
+        store.convert_checkpoint("mn10", panns, tmp_path / "x.npz", build=cli.build_reference,
+                                 log=lambda _: None)
+    assert not (tmp_path / "x.npz").exists()
+    with pytest.raises(Esc50Error, match="already exists"):
+        store.convert_checkpoint("mn10", FIXTURES / "mn_w010.pt", weights_w010,
+                                 build=cli.build_reference, log=lambda _: None)
+
+
+def test_catalog_lists_the_release_files_without_hashes():
+    from esc50tf.pretrained import catalog
+
+    entries = catalog.checkpoints()
+    for name in ("mn04_as", "mn05_as", "mn10_as", "mn20_as", "mn30_as", "mn40_as",
+                 "mn40_as_ext"):
+        c = entries[name]
+        assert c.url.startswith("https://github.com/fschmid56/EfficientAT/releases/download/")
+        assert c.licence == "MIT" and c.sha256 is None and "no published hash" in c.note
+        assert c.architecture == name[:4] and 0.43 <= c.audioset_map <= 0.49
+
+
+def test_download_pins_the_first_sha256_and_refuses_a_different_file(tmp_path, monkeypatch):
+    import shutil
+
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import catalog, store
+
+    entries = [{"name": "mn10_tiny", "architecture": "mn10", "file_name": "mn_w010.pt",
+                "url": (FIXTURES / "mn_w010.pt").as_uri(), "licence": "MIT"}]
+    listing = tmp_path / "catalog.json"
+    listing.write_text(json.dumps(entries))
+    monkeypatch.setenv(catalog.CATALOG_ENV, str(listing))
+    cache = tmp_path / "cache"
+    path, meta = store.download("mn10_tiny", build=cli.build_reference, cache_dir=cache,
+                                progress=False, log=lambda _: None)
+    assert meta["architecture"]["width"] == 0.1
+    assert store.pinned_sha256("mn10_tiny", cache) == meta["source"]["sha256"]
+    other = tmp_path / "other.pt"
+    shutil.copy(FIXTURES / "mn_w020.pt", other)
+    with pytest.raises(Esc50Error, match="first verified download"):
+        store.download("mn10_tiny", build=cli.build_reference, url=other.as_uri(),
+                       cache_dir=cache, overwrite=True, progress=False, log=lambda _: None)
+    assert path.is_file()  # the cached weights are untouched
+
+
+# --- the registered classifiers ----------------------------------------------------------------
+
+def test_registered_with_their_rate_and_front_end():
+    from esc50tf import models
+    from esc50tf.pretrained import architectures
+
+    for name in arch.WIDTHS:
+        spec = models.get(name)
+        assert spec.family == "efficientat" and spec.pretrained == name
+        assert architectures.get(name)["sample_rate"] == 32000
+        assert architectures.feature_settings(name)["kind"] == "kaldi_mel"
+
+
+def test_classifier_loads_the_trunk_and_freezes(weights_w010, tmp_path):
+    import keras
+
+    from esc50tf.pretrained import store
+
+    converted, _meta = store.load_weights(weights_w010)
+    cfg = ModelConfig(name="mn10", weights=str(weights_w010), freeze_backbone=True,
+                      normalization="none")
+    features = FeatureConfig(**arch.feature_settings("mn10"))
+    model = build_model(cfg, features, num_classes=3, num_samples=16000)
+    for name in ("features_0_0", "features_16_1", "classifier_2"):
+        for got, want in zip(model.get_layer(name).get_weights(), converted[name]):
+            np.testing.assert_array_equal(got, want)
+        assert not model.get_layer(name).trainable
+    assert [w.path for w in model.trainable_weights] == ["predictions/kernel", "predictions/bias"]
+    x = np.random.default_rng(0).uniform(-0.3, 0.3, (2, 16000)).astype("float32")
+    probs = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x, training=False)), probs, atol=1e-6)
+
+
+def test_weights_of_another_width_family_are_refused(weights_w010):
+    cfg = ModelConfig(name="mn04", weights=str(weights_w010), normalization="none")
+    with pytest.raises(Esc50Error, match="holds mn10 weights"):
+        build_model(cfg, FeatureConfig(**arch.feature_settings("mn04")), num_classes=3,
+                    num_samples=16000)
+
+
+def test_linear_probe_on_mn_embeddings(weights_w010, tiny_tfrecords, tmp_path):
+    """`embed` and the linear probe take mn weights as they take CNN14's (8 kHz clips resampled)."""
+    from esc50tf.cli import main
+    from esc50tf.run_config import resolve_config
+    from esc50tf.train import train
+
+    emb = tmp_path / "emb.npz"
+    assert main(["embed", str(weights_w010), str(tiny_tfrecords), "--out", str(emb),
+                 "--no-progress"]) == 0
+    with np.load(emb) as f:
+        assert f["embeddings"].shape == (40, 96) and np.isfinite(f["embeddings"]).all()
+    cfg = resolve_config("logreg", overrides={
+        "train": {"data": str(tiny_tfrecords), "out": str(tmp_path / "probe"),
+                  "protocol": "test-fold", "test_fold": 1},
+        "model": {"classic_features": "embeddings", "weights": str(weights_w010)}})
+    report = train(cfg)
+    assert 0.0 <= report["accuracy"] <= 1.0
+    result = json.loads((tmp_path / "probe" / "fold1" / "result.json").read_text())
+    assert result["feature_dim"] == 96
+
+
+def test_finetune_preset_is_the_reference_recipe(weights_w010):
+    from esc50tf.models.optimizers import WarmupRampdown
+    from esc50tf.recipe import learning_rate
+    from esc50tf.run_config import resolve_config
+
+    cfg = resolve_config("mn10", overrides={"model": {"weights": str(weights_w010)}})
+    t = cfg.train
+    assert t.preset == "finetune" and t.optimizer == "adam" and t.lr == 6e-5
+    assert (t.batch_size, t.epochs, t.schedule, t.warmup_epochs) == (128, 80, "rampdown", 10.0)
+    assert cfg.augment.mix == "mixup" and cfg.augment.mixup_alpha == 0.3
+    assert tuple(cfg.augment.gain_db) == (-12.0, 12.0)
+    assert cfg.features.kind == "kaldi_mel" and cfg.model.normalization == "none"
+    schedule = learning_rate(t, t.lr, steps_per_epoch=1)
+    assert isinstance(schedule, WarmupRampdown)
+    # ex_esc50.py's factors: exp(-5 (1 - e / 10)^2) while warming up, 1 at epoch 10, linear
+    # to 0.01 at epoch 75, then 0.01.
+    for epoch, factor in ((0, np.exp(-5 * 0.95 ** 2)), (5, np.exp(-5 * 0.25)), (10, 1.0),
+                          (42.5, 0.505), (75, 0.01), (79, 0.01)):
+        assert float(schedule(epoch)) == pytest.approx(6e-5 * factor, rel=1e-4), epoch
+
+
+def test_the_family_answers_through_the_registry_hooks(weights_w010):
+    """register_family("efficientat"): its rate, front end and refusals, asked of the registry."""
+    from esc50tf import models
+    from esc50tf.models import registry
+    from esc50tf.run_config import resolve_config
+
+    assert ("efficientat", "EfficientAT") in [(f.name, f.label) for f in models.families()]
+    assert registry.required_sample_rate("mn10") == 32000
+    assert registry.required_sample_rate("cnn_small") is None
+    assert registry.reads_converted_weights(ModelConfig(name="mn04"))
+    cfg = resolve_config("mn10")
+    assert cfg.features.to_dict() == FeatureConfig(**arch.feature_settings("mn10")).to_dict()
+    assert cfg.train.preset == "default"  # no weights: the random trunk, not the finetune recipe
+    weights = {"weights": str(weights_w010)}
+    for over, match in (({"features": {"n_mels": 64}}, "mn10 front end.*n_mels=128"),
+                        ({"model": {"normalization": "frequency"}}, r"\(x \+ 4.5\) / 5"),
+                        ({"model": {"freeze_backbone": True}}, "random trunk"),
+                        ({"model": weights, "train": {"trunk_lr_scale": 0.1}},
+                         "change nothing on mn10's mn10 trunk")):
+        with pytest.raises(Esc50Error, match=match):
+            resolve_config("mn10", overrides=over)
+    manifest = {"config": {"sample_rate": 8000}, "source": {"data_dir": "ESC-50"}}
+    with pytest.raises(Esc50Error, match=r"(?s)takes 32000 Hz.*--sample-rate 32000"):
+        registry.check_data(ModelConfig(name="mn10"), manifest, "data")
+    manifest["config"]["sample_rate"] = 32000
+    registry.check_data(ModelConfig(name="mn10"), manifest, "data")
+    base, over = {"features": {"kind": "mel"}}, {"features": {"n_mels": 64}, "model": {},
+                                                 "train": {}}
+    registry.fit_trial("mn10", base, over)  # tune's front-end draws do not reach the trunk
+    assert over["features"] == {} and "features" not in base

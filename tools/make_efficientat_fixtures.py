@@ -1,0 +1,226 @@
+"""Makes the EfficientAT parity fixtures in tests/fixtures/efficientat/ with the reference code.
+
+The reference is a checkout of github.com/fschmid56/EfficientAT (MIT; e.g. a
+snapshot brought with the search tool's fetch). Neither it nor PyTorch is a
+dependency of esc50tf or its tests: run this script in a separate
+environment, e.g.
+
+    python3 -m venv /work/refenv-efficientat
+    /work/refenv-efficientat/bin/pip install torch==2.9.1 torchvision==0.24.1 \
+        'torchaudio==2.9.*' numpy
+    git clone /work/.mirror/fschmid56+EfficientAT/repo /tmp/efficientat
+    /work/refenv-efficientat/bin/python tools/make_efficientat_fixtures.py \
+        --reference /tmp/efficientat --sample-clip ../shared/esc50-sample/audio/2-104877-A-3.wav
+
+It builds the reference's own classes: `models.mn.model.get_model(width_mult=W)`
+(the MobileNetV3 with its MLP head and channel squeeze-excitation, as the
+AudioSet checkpoints were trained) and `models.preprocess.AugmentMelSTFT`
+with the settings of the reference's `inference.py` / `ex_esc50.py`
+(n_mels 128, 32 kHz, window 800, hop 320, n_fft 1024, fmin 0, fmax None ->
+15000 Hz), both in eval mode. Weights are random (fixed seed) at a REDUCED
+width (small files): batch-norm statistics from a few training-mode passes,
+then every batch-norm gamma/beta and every bias randomised so that each
+array the converter moves matters.
+
+What the official checkpoints are and what the fixture mirrors: the release
+files (`mn10_as_mAP_471.pt`... at github.com/fschmid56/EfficientAT/releases/
+tag/v0.0.1) are read by `torch.hub.load_state_dict_from_url` and passed to
+`model.load_state_dict`, i.e. they are a bare `state_dict()` (an OrderedDict
+with `_metadata`) written by `torch.save` in its zip format; the fixture
+`mn_w<W>.pt` is exactly `torch.save(model.state_dict(), path)`.
+
+Files (W = the width, e.g. 0.1 -> `w010`):
+- `waveforms.npz`: int16 PCM at 32 kHz (both sides read `pcm / 32768`):
+  `clips` [6, 64000]: 0 two seconds of a
+  real ESC-50 clip (2-104877-A, "Cows muing", CC0; linearly resampled from
+  44.1 kHz), 1 a chirp in noise, 2 quiet noise with 0.5 s of digital
+  silence, 3 digital silence throughout, 4 the chirp clipped at full
+  scale, 5 0.5 s of clip 0 zero-padded to 2 s; `short` [1, 3200] (0.1 s)
+  and `long` [1, 320000] (10 s, the AudioSet clip length) of noise + chirp;
+  `mel_banks` [128, 513], torchaudio's Kaldi filterbank as the reference
+  pads it (eval-mode fmin 0, fmax 15000).
+- `mn_<W>.pt`: the state dict; `mn_<W>.outputs.npz`: for each input set
+  (`clips`, `short`, `long`), the reference's normalised log-Mel
+  (time-major, `[b, frames, 128]`), `embedding` (the pooled last conv) and
+  `logits`, plus `width` and `params` (its parameter count).
+
+With `--full-size --out DIR` it writes the same for mn10 at width 1.0 with
+random weights (about 20 MB, not for the repository), which
+`python -m benchmarks.efficientat_parity --fixtures DIR` compares.
+Parameter counts of every width with 527 classes are printed (the test
+`test_parameter_counts_match_reference` records them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "tests" / "fixtures" / "efficientat"
+RATE = 32000
+SECONDS = 2.0
+TEST_WIDTHS = (0.1, 0.2)
+ALL_WIDTHS = (0.4, 0.5, 1.0, 2.0, 3.0, 4.0)
+SPREAD = 0.02  # of the randomised gamma/beta/biases: small, so outputs still follow the input
+
+
+def width_tag(width):
+    return f"w{int(round(width * 100)):03d}"
+
+
+def _read_wav(path, seconds):
+    with wave.open(str(path), "rb") as f:
+        if f.getsampwidth() != 2:
+            raise SystemExit(f"{path}: expected 16-bit PCM")
+        rate, n = f.getframerate(), f.getnframes()
+        pcm = np.frombuffer(f.readframes(n), "<i2").reshape(-1, f.getnchannels())[:, 0]
+    x = pcm.astype(np.float64) / 32768.0
+    t_out = np.arange(int(seconds * RATE)) / RATE
+    return np.interp(t_out, np.arange(len(x)) / rate, x).astype(np.float32)
+
+
+def _chirp(n, rng, noise=0.05):
+    t = np.arange(n) / RATE
+    sweep = 0.5 * np.sin(2 * np.pi * (100 * t + 4000 * t ** 2))
+    return (sweep + noise * rng.standard_normal(n)).astype(np.float32)
+
+
+def make_waveforms(sample_clip, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(SECONDS * RATE)
+    real = _read_wav(sample_clip, SECONDS) if sample_clip else _chirp(n, rng, 0.2)
+    chirp = _chirp(n, rng)
+    quiet = (0.01 * rng.standard_normal(n)).astype(np.float32)
+    quiet[n // 4:n // 4 + RATE // 2] = 0.0
+    clipped = np.clip(4.0 * chirp, -1.0, 1.0)
+    padded = np.zeros(n, np.float32)
+    padded[:RATE // 2] = real[:RATE // 2]
+    clips = np.stack([real, chirp, quiet, np.zeros(n, np.float32), clipped, padded])
+    pcm = {"clips": clips, "short": _chirp(RATE // 10, rng)[None],
+           "long": _chirp(10 * RATE, rng, 0.1)[None]}
+    return {k: np.round(np.clip(v, -1, 1) * 32767).astype(np.int16) for k, v in pcm.items()}
+
+
+def as_float(pcm):
+    """int16 -> float32 in [-1, 1), as both sides read the fixture waveforms."""
+    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def reference_classes(reference):
+    """`get_model` and `AugmentMelSTFT` from the checkout (its modules import by repo path)."""
+    sys.path.insert(0, str(reference))
+    cwd = os.getcwd()
+    os.chdir(reference)  # helpers/utils.py reads metadata/class_labels_indices.csv at import
+    try:
+        from models.mn.model import get_model
+        from models.preprocess import AugmentMelSTFT
+    finally:
+        os.chdir(cwd)
+    return get_model, AugmentMelSTFT
+
+
+def build(get_model, width, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    return get_model(width_mult=width, num_classes=527, head_type="mlp", se_dims="c")
+
+
+def randomise(model, mel, waves, seed):
+    """BN statistics from training-mode passes, then random gamma/beta/biases."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:  # cumulative averages: the statistics of these clips, not 3% of them
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        x = mel(torch.from_numpy(waves)).unsqueeze(1)
+        for _ in range(3):
+            model(x)
+        for m in norms:
+            m.momentum = 0.01  # the reference's (not saved in the state dict)
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or (p.dim() == 1 and name.endswith("weight")):
+                base = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(base + SPREAD * torch.randn(p.shape, generator=g))
+            elif name.startswith("classifier"):  # the reference initialises these N(0, 0.01)
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+    model.eval()
+
+
+def outputs(model, mel, waves):
+    import torch
+
+    with torch.no_grad():
+        spec = mel(torch.from_numpy(waves))  # [b, 128, frames]
+        logits, embedding = model(spec.unsqueeze(1))
+    return {"logmel": spec.transpose(1, 2).numpy(), "embedding": embedding.numpy(),
+            "logits": logits.numpy()}
+
+
+def write(get_model, AugmentMelSTFT, width, waves, out, seed=0):
+    import torch
+
+    mel = AugmentMelSTFT(n_mels=128, sr=RATE, win_length=800, hopsize=320, n_fft=1024,
+                         freqm=0, timem=0, fmin=0.0, fmax=None, fmin_aug_range=10,
+                         fmax_aug_range=2000)
+    mel.eval()
+    model = build(get_model, width, seed)
+    randomise(model, mel, as_float(waves["clips"]), seed)
+    tag = width_tag(width)
+    torch.save(model.state_dict(), out / f"mn_{tag}.pt")
+    arrays = {"width": np.float32(width),
+              "params": np.int64(sum(p.numel() for p in model.parameters()))}
+    for key, x in waves.items():
+        for name, value in outputs(model, mel, as_float(x)).items():
+            arrays[f"{key}_{name}"] = value.astype(np.float32)
+    np.savez_compressed(out / f"mn_{tag}.outputs.npz", **arrays)
+    print(f"{out / f'mn_{tag}.pt'}: width {width:g}, {int(arrays['params']):,} parameters")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reference", required=True, type=Path,
+                   help="checkout of github.com/fschmid56/EfficientAT")
+    p.add_argument("--sample-clip", type=Path, default=None,
+                   help="a 16-bit ESC-50 WAV for clip 0 (default: a synthetic one)")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--full-size", action="store_true",
+                   help="mn10 at width 1.0 (random weights) instead of the test widths")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    get_model, AugmentMelSTFT = reference_classes(args.reference.resolve())
+    args.out.mkdir(parents=True, exist_ok=True)
+    waves = make_waveforms(args.sample_clip)
+    import torchaudio
+
+    # The filterbank AugmentMelSTFT builds in eval mode, as it builds it.
+    banks, _centres = torchaudio.compliance.kaldi.get_mel_banks(
+        128, 1024, RATE, 0.0, 15000.0, vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0)
+    np.savez_compressed(args.out / "waveforms.npz", **waves,
+                        mel_banks=torch.nn.functional.pad(banks, (0, 1)).numpy())
+    for width in ((1.0,) if args.full_size else TEST_WIDTHS):
+        write(get_model, AugmentMelSTFT, width, waves, args.out)
+    import contextlib
+    import io
+
+    for width in ALL_WIDTHS:
+        with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the module tree
+            model = build(get_model, width, 0)
+        print(f"params width {width:g} (527 classes): "
+              f"{sum(p.numel() for p in model.parameters()):,}")
+
+
+if __name__ == "__main__":
+    main()
