@@ -132,7 +132,8 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from esc50tf.export import ExportConfig, SavedModelRunner, TFLiteRunner, export_run, read_run
+    from esc50tf.export import ExportConfig, export_run, read_run
+    from esc50tf.exported import SavedModelRunner, TFLiteRunner
 
     with tempfile.TemporaryDirectory(prefix="bench_export-") as workdir:
         run, origin = make_run(args, workdir)

@@ -111,7 +111,8 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env = common.environment()
-    from esc50tf.export import ExportConfig, TFLiteRunner, export_run
+    from esc50tf.export import ExportConfig, export_run
+    from esc50tf.exported import TFLiteRunner
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="export_latency-") as workdir:

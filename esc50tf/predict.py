@@ -61,7 +61,7 @@ class ExportedPredictor(Predictor):
 
     Args:
         runner: callable `[batch, num_samples]` -> probabilities, with
-            `num_samples` (`esc50tf.export.runner_for`).
+            `num_samples` (`esc50tf.exported.runner_for`).
         class_names: list of str.
         sample_rate: int.
         num_samples: int. Input length, when the runner does not tell it.
@@ -81,24 +81,24 @@ class ExportedPredictor(Predictor):
 
 def is_export(path):
     """Whether `path` is an export folder, a `.tflite` file or a SavedModel folder."""
-    from esc50tf import export
+    from esc50tf import exported
 
     path = Path(path)
     return path.suffix == ".tflite" or (path.is_dir() and (
-        (path / export.CARD).is_file() or (path / "saved_model.pb").is_file()))
+        (path / exported.CARD).is_file() or (path / "saved_model.pb").is_file()))
 
 
 def load_exported(path, sample_rate=None):
     """An ExportedPredictor of an export folder, `.tflite` file or SavedModel folder."""
-    from esc50tf import export
+    from esc50tf import exported
 
     path = Path(path)
     if not path.exists():
         raise Esc50Error(f"{path}: no such model file")
-    runner = export.runner_for(path)
-    card = export.read_card(path)
+    runner = exported.runner_for(path)
+    card = exported.read_card(path)
     if card is None and sample_rate is None:
-        raise Esc50Error(f"{path}: no {export.CARD} beside it to tell the classes and sample "
+        raise Esc50Error(f"{path}: no {exported.CARD} beside it to tell the classes and sample "
                          "rate; keep the export folder whole, or pass --sample-rate")
     num_samples = runner.num_samples or card["input"]["shape"][-1]
     names = card["classes"] if card else None
@@ -160,7 +160,7 @@ def load_predictor(path, sample_rate=None):
     if path.is_dir():
         task_cls, files = tasks.saved_models(path)
         if not files:
-            from esc50tf.export import CARD
+            from esc50tf.exported import CARD
 
             raise Esc50Error(f"{path}: not a model: no saved split model "
                              f"({tasks.model_files()}; a run folder), no {CARD} (an export "

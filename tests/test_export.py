@@ -332,7 +332,7 @@ def test_every_tflite_export_is_right_on_silent_padded_and_clipped_clips(exports
     A DC offset and a pure tone too, whose empty bins only a float32 window keeps at the
     floor. (Before, float16 gave all-NaN on any input with silence and max |dp| 0.42 on a
     constant input.)"""
-    from esc50tf.export import edge_clips
+    from esc50tf.exported import edge_clips
 
     x, _, _, _ = fold1_clips
     clips = edge_clips(x.shape[1], x[0])
@@ -375,7 +375,7 @@ def test_float16_rounding_keeps_the_log_floor_of_every_front_end():
 
 
 def test_parity_check_refuses_non_finite_and_low_agreement():
-    from esc50tf.export import check_parity
+    from esc50tf.exported import check_parity
 
     ok = {"silent": {"finite": True}}
     check_parity({"clips": 10, "non_finite_clips": 0, "max_abs_prob_diff": 0.01,
@@ -396,10 +396,10 @@ def test_export_below_the_agreement_threshold_fails_and_leaves_nothing(trained_r
     """A model whose top class is another than the Keras model's (probabilities rolled by one
     class) agrees on 0% of the test clips: export exits 1 and writes nothing, and passes with
     --min-agreement 0."""
-    from esc50tf import cli, export
+    from esc50tf import cli, exported
 
-    real = export.TFLiteRunner.__call__
-    monkeypatch.setattr(export.TFLiteRunner, "__call__",
+    real = exported.TFLiteRunner.__call__
+    monkeypatch.setattr(exported.TFLiteRunner, "__call__",
                         lambda self, batch: np.roll(real(self, batch), 1, axis=1))
     run, _, _ = trained_run
     out = tmp_path / "rolled"
@@ -414,16 +414,16 @@ def test_export_below_the_agreement_threshold_fails_and_leaves_nothing(trained_r
 def test_export_with_nan_outputs_fails_and_leaves_nothing(trained_run, tmp_path, monkeypatch,
                                                           capsys):
     """An export whose model gives NaN (as float16 did on silence) exits 1, writes nothing."""
-    from esc50tf import cli, export
+    from esc50tf import cli, exported
 
-    real = export.TFLiteRunner.__call__
+    real = exported.TFLiteRunner.__call__
 
     def nan_on_silence(self, batch):
         out = real(self, batch)
         out[~np.asarray(batch).any(axis=1)] = np.nan
         return out
 
-    monkeypatch.setattr(export.TFLiteRunner, "__call__", nan_on_silence)
+    monkeypatch.setattr(exported.TFLiteRunner, "__call__", nan_on_silence)
     run, _, _ = trained_run
     out = tmp_path / "f16"
     assert cli.main(["export", str(run), "--quantize", "float16", "--out", str(out)]) == 1
@@ -465,12 +465,12 @@ def test_predict_names_every_kind_of_model_it_reads(tmp_path):
 def test_timeline_refuses_non_finite_probabilities(exports, trained_run, tmp_path,
                                                    monkeypatch, capsys):
     """A model giving NaN leaves no timeline (timeline.json would not be valid JSON)."""
-    from esc50tf import export
+    from esc50tf import exported
     from esc50tf.timeline import run_timelines
 
     _, esc50, _ = trained_run
     wav = sorted((esc50 / "audio").glob("1-*.wav"))[0]
-    monkeypatch.setattr(export.TFLiteRunner, "__call__",
+    monkeypatch.setattr(exported.TFLiteRunner, "__call__",
                         lambda self, batch: np.full((len(batch), 10), np.nan))
     assert run_timelines(exports["float"], [wav], tmp_path / "tl", progress=False) == 1
     assert "non-finite probabilities for the window at 0.00 s" in capsys.readouterr().err

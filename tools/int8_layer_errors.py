@@ -72,7 +72,7 @@ def _clips(folder, index, names):
 
 
 def _agreement(content, waves, reference):
-    from esc50tf.export import runner_for
+    from esc50tf.exported import runner_for
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
         f.write(content)
