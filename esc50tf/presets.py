@@ -128,15 +128,41 @@ _SEED_PER_MODEL = {
 }
 
 
-def preset(name, model):
-    """The overrides of preset `name` for `model` (a registered name)."""
+def preset(name, model=None, use_family_recipe=True):
+    """The overrides of preset `name` for `model` (a registered name).
+
+    `default` for a model whose family declares a recipe (`FamilySpec.recipe`,
+    e.g. the rnn family's in `esc50tf.models.rnn`) is `_DEFAULT` with that
+    recipe on top, and its train section records the recipe's name
+    (`TrainConfig.family_recipe`); `use_family_recipe=False` (or no model) gives the plain
+    `default` preset.
+    """
     if name not in PRESETS:
         raise Esc50Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     if name == "default":
-        return {k: dict(v) for k, v in _DEFAULT.items()}
+        out = {k: dict(v) for k, v in _DEFAULT.items()}
+        family = _family_with_recipe(model) if model and use_family_recipe else None
+        if family is not None:
+            for section, values in family.recipe.items():
+                out[section].update(values)
+            out["train"]["family_recipe"] = family.name
+        return out
     if name == "finetune":
         return {k: dict(v) for k, v in _FINETUNE.items()}
     out = {k: dict(v) for k, v in _SEED_COMMON.items()}
     for section, values in _SEED_PER_MODEL.get(model, {}).items():
         out[section].update(values)
     return out
+
+
+def _family_with_recipe(model):
+    from esc50tf.models import registry
+
+    family = registry.family(registry.get(model).family)
+    return family if family.recipe else None
+
+
+def recipe_label(train):
+    """The recipe a run used, in words, from its train config dict: "default (rnn recipe)"."""
+    name = train.get("preset", "default")
+    return f"{name} ({train['family_recipe']} recipe)" if train.get("family_recipe") else name

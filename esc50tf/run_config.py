@@ -59,6 +59,8 @@ class TrainConfig(Config):
         data: str. TFRecord folder.
         out: str. Run folder.
         preset: str. "default", "seed" or "finetune" (recorded; already applied).
+        family_recipe: str. The model family whose recipe `default` applied on top of the
+            preset (`FamilySpec.recipe`; recorded, already applied); "" for none.
         protocol: str. "cv", "test-fold" or "split".
         test_fold: int or None. For protocol "test-fold".
         split_ratio: float or None. For protocol "split", e.g. 0.9.
@@ -82,6 +84,8 @@ class TrainConfig(Config):
         ema_momentum: float. For final_weights "ema" (Keras optimizer `use_ema`).
         swa_fraction: float. For final_weights "swa": share of the epochs at the end
             whose weights are averaged.
+        clipnorm: float. Clip each gradient tensor to this L2 norm before the update
+            (the Keras optimizers' `clipnorm`); 0 = off.
         label_smoothing: float. Cross-entropy label smoothing (0 = off).
         balance: str. "none" or "class_weights" (n / (k * count) per class).
         mixed_precision: str. auto, off, bf16 or fp16.
@@ -108,6 +112,7 @@ class TrainConfig(Config):
     data: str = ""
     out: str = ""
     preset: str = "default"
+    family_recipe: str = ""
     protocol: str = "cv"
     test_fold: int | None = None
     split_ratio: float | None = None
@@ -169,6 +174,10 @@ class TrainConfig(Config):
     swa_fraction: float = setting(
         0.25, flag="--swa-fraction", type=float,
         help="share of the last epochs averaged by --final-weights swa (default 0.25)")
+    clipnorm: float = setting(
+        0.0, flag="--clipnorm", type=float,
+        help="clip each gradient to this L2 norm (Keras optimizer clipnorm); 0: off (default 0; "
+        "the rnn family's recipe: 1)", check=lambda v: v >= 0, allowed="a number >= 0 (0: off)")
     label_smoothing: float = setting(0.0, flag="--label-smoothing", type=float,
                                      help="cross-entropy label smoothing (default 0)")
     balance: str = setting(
@@ -237,6 +246,8 @@ class TrainConfig(Config):
              ", ".join(recipe.FINAL_WEIGHTS)),
             (0 < self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "(0, 1)"),
             (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
+            (math.isfinite(self.clipnorm) and self.clipnorm >= 0, "clipnorm", self.clipnorm,
+             "a finite number >= 0 (0: off)"),
             (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
             (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
             (math.isfinite(self.data_service_timeout) and self.data_service_timeout > 0,
@@ -273,7 +284,7 @@ class RunConfig(Config):
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
-def resolve_config(model, preset="default", base=None, overrides=None):
+def resolve_config(model, preset="default", base=None, overrides=None, use_family_recipe=True):
     """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.
 
     Args:
@@ -282,6 +293,8 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             for a PANNs model given pretrained weights).
         base: dict or None. A saved config.json (sections train/model/...).
         overrides: dict or None. Same sections; only keys the user set.
+        use_family_recipe: bool. Whether "default" carries the model family's recipe
+            (`esc50tf.presets.preset`); False: the plain preset (experiments).
     """
     from esc50tf import presets
     from esc50tf.models import registry
@@ -289,7 +302,7 @@ def resolve_config(model, preset="default", base=None, overrides=None):
     registry.get(model)  # unknown names fail here, listing the valid ones
     preset = registry.resolve_preset(model, preset, base, overrides)
     merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
-    for layer in (presets.preset(preset, model), base or {}, overrides or {}):
+    for layer in (presets.preset(preset, model, use_family_recipe), base or {}, overrides or {}):
         for section, values in layer.items():
             if section not in merged:
                 raise Esc50Error(f"unknown config section {section!r}")
