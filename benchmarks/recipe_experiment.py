@@ -122,6 +122,9 @@ def parse_args(argv=None):
     parser.add_argument("--data-seed", type=int, default=0,
                         help="seed of the synthetic sets (0: the reported sets; another seed "
                              "gives a development set for choosing a recipe)")
+    parser.add_argument("--compare-to", default=None,
+                        help="comma-separated recipes every other recipe is compared with, "
+                             "seed by seed (default: the first of --recipes)")
     parser.add_argument("--label", default=None,
                         help="suffix of the report's name, e.g. ablation: "
                              "recipe_experiment-ablation-<mode>-cpu.json")
@@ -142,6 +145,9 @@ def parse_args(argv=None):
     bad = [r for r in args.recipes if r not in RECIPES]
     if bad or not args.recipes:
         parser.error(f"--recipes: unknown {bad}; choose from {', '.join(RECIPES)}")
+    args.compare_to = (common.parse_csv(parser, "--compare-to", args.compare_to,
+                                        allowed=args.recipes)
+                       if args.compare_to else args.recipes[:1])
     args.seeds = args.seeds or mode["seeds"]
     args.epochs = args.epochs or mode["epochs"]
     args.mode = mode
@@ -168,14 +174,21 @@ def make_data(args, workdir, size):
 
 def run_config(model, recipe, seed, data, out, epochs):
     """The RunConfig of one run: `default` (with the family's recipe only for "family")."""
+    from esc50tf import presets
     from esc50tf.run_config import resolve_config
 
     over = RECIPES[recipe]
+    features = {**FEATURES, **over.get("features", {})}
+    if recipe == FAMILY_RECIPE:
+        # The family recipe's hop relative to the default preset's, on these short clips.
+        hop = presets.preset("default", model)["features"]["hop_length"]
+        features["hop_length"] = (FEATURES["hop_length"] * hop
+                                  // presets.preset("default")["features"]["hop_length"])
     return resolve_config(model, "default", use_family_recipe=recipe == FAMILY_RECIPE, overrides={
         "train": {"data": str(data), "out": str(out), "protocol": "test-fold",
                   "test_fold": TEST_FOLD, "epochs": epochs, "batch_size": BATCH_SIZE,
                   "seed": seed, "export": False, **over["train"]},
-        "features": {**FEATURES, **over.get("features", {})},
+        "features": features,
         "augment": {**AUGMENT, **over["augment"]}})
 
 
@@ -201,16 +214,22 @@ def run_one(model, recipe, seed, data, out, epochs, size):
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
-def summarise(runs, models, recipes, sizes=(None,)):
+def summarise(runs, models, recipes, sizes=(None,), compare_to=None):
+    """Mean, spread and paired differences per model x data size x recipe.
+
+    Every recipe is compared seed by seed with each of `compare_to` (default:
+    the first recipe): `minus_<base>_mean` and `wins_over_<base>` ("2/3").
+    """
     rows = []
     for model in models:
         for size in sizes:
             rows += _summarise_cell([x for x in runs if x["model"] == model
-                                     and x.get("size") == size], model, size, recipes)
+                                     and x.get("size") == size], model, size, recipes,
+                                    compare_to or recipes[:1])
     return rows
 
 
-def _summarise_cell(runs, model, size, recipes):
+def _summarise_cell(runs, model, size, recipes, compare_to):
     rows = []
     by_recipe = {r: {x["seed"]: x for x in runs if x["recipe"] == r} for r in recipes}
     for recipe in recipes:
@@ -226,20 +245,25 @@ def _summarise_cell(runs, model, size, recipes):
                "epochs_run_mean": statistics.fmean(x["epochs_run"] or 0 for x in got),
                "wall_s_mean": statistics.fmean(x["wall_s"] for x in got),
                "reported_model": got[0]["reported_model"]}
-        if recipe != recipes[0]:
-            pairs = [(x["accuracy"], by_recipe[recipes[0]][s]["accuracy"])
-                     for s, x in by_recipe[recipe].items() if s in by_recipe[recipes[0]]]
-            diffs = [a - b for a, b in pairs]
-            row[f"minus_{recipes[0]}_mean"] = statistics.fmean(diffs) if diffs else None
-            row[f"wins_over_{recipes[0]}"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+        for base in compare_to:
+            if recipe == base:
+                continue
+            diffs = [x["accuracy"] - by_recipe[base][s]["accuracy"]
+                     for s, x in by_recipe[recipe].items() if s in by_recipe[base]]
+            row[f"minus_{base}_mean"] = statistics.fmean(diffs) if diffs else None
+            row[f"wins_over_{base}"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
         rows.append(row)
     return rows
 
 
 def render_markdown(payload):
     c = payload["config"]
-    base = c["recipes"][0]
     pct = lambda v: None if v is None else round(100 * v, 1)  # noqa: E731
+    paired = []
+    for base in c.get("compare_to") or c["recipes"][:1]:
+        paired += [(f"minus {base} (paired), points",
+                    lambda r, b=base: pct(r.get(f"minus_{b}_mean"))),
+                   (f"seeds better than {base}", lambda r, b=base: r.get(f"wins_over_{b}", "-"))]
     table = common.markdown_table(payload["summary"], [
         ("model", lambda r: r["model"]),
         ("clips per class", lambda r: r.get("size") or "-"),
@@ -248,12 +272,23 @@ def render_markdown(payload):
         ("test accuracy %, mean", lambda r: pct(r["accuracy_mean"])),
         ("+- std", lambda r: pct(r["accuracy_std"])),
         ("per seed %", lambda r: ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])),
-        (f"minus {base} (paired), points", lambda r: pct(r.get(f"minus_{base}_mean"))),
-        (f"seeds better than {base}", lambda r: r.get(f"wins_over_{base}", "-")),
+        *paired,
         ("macro F1", lambda r: round(r["macro_f1_mean"], 3)),
         ("epochs run", lambda r: r["epochs_run_mean"]),
         ("wall s / run", lambda r: r["wall_s_mean"]),
     ])
+    # One line per model x data size, one column per recipe: mean +- std over seeds.
+    cells = {}
+    for r in payload["summary"]:
+        cells.setdefault((r["model"], r.get("size")), {})[r["recipe"]] = (
+            f"{100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f}")
+    overview = common.markdown_table(
+        [{"model": m, "size": n, **v} for (m, n), v in cells.items()],
+        [("model", lambda r: r["model"]), ("clips per class", lambda r: r["size"] or "-")]
+        + [(recipe, lambda r, k=recipe: r.get(k, "-")) for recipe in c["recipes"]])
+    reported = {}
+    for r in payload["summary"]:
+        reported.setdefault(r["recipe"], r["reported_model"])
     env = payload["environment"]
     lines = [
         f"# {payload['benchmark']} ({payload['mode']}, {payload['device']})",
@@ -263,13 +298,18 @@ def render_markdown(payload):
         f"start, {env['loadavg_at_end']} at end; total {payload['wall_s'] / 60:.1f} min; "
         f"commit {env['git_commit']}.",
         "",
-        f"Data: {'; '.join(c['data']) if isinstance(c['data'], list) else c['data']}; test fold {TEST_FOLD}; batch {BATCH_SIZE}; budget "
-        f"{c['epochs']} epochs per run; front end {c['features']}; SpecAugment {AUGMENT}.",
+        f"Data: {'; '.join(c['data']) if isinstance(c['data'], list) else c['data']}; "
+        f"test fold {TEST_FOLD}; batch {BATCH_SIZE}; budget {c['epochs']} epochs per run; "
+        f"front end {c['features']}; SpecAugment {AUGMENT}.",
+        "",
+        "Test accuracy %, mean +- std over seeds:",
+        "",
+        overview,
         "",
         table,
         "",
-        "Reported model per recipe: " + "; ".join(
-            f"{r['model']}/{r['recipe']}: {r['reported_model']}" for r in payload["summary"]),
+        "Reported model per recipe (first model): " + "; ".join(
+            f"{recipe}: {text}" for recipe, text in reported.items()),
     ]
     return "\n".join(lines)
 
@@ -307,12 +347,13 @@ def main(argv=None):
         "config": {"data": list(origins.values()), "sizes": list(args.sizes),
                    "classes": args.classes, "data_seed": args.data_seed,
                    "models": list(args.models), "recipes": list(args.recipes),
+                   "compare_to": list(args.compare_to),
                    "recipe_overrides": {r: RECIPES[r] for r in args.recipes},
                    "seeds": args.seeds, "epochs": args.epochs, "features": FEATURES,
                    "augment": AUGMENT, "batch_size": BATCH_SIZE, "test_fold": TEST_FOLD,
                    "command": common.command_line(argv)},
         "runs": runs,
-        "summary": summarise(runs, args.models, args.recipes, args.sizes),
+        "summary": summarise(runs, args.models, args.recipes, args.sizes, args.compare_to),
         "notes": [
             f"Accuracy on {runs[0]['num_test_clips']} test clips moves in steps of "
             f"{100 / runs[0]['num_test_clips']:.2f} points; with {args.seeds} seed(s) a "

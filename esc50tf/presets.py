@@ -27,6 +27,12 @@ The fixed schedule exists because a plateau schedule and early stopping
 driven by a validation side of under one clip per class stopped runs at half
 their budget with the learning rate cut 25-fold (issue 13). `--crop-seconds S`
 trains on random crops and evaluates on 5 evenly spaced ones (`test_crops`).
+A model family may carry its own recipe on top of `default`
+(`FamilySpec.recipe`, declared where the family registers, e.g. the rnn
+family's in `esc50tf.models.rnn`): `preset("default", model)` applies it and
+records its name (`train.family_recipe`), and the report says "default (rnn
+recipe)". Which families have one, and the experiment that chose it:
+README, "Training recipe".
 
 seed: the settings of the study esc50tf grew out of, per model (recorded
 here, in `_SEED_COMMON` and `_SEED_PER_MODEL`): Mel 128 in dB

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 
 from esc50tf.config import about, cli_options
-from esc50tf.run_config import RunConfig
+from esc50tf.run_config import RunConfig, TrainConfig
 
 
 def number(parse, ok, expected, out_of_range=None):
@@ -126,12 +126,22 @@ def add_options(p, table, title, leave_out=()):
 def _preset_default(section, key):
     """' (default: V; ...)' for a train setting the default preset fixes, else ''."""
     from esc50tf import presets
+    from esc50tf.models import registry
 
-    value = presets.preset("default", "cnn_small").get(section, {}).get(key)
-    if section != "train" or value is None:
+    if section != "train":
         return ""
-    shown = value if isinstance(value, str) else f"{value:g}"
-    return f" (default: {shown}; --preset seed sets it per model)"
+    value = presets.preset("default").get(section, {}).get(key)
+    recipes = [f"{f.name} family's recipe: {_shown(f.recipe[section][key])}"
+               for f in registry.families() if key in (f.recipe or {}).get(section, {})]
+    if value is None and not recipes:
+        return ""
+    if value is None:
+        value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[key]
+    return f" (default: {'; '.join([_shown(value)] + recipes)}; --preset seed sets it per model)"
+
+
+def _shown(value):
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def overrides(args, *tables):
