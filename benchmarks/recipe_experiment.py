@@ -18,9 +18,13 @@ shift, mixup, AdamW 1e-3 / weight decay 1e-4, batch 16 here):
   epochs without validation-loss improvement, floor 1e-5) and early stopping
   (patience 10) restoring the best-validation-loss weights, both driven by the
   validation side whatever its size.
-- new: today's default preset - 5 warmup epochs, cosine decay to 1e-5 over
+- new: the plain default preset (issue 13; every family's default until issue
+  27, the cnn family's still) - 5 warmup epochs, cosine decay to 1e-5 over
   the budget, no early stopping, stochastic weight averaging of the last 25 %
   of the epochs with batch norm recomputed; validation draws curves only.
+- new_constant: new with a constant rate after the warm-up.
+- family: what `--preset default` gives the model today - the plain default
+  with the model family's recipe on top (`FamilySpec.recipe`), if it has one.
 - new_crops (opt-in, `--recipes old,new,new_crops`): new plus random 0.75 s
   crops in training and 5 evenly spaced test crops.
 
@@ -33,17 +37,19 @@ highest mean accuracy over all of those runs becomes the family's recipe (a
 candidate within 1 point of the best that changes fewer settings wins the tie).
 Then the reported table runs on data seed 0, which the choice never saw, with
 3 seeds: old, new_constant, new and "family" (what `--preset default` gives
-now). Neither run's test fold decides anything in the package.
+now; a family recipe's hop is scaled to these clips like the default's), for
+gru, bigru and lstm. Neither run's test fold decides anything in the package.
 
     python -m benchmarks.recipe_experiment --models gru,bigru --classes 20 --sizes 6,12 \
         --data-seed 1 --seeds 2 --recipes new,rnn_fast,rnn_light,rnn_fast_light,\
 rnn_fast_light_hop2,rnn_constant_light --label rnn-select
-    python -m benchmarks.recipe_experiment --models gru,bigru --classes 20 --sizes 6,12 \
-        --seeds 3 --recipes old,new_constant,new,family --label rnn
+    python -m benchmarks.recipe_experiment --models gru,bigru,lstm --classes 20 --sizes 6,12 \
+        --seeds 3 --recipes old,new_constant,new,family --compare-to old,new_constant,new \
+        --label rnn
 
 The front end and SpecAugment widths are scaled to the short clips (40 Mel
 bands, 256-point FFT, hop 128: 63 frames; masks of up to 6 bands and 12
-frames), identically for every recipe.
+frames), identically for every recipe but those that change the hop.
 
 Usage:
     python -m benchmarks.recipe_experiment            # ~20-25 min on 2 busy CPU cores
