@@ -160,7 +160,7 @@ class TrainConfig(Config):
         "epoch budget, or constant (default preset: cosine; seed: plateau)")
     warmup_epochs: float = setting(
         0.0, flag="--warmup-epochs", type=float,
-        help="linear warmup epochs before cosine or constant (default preset: 5)")
+        help="linear warmup epochs before cosine or constant")
     min_val_per_class: float = setting(
         0.0, flag="--min-val-per-class", type=float,
         help="validation clips per class below which early stopping and plateau cuts are off "
