@@ -235,6 +235,18 @@ def summarise(runs, models, recipes, sizes=(None,), compare_to=None):
     return rows
 
 
+def overall(runs, recipes):
+    """Per recipe, the mean accuracy over every run (all models, sizes and seeds): the
+    score the selection rule ranks candidates by."""
+    out = []
+    for recipe in recipes:
+        accs = [x["accuracy"] for x in runs if x["recipe"] == recipe]
+        if accs:
+            out.append({"recipe": recipe, "runs": len(accs),
+                        "accuracy_mean": statistics.fmean(accs)})
+    return sorted(out, key=lambda r: -r["accuracy_mean"])
+
+
 def _summarise_cell(runs, model, size, recipes, compare_to):
     rows = []
     by_recipe = {r: {x["seed"]: x for x in runs if x["recipe"] == r} for r in recipes}
@@ -292,6 +304,9 @@ def render_markdown(payload):
         [{"model": m, "size": n, **v} for (m, n), v in cells.items()],
         [("model", lambda r: r["model"]), ("clips per class", lambda r: r["size"] or "-")]
         + [(recipe, lambda r, k=recipe: r.get(k, "-")) for recipe in c["recipes"]])
+    ranking = common.markdown_table(payload.get("overall") or [], [
+        ("recipe", lambda r: r["recipe"]), ("runs", lambda r: r["runs"]),
+        ("mean test accuracy % over all runs", lambda r: pct(r["accuracy_mean"]))])
     reported = {}
     for r in payload["summary"]:
         reported.setdefault(r["recipe"], r["reported_model"])
@@ -311,6 +326,11 @@ def render_markdown(payload):
         "Test accuracy %, mean +- std over seeds:",
         "",
         overview,
+        "",
+        "Every run of a recipe (all models, sizes and seeds), the score the selection rule "
+        "ranks by:",
+        "",
+        ranking,
         "",
         table,
         "",
@@ -360,6 +380,7 @@ def main(argv=None):
                    "command": common.command_line(argv)},
         "runs": runs,
         "summary": summarise(runs, args.models, args.recipes, args.sizes, args.compare_to),
+        "overall": overall(runs, args.recipes),
         "notes": [
             f"Accuracy on {runs[0]['num_test_clips']} test clips moves in steps of "
             f"{100 / runs[0]['num_test_clips']:.2f} points; with {args.seeds} seed(s) a "
