@@ -140,8 +140,8 @@ def preset(name, model=None, use_family_recipe=True):
     `default` for a model whose family declares a recipe (`FamilySpec.recipe`,
     e.g. the rnn family's in `esc50tf.models.rnn`) is `_DEFAULT` with that
     recipe on top, and its train section records the recipe's name
-    (`TrainConfig.family_recipe`); `use_family_recipe=False` (or no model) gives the plain
-    `default` preset.
+    (`TrainConfig.family_recipe`); `use_family_recipe=False` (or no model) gives
+    the plain `default` preset.
     """
     if name not in PRESETS:
         raise Esc50Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

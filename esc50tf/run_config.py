@@ -176,7 +176,8 @@ class TrainConfig(Config):
         help="share of the last epochs averaged by --final-weights swa (default 0.25)")
     clipnorm: float = setting(
         0.0, flag="--clipnorm", type=float,
-        help="clip each gradient to this L2 norm (Keras optimizer clipnorm); 0: off", check=lambda v: v >= 0, allowed="a number >= 0 (0: off)")
+        help="clip each gradient to this L2 norm (Keras optimizer clipnorm); 0: off",
+        check=lambda v: v >= 0, allowed="a number >= 0 (0: off)")
     label_smoothing: float = setting(0.0, flag="--label-smoothing", type=float,
                                      help="cross-entropy label smoothing (default 0)")
     balance: str = setting(
