@@ -46,6 +46,9 @@ rnn_fast_light_hop2,rnn_constant_light --label rnn-select
     python -m benchmarks.recipe_experiment --models gru,bigru,lstm --classes 20 --sizes 6,12 \
         --seeds 3 --recipes old,new_constant,new,family --compare-to old,new_constant,new \
         --label rnn
+    python -m benchmarks.recipe_experiment --models gru,bigru --classes 20 --sizes 12 \
+        --seeds 1 --epochs 100 --recipes old,new,family --compare-to old,new \
+        --label rnn-100-epochs    # the same order at the package's 100-epoch budget?
 
 The front end and SpecAugment widths are scaled to the short clips (40 Mel
 bands, 256-point FFT, hop 128: 63 frames; masks of up to 6 bands and 12
