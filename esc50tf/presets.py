@@ -27,6 +27,12 @@ The fixed schedule exists because a plateau schedule and early stopping
 driven by a validation side of under one clip per class stopped runs at half
 their budget with the learning rate cut 25-fold (issue 13). `--crop-seconds S`
 trains on random crops and evaluates on 5 evenly spaced ones (`test_crops`).
+A model family may carry its own recipe on top of `default`
+(`FamilySpec.recipe`, declared where the family registers, e.g. the rnn
+family's in `esc50tf.models.rnn`): `preset("default", model)` applies it and
+records its name (`train.family_recipe`), and the report says "default (rnn
+recipe)". Which families have one, and the experiment that chose it:
+README, "Training recipe".
 
 seed: the settings of the study esc50tf grew out of, per model (recorded
 here, in `_SEED_COMMON` and `_SEED_PER_MODEL`): Mel 128 in dB
@@ -162,15 +168,41 @@ def _finetune(model):
     return _FINETUNE_PER_FAMILY.get(family, _FINETUNE)
 
 
-def preset(name, model):
-    """The overrides of preset `name` for `model` (a registered name)."""
+def preset(name, model=None, use_family_recipe=True):
+    """The overrides of preset `name` for `model` (a registered name).
+
+    `default` for a model whose family declares a recipe (`FamilySpec.recipe`,
+    e.g. the rnn family's in `esc50tf.models.rnn`) is `_DEFAULT` with that
+    recipe on top, and its train section records the recipe's name
+    (`TrainConfig.family_recipe`); `use_family_recipe=False` (or no model) gives
+    the plain `default` preset.
+    """
     if name not in PRESETS:
         raise Esc50Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     if name == "default":
-        return {k: dict(v) for k, v in _DEFAULT.items()}
+        out = {k: dict(v) for k, v in _DEFAULT.items()}
+        family = _family_with_recipe(model) if model and use_family_recipe else None
+        if family is not None:
+            for section, values in family.recipe.items():
+                out[section].update(values)
+            out["train"]["family_recipe"] = family.name
+        return out
     if name == "finetune":
         return {k: dict(v) for k, v in _finetune(model).items()}
     out = {k: dict(v) for k, v in _SEED_COMMON.items()}
     for section, values in _SEED_PER_MODEL.get(model, {}).items():
         out[section].update(values)
     return out
+
+
+def _family_with_recipe(model):
+    from esc50tf.models import registry
+
+    family = registry.family(registry.get(model).family)
+    return family if family.recipe else None
+
+
+def recipe_label(train):
+    """The recipe a run used, in words, from its train config dict: "default (rnn recipe)"."""
+    name = train.get("preset", "default")
+    return f"{name} ({train['family_recipe']} recipe)" if train.get("family_recipe") else name

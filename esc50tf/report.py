@@ -29,6 +29,7 @@ import numpy as np
 
 from esc50tf.io import atomic_path, dumps_json
 from esc50tf.plotting import figure
+from esc50tf.presets import recipe_label
 
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "curves.png",
                 "per_class_accuracy.png")
@@ -101,6 +102,7 @@ def aggregate(fold_results, class_names, config, wall_time_s, extra=None):
         "wall_time_s": float(wall_time_s),
         "train_examples_per_s": float(np.mean(examples_per_s)) if examples_per_s else None,
         "config": config,
+        "recipe": recipe_label(config.get("train", {})),
     }
     report.update(extra or {})
     return report
@@ -121,6 +123,7 @@ def _headline(report):
 
 def report_markdown(report):
     """The text of `report.md`: headline, recipe, one row per split, confusions, per class."""
+    recipe = report.get("recipe") or recipe_label(report.get("config", {}).get("train", {}))
     lines = [
         f"# {_headline(report)}",
         "",
@@ -132,6 +135,7 @@ def report_markdown(report):
         + (f"; training {report['train_examples_per_s']:.1f} examples/s"
            if report.get("train_examples_per_s") else ""),
         f"- device: {report.get('device', '?')}; precision: {report.get('precision', '?')}",
+        f"- recipe: {recipe}",
         *_recipe_lines(report),
         "",
         "| split | accuracy | macro F1 | weighted F1 | epochs | train s | examples/s |",

@@ -59,6 +59,8 @@ class TrainConfig(Config):
         data: str. TFRecord folder.
         out: str. Run folder.
         preset: str. "default", "seed" or "finetune" (recorded; already applied).
+        family_recipe: str. The model family whose recipe `default` applied on top of the
+            preset (`FamilySpec.recipe`; recorded, already applied); "" for none.
         protocol: str. "cv", "test-fold" or "split".
         test_fold: int or None. For protocol "test-fold".
         split_ratio: float or None. For protocol "split", e.g. 0.9.
@@ -83,6 +85,8 @@ class TrainConfig(Config):
         ema_momentum: float. For final_weights "ema" (Keras optimizer `use_ema`).
         swa_fraction: float. For final_weights "swa": share of the epochs at the end
             whose weights are averaged.
+        clipnorm: float. Clip each gradient tensor to this L2 norm before the update
+            (the Keras optimizers' `clipnorm`); 0 = off.
         label_smoothing: float. Cross-entropy label smoothing (0 = off).
         balance: str. "none" or "class_weights" (n / (k * count) per class).
         mixed_precision: str. auto, off, bf16 or fp16.
@@ -109,6 +113,7 @@ class TrainConfig(Config):
     data: str = ""
     out: str = ""
     preset: str = "default"
+    family_recipe: str = ""
     protocol: str = "cv"
     test_fold: int | None = None
     split_ratio: float | None = None
@@ -158,8 +163,7 @@ class TrainConfig(Config):
         "down to min_lr) (default preset: cosine; seed: plateau)")
     warmup_epochs: float = setting(
         0.0, flag="--warmup-epochs", type=float,
-        help="warmup epochs before cosine or constant (linear) or rampdown (exponential) "
-        "(default preset: 5)")
+        help="warmup epochs before cosine or constant (linear) or rampdown (exponential)")
     min_val_per_class: float = setting(
         0.0, flag="--min-val-per-class", type=float,
         help="validation clips per class below which early stopping and plateau cuts are off "
@@ -173,6 +177,10 @@ class TrainConfig(Config):
     swa_fraction: float = setting(
         0.25, flag="--swa-fraction", type=float,
         help="share of the last epochs averaged by --final-weights swa (default 0.25)")
+    clipnorm: float = setting(
+        0.0, flag="--clipnorm", type=float,
+        help="clip each gradient to this L2 norm (Keras optimizer clipnorm); 0: off",
+        check=lambda v: v >= 0, allowed="a number >= 0 (0: off)")
     label_smoothing: float = setting(0.0, flag="--label-smoothing", type=float,
                                      help="cross-entropy label smoothing (default 0)")
     balance: str = setting(
@@ -241,6 +249,8 @@ class TrainConfig(Config):
              ", ".join(recipe.FINAL_WEIGHTS)),
             (0 < self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "(0, 1)"),
             (0 < self.swa_fraction <= 1, "swa_fraction", self.swa_fraction, "(0, 1]"),
+            (math.isfinite(self.clipnorm) and self.clipnorm >= 0, "clipnorm", self.clipnorm,
+             "a finite number >= 0 (0: off)"),
             (0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)"),
             (self.balance in recipe.BALANCE, "balance", self.balance, ", ".join(recipe.BALANCE)),
             (math.isfinite(self.data_service_timeout) and self.data_service_timeout > 0,
@@ -277,7 +287,7 @@ class RunConfig(Config):
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
-def resolve_config(model, preset="default", base=None, overrides=None):
+def resolve_config(model, preset="default", base=None, overrides=None, use_family_recipe=True):
     """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.
 
     Args:
@@ -286,6 +296,8 @@ def resolve_config(model, preset="default", base=None, overrides=None):
             for a PANNs model given pretrained weights).
         base: dict or None. A saved config.json (sections train/model/...).
         overrides: dict or None. Same sections; only keys the user set.
+        use_family_recipe: bool. Whether "default" carries the model family's recipe
+            (`esc50tf.presets.preset`); False: the plain preset (experiments).
     """
     from esc50tf import presets
     from esc50tf.models import registry
@@ -293,7 +305,7 @@ def resolve_config(model, preset="default", base=None, overrides=None):
     registry.get(model)  # unknown names fail here, listing the valid ones
     preset = registry.resolve_preset(model, preset, base, overrides)
     merged = {"train": {}, "model": {}, "features": {}, "augment": {}}
-    for layer in (presets.preset(preset, model), base or {}, overrides or {}):
+    for layer in (presets.preset(preset, model, use_family_recipe), base or {}, overrides or {}):
         for section, values in layer.items():
             if section not in merged:
                 raise Esc50Error(f"unknown config section {section!r}")

@@ -275,3 +275,33 @@ def test_panns_parity_reports_every_fixture(tmp_path):
         # Both formats hold the same tensors: the same figures.
         other = rows[name.replace("zip", "legacy")]
         assert r["embedding_relative"] == other["embedding_relative"]
+
+
+def test_recipe_experiment_pairs_each_baseline_and_runs_the_family_recipe():
+    from benchmarks import recipe_experiment as rx
+    from esc50tf import presets
+    from esc50tf.models import registry
+
+    accs = {("old", 0): 0.2, ("old", 1): 0.4, ("new", 0): 0.3, ("new", 1): 0.1,
+            ("family", 0): 0.5, ("family", 1): 0.3}
+    runs = [{"model": "gru", "size": 6, "recipe": r, "seed": s, "accuracy": a, "macro_f1": a,
+             "epochs_run": 3, "wall_s": 1.0, "reported_model": "last"}
+            for (r, s), a in accs.items()]
+    rows = rx.summarise(runs, ("gru",), ("old", "new", "family"), (6,), ("old", "new"))
+    family = next(r for r in rows if r["recipe"] == "family")
+    assert family["minus_old_mean"] == pytest.approx(0.1)  # +0.3, -0.1
+    assert family["minus_new_mean"] == pytest.approx(0.2)
+    assert (family["wins_over_old"], family["wins_over_new"]) == ("1/2", "2/2")
+    assert family["accuracy_std"] == pytest.approx(0.1)
+    # "family" is what --preset default gives (the hop scaled to the short clips); the
+    # other recipes sit on the plain default preset.
+    recipe = registry.family("rnn").recipe
+    fam = rx.run_config("gru", "family", 0, "d", "o", 3)
+    plain = rx.run_config("gru", "new", 0, "d", "o", 3)
+    assert fam.train.family_recipe == "rnn" and plain.train.family_recipe == ""
+    assert (fam.train.lr, fam.augment.mix) == (recipe["train"]["lr"], recipe["augment"]["mix"])
+    assert plain.features.hop_length == rx.FEATURES["hop_length"]
+    scale = recipe["features"]["hop_length"] / presets.preset("default")["features"]["hop_length"]
+    assert fam.features.hop_length == rx.FEATURES["hop_length"] * scale
+    assert rx.run_config("cnn_small", "family", 0, "d", "o", 3) == rx.run_config(
+        "cnn_small", "new", 0, "d", "o", 3)

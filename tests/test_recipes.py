@@ -298,3 +298,104 @@ def test_val_fraction_zero_trains_on_the_whole_training_side(tiny_tfrecords, tmp
     assert {r.split(",")[column] for r in rows[1:]} == {"NA"}
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["val_fraction"] == 0 and config["train"]["label_smoothing"] == 0.1
+
+
+# --- a default recipe per model family (issue 27) ------------------------------------------
+
+def _settings(cfg, recipe):
+    return {(section, key): getattr(getattr(cfg, section), key)
+            for section, values in recipe.items() for key in values}
+
+
+def test_default_preset_for_gru_is_the_rnn_recipe():
+    from esc50tf.models import registry
+
+    recipe_rnn = registry.family("rnn").recipe
+    assert recipe_rnn, "the rnn family declares its recipe"
+    wanted = {(s, k): v for s, values in recipe_rnn.items() for k, v in values.items()}
+    for model in ("gru", "bigru", "lstm", "bilstm"):
+        cfg = resolve_config(model, "default")
+        assert cfg.train.family_recipe == "rnn" and cfg.train.preset == "default"
+        assert _settings(cfg, recipe_rnn) == wanted
+        plain = resolve_config(model, "default", use_family_recipe=False)
+        assert plain.train.family_recipe == ""
+        assert _settings(plain, recipe_rnn) != wanted  # the recipe changes something
+    # The seed preset keeps the study's settings; the recipe belongs to `default` only.
+    seed = resolve_config("gru", "seed")
+    assert (seed.train.family_recipe, seed.train.optimizer, seed.train.lr,
+            seed.train.clipnorm) == ("", "adam", 1e-3, 0.0)
+
+
+def test_flags_override_the_family_recipe():
+    cfg = resolve_config("gru", "default", overrides={
+        "train": {"lr": 0.02, "clipnorm": 0.0, "warmup_epochs": 3.0},
+        "augment": {"mix": "mixup", "num_time_masks": 2}})
+    assert (cfg.train.lr, cfg.train.clipnorm, cfg.train.warmup_epochs) == (0.02, 0.0, 3.0)
+    assert (cfg.augment.mix, cfg.augment.num_time_masks) == ("mixup", 2)
+    assert cfg.train.family_recipe == "rnn"  # what the rest of the run started from
+    # A saved config.json (base) is layered over the recipe too, as over any preset.
+    again = resolve_config("gru", "default", base=cfg.to_dict())
+    assert again == cfg
+
+
+def test_cnn_default_is_the_plain_default_preset():
+    from esc50tf import presets
+
+    cnn = resolve_config("cnn_small", "default")
+    assert cnn == resolve_config("cnn_small", "default", use_family_recipe=False)
+    assert cnn.train.family_recipe == ""
+    plain = presets.preset("default")
+    assert (cnn.train.lr, cnn.train.schedule, cnn.train.warmup_epochs, cnn.augment.mix,
+            cnn.train.clipnorm) == (plain["train"]["lr"], "cosine", 5.0, "mixup", 0.0)
+
+
+def test_a_family_registered_with_a_recipe_gets_it(tmp_path):
+    from esc50tf.models import registry
+
+    registry.families()  # the built-in families first
+    registry.register_family("toyfam", "toy", "tab:pink",
+                             recipe={"train": {"epochs": 7, "lr": 5e-3},
+                                     "augment": {"mix": "none"}})
+    try:
+        registry.register("toy_model", "toyfam", "a test model")(lambda x, config, n: x)
+        cfg = resolve_config("toy_model", "default")
+        assert (cfg.train.epochs, cfg.train.lr, cfg.augment.mix,
+                cfg.train.family_recipe) == (7, 5e-3, "none", "toyfam")
+        assert resolve_config("toy_model", "seed").train.family_recipe == ""
+    finally:
+        registry.unregister_family("toyfam")
+
+
+def test_report_names_the_recipe():
+    from esc50tf.report import aggregate, report_markdown
+
+    fold = {"split": "fold1", "accuracy": 0.5, "macro_f1": 0.4, "weighted_f1": 0.45,
+            "confusion_matrix": [[1, 1], [0, 2]], "num_test_clips": 4,
+            "reported_model": "last", "test_crops": 1}
+    for model, label in (("gru", "default (rnn recipe)"), ("cnn_small", "default")):
+        config = resolve_config(model, "default").to_dict()
+        report = aggregate([fold], ["a", "b"], config, 1.0)
+        assert report["recipe"] == label
+        assert f"- recipe: {label}\n" in report_markdown(report)
+    seed = aggregate([fold], ["a", "b"], resolve_config("gru", "seed").to_dict(), 1.0)
+    assert seed["recipe"] == "seed"
+
+
+def test_clipnorm_reaches_the_optimizer():
+    from esc50tf.tasks.keras_task import make_optimizer
+
+    for optimizer in ("adam", "adamw", "sgd", "adagrad"):
+        assert make_optimizer(TrainConfig(optimizer=optimizer, clipnorm=1.5)).clipnorm == 1.5
+        assert make_optimizer(TrainConfig(optimizer=optimizer)).clipnorm is None
+    with pytest.raises(Esc50Error, match="clipnorm -1"):
+        TrainConfig(clipnorm=-1.0)
+
+
+def test_a_gru_run_records_and_reports_its_family_recipe(tiny_tfrecords, tmp_path):
+    cfg = _cfg(tiny_tfrecords, tmp_path / "run", model="gru", epochs=1)
+    report = train(cfg, verbose=0)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["family_recipe"] == "rnn"
+    assert saved["train"]["clipnorm"] == cfg.train.clipnorm
+    assert report["recipe"] == "default (rnn recipe)"
+    assert "- recipe: default (rnn recipe)" in (tmp_path / "run" / "report.md").read_text()

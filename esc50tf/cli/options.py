@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 
 from esc50tf.config import about, cli_options
-from esc50tf.run_config import RunConfig
+from esc50tf.run_config import RunConfig, TrainConfig
 
 
 def number(parse, ok, expected, out_of_range=None):
@@ -117,8 +117,11 @@ def add_options(p, table, title, leave_out=()):
             continue
         if "choices" not in kwargs and "metavar" not in kwargs and "action" not in kwargs:
             kwargs = {**kwargs, "metavar": key.upper()}
-        if "default" not in kwargs.get("help", ""):
-            kwargs = {**kwargs, "help": kwargs.get("help", "") + _preset_default(section, key)}
+        text = kwargs.get("help", "")
+        extra = _preset_default(section, key) if "default" not in text else ""
+        if not extra and _family_recipes(section, key):
+            extra = f" ({_family_recipes(section, key)})"
+        kwargs = {**kwargs, "help": text + extra}
         group.add_argument(flag, dest=f"opt_{key}", default=None, **kwargs)
     return group
 
@@ -127,11 +130,28 @@ def _preset_default(section, key):
     """' (default: V; ...)' for a train setting the default preset fixes, else ''."""
     from esc50tf import presets
 
-    value = presets.preset("default", "cnn_small").get(section, {}).get(key)
-    if section != "train" or value is None:
+    if section != "train":
         return ""
-    shown = value if isinstance(value, str) else f"{value:g}"
+    value = presets.preset("default").get(section, {}).get(key)
+    recipes = _family_recipes(section, key)
+    if value is None and not recipes:
+        return ""
+    if value is None:
+        value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[key]
+    shown = "; ".join(v for v in (_shown(value), recipes) if v)
     return f" (default: {shown}; --preset seed sets it per model)"
+
+
+def _family_recipes(section, key):
+    """"rnn family's recipe: 3e-3" for each family recipe that sets the setting, or ''."""
+    from esc50tf.models import registry
+
+    return "; ".join(f"{f.name} family's recipe: {_shown(f.recipe[section][key])}"
+                     for f in registry.families() if key in (f.recipe or {}).get(section, {}))
+
+
+def _shown(value):
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def overrides(args, *tables):

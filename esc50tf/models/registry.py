@@ -83,6 +83,10 @@ class FamilySpec:
         embedder: callable. `embedder(weights) -> (keras.Model [b, samples] -> [b, D],
             architecture name)`, or None when `weights` (a cache name or file) are not
             of this family (`esc50tf embed`, `--classic-features embeddings`).
+        recipe: dict or None. The family's default training recipe: overrides of the
+            `default` preset, in its sections (`{"train": {...}, "augment": {...}}`),
+            that `--preset default` applies to the family's models
+            (`esc50tf.presets.preset`); None: the `default` preset as it is.
     """
 
     name: str
@@ -95,6 +99,7 @@ class FamilySpec:
     converted_weights: Callable = _nothing
     trial: Callable = _nothing
     embedder: Callable = _nothing
+    recipe: dict | None = None
 
 
 def register_family(name, label, colour, **hooks):

@@ -33,25 +33,27 @@ from esc50tf.tasks.base import Task, history_length
 
 
 def make_optimizer(t, steps_per_epoch=None):
-    """The configured optimizer: its learning rate schedule, and EMA when it is reported."""
+    """The configured optimizer: its learning-rate schedule, gradient clipping, EMA if reported."""
     import keras
 
     lr = recipe.learning_rate(t, t.lr, steps_per_epoch)
-    ema = dict(use_ema=True, ema_momentum=t.ema_momentum) if t.final_weights == "ema" else {}
+    extra = dict(use_ema=True, ema_momentum=t.ema_momentum) if t.final_weights == "ema" else {}
+    if t.clipnorm:
+        extra["clipnorm"] = float(t.clipnorm)
     if t.trunk_lr_scale != 1.0:
         from esc50tf.models.optimizers import TrunkScaledAdamW
 
         return TrunkScaledAdamW(t.trunk_lr_scale, learning_rate=lr,
                                 weight_decay=t.weight_decay if t.optimizer == "adamw" else 0.0,
-                                **ema)
+                                **extra)
     if t.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **ema)
+        return keras.optimizers.Adam(lr, **extra)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay, **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay, **extra)
     if t.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=t.momentum,
-                                    weight_decay=t.weight_decay or None, **ema)
-    return keras.optimizers.Adagrad(lr, **ema)
+                                    weight_decay=t.weight_decay or None, **extra)
+    return keras.optimizers.Adagrad(lr, **extra)
 
 
 def classifier_part(model):
