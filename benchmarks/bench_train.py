@@ -271,7 +271,7 @@ def check_cost_us(model, calls=20000, rounds=5):
     (the fastest of `rounds` interleaved rounds of `calls` calls each)."""
     import keras
 
-    from esc50tf.tasks.keras_task import interrupt_check
+    from esc50tf.tasks.callbacks import interrupt_check
 
     logs = {"loss": 0.5, "accuracy": 0.5}
     lists = {"with": keras.callbacks.CallbackList([interrupt_check()], add_history=True,

@@ -67,7 +67,8 @@ def tiny_esc50(tiny_data):
 
 def build_tiny_tfrecords(tiny_esc50, out, sample_rate=8000, shards_per_fold=2):
     """TFRecords of `tiny_esc50` at `sample_rate` (1 s clips) in the folder `out`."""
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     build_tfrecords(tiny_esc50, out, BuildConfig(sample_rate=sample_rate, clip_seconds=1.0,
                                                   shards_per_fold=shards_per_fold),

@@ -168,10 +168,10 @@ def test_every_command_that_shows_progress_takes_quiet():
 
 
 def test_quiet_reaches_the_library(monkeypatch):
-    from esc50tf.data import download, tfrecords
+    from esc50tf.data import build, download
 
     seen = {}
-    monkeypatch.setattr(tfrecords, "build_tfrecords",
+    monkeypatch.setattr(build, "build_tfrecords",
                         lambda *a, **kw: seen.setdefault("build", kw["progress"]))
     monkeypatch.setattr(download, "download",
                         lambda *a, **kw: seen.setdefault("download", kw["progress"]))

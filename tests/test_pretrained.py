@@ -927,7 +927,8 @@ def test_download_then_train_with_weights_by_name(tiny_esc50, tmp_path, monkeypa
     import keras
 
     from esc50tf.cli import main
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     _extra_catalog(tmp_path, monkeypatch, _checkpoint("cnn14_16k", "legacy"),

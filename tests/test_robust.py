@@ -77,7 +77,8 @@ def test_the_lock_is_reentrant_and_outlives_the_folder(tmp_path):
 
 
 def test_two_builds_into_one_folder_one_is_refused(tiny_esc50, tmp_path):
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     out = tmp_path / "tfr"
     holder = _Holder(tmp_path, out, "build-tfrecords --out tfr")
@@ -121,7 +122,8 @@ def test_the_build_pool_stops_with_its_result_pipe_full(tmp_path):
 
 
 def test_build_workers_are_capped(tiny_esc50, tmp_path):
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     manifest = build_tfrecords(tiny_esc50, tmp_path / "tfr",
                                BuildConfig(sample_rate=8000, clip_seconds=1.0),
@@ -217,7 +219,7 @@ def _tiny_model():
 
 
 def test_a_torn_backup_is_named_with_the_way_to_start_over(tmp_path):
-    from esc50tf.tasks.keras_task import atomic_backup
+    from esc50tf.tasks.callbacks import atomic_backup
 
     model = _tiny_model()
     backup = tmp_path / "backup"
@@ -231,7 +233,7 @@ def test_a_torn_backup_is_named_with_the_way_to_start_over(tmp_path):
 
 
 def test_a_backup_write_that_dies_leaves_the_previous_one(tmp_path):
-    from esc50tf.tasks.keras_task import atomic_backup
+    from esc50tf.tasks.callbacks import atomic_backup
 
     model = _tiny_model()
     cb = atomic_backup(tmp_path / "backup")
@@ -260,7 +262,7 @@ def test_a_full_disk_during_overwrite_keeps_the_old_build(tiny_esc50, tmp_path, 
     import errno
 
     from esc50tf.cli import main
-    from esc50tf.data import tfrecords as tfr
+    from esc50tf.data import build
 
     out = tmp_path / "tfr"
     args = ["build-tfrecords", "--data-dir", str(tiny_esc50), "--out", str(out),
@@ -271,7 +273,7 @@ def test_a_full_disk_during_overwrite_keeps_the_old_build(tiny_esc50, tmp_path, 
     def full(path, rows):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(tfr, "_write_clips_csv", full)
+    monkeypatch.setattr(build, "_write_clips_csv", full)
     capsys.readouterr()
     assert main([*args, "--shards-per-fold", "1", "--overwrite"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -282,7 +284,8 @@ def test_a_full_disk_during_overwrite_keeps_the_old_build(tiny_esc50, tmp_path, 
 
 
 def test_stale_staging_of_a_dead_build_is_removed(tiny_esc50, tmp_path):
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     out = tmp_path / "tfr"
     (out / ".esc50tf-staging-999999").mkdir(parents=True)  # what kill -9 leaves
@@ -308,7 +311,7 @@ def test_system_errors_are_one_line():
 
 def test_a_nonfinite_loss_stops_training_naming_the_learning_rate():
     from esc50tf.run_config import TrainConfig
-    from esc50tf.tasks.keras_task import run_guard
+    from esc50tf.tasks.callbacks import run_guard
 
     guard = run_guard(TrainConfig(lr=0.5))
     guard.on_epoch_begin(2)
@@ -632,7 +635,7 @@ def test_a_save_that_cannot_fit_is_named_before_h5py_writes(tmp_path, monkeypatc
     import collections
     import shutil
 
-    from esc50tf.tasks.keras_task import atomic_backup
+    from esc50tf.tasks.callbacks import atomic_backup
 
     model = _tiny_model()
     usage = collections.namedtuple("usage", "total used free")
@@ -646,7 +649,8 @@ def test_a_save_that_cannot_fit_is_named_before_h5py_writes(tmp_path, monkeypatc
 
 
 def test_overwrite_replaces_a_build_with_a_damaged_manifest(tfr_copy, tiny_esc50):
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     _edit_manifest(tfr_copy, lambda m: m["counts"].update(total=-1))
     config = BuildConfig(sample_rate=8000, clip_seconds=1.0, shards_per_fold=2)

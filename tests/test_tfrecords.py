@@ -10,6 +10,7 @@ import soundfile as sf
 
 from esc50tf.cli import main
 from esc50tf.data import tfrecords as tfr
+from esc50tf.data.build import build_tfrecords
 from esc50tf.data.metadata import load_metadata
 from esc50tf.errors import Esc50Error
 
@@ -210,7 +211,7 @@ def test_crash_midway_leaves_nothing_that_looks_complete(esc50_copy, tmp_path, m
     monkeypatch.setattr(tfr, "make_example", flaky)
     out = tmp_path / "tfr"
     with pytest.raises(RuntimeError):
-        tfr.build_tfrecords(esc50_copy, out, tfr.BuildConfig(8000, 1.0, 2), workers=1,
+        build_tfrecords(esc50_copy, out, tfr.BuildConfig(8000, 1.0, 2), workers=1,
                             progress=False, log=lambda _: None)
     _no_partial_output(out)
 

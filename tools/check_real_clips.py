@@ -88,7 +88,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from esc50tf.data.metadata import load_metadata
-    from esc50tf.data.tfrecords import build_tfrecords
+    from esc50tf.data.build import build_tfrecords
 
     meta = load_metadata(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:

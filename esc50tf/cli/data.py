@@ -65,7 +65,8 @@ def _add_build(p):
 
 
 def _run_build(args):
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     build_tfrecords(
         args.data_dir, args.out, config_from_args(args, BuildConfig), workers=args.workers,

@@ -18,6 +18,7 @@ import types
 
 from esc50tf.data import splits
 from esc50tf.data import tfrecords as tfr
+from esc50tf.data.decode import describe_issues
 from esc50tf.errors import Esc50Error
 
 __all__ = ["summarise", "summary_lines"]
@@ -81,7 +82,7 @@ def summary_lines(summary):
     if summary["issues"]:
         lines.append(f"  suspicious clips kept at build time: {len(summary['issues'])} "
                      "suspicious clip(s) (build-tfrecords --strict refuses them)")
-        lines += [f"    {line}" for line in tfr.describe_issues(summary["issues"])]
+        lines += [f"    {line}" for line in describe_issues(summary["issues"])]
     lines += [f"  warning: {line}" for line in summary["warnings"]]
     if summary["split_error"] is None:
         lines.append("  splits (no src_file on two sides):")

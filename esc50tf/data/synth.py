@@ -275,7 +275,8 @@ def synthesize_tfrecords(data_dir, tfrecord_dir, config=None, build=None, *, reu
     >>> manifest["counts"]["total"]
     40
     """
-    from esc50tf.data.tfrecords import BuildConfig, build_tfrecords
+    from esc50tf.data.build import build_tfrecords
+    from esc50tf.data.tfrecords import BuildConfig
 
     config = SynthConfig.from_dict(config or {})
     if build is None:
