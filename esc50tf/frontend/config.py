@@ -219,6 +219,12 @@ def check_args(values, error, where):
         window = values.get("win_length") or values["n_fft"]
         if values["hop_length"] > window:  # frames would skip samples that no window covers
             bad("hop_length", f"allowed: an integer in [1, win_length or n_fft = {window}]")
+    if (values.get("kind") in (None, *kinds_reading("n_mels")) and is_int(values.get("n_mels"))
+            and is_int(values.get("n_fft")) and values["n_mels"] > values["n_fft"] // 2 + 1):
+        # More bands than frequency bins leaves bands empty, and the filterbank's size grows
+        # with n_mels x bins (n_mels 100000 took 16 GB before anything trained).
+        bad("n_mels", f"allowed: at most n_fft // 2 + 1 = {values['n_fft'] // 2 + 1} "
+            "frequency bins (raise --n-fft for more bands)")
     nyquist = values.get("sample_rate", 0) / 2.0
     if "fmin" in values and not (_is_real(values["fmin"]) and 0 <= values["fmin"] < nyquist):
         bad("fmin", f"allowed: a frequency in Hz in [0, sample_rate / 2 = {nyquist:g})")
