@@ -293,6 +293,19 @@ def test_mfcc_choices_never_outnumber_mel_bands(mels, kept):
         assert cfg.features.n_mfcc <= cfg.features.n_mels == n_mels
 
 
+def test_hop_and_mel_band_choices_fit_the_smallest_fft():
+    base = {"train": {"data": "d", "protocol": "test-fold", "test_fold": 1}}
+    user = {"n_fft": {"type": "choice", "values": [128, 256]},  # 65 bins at 128
+            "hop_length": {"type": "choice", "values": [64, 256, 512]}}
+    space = tune_mod.SearchSpace(tune_mod.resolve_space(user), ("cnn_small",), base)
+    assert space.space["hop_length"]["values"] == [64]
+    assert space.space["n_mels"]["values"] == [64]
+    assert space.space["n_mfcc"]["values"] == [20, 40]
+    cfg = space.run_config({"n_fft": 128, "hop_length": 64, "n_mels": 64, "features": "mfcc",
+                            "n_mfcc": 40}, epochs=1)
+    assert (cfg.features.n_fft, cfg.features.n_mels, cfg.features.n_mfcc) == (128, 64, 40)
+
+
 def test_yaml_space_file(tmp_path, monkeypatch):
     path = tmp_path / "space.yaml"
     path.write_text('{"lr": {"type": "fixed", "value": 0.001}}')

@@ -34,31 +34,37 @@ class SearchSpace:
             # Only pretrained backbones are frozen or learn more slowly than the head.
             for name in ("freeze_backbone", "backbone", "trunk_lr_scale"):
                 self.space.pop(name, None)
-        self._bound_n_mfcc()
+        # Settings bounded by another: no trial may draw a value it cannot build.
+        self._bound("hop_length", lambda: self._fewest("n_fft"))  # no sample skipped
+        self._bound("n_mels", lambda: self._fewest("n_fft") // 2 + 1)  # one band per bin
+        self._bound("n_mfcc", lambda: self._fewest("n_mels"))  # coefficients <= bands
 
-    def _bound_n_mfcc(self):
-        """MFCC coefficients cannot outnumber mel bands: drop the choices no trial can take."""
-        entry = self.space.get("n_mfcc")
+    def _fewest(self, name):
+        """The smallest value `name` can take in this search."""
+        entry = self.space.get(name)
+        if entry is not None and entry["type"] == "int":
+            return int(entry["min"])
+        return min(int(v) for v in self._candidates(name))
+
+    def _bound(self, name, limit):
+        """Drops the values of `name` above `limit()` (a fixed entry at the limit if none is
+        left); a no-op when `name` is not searched."""
+        entry = self.space.get(name)
         if entry is None or entry["type"] not in ("choice", "int"):
             return
-        mels = self.space.get("n_mels")
-        if mels is not None and mels["type"] == "int":
-            fewest = mels["min"]
-        else:
-            fewest = min(int(v) for v in self._candidates("n_mels"))
+        most = limit()
         if entry["type"] == "int":
-            if entry["max"] > fewest:
-                entry = dict(entry, max=max(entry["min"], fewest))
-                entry = entry if entry["min"] < entry["max"] else {"type": "fixed",
-                                                                   "value": fewest}
+            if entry["max"] > most:
+                entry = (dict(entry, max=most) if entry["min"] < most
+                         else {"type": "fixed", "value": most})
         else:
-            kept = [v for v in entry["values"] if v <= fewest]
+            kept = [v for v in entry["values"] if v <= most]
             if not kept:
-                entry = {"type": "fixed", "value": fewest}
+                entry = {"type": "fixed", "value": most}
             elif len(kept) < len(entry["values"]):
                 default = entry.get("default")
                 entry = dict(entry, values=kept, default=default if default in kept else kept[0])
-        self.space["n_mfcc"] = entry
+        self.space[name] = entry
 
     def _candidates(self, name):
         """Every value `name` can take in this search."""
