@@ -78,6 +78,7 @@ def _random_tflite(model_name, workdir):
     from esc50tf.models import ModelConfig
     from esc50tf.models.build import build_model
     from esc50tf.pretrained import architectures
+    from esc50tf.tasks import get_task
 
     if model_name == "cnn14":
         features = FeatureConfig(**architectures.feature_settings("cnn14"))
@@ -86,7 +87,8 @@ def _random_tflite(model_name, workdir):
         features = FeatureConfig(sample_rate=RATE, n_fft=1024, hop_length=256, n_mels=64)
         config = ModelConfig(name=model_name, normalization="instance")
     model = build_model(config, features, num_classes=10, num_samples=5 * RATE)
-    saved = write_savedmodel(build_export_model([model]), Path(workdir) / f"{model_name}_sm")
+    saved = write_savedmodel(build_export_model([model]), Path(workdir) / f"{model_name}_sm",
+                             get_task(model_name))
     path = Path(workdir) / f"{model_name}.tflite"
     path.write_bytes(convert_tflite(saved))
     return path
