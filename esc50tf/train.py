@@ -301,6 +301,11 @@ def _check_can_start(cfg, task, chosen, index, strategy):
     advice = splits.fold_warnings(index) if t.protocol != "split" else []
     for line in advice + splits.class_warnings(chosen, index):
         log(f"warning: {line}")
+    replicas = getattr(strategy, "num_replicas_in_sync", 1)
+    if t.clipnorm and replicas > 1:
+        log(f"warning: --clipnorm {t.clipnorm:g} clips each of the {replicas} replicas' share "
+            "of the gradient before they are summed (Keras' optimizers), not the summed "
+            "gradient: results differ from one device; --clipnorm 0 turns it off")
     task.check_splits(cfg, chosen, index, strategy, advice)
 
 

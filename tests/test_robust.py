@@ -479,7 +479,7 @@ def test_evaluate_finds_the_runs_own_moved_data_and_rewrites_its_report(small_ru
     from esc50tf.cli import main
 
     run = tmp_path / "moved-run"
-    shutil.copytree(small_run, run)
+    shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("evaluations"))
     config = json.loads((run / "config.json").read_text())
     config["train"]["data"] = str(tmp_path / "was-here")
     (run / "config.json").write_text(json.dumps(config))

@@ -26,8 +26,8 @@ from esc50tf import cleanup
 from esc50tf.data import metadata as meta_lib
 from esc50tf.data import tfrecords as tfr
 from esc50tf.data.decode import decoded_stream, describe_issues, find_issues, strict_message
-from esc50tf.data.tfrecords import (_SHARD_RE, CLIPS_CSV, COMPRESSIONS, FORMAT, FORMAT_VERSION,
-                                    MANIFEST, BuildConfig, assign_shards, inputs_fingerprint,
+from esc50tf.data.tfrecords import (CLIPS_CSV, COMPRESSIONS, FORMAT, FORMAT_VERSION, MANIFEST,
+                                    SHARD_RE, BuildConfig, assign_shards, inputs_fingerprint,
                                     read_manifest, sha256_file, shard_name, verify_shards)
 from esc50tf.errors import Esc50Error
 from esc50tf.io import write_json
@@ -38,7 +38,7 @@ def _own_files(out_dir):
     """Files in out_dir that a build writes (and may replace)."""
     names = []
     for p in Path(out_dir).iterdir():
-        if p.is_file() and (_SHARD_RE.match(p.name) or p.name in (MANIFEST, CLIPS_CSV)):
+        if p.is_file() and (SHARD_RE.match(p.name) or p.name in (MANIFEST, CLIPS_CSV)):
             names.append(p)
     return names
 

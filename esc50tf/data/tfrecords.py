@@ -36,7 +36,7 @@ CLIPS_CSV = "clips.csv"
 FORMAT = "esc50tf-tfrecords"
 FORMAT_VERSION = 1
 COMPRESSIONS = {"none": "", "gzip": "GZIP"}
-_SHARD_RE = re.compile(r"^fold.+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+SHARD_RE = re.compile(r"^fold.+-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 # Fixed seed for spreading each fold's clips over its shards (class-mixed shards).
 _SHARD_SEED = 20151006
 FEATURE_KEYS = (
@@ -282,7 +282,7 @@ def check_manifest(manifest, path=MANIFEST):
         bad("no shards listed")
     for shard in shards:
         name = shard.get("file") if isinstance(shard, dict) else None
-        if not isinstance(name, str) or not _SHARD_RE.match(name) or "/" in name or "\\" in name:
+        if not isinstance(name, str) or not SHARD_RE.match(name) or "/" in name or "\\" in name:
             bad(f"shard name {name!r} is not a shard file of this folder")
         for key in ("num_records", "bytes", "fold"):
             if not _count(shard.get(key)):
