@@ -399,3 +399,27 @@ def test_a_gru_run_records_and_reports_its_family_recipe(tiny_tfrecords, tmp_pat
     assert saved["train"]["clipnorm"] == cfg.train.clipnorm
     assert report["recipe"] == "default (rnn recipe)"
     assert "- recipe: default (rnn recipe)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_clipnorm_over_several_replicas_is_warned(tiny_tfrecords, capsys):
+    """Keras clips each replica's share of the gradient before the all-reduce: train says so
+    when --clipnorm meets more than one replica, and stays quiet on one device."""
+    import types
+
+    from esc50tf import train as train_mod
+    from esc50tf.data.splits import load_index, protocol_splits
+    from esc50tf.tasks import get_task
+
+    index = load_index(str(tiny_tfrecords))
+    cfg = resolve_config("gru", overrides={"train": {"data": str(tiny_tfrecords),
+                                                      "test_fold": 1, "protocol": "test-fold",
+                                                      "batch_size": 8},
+                                           "features": SMALL_FRONT})
+    assert cfg.train.clipnorm == 1.0  # the rnn recipe's
+    chosen = protocol_splits(cfg.train, index)
+    task = get_task(cfg.model.name)
+    for replicas, warned in ((2, True), (1, False)):
+        strategy = types.SimpleNamespace(num_replicas_in_sync=replicas)
+        train_mod._check_can_start(cfg, task, chosen, index, strategy)
+        err = capsys.readouterr().err
+        assert ("clips each of the 2 replicas' share" in err) is warned, err
