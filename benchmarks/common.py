@@ -501,6 +501,17 @@ def write_report(out_dir, device_label, payload, markdown, echo=True):
     return json_path
 
 
+
+def write_parity_report(out, name, payload, rows, columns):
+    """The JSON and markdown of a parity benchmark (esc50tf's conversion of reference
+    fixtures against the reference's outputs): a title, the fixtures, one table."""
+    markdown = "\n".join([
+        f"# {name} (CPU)", "",
+        f"{payload['created']}; esc50tf's conversion of the fixtures in "
+        f"`{payload['config']['fixtures']}` against the reference outputs.", "",
+        markdown_table(rows, columns)])
+    write_report(out, "cpu", payload, markdown)
+
 def append_jsonl(path, row):
     """Appends one JSON line and flushes it to disk: a run cut short keeps it."""
     with open(path, "a") as f:

@@ -123,12 +123,7 @@ def main(argv=None):
                ("logits rel", lambda r: r["logits_norm_relative"]),
                ("logits rel, reference log-Mel in", lambda r: r["logits_on_reference_logmel"]),
                ("params (ours / ref)", lambda r: f"{r['params']:,} / {r['reference_params']:,}")]
-    markdown = "\n".join([
-        f"# {name} (CPU)", "",
-        f"{payload['created']}; esc50tf's conversion of the fixtures in "
-        f"`{payload['config']['fixtures']}` against the reference outputs.", "",
-        common.markdown_table(rows, columns)])
-    common.write_report(args.out, "cpu", payload, markdown)
+    common.write_parity_report(args.out, name, payload, rows, columns)
     return 0
 
 

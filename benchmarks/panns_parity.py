@@ -127,12 +127,7 @@ def main(argv=None):
     columns += [(key, lambda r, key=key: r[f"{key}_relative"]) for key in OUTPUTS]
     columns += [("convert s", lambda r: r["convert_seconds"]),
                 ("peak RSS MB", lambda r: r["peak_rss_mb"])]
-    markdown = "\n".join([
-        f"# {name} (CPU)", "",
-        f"{payload['created']}; esc50tf's conversion of the fixtures in "
-        f"`{payload['config']['fixtures']}` against the reference outputs.", "",
-        common.markdown_table(rows, columns)])
-    common.write_report(args.out, "cpu", payload, markdown)
+    common.write_parity_report(args.out, name, payload, rows, columns)
     return 0
 
 
