@@ -170,20 +170,11 @@ def build_embedder(weights):
     (`build_reference`), with the converted weights loaded, cut at its
     pooled last convolution.
     """
-    import keras
-
-    from esc50tf.pretrained import convert, store
-
-    path, meta = store.resolve_weights(weights)
-    name = meta.get("model")
-    if name not in arch.ARCHITECTURES:
-        raise Esc50Error(f"{path}: weights of {name!r}, not an EfficientAT architecture "
-                         f"({', '.join(arch.ARCHITECTURES)})")
-    held = meta.get("architecture") or {}
-    model = build_reference(name, width=held.get("width"),
-                            classes_num=int(held.get("classes_num", arch.HEAD_CLASSES)))
-    convert.load_into(model, store.load_weights(path)[0])
-    return keras.Model(model.input, model.output["embedding"], name=f"{name}_embedder"), name
+    return panns.reference_embedder(
+        weights, arch.ARCHITECTURES, "EfficientAT",
+        lambda name, held: build_reference(
+            name, width=held.get("width"),
+            classes_num=int(held.get("classes_num", arch.HEAD_CLASSES))))
 
 
 def _embedder(weights):

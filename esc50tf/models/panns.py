@@ -565,20 +565,32 @@ def build_embedder(weights):
     The AudioSet tagger of the architecture the weights hold (`build_reference`),
     with the converted weights loaded, cut at its fc1 embedding.
     """
+    return reference_embedder(
+        weights, architectures.ARCHITECTURES, "PANNs",
+        lambda name, held: build_reference(name, widths=held.get("widths"),
+                                           embedding_size=held.get("embedding_size"),
+                                           classes_num=held.get("classes_num", 527)))
+
+
+def reference_embedder(weights, known, family_label, build):
+    """(embedder model `[b, samples] -> [b, D]`, architecture name) of converted weights.
+
+    Args:
+        weights: str. A cache name or a converted weights file.
+        known: the family's architecture names; weights of another are refused.
+        family_label: str. The family, for that message.
+        build: callable `(architecture, held) -> model` with an "embedding" output;
+            `held` is the architecture settings the weights record (widths, classes).
+    """
     import keras
 
     from esc50tf.pretrained import convert, store
 
     path, meta = store.resolve_weights(weights)
-    arch = meta.get("model")
-    if arch not in architectures.ARCHITECTURES:
-        raise Esc50Error(f"{path}: weights of {arch!r}, not a PANNs architecture "
-                         f"({', '.join(architectures.ARCHITECTURES)})")
-    held = meta.get("architecture") or {}
-    converted, _ = store.load_weights(path)
-    model = build_reference(arch, widths=held.get("widths"),
-                            embedding_size=held.get("embedding_size"),
-                            classes_num=held.get("classes_num", 527))
-    convert.load_into(model, converted)
-    embedder = keras.Model(model.input, model.output["embedding"], name=f"{arch}_embedder")
-    return embedder, arch
+    name = meta.get("model")
+    if name not in known:
+        raise Esc50Error(f"{path}: weights of {name!r}, not a {family_label} architecture "
+                         f"({', '.join(known)})")
+    model = build(name, meta.get("architecture") or {})
+    convert.load_into(model, store.load_weights(path)[0])
+    return keras.Model(model.input, model.output["embedding"], name=f"{name}_embedder"), name
