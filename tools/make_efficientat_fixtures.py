@@ -1,4 +1,4 @@
-"""Makes the EfficientAT parity fixtures in tests/fixtures/efficientat/ with the reference code.
+"""Makes the EfficientAT parity fixtures (`mn` and `dymn`) in tests/fixtures/efficientat/.
 
 The reference is a checkout of github.com/fschmid56/EfficientAT (MIT; e.g. a
 snapshot brought with the search tool's fetch). Neither it nor PyTorch is a
@@ -14,20 +14,29 @@ environment, e.g.
 
 It builds the reference's own classes: `models.mn.model.get_model(width_mult=W)`
 (the MobileNetV3 with its MLP head and channel squeeze-excitation, as the
-AudioSet checkpoints were trained) and `models.preprocess.AugmentMelSTFT`
+AudioSet checkpoints were trained), `models.dymn.model.get_model(width_mult=W,
+T_max=1.0)` (the dynamic MobileNet; its Dy-Conv temperature is the one
+`get_model` sets for an AudioSet-pretrained name, `pretrain_final_temp` 1.0,
+as `inference.py` builds it) and `models.preprocess.AugmentMelSTFT`
 with the settings of the reference's `inference.py` / `ex_esc50.py`
 (n_mels 128, 32 kHz, window 800, hop 320, n_fft 1024, fmin 0, fmax None ->
 15000 Hz), both in eval mode. Weights are random (fixed seed) at a REDUCED
-width (small files): batch-norm statistics from a few training-mode passes,
-then every batch-norm gamma/beta and every bias randomised so that each
-array the converter moves matters.
+width (small files): for the DyMN, the Linear layers that compute the
+kernel attention and the Dy-ReLU coefficients redrawn with unit gain (the
+reference's N(0, 0.01) initialisation would make every attention uniform
+and every Dy-ReLU a plain ReLU, hiding an error in either); batch-norm
+statistics from a few training-mode passes (the DyMN's variances raised to at
+least 0.01: `VARIANCE_FLOOR`), then every batch-norm gamma/beta and every bias
+randomised so that each array the converter moves matters.
 
 What the official checkpoints are and what the fixture mirrors: the release
 files (`mn10_as_mAP_471.pt`... at github.com/fschmid56/EfficientAT/releases/
 tag/v0.0.1) are read by `torch.hub.load_state_dict_from_url` and passed to
 `model.load_state_dict`, i.e. they are a bare `state_dict()` (an OrderedDict
 with `_metadata`) written by `torch.save` in its zip format; the fixture
-`mn_w<W>.pt` is exactly `torch.save(model.state_dict(), path)`.
+`mn_w<W>.pt` is exactly `torch.save(model.state_dict(), path)`; the DyMN
+releases (`dymn10_as.pt`... , `models/dymn/model.py`) are loaded the same
+way, and so is `dymn_w<W>.pt` saved.
 
 Files (W = the width, e.g. 0.1 -> `w010`):
 - `waveforms.npz`: int16 PCM at 32 kHz (both sides read `pcm / 32768`):
@@ -43,12 +52,16 @@ Files (W = the width, e.g. 0.1 -> `w010`):
   (`clips`, `short`, `long`), the reference's normalised log-Mel
   (time-major, `[b, frames, 128]`), `embedding` (the pooled last conv) and
   `logits`, plus `width` and `params` (its parameter count).
+- `dymn_<W>.pt`, `dymn_<W>.outputs.npz`: the same for the DyMN, without the
+  log-Mel (the same front end's as in `mn_<W>.outputs.npz`).
 
-With `--full-size --out DIR` it writes the same for mn10 at width 1.0 with
-random weights (about 20 MB, not for the repository), which
-`python -m benchmarks.efficientat_parity --fixtures DIR` compares.
-Parameter counts of every width with 527 classes are printed (the test
-`test_parameter_counts_match_reference` records them).
+With `--full-size --out DIR` it writes the same for mn10 and dymn10 at
+width 1.0 with random weights (about 20 and 42 MB, not for the repository),
+which `python -m benchmarks.efficientat_parity --fixtures DIR` compares.
+`--networks` picks the families (default: both). Parameter counts of every
+width with 527 classes are printed (the tests
+`test_parameter_counts_match_reference` and `test_dymn_parameter_counts_match_reference`
+record them).
 """
 
 from __future__ import annotations
@@ -65,9 +78,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "efficientat"
 RATE = 32000
 SECONDS = 2.0
-TEST_WIDTHS = (0.1, 0.2)
-ALL_WIDTHS = (0.4, 0.5, 1.0, 2.0, 3.0, 4.0)
+# Per network: the reduced widths of the committed fixtures, the release widths.
+TEST_WIDTHS = {"mn": (0.1, 0.2), "dymn": (0.05,)}
+ALL_WIDTHS = {"mn": (0.4, 0.5, 1.0, 2.0, 3.0, 4.0), "dymn": (0.4, 1.0, 2.0)}
 SPREAD = 0.02  # of the randomised gamma/beta/biases: small, so outputs still follow the input
+# The least BN running variance. The random DyMN at width 0.05 has channels that hardly
+# vary on the clips the statistics come from (variances down to 4e-4); on other inputs, or
+# with gammas 2% off, their 1 / sqrt(var + 1e-3) grows the activations 1e9-fold over its
+# 15 blocks (measured: a floor of 0.003 still does). With 0.01 its outputs stay O(1) on
+# every input set and still differ between clips by 7% or more; with 0.03 or more they
+# hardly depend on the input (under 0.5%).
+VARIANCE_FLOOR = {"mn": 0.0, "dymn": 0.01}
+# DyMN Linear layers redrawn at unit gain: the kernel attention and the Dy-ReLU coefficients.
+DYNAMIC_LINEARS = (".residuals.0.weight", ".coef_net.0.weight")
 
 
 def width_tag(width):
@@ -113,30 +136,50 @@ def as_float(pcm):
 
 
 def reference_classes(reference):
-    """`get_model` and `AugmentMelSTFT` from the checkout (its modules import by repo path)."""
+    """`{network: model builder}` and `AugmentMelSTFT` from the checkout.
+
+    Its modules import by repository path; a builder takes `(width)` and
+    returns the network as the reference's inference builds it (527 classes).
+    """
     sys.path.insert(0, str(reference))
     cwd = os.getcwd()
     os.chdir(reference)  # helpers/utils.py reads metadata/class_labels_indices.csv at import
     try:
+        from models.dymn.model import get_model as get_dymn
         from models.mn.model import get_model
         from models.preprocess import AugmentMelSTFT
     finally:
         os.chdir(cwd)
-    return get_model, AugmentMelSTFT
+    builders = {
+        "mn": lambda width: get_model(width_mult=width, num_classes=527, head_type="mlp",
+                                      se_dims="c"),
+        # T_max: the temperature get_model gives a pretrained name (pretrain_final_temp).
+        "dymn": lambda width: get_dymn(width_mult=width, num_classes=527, T_max=1.0),
+    }
+    return builders, AugmentMelSTFT
 
 
-def build(get_model, width, seed):
+def build(builder, width, seed):
+    import contextlib
+    import io
+
     import torch
 
     torch.manual_seed(seed)
-    return get_model(width_mult=width, num_classes=527, head_type="mlp", se_dims="c")
+    with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the module tree
+        return builder(width)
 
 
-def randomise(model, mel, waves, seed):
-    """BN statistics from training-mode passes, then random gamma/beta/biases."""
+def randomise(model, mel, waves, seed, variance_floor=0.0):
+    """Dynamic Linears at unit gain, BN statistics from training-mode passes (variances
+    raised to `variance_floor`), then random gamma/beta/biases."""
     import torch
 
     g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(DYNAMIC_LINEARS):
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for m in norms:  # cumulative averages: the statistics of these clips, not 3% of them
         m.reset_running_stats()
@@ -148,6 +191,7 @@ def randomise(model, mel, waves, seed):
             model(x)
         for m in norms:
             m.momentum = 0.01  # the reference's (not saved in the state dict)
+            m.running_var.clamp_(min=variance_floor)
         for name, p in model.named_parameters():
             if name.endswith("bias") or (p.dim() == 1 and name.endswith("weight")):
                 base = 1.0 if name.endswith("weight") else 0.0
@@ -167,24 +211,25 @@ def outputs(model, mel, waves):
             "logits": logits.numpy()}
 
 
-def write(get_model, AugmentMelSTFT, width, waves, out, seed=0):
+def write(network, builder, AugmentMelSTFT, width, waves, out, seed=0):
     import torch
 
     mel = AugmentMelSTFT(n_mels=128, sr=RATE, win_length=800, hopsize=320, n_fft=1024,
                          freqm=0, timem=0, fmin=0.0, fmax=None, fmin_aug_range=10,
                          fmax_aug_range=2000)
     mel.eval()
-    model = build(get_model, width, seed)
-    randomise(model, mel, as_float(waves["clips"]), seed)
-    tag = width_tag(width)
-    torch.save(model.state_dict(), out / f"mn_{tag}.pt")
+    model = build(builder, width, seed)
+    randomise(model, mel, as_float(waves["clips"]), seed, VARIANCE_FLOOR[network])
+    stem = f"{network}_{width_tag(width)}"
+    torch.save(model.state_dict(), out / f"{stem}.pt")
     arrays = {"width": np.float32(width),
               "params": np.int64(sum(p.numel() for p in model.parameters()))}
     for key, x in waves.items():
         for name, value in outputs(model, mel, as_float(x)).items():
-            arrays[f"{key}_{name}"] = value.astype(np.float32)
-    np.savez_compressed(out / f"mn_{tag}.outputs.npz", **arrays)
-    print(f"{out / f'mn_{tag}.pt'}: width {width:g}, {int(arrays['params']):,} parameters")
+            if name != "logmel" or network == "mn":  # one copy of the shared front end's
+                arrays[f"{key}_{name}"] = value.astype(np.float32)
+    np.savez_compressed(out / f"{stem}.outputs.npz", **arrays)
+    print(f"{out / f'{stem}.pt'}: width {width:g}, {int(arrays['params']):,} parameters")
 
 
 def main(argv=None):
@@ -195,12 +240,14 @@ def main(argv=None):
                    help="a 16-bit ESC-50 WAV for clip 0 (default: a synthetic one)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--full-size", action="store_true",
-                   help="mn10 at width 1.0 (random weights) instead of the test widths")
+                   help="width 1.0 (mn10, dymn10; random weights) instead of the test widths")
+    p.add_argument("--networks", nargs="+", choices=sorted(TEST_WIDTHS),
+                   default=sorted(TEST_WIDTHS), help="which fixtures to write (default: all)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
-    get_model, AugmentMelSTFT = reference_classes(args.reference.resolve())
+    builders, AugmentMelSTFT = reference_classes(args.reference.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     waves = make_waveforms(args.sample_clip)
     import torchaudio
@@ -210,16 +257,14 @@ def main(argv=None):
         128, 1024, RATE, 0.0, 15000.0, vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0)
     np.savez_compressed(args.out / "waveforms.npz", **waves,
                         mel_banks=torch.nn.functional.pad(banks, (0, 1)).numpy())
-    for width in ((1.0,) if args.full_size else TEST_WIDTHS):
-        write(get_model, AugmentMelSTFT, width, waves, args.out)
-    import contextlib
-    import io
-
-    for width in ALL_WIDTHS:
-        with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the module tree
-            model = build(get_model, width, 0)
-        print(f"params width {width:g} (527 classes): "
-              f"{sum(p.numel() for p in model.parameters()):,}")
+    for network in args.networks:
+        for width in ((1.0,) if args.full_size else TEST_WIDTHS[network]):
+            write(network, builders[network], AugmentMelSTFT, width, waves, args.out)
+    for network in args.networks:
+        for width in ALL_WIDTHS[network]:
+            model = build(builders[network], width, 0)
+            print(f"params {network} width {width:g} (527 classes): "
+                  f"{sum(p.numel() for p in model.parameters()):,}")
 
 
 if __name__ == "__main__":
