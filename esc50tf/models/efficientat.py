@@ -1,4 +1,5 @@
-"""EfficientAT's AudioSet MobileNetV3s (`mn04` ... `mn40`) in Keras 3.
+"""EfficientAT's AudioSet MobileNetV3s (`mn04` ... `mn40`) and DyMNs (`dymn04` ... `dymn20`)
+in Keras 3.
 
 Schmid, Koutini and Widmer, "Efficient Large-Scale Audio Tagging via
 Transformer-to-CNN Knowledge Distillation", ICASSP 2023 (MIT-licensed
@@ -22,7 +23,22 @@ Convolutions with stride 2 pad explicitly and symmetrically as PyTorch does
 PyTorch module paths with "." replaced by "_", so converted weights load by
 name (`esc50tf.pretrained.efficientat`).
 
-The registered classifiers (`mn04`, `mn05`, `mn10`, `mn20`, `mn30`, `mn40`)
+The dynamic MobileNets (Schmid, Koutini and Widmer, "Dynamic Convolutional
+Neural Networks as Efficient Pre-trained Audio Models", TASLP 2024) share
+the front end, stem (`in_c`), last convolution (`out_c`) and head, and
+replace each block by a dynamic one (`layers_0` ... `layers_14`; the
+computation is spelled out in `esc50tf.pretrained.efficientat`):
+
+    block input x [b, F, T, C]
+    -> context: means over time and over frequency, concatenated [b, F + T, C],
+       1x1 conv, BN, hard-swish [b, F + T, H]; its mean = the context vector
+       [b, H]; its frequency / time parts, average-pooled with the block's
+       stride, 1x1 convs -> the coordinate attention [b, F', E], [b, T', E]
+    -> dynamic 1x1 conv (expand), BN, activation
+    -> dynamic depthwise kxk conv, BN, Dy-ReLU, coordinate attention
+    -> dynamic 1x1 conv (project), BN, residual
+
+The registered classifiers (`mn04` ... `mn40`, `dymn04`, `dymn10`, `dymn20`)
 keep the reference's head up to its dropout (the reference's ESC-50
 fine-tuning replaces only the last Linear) and `build_model` adds the new
 classes' Dense.
@@ -43,6 +59,56 @@ def _bn(name):
 
     return keras.layers.BatchNormalization(epsilon=arch.BN_EPSILON, momentum=BN_MOMENTUM,
                                            name=name)
+
+
+def _pool_sequence(x, stride, name):
+    """PyTorch's AvgPool (3 wide, `stride`, padding 1, zeros counted) over a sequence axis."""
+    import keras
+
+    if stride == 1:
+        return x
+    x = keras.layers.ZeroPadding1D(1, name=f"{name}_pad")(x)
+    return keras.layers.AveragePooling1D(3, stride, padding="valid", name=name)(x)
+
+
+def _dynamic_block(x, index, config, width):
+    """One DyMN block (`DY_Block` in eval mode): `[b, F, T, C]` -> `[b, F', T', C']`."""
+    import keras
+
+    from esc50tf.models.layers import (CoordinateAttention, DynamicConv2D, DynamicReLU,
+                                       MeanOverAxis, SplitAt)
+
+    inp, kernel, expanded, out, _se, activation, stride = config
+    name, context = f"layers_{index}", arch.context_size(expanded, width)
+    gen = f"{name}_context_gen"
+    means = [MeanOverAxis(axis=2, name=f"{gen}_frequency")(x),  # [b, F, C]
+             MeanOverAxis(axis=1, name=f"{gen}_time")(x)]  # [b, T, C]
+    seq = keras.layers.Concatenate(axis=1, name=f"{gen}_sequence")(means)  # [b, F + T, C]
+    seq = keras.layers.Dense(context, use_bias=False, name=f"{gen}_joint_conv")(seq)
+    seq = _bn(f"{gen}_joint_norm")(seq)
+    seq = keras.layers.Activation("hard_swish", name=f"{gen}_joint_act")(seq)  # [b, F + T, H]
+    h = keras.layers.GlobalAveragePooling1D(name=f"{gen}_context")(seq)  # [b, H]
+    h_f, h_t = SplitAt(int(x.shape[1]), name=f"{gen}_split")(seq)
+    g_f = keras.layers.Dense(expanded, name=f"{gen}_conv_f")(
+        _pool_sequence(h_f, stride, f"{gen}_pool_f"))  # [b, F', E]
+    g_t = keras.layers.Dense(expanded, name=f"{gen}_conv_t")(
+        _pool_sequence(h_t, stride, f"{gen}_pool_t"))  # [b, T', E]
+    dynamic = dict(num_kernels=arch.DYCONV_KERNELS, temperature=arch.TEMPERATURE)
+    y = x
+    if expanded != inp:
+        y = DynamicConv2D(expanded, **dynamic, name=f"{name}_exp_conv")([y, h])
+        y = _bn(f"{name}_exp_norm")(y)
+        y = keras.layers.Activation(activation, name=f"{name}_exp_act")(y)
+    y = DynamicConv2D(expanded, kernel, stride, depthwise=True, **dynamic,
+                      name=f"{name}_depth_conv")([y, h])
+    y = _bn(f"{name}_depth_norm")(y)
+    y = DynamicReLU(arch.DYRELU_PIECES, name=f"{name}_depth_act")([y, h])
+    y = CoordinateAttention(name=f"{name}_ca")([y, g_f, g_t])
+    y = DynamicConv2D(out, **dynamic, name=f"{name}_proj_conv")([y, h])
+    y = _bn(f"{name}_proj_norm")(y)
+    if stride == 1 and inp == out:
+        y = keras.layers.Add(name=f"{name}_add")([x, y])
+    return y
 
 
 def _conv_bn_act(x, filters, kernel, stride, activation, name, depthwise=False):
@@ -96,8 +162,11 @@ def _block(x, index, config):
     return y
 
 
-def trunk(logmel, width):
-    """Log-Mel `[b, frames, mels]` -> the embedding `[b, 960 w]` (last conv, averaged)."""
+def trunk(logmel, width, network="mn"):
+    """Log-Mel `[b, frames, mels]` -> the embedding `[b, 960 w]` (last conv, averaged).
+
+    `network`: "mn" (the MobileNetV3) or "dymn" (its dynamic blocks).
+    """
     import keras
 
     from esc50tf.frontend import AddChannelAxis
@@ -105,11 +174,17 @@ def trunk(logmel, width):
     table = arch.blocks(width)
     x = keras.layers.Permute((2, 1), name="to_frequency_time")(logmel)  # [b, mels, frames]
     x = AddChannelAxis(name="channel_axis")(x)  # [b, mels, frames, 1]
-    x = _conv_bn_act(x, table[0][0], 3, 2, "hard_swish", "features_0")
-    for i, config in enumerate(table, 1):
-        x = _block(x, i, config)
     _last, embedding, _hidden = arch.last_channels(width)
-    x = _conv_bn_act(x, embedding, 1, 1, "hard_swish", f"features_{len(table) + 1}")
+    if network == "dymn":
+        x = _conv_bn_act(x, table[0][0], 3, 2, "hard_swish", "in_c")
+        for i, config in enumerate(table):
+            x = _dynamic_block(x, i, config, width)
+        x = _conv_bn_act(x, embedding, 1, 1, "hard_swish", "out_c")
+    else:
+        x = _conv_bn_act(x, table[0][0], 3, 2, "hard_swish", "features_0")
+        for i, config in enumerate(table, 1):
+            x = _block(x, i, config)
+        x = _conv_bn_act(x, embedding, 1, 1, "hard_swish", f"features_{len(table) + 1}")
     return keras.layers.GlobalAveragePooling2D(name="embedding_pool")(x)  # [b, 960 w]
 
 
@@ -139,7 +214,7 @@ def build_reference(name, width=None, classes_num=arch.HEAD_CLASSES, num_samples
         "logits" `[b, classes_num]` and "clipwise" (their sigmoid).
 
     Example:
-    >>> model = build_reference("mn04")
+    >>> model = build_reference("mn04")  # or "dymn04"
     >>> {k: v.shape for k, v in model(np.zeros((1, 32000), "float32")).items()}
     {'logmel': (1, 100, 128), 'embedding': (1, 384), 'logits': (1, 527), 'clipwise': (1, 527)}
     """
@@ -152,7 +227,7 @@ def build_reference(name, width=None, classes_num=arch.HEAD_CLASSES, num_samples
     front = {k: v for k, v in arch.feature_settings(name).items() if k != "kind"}
     inputs = keras.Input((num_samples,), name="waveform", dtype="float32")
     logmel = KaldiMelSpectrogram(**front, name="frontend")(inputs)
-    embedding = trunk(logmel, width)
+    embedding = trunk(logmel, width, settings["network"])
     logits = keras.layers.Dense(classes_num, name="classifier_5")(head_hidden(embedding, width))
     outputs = {
         "logmel": keras.layers.Identity(name="logmel")(logmel),
@@ -194,7 +269,7 @@ register_family("efficientat", "EfficientAT", "tab:brown",
 
 # --- the registered classifiers ------------------------------------------------------
 
-TRUNK_PREFIXES = ("features_", "classifier_2")
+TRUNK_PREFIXES = ("features_", "in_c_", "layers_", "out_c_", "classifier_2")
 
 
 def is_trunk_layer(name):
@@ -224,19 +299,23 @@ def resolve(model_config, name):
 def _classifier(x, config, name):
     width = width_for(config, name)
     dropout = arch.HEAD_DROPOUT if config.dropout is None else config.dropout
-    return head_hidden(trunk(x, width), width, dropout)
+    return head_hidden(trunk(x, width, arch.get(name)["network"]), width, dropout)
 
 
 _SETTINGS = ("dropout", "weights", "freeze_backbone")
 
 
+_KIND = {"mn": "MobileNetV3", "dymn": "dynamic MobileNet (DyMN)"}
+
+
 def _register(name):
-    width = arch.WIDTHS[name]
+    settings = arch.get(name)
+    width = settings["width"]
     _last, embedding, _hidden = arch.last_channels(width)
 
     @register(name, "efficientat",
-              f"EfficientAT MobileNetV3 width {width:g} (AudioSet-pretrained, 32 kHz, "
-              f"{embedding}-d embedding): reference MLP head, new last layer",
+              f"EfficientAT {_KIND[settings['network']]} width {width:g} (AudioSet-pretrained, "
+              f"32 kHz, {embedding}-d embedding): reference MLP head, new last layer",
               pretrained=name, settings=_SETTINGS)
     def build(x, config, num_classes):
         return _classifier(x, config, name)
@@ -244,7 +323,7 @@ def _register(name):
     return build
 
 
-for _name in arch.WIDTHS:
+for _name in arch.ARCHITECTURES:
     _register(_name)
 
 

@@ -221,7 +221,7 @@ def _convert(architecture, state, widths):
         from esc50tf.pretrained import efficientat
         from esc50tf.pretrained.convert import ConvertedWeights
 
-        arrays, sources, sizes = efficientat.convert_checkpoint_state(state)
+        arrays, sources, sizes = efficientat.convert_checkpoint_state(state, architecture)
         return ConvertedWeights(arrays, sources=sources), sizes
     from esc50tf.pretrained.convert import convert_state_dict
 
