@@ -25,6 +25,11 @@ WAVE = (0.4 * np.sin(2 * np.pi * 440 * np.arange(SR // 4) / SR)
         + 0.05 * np.random.default_rng(0).standard_normal((2, SR // 4))).astype("float32")
 FEATS = np.random.default_rng(1).normal(-20.0, 8.0, (2, 32, 16)).astype("float32")
 SEQ = np.random.default_rng(2).standard_normal((2, 7, 6)).astype("float32")
+# A DyMN block's feature map [b, F, T, C] and context vector [b, H].
+_dyn = np.random.default_rng(3)
+DYN_MAP = _dyn.standard_normal((2, 6, 7, 4)).astype("float32")
+DYN_CONTEXT = _dyn.standard_normal((2, 5)).astype("float32")
+DYN_F, DYN_T = (_dyn.standard_normal((2, n, 4)).astype("float32") for n in (6, 7))
 FRONT = dict(sample_rate=SR, n_fft=256, hop_length=64, n_mels=32)  # 32 frames of 0.25 s
 FRONT_OPTIONS = dict(supports_unbatched=True, expected_num_trainable_weights=0)
 
@@ -117,6 +122,44 @@ def _upsample_reference(layer, inputs):
     return segments[:, index]
 
 
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _dynamic_conv_reference(layer, inputs):
+    # As the DyMN reference: one kernel per example (the attention-weighted sum), then the
+    # convolution with PyTorch's symmetric zero padding.
+    x, context = (np.asarray(t, np.float64) for t in inputs)
+    kernel, w, b = (np.asarray(a, np.float64) for a in layer.get_weights())
+    attention = _softmax((context @ w + b) / layer.temperature)  # [b, K]
+    if not layer.depthwise:
+        return np.einsum("bfti,bio->bfto", x, np.einsum("bk,kio->bio", attention, kernel))
+    k, s = layer.kernel_size, layer.strides
+    pad = (k - 1) // 2
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    mixed = np.einsum("bk,ijck->bijc", attention, kernel)  # [b, k, k, C]
+    f, t = ((n + 2 * pad - k) // s + 1 for n in x.shape[1:3])
+    out = np.zeros((x.shape[0], f, t, x.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out += padded[:, i:i + s * f:s, j:j + s * t:s] * mixed[:, None, None, i, j]
+    return out
+
+
+def _dynamic_relu_reference(layer, inputs):
+    x, context = (np.asarray(t, np.float64) for t in inputs)
+    kernel, bias, lambdas, init_v = (np.asarray(a, np.float64) for a in layer.get_weights())
+    m, c = layer.num_pieces, x.shape[-1]
+    theta = 2.0 / (1.0 + np.exp(-(context @ kernel + bias))) - 1.0
+    coefficients = theta.reshape(-1, 1, 1, c, 2 * m) * lambdas + init_v
+    return np.max(x[..., None] * coefficients[..., :m] + coefficients[..., m:], axis=-1)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def _adapt(layer, x):
     layer.adapt(x)
 
@@ -187,6 +230,23 @@ CASES = {
     "framewise_upsample": (L.FramewiseUpsample, dict(ratio=4), [SEQ[:, :3], FEATS[:, :10]],
                            dict(reference=_upsample_reference,
                                 expected_output_shape=(2, 10, 6))),
+    # The DyMN's: references mix the kernels first, as EfficientAT does.
+    "split_at": (L.SplitAt, dict(index=2), SEQ,
+                 dict(reference=lambda _, x: (x[:, :2], x[:, 2:]),
+                      expected_output_shape=((2, 2, 6), (2, 5, 6)))),
+    "dynamic_conv_1x1": (L.DynamicConv2D, dict(filters=3, num_kernels=3, temperature=2.0),
+                         [DYN_MAP, DYN_CONTEXT],
+                         dict(reference=_dynamic_conv_reference, expected_output_shape=(2, 6, 7, 3),
+                              expected_num_trainable_weights=3)),
+    "dynamic_conv_depthwise": (L.DynamicConv2D, dict(filters=4, kernel_size=3, strides=2,
+                                                     depthwise=True), [DYN_MAP, DYN_CONTEXT],
+                               dict(reference=_dynamic_conv_reference,
+                                    expected_output_shape=(2, 3, 4, 4))),
+    "dynamic_relu": (L.DynamicReLU, {}, [DYN_MAP, DYN_CONTEXT],
+                     dict(reference=_dynamic_relu_reference, expected_num_trainable_weights=2)),
+    "coordinate_attention": (L.CoordinateAttention, {}, [DYN_MAP, DYN_F, DYN_T],
+                             dict(reference=lambda _, x: x[0] * _sigmoid(x[1])[:, :, None]
+                                  * _sigmoid(x[2])[:, None])),
 }
 
 

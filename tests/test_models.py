@@ -50,7 +50,13 @@ ROWS = {
     "mn20": (dict(normalization="none"), True, "mn20"),
     "mn30": (dict(normalization="none"), True, "mn30"),
     "mn40": (dict(normalization="none"), True, "mn40"),
+    # The DyMN width-0.05 fixture, converted as each dymn architecture: one builder too.
+    "dymn04": (dict(normalization="none"), True, "dymn04"),
+    "dymn10": (dict(normalization="none"), False, "dymn10"),
+    "dymn20": (dict(normalization="none"), True, "dymn20"),
 }
+# The reduced-width EfficientAT state dict each network's rows are built from.
+EFFICIENTAT_FIXTURES = {"mn": "mn_w010.pt", "dymn": "dymn_w005.pt"}
 
 
 def _row_params():
@@ -62,7 +68,8 @@ def _row_params():
 def converted(tmp_path_factory):
     """`arch -> converted weights file` of the reduced-width fixture checkpoints.
 
-    PANNs: each architecture's own; EfficientAT: the width-0.1 state dict for every mn.
+    PANNs: each architecture's own; EfficientAT: one reduced-width state dict per network
+    (`EFFICIENTAT_FIXTURES`) for each of its architectures.
     """
     from esc50tf.cli.pretrained import build_reference
     from esc50tf.pretrained import architectures, store
@@ -74,7 +81,8 @@ def converted(tmp_path_factory):
         if arch not in done:
             checkpoint = (FIXTURES / "panns" / f"{arch}.zip.pth"
                           if architectures.family(arch) == "panns"
-                          else FIXTURES / "efficientat" / "mn_w010.pt")
+                          else FIXTURES / "efficientat"
+                          / EFFICIENTAT_FIXTURES[architectures.get(arch)["network"]])
             done[arch], _meta = store.convert_checkpoint(
                 arch, checkpoint, folder / f"{arch}.npz", build=build_reference,
                 log=lambda _: None)

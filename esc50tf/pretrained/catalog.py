@@ -1,4 +1,4 @@
-"""The pretrained checkpoints esc50tf knows: the official PANNs files.
+"""The pretrained checkpoints esc50tf knows: the official PANNs and EfficientAT files.
 
 The authors published their AudioSet-trained checkpoints on Zenodo, record
 3987831 (https://zenodo.org/records/3987831). What is recorded here and
@@ -105,7 +105,8 @@ CHECKPOINTS = {
 
 
 EFFICIENTAT_RELEASE = "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1"
-"""Where EfficientAT's `models/mn/model.py` downloads its AudioSet weights from.
+"""Where EfficientAT's `models/mn/model.py` and `models/dymn/model.py` download their AudioSet
+weights from.
 
 The release publishes neither a size nor a hash for its files (the
 reference loads them with `torch.hub.load_state_dict_from_url` and no
@@ -113,13 +114,14 @@ reference loads them with `torch.hub.load_state_dict_from_url` and no
 reads as the architecture's state dict and loads into the Keras model, and
 its sha256 is then recorded in the cache (`pinned_sha256.json`); every later
 download of that name must match it. The mAP is the authors', from the file
-name; the licence is the repository's (MIT)."""
+name (mn) or the README's model table (dymn); the licence is the repository's
+(MIT)."""
 
 _NO_HASH = "no published hash: sha256 pinned at the first verified download"
 
 
 def _efficientat(name, file_name, audioset_map, note):
-    return Checkpoint(name, name[:4], file_name, f"{EFFICIENTAT_RELEASE}/{file_name}",
+    return Checkpoint(name, name.split("_")[0], file_name, f"{EFFICIENTAT_RELEASE}/{file_name}",
                       licence="MIT", audioset_map=audioset_map, note=f"{note}; {_NO_HASH}")
 
 
@@ -141,6 +143,14 @@ CHECKPOINTS.update({
         _efficientat("mn40_as_ext", "mn40_as_ext_mAP_487.pt", 0.487,
                      "EfficientAT MobileNetV3 width 4.0, longer training (68.4 M parameters), "
                      "32 kHz"),
+        # The files models/dymn/model.py names "dymn04_as", "dymn10_as", "dymn20_as".
+        _efficientat("dymn04_as", "dymn04_as.pt", 0.450,
+                     "EfficientAT dynamic MobileNet width 0.4 (1.96 M parameters), 32 kHz"),
+        _efficientat("dymn10_as", "dymn10_as.pt", 0.477,
+                     "EfficientAT dynamic MobileNet width 1.0 (10.5 M parameters), 32 kHz"),
+        _efficientat("dymn20_as", "dymn20_as_mAP_493.pt", 0.491,
+                     "EfficientAT dynamic MobileNet width 2.0 (40.0 M parameters), 32 kHz; "
+                     "mAP .491 as the README's table gives it (the file name says .493)"),
     )
 })
 
