@@ -1,10 +1,12 @@
-"""EfficientAT's MobileNetV3s (`mn`): parity with the reference code, parameter counts,
-conversion of the release's bare state dicts, the registered classifiers in the pipeline.
+"""EfficientAT's MobileNetV3s (`mn`) and dynamic MobileNets (`dymn`): parity with the
+reference code, parameter counts, conversion of the release's bare state dicts, the
+registered classifiers in the pipeline.
 
 The fixtures in tests/fixtures/efficientat were made with the reference's own classes
-(github.com/fschmid56/EfficientAT, `get_model` and `AugmentMelSTFT` in eval mode) by
-tools/make_efficientat_fixtures.py, at reduced widths (0.1, 0.2) with random weights, and
-saved as the release files are: `torch.save(model.state_dict(), path)`."""
+(github.com/fschmid56/EfficientAT, `models.mn.model.get_model`,
+`models.dymn.model.get_model` and `AugmentMelSTFT` in eval mode) by
+tools/make_efficientat_fixtures.py, at reduced widths (mn 0.1, 0.2; dymn 0.05) with random
+weights, and saved as the release files are: `torch.save(model.state_dict(), path)`."""
 
 import json
 import os
@@ -23,12 +25,18 @@ from esc50tf.models.build import build_model
 from esc50tf.pretrained import efficientat as arch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "efficientat"
-WIDTHS = {"w010": 0.1, "w020": 0.2}
+# Fixture -> (the architecture it is converted as, its width). The DyMN's outputs share the
+# mn fixtures' log-Mel (one front end, the same waveforms).
+FIXTURE_MODELS = {"mn_w010": ("mn10", 0.1), "mn_w020": ("mn10", 0.2),
+                  "dymn_w005": ("dymn10", 0.05)}
+LOGMEL_FIXTURE = "mn_w010"
 INPUTS = ("clips", "short", "long")
-# sum(p.numel() for p in get_model(width_mult=W, num_classes=527).parameters()), printed by
-# tools/make_efficientat_fixtures.py with the reference checkout.
+# sum(p.numel() for p in get_model(width_mult=W, num_classes=527).parameters()) of
+# models.mn.model / models.dymn.model, printed by tools/make_efficientat_fixtures.py with the
+# reference checkout (the DyMN's 10,548,479 + its 26,645 buffers are the README's "10.57 M").
 REFERENCE_PARAMS = {"mn04": 983_599, "mn05": 1_431_239, "mn10": 4_876_831,
-                    "mn20": 17_909_287, "mn30": 39_086_367, "mn40": 68_427_303}
+                    "mn20": 17_909_287, "mn30": 39_086_367, "mn40": 68_427_303,
+                    "dymn04": 1_961_239, "dymn10": 10_548_479, "dymn20": 39_966_143}
 LOGMEL_ATOL = 1e-3  # in the normalised scale (ln + 4.5) / 5
 REL_TOL = 1e-4  # ||keras - reference|| / ||reference||, per input set
 
@@ -41,30 +49,42 @@ def _relative(a, b):
     return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
 
 
-@pytest.fixture(scope="module", params=sorted(WIDTHS))
+@pytest.fixture(scope="module", params=sorted(FIXTURE_MODELS))
 def converted_model(request):
     """(Keras reference model with the fixture's weights, the reference's outputs)."""
     from esc50tf.pretrained import convert
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
 
-    tag = request.param
-    state = read_torch_checkpoint(FIXTURES / f"mn_{tag}.pt")
-    assert arch.width_of(state) == WIDTHS[tag]
-    model = mn.build_reference("mn10", width=WIDTHS[tag])
-    convert.load_into(model, arch.convert_state_dict(state)[0])
-    return model, dict(np.load(FIXTURES / f"mn_{tag}.outputs.npz"))
+    stem = request.param
+    name, width = FIXTURE_MODELS[stem]
+    state = read_torch_checkpoint(FIXTURES / f"{stem}.pt")
+    assert arch.width_of(state) == width
+    model = mn.build_reference(name, width=width)
+    convert.load_into(model, arch.convert_checkpoint_state(state, name)[0])
+    reference = dict(np.load(FIXTURES / f"{LOGMEL_FIXTURE}.outputs.npz"))
+    reference.update(np.load(FIXTURES / f"{stem}.outputs.npz"))
+    return model, reference
+
+
+def _converted(tmp_path_factory, name, stem):
+    """Fixture `stem` converted with `convert_checkpoint` as `pretrained convert NAME`."""
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import store
+
+    out = tmp_path_factory.mktemp("weights") / f"{name}_{stem}.weights.npz"
+    store.convert_checkpoint(name, FIXTURES / f"{stem}.pt", out, build=cli.build_reference,
+                             log=lambda _: None)
+    return out
 
 
 @pytest.fixture(scope="module")
 def weights_w010(tmp_path_factory):
-    """The width-0.1 fixture converted with `convert_checkpoint` as `pretrained convert mn10`."""
-    from esc50tf.cli import pretrained as cli
-    from esc50tf.pretrained import store
+    return _converted(tmp_path_factory, "mn10", "mn_w010")
 
-    out = tmp_path_factory.mktemp("weights") / "mn10_w010.weights.npz"
-    store.convert_checkpoint("mn10", FIXTURES / "mn_w010.pt", out, build=cli.build_reference,
-                             log=lambda _: None)
-    return out
+
+@pytest.fixture(scope="module")
+def dymn_weights(tmp_path_factory):
+    return _converted(tmp_path_factory, "dymn10", "dymn_w005")
 
 
 # --- the front end -----------------------------------------------------------------------
@@ -142,9 +162,10 @@ def test_the_network_matches_the_reference_on_its_own_log_mel(converted_model):
     assert _relative(logits, reference["clips_logits"]) < 1e-5
 
 
-def test_fixture_outputs_depend_on_the_input():
+@pytest.mark.parametrize("stem", sorted(FIXTURE_MODELS))
+def test_fixture_outputs_depend_on_the_input(stem):
     """The parity tests could fail: the reference's outputs differ between clips."""
-    reference = np.load(FIXTURES / "mn_w010.outputs.npz")
+    reference = np.load(FIXTURES / f"{stem}.outputs.npz")
     for name in ("embedding", "logits"):
         out = reference[f"clips_{name}"]
         spread = np.linalg.norm(out - out.mean(0), axis=1) / np.linalg.norm(out, axis=1)
@@ -152,46 +173,75 @@ def test_fixture_outputs_depend_on_the_input():
 
 
 @pytest.mark.parametrize("name", [
-    "mn04", "mn05", "mn10",
+    "mn04", "mn05", "mn10", "dymn04", "dymn10",
     pytest.param("mn20", marks=pytest.mark.slow),
     pytest.param("mn30", marks=pytest.mark.slow),
     pytest.param("mn40", marks=pytest.mark.slow),
+    pytest.param("dymn20", marks=pytest.mark.slow),
 ])
 def test_parameter_counts_match_reference(name):
     model = mn.build_reference(name)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == REFERENCE_PARAMS[name]
-    _last, embedding, _hidden = arch.last_channels(arch.WIDTHS[name])
+    _last, embedding, _hidden = arch.last_channels(arch.get(name)["width"])
     assert model.get_layer("embedding").output.shape[-1] == embedding
 
 
-def test_layer_names_follow_the_state_dict():
+@pytest.mark.parametrize("stem, layer, key, shape", [
+    # mn: a squeeze-excitation Linear; a depthwise kernel (kh, kw, C, 1).
+    ("mn_w010", "features_4_block_1_conc_se_layers_0_fc1",
+     "features.4.block.1.conc_se_layers.0.fc1.weight", None),
+    ("mn_w010", "features_1_block_0_0", "features.1.block.0.0.weight", (3, 3, 8, 1)),
+    # dymn: the 4 kernels of a dynamic depthwise conv (kh, kw, C, K) and of a dynamic 1x1
+    # conv (K, in, out); a Dy-ReLU's Linear and buffers; a context 1x1 conv as a Dense.
+    ("dymn_w005", "layers_3_depth_conv", "layers.3.depth_conv.weight", (5, 5, 8, 4)),
+    ("dymn_w005", "layers_14_proj_conv", "layers.14.proj_conv.weight", (4, 48, 8)),
+    ("dymn_w005", "layers_0_depth_act", "layers.0.depth_act.coef_net.0.weight", (8, 32)),
+    ("dymn_w005", "layers_5_context_gen_conv_t", "layers.5.context_gen.conv_t.weight", (8, 8)),
+])
+def test_layer_names_follow_the_state_dict(stem, layer, key, shape):
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
 
-    state = read_torch_checkpoint(FIXTURES / "mn_w010.pt")
-    converted, sources = arch.convert_state_dict(state)
-    model = mn.build_reference("mn10", width=0.1)
-    loadable = {layer.name for layer in model.layers if layer.weights and "frontend" != layer.name}
-    assert "features_4_block_1_conc_se_layers_0_fc1" in loadable
+    name, width = FIXTURE_MODELS[stem]
+    state = read_torch_checkpoint(FIXTURES / f"{stem}.pt")
+    converted, sources, _sizes = arch.convert_checkpoint_state(state, name)
+    model = mn.build_reference(name, width=width)
+    loadable = {x.name for x in model.layers if x.weights and "frontend" != x.name}
     assert set(converted) == loadable
-    assert sources["features_4_block_1_conc_se_layers_0_fc1"][0] == \
-        "features.4.block.1.conc_se_layers.0.fc1.weight"
-    assert converted["features_1_block_0_0"][0].shape == (3, 3, 8, 1)  # depthwise kernel
+    assert layer in loadable and sources[layer][0] == key
+    if shape is not None:
+        assert converted[layer][0].shape == shape
+
+
+def test_dymn_buffers_and_temperature_are_the_references():
+    """Dy-ReLU's lambdas / init_v come from the state dict (where the reference keeps them);
+    the kernel attention runs at the AudioSet checkpoints' inference temperature, 1."""
+    from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+
+    state = read_torch_checkpoint(FIXTURES / "dymn_w005.pt")
+    np.testing.assert_array_equal(state["layers.7.depth_act.lambdas"], [1.0, 1.0, 0.5, 0.5])
+    np.testing.assert_array_equal(state["layers.7.depth_act.init_v"], [1.0, 0.0, 0.0, 0.0])
+    model = mn.build_reference("dymn10", width=0.05)
+    act = model.get_layer("layers_7_depth_act")
+    assert [w.path.split("/")[-1] for w in act.non_trainable_weights] == ["lambdas", "init_v"]
+    assert {model.get_layer(f"layers_{i}_{c}_conv").temperature
+            for i in range(1, 15) for c in ("depth", "proj")} == {1.0}
 
 
 def test_runs_under_jax():
     code = (
         "import numpy as np\n"
         "from esc50tf.models import efficientat as mn\n"
-        "m = mn.build_reference('mn10', width=0.1)\n"
-        "out = m(np.zeros((2, 8000), 'float32'))\n"
-        "print(tuple(out['embedding'].shape), tuple(out['logits'].shape))\n"
+        "for name, width in (('mn10', 0.1), ('dymn10', 0.05)):\n"
+        "    m = mn.build_reference(name, width=width)\n"
+        "    out = m(np.zeros((2, 8000), 'float32'))\n"
+        "    print(tuple(out['embedding'].shape), tuple(out['logits'].shape))\n"
     )
     env = dict(os.environ, KERAS_BACKEND="jax")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "(2, 96) (2, 527)" in done.stdout
+    assert "(2, 96) (2, 527)" in done.stdout and "(2, 48) (2, 527)" in done.stdout
 
 
 # --- conversion and the catalog --------------------------------------------------------------
@@ -213,16 +263,47 @@ def test_convert_records_the_width_and_refuses_other_state_dicts(weights_w010, t
                                  build=cli.build_reference, log=lambda _: None)
 
 
+def test_convert_refuses_a_dymn_state_dict_that_is_not_one(dymn_weights, tmp_path):
+    """As `pretrained convert dymn10 FILE`: the width recorded, other state dicts refused."""
+    from esc50tf.cli import main
+    from esc50tf.pretrained import store
+    from esc50tf.pretrained.checkpoint import read_torch_checkpoint
+
+    _path, meta = store.resolve_weights(dymn_weights)
+    assert meta["model"] == "dymn10" and meta["architecture"]["width"] == 0.05
+    assert meta["architecture"]["network"] == "dymn"
+    out = tmp_path / "x.npz"
+    assert main(["pretrained", "convert", "dymn10", str(FIXTURES / "mn_w010.pt"),
+                 "--out", str(out)]) != 0
+    assert not out.exists()
+    state = read_torch_checkpoint(FIXTURES / "dymn_w005.pt")
+    with pytest.raises(Esc50Error, match="features.0.0.weight"):
+        arch.convert_checkpoint_state(state, "mn10")
+    broken = dict(state)
+    del broken["layers.6.depth_act.init_v"]
+    with pytest.raises(Esc50Error, match="layers.6.depth_act"):
+        arch.convert_checkpoint_state(broken, "dymn10")
+    broken = dict(state, **{"layers.2.ca.weight": np.zeros(3, np.float32)})
+    with pytest.raises(Esc50Error, match="unexpected key.*layers.2.ca"):
+        arch.convert_checkpoint_state(broken, "dymn10")
+    broken = dict(state, **{"layers.7.exp_conv.weight": np.zeros((1, 1, 3, 128), np.float32)})
+    with pytest.raises(Esc50Error, match=r"layers.7.exp_conv.weight has shape \(1, 1, 3, 128\)"):
+        arch.convert_checkpoint_state(broken, "dymn10")
+
+
 def test_catalog_lists_the_release_files_without_hashes():
     from esc50tf.pretrained import catalog
 
     entries = catalog.checkpoints()
     for name in ("mn04_as", "mn05_as", "mn10_as", "mn20_as", "mn30_as", "mn40_as",
-                 "mn40_as_ext"):
+                 "mn40_as_ext", "dymn04_as", "dymn10_as", "dymn20_as"):
         c = entries[name]
         assert c.url.startswith("https://github.com/fschmid56/EfficientAT/releases/download/")
         assert c.licence == "MIT" and c.sha256 is None and "no published hash" in c.note
-        assert c.architecture == name[:4] and 0.43 <= c.audioset_map <= 0.49
+        assert c.architecture == name.split("_")[0] and 0.43 <= c.audioset_map <= 0.50
+    assert [entries[f"dymn{w}_as"].audioset_map for w in ("04", "10", "20")] == \
+        [0.450, 0.477, 0.491]  # the README's table
+    assert entries["dymn20_as"].file_name == "dymn20_as_mAP_493.pt"  # what get_model loads
 
 
 def test_download_pins_the_first_sha256_and_refuses_a_different_file(tmp_path, monkeypatch):
@@ -255,24 +336,30 @@ def test_registered_with_their_rate_and_front_end():
     from esc50tf import models
     from esc50tf.pretrained import architectures
 
-    for name in arch.WIDTHS:
+    for name in arch.ARCHITECTURES:
         spec = models.get(name)
         assert spec.family == "efficientat" and spec.pretrained == name
         assert architectures.get(name)["sample_rate"] == 32000
         assert architectures.feature_settings(name)["kind"] == "kaldi_mel"
 
 
-def test_classifier_loads_the_trunk_and_freezes(weights_w010, tmp_path):
+@pytest.mark.parametrize("weights, name, layers", [
+    ("weights_w010", "mn10", ("features_0_0", "features_16_1", "classifier_2")),
+    ("dymn_weights", "dymn10", ("in_c_0", "layers_3_depth_conv", "layers_9_depth_act",
+                                "layers_14_context_gen_joint_norm", "out_c_1", "classifier_2")),
+])
+def test_classifier_loads_the_trunk_and_freezes(weights, name, layers, request, tmp_path):
     import keras
 
     from esc50tf.pretrained import store
 
-    converted, _meta = store.load_weights(weights_w010)
-    cfg = ModelConfig(name="mn10", weights=str(weights_w010), freeze_backbone=True,
+    weights = request.getfixturevalue(weights)
+    converted, _meta = store.load_weights(weights)
+    cfg = ModelConfig(name=name, weights=str(weights), freeze_backbone=True,
                       normalization="none")
-    features = FeatureConfig(**arch.feature_settings("mn10"))
+    features = FeatureConfig(**arch.feature_settings(name))
     model = build_model(cfg, features, num_classes=3, num_samples=16000)
-    for name in ("features_0_0", "features_16_1", "classifier_2"):
+    for name in layers:
         for got, want in zip(model.get_layer(name).get_weights(), converted[name]):
             np.testing.assert_array_equal(got, want)
         assert not model.get_layer(name).trainable
@@ -285,40 +372,49 @@ def test_classifier_loads_the_trunk_and_freezes(weights_w010, tmp_path):
     np.testing.assert_allclose(np.asarray(again(x, training=False)), probs, atol=1e-6)
 
 
-def test_weights_of_another_width_family_are_refused(weights_w010):
-    cfg = ModelConfig(name="mn04", weights=str(weights_w010), normalization="none")
-    with pytest.raises(Esc50Error, match="holds mn10 weights"):
-        build_model(cfg, FeatureConfig(**arch.feature_settings("mn04")), num_classes=3,
+@pytest.mark.parametrize("weights, model, held", [("weights_w010", "mn04", "mn10"),
+                                                  ("dymn_weights", "mn10", "dymn10"),
+                                                  ("weights_w010", "dymn10", "mn10")])
+def test_weights_of_another_width_family_are_refused(weights, model, held, request):
+    weights = request.getfixturevalue(weights)
+    cfg = ModelConfig(name=model, weights=str(weights), normalization="none")
+    with pytest.raises(Esc50Error, match=f"holds {held} weights"):
+        build_model(cfg, FeatureConfig(**arch.feature_settings(model)), num_classes=3,
                     num_samples=16000)
 
 
-def test_linear_probe_on_mn_embeddings(weights_w010, tiny_tfrecords, tmp_path):
-    """`embed` and the linear probe take mn weights as they take CNN14's (8 kHz clips resampled)."""
+@pytest.mark.parametrize("weights, size", [("weights_w010", 96), ("dymn_weights", 48)])
+def test_linear_probe_on_mn_embeddings(weights, size, tiny_tfrecords, tmp_path, request):
+    """`embed` and the linear probe take mn and dymn weights as they take CNN14's (8 kHz clips
+    resampled)."""
     from esc50tf.cli import main
     from esc50tf.run_config import resolve_config
     from esc50tf.train import train
 
+    weights = request.getfixturevalue(weights)
     emb = tmp_path / "emb.npz"
-    assert main(["embed", str(weights_w010), str(tiny_tfrecords), "--out", str(emb),
+    assert main(["embed", str(weights), str(tiny_tfrecords), "--out", str(emb),
                  "--no-progress"]) == 0
     with np.load(emb) as f:
-        assert f["embeddings"].shape == (40, 96) and np.isfinite(f["embeddings"]).all()
+        assert f["embeddings"].shape == (40, size) and np.isfinite(f["embeddings"]).all()
     cfg = resolve_config("logreg", overrides={
         "train": {"data": str(tiny_tfrecords), "out": str(tmp_path / "probe"),
                   "protocol": "test-fold", "test_fold": 1},
-        "model": {"classic_features": "embeddings", "weights": str(weights_w010)}})
+        "model": {"classic_features": "embeddings", "weights": str(weights)}})
     report = train(cfg)
     assert 0.0 <= report["accuracy"] <= 1.0
     result = json.loads((tmp_path / "probe" / "fold1" / "result.json").read_text())
-    assert result["feature_dim"] == 96
+    assert result["feature_dim"] == size
 
 
-def test_finetune_preset_is_the_reference_recipe(weights_w010):
+@pytest.mark.parametrize("weights, model", [("weights_w010", "mn10"), ("dymn_weights", "dymn10")])
+def test_finetune_preset_is_the_reference_recipe(weights, model, request):
     from esc50tf.models.optimizers import WarmupRampdown
     from esc50tf.recipe import learning_rate
     from esc50tf.run_config import resolve_config
 
-    cfg = resolve_config("mn10", overrides={"model": {"weights": str(weights_w010)}})
+    weights = request.getfixturevalue(weights)
+    cfg = resolve_config(model, overrides={"model": {"weights": str(weights)}})
     t = cfg.train
     assert t.preset == "finetune" and t.optimizer == "adam" and t.lr == 6e-5
     assert (t.batch_size, t.epochs, t.schedule, t.warmup_epochs) == (128, 80, "rampdown", 10.0)

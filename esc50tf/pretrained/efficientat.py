@@ -268,8 +268,8 @@ def _take(modules, module, params, shapes=None):
     """The arrays `params` of `module` (popped), checked against `shapes` (PyTorch layout)."""
     found = modules.pop(module, None)
     if found is None:
-        raise Esc50Error(f"missing key {module}.{params[0]!r}: not the DyMN this state dict's "
-                         "sizes describe")
+        raise Esc50Error(f"missing key {f'{module}.{params[0]}'!r}: not the DyMN this state "
+                         "dict's sizes describe")
     if set(found) != set(params):
         raise Esc50Error(f"{module}: keys {sorted(found)}, expected {sorted(params)}")
     for param, shape in zip(params, shapes or ()):  # None: any size
@@ -366,8 +366,8 @@ def convert_dymn_state_dict(state_dict, width=None):
     put("classifier.5", ("weight", "bias"), [head[0].T, head[1]])
     if modules:
         module = sorted(modules)[0]
-        raise Esc50Error(f"unexpected key {module}.{sorted(modules[module])[0]!r}: not part of "
-                         f"the DyMN at width {width:g}")
+        key = f"{module}.{sorted(modules[module])[0]}"
+        raise Esc50Error(f"unexpected key {key!r}: not part of the DyMN at width {width:g}")
     return converted, sources
 
 
