@@ -26,6 +26,17 @@ def mn_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def dymn_weights(tmp_path_factory):
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import store
+
+    out = tmp_path_factory.mktemp("hear") / "dymn10_w005.weights.npz"
+    store.convert_checkpoint("dymn10", FIXTURES / "efficientat" / "dymn_w005.pt", out,
+                             build=cli.build_reference, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
 def cnn14_weights(tmp_path_factory):
     from esc50tf.cli import pretrained as cli
     from esc50tf.pretrained import store
@@ -42,6 +53,7 @@ def _noise(model, n, seconds, seed=0):
 
 
 @pytest.mark.parametrize("weights, rate, size", [("mn_weights", 32000, 96),
+                                                 ("dymn_weights", 32000, 48),
                                                  ("cnn14_weights", 16000, 32)])
 def test_model_attributes_follow_the_hear_rules(weights, rate, size, request):
     model = hear.load_model(str(request.getfixturevalue(weights)))
@@ -73,16 +85,19 @@ def test_timestamp_embeddings_shapes_dtypes_and_regular_millisecond_stamps(mn_we
     assert not np.allclose(embeddings.numpy()[1, 0], embeddings.numpy()[1, k])
 
 
-def test_scene_embeddings_are_the_clip_embedding(mn_weights):
+@pytest.mark.parametrize("weights, name, width", [("mn_weights", "mn10", 0.1),
+                                                  ("dymn_weights", "dymn10", 0.05)])
+def test_scene_embeddings_are_the_clip_embedding(weights, name, width, request):
     from esc50tf.models import efficientat
     from esc50tf.pretrained import convert, store
 
-    model = hear.load_model(str(mn_weights))
+    weights = request.getfixturevalue(weights)
+    model = hear.load_model(str(weights))
     audio = _noise(model, 4, 1.5, seed=1)
     scene = hear.get_scene_embeddings(audio, model)
     assert scene.dtype == tf.float32 and scene.shape == (4, model.scene_embedding_size)
-    reference = efficientat.build_reference("mn10", width=0.1)
-    convert.load_into(reference, store.load_weights(mn_weights)[0])
+    reference = efficientat.build_reference(name, width=width)
+    convert.load_into(reference, store.load_weights(weights)[0])
     want = np.asarray(reference(audio.numpy())["embedding"])
     np.testing.assert_allclose(scene.numpy(), want, rtol=1e-5, atol=1e-6)
 
