@@ -1,19 +1,20 @@
-"""EfficientAT conversion parity: esc50tf's `mn` models against the reference implementation.
+"""EfficientAT conversion parity: esc50tf's `mn` and `dymn` models against the reference.
 
 Reads fixtures of `tools/make_efficientat_fixtures.py` (made in a separate
 environment with PyTorch and a checkout of fschmid56/EfficientAT: the
-reference's own `get_model` and `AugmentMelSTFT` in eval mode, random
-weights, saved as the release files are, with the reference outputs for six
-2 s clips, a 0.1 s and a 10 s one), converts each checkpoint with esc50tf (no
-PyTorch), runs the Keras model on the same int16 samples and reports, per
-width and input set: the log-Mel's max |difference| (normalised scale), and
-for the embedding and the logits ||difference|| / ||reference|| and
+reference's own `get_model` (mn and dymn) and `AugmentMelSTFT` in eval mode,
+random weights, saved as the release files are, with the reference outputs
+for six 2 s clips, a 0.1 s and a 10 s one), converts each checkpoint with
+esc50tf (no PyTorch), runs the Keras model on the same int16 samples and
+reports, per network, width and input set: the log-Mel's max |difference|
+(normalised scale; the DyMN fixtures share the mn ones' front end), and for
+the embedding and the logits ||difference|| / ||reference|| and
 max |difference| / max |reference|, plus the parameter counts of both.
 `tests/test_efficientat.py` holds the reduced widths to 1e-3 and 1e-4.
 
 Usage:
-    python -m benchmarks.efficientat_parity       # the committed widths 0.1 and 0.2
-    # mn10 at its real width (random weights; PyTorch in another venv):
+    python -m benchmarks.efficientat_parity       # the committed fixtures (mn 0.1, 0.2; dymn 0.05)
+    # mn10 and dymn10 at their real width (random weights; PyTorch in another venv):
     /work/refenv-efficientat/bin/python tools/make_efficientat_fixtures.py \
         --reference CHECKOUT --full-size --out /tmp/mnfull \
         --sample-clip ../shared/esc50-sample/audio/2-104877-A-3.wav
@@ -42,8 +43,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# The network of a fixture file `<network>_w<W>.pt` -> the architecture it is built as.
+ARCHITECTURE = {"mn": "mn10", "dymn": "dymn10"}
+
+
 def measure(checkpoint, fixtures):
-    """Rows (one per input set) for one fixture checkpoint `mn_<tag>.pt`."""
+    """Rows (one per input set) for one fixture checkpoint `mn_<tag>.pt` or `dymn_<tag>.pt`."""
     import time
 
     import keras
@@ -54,13 +59,18 @@ def measure(checkpoint, fixtures):
     from esc50tf.pretrained.checkpoint import read_torch_checkpoint
     from esc50tf.pretrained.convert import load_into
 
-    with np.load(checkpoint.with_suffix(".outputs.npz")) as data:
-        ref = dict(data)
+    ref = {}
+    for outputs in (sorted(fixtures.glob("mn_*.outputs.npz"))[0],  # the shared log-Mel
+                    checkpoint.with_suffix(".outputs.npz")):
+        with np.load(outputs) as data:
+            ref.update(data)
     start = time.perf_counter()
     state = read_torch_checkpoint(checkpoint)
-    width = efficientat.width_of(state)
-    model = build_reference("mn10", width=width)
-    load_into(model, efficientat.convert_state_dict(state)[0])
+    name = ARCHITECTURE[efficientat.network_of(state)]
+    arrays, _sources, sizes = efficientat.convert_checkpoint_state(state, name)
+    model = build_reference(name, width=sizes["width"])
+    load_into(model, arrays)
+    width = sizes["width"]
     seconds = time.perf_counter() - start
     params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     network = keras.Model(model.get_layer("to_frequency_time").input,
@@ -94,7 +104,7 @@ def main(argv=None):
     args, env = common.start(parse_args, argv)
     fixtures = Path(args.fixtures) if args.fixtures else FIXTURES
     rows = []
-    for checkpoint in sorted(fixtures.glob("mn_*.pt")):
+    for checkpoint in sorted(fixtures.glob("mn_*.pt")) + sorted(fixtures.glob("dymn_*.pt")):
         common.log(checkpoint.name)
         rows.extend(measure(checkpoint, fixtures))
     name = "efficientat_parity_full_size" if args.fixtures else "efficientat_parity"
@@ -110,7 +120,7 @@ def main(argv=None):
                   "*_max_relative: max |difference| / max |reference|; *_on_reference_logmel: "
                   "the network alone, fed the reference's log-Mel, ||difference|| / "
                   "||reference||.",
-                  ("Reduced-width models" if fixtures == FIXTURES else "Full-size mn10")
+                  ("Reduced-width models" if fixtures == FIXTURES else "Full-size mn10, dymn10")
                   + " with random weights (tools/make_efficientat_fixtures.py); the "
                   "official checkpoints are not read here (no network to GitHub releases).",
                   "params: trainable parameters of the Keras model; reference_params: "
