@@ -213,3 +213,25 @@ def skops_call(module, name, *args):
     return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode",
             "content": {"__class__": "tuple", "__module__": "builtins",
                         "__loader__": "TupleNode", "content": content}}
+
+
+@pytest.fixture(scope="session")
+def convert_fixture(tmp_path_factory):
+    """`convert(architecture, checkpoint)`: a checkpoint under tests/fixtures converted as
+    `esc50tf pretrained convert ARCHITECTURE CHECKPOINT --out FILE` (once a session each)."""
+    from pathlib import Path
+
+    from esc50tf.cli import pretrained as cli
+    from esc50tf.pretrained import store
+
+    done = {}
+
+    def convert(architecture, checkpoint):
+        if (architecture, checkpoint) not in done:
+            out = tmp_path_factory.mktemp("weights") / f"{architecture}.weights.npz"
+            store.convert_checkpoint(architecture, Path(__file__).parent / "fixtures" / checkpoint,
+                                     out, build=cli.build_reference, log=lambda _: None)
+            done[architecture, checkpoint] = out
+        return done[architecture, checkpoint]
+
+    return convert

@@ -66,25 +66,14 @@ def converted_model(request):
     return model, reference
 
 
-def _converted(tmp_path_factory, name, stem):
-    """Fixture `stem` converted with `convert_checkpoint` as `pretrained convert NAME`."""
-    from esc50tf.cli import pretrained as cli
-    from esc50tf.pretrained import store
-
-    out = tmp_path_factory.mktemp("weights") / f"{name}_{stem}.weights.npz"
-    store.convert_checkpoint(name, FIXTURES / f"{stem}.pt", out, build=cli.build_reference,
-                             log=lambda _: None)
-    return out
+@pytest.fixture(scope="module")
+def weights_w010(convert_fixture):
+    return convert_fixture("mn10", "efficientat/mn_w010.pt")
 
 
 @pytest.fixture(scope="module")
-def weights_w010(tmp_path_factory):
-    return _converted(tmp_path_factory, "mn10", "mn_w010")
-
-
-@pytest.fixture(scope="module")
-def dymn_weights(tmp_path_factory):
-    return _converted(tmp_path_factory, "dymn10", "dymn_w005")
+def dymn_weights(convert_fixture):
+    return convert_fixture("dymn10", "efficientat/dymn_w005.pt")
 
 
 # --- the front end -----------------------------------------------------------------------

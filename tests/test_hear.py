@@ -2,8 +2,6 @@
 rules hearvalidator checks (a tf.Module with int sizes; float32 tensors of the declared
 shapes; timestamps in milliseconds at one regular interval), and what the numbers are."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,40 +9,20 @@ import tensorflow as tf
 from esc50tf import hear
 from esc50tf.errors import Esc50Error
 
-FIXTURES = Path(__file__).parent / "fixtures"
+
+@pytest.fixture(scope="module")
+def mn_weights(convert_fixture):
+    return convert_fixture("mn10", "efficientat/mn_w010.pt")
 
 
 @pytest.fixture(scope="module")
-def mn_weights(tmp_path_factory):
-    from esc50tf.cli import pretrained as cli
-    from esc50tf.pretrained import store
-
-    out = tmp_path_factory.mktemp("hear") / "mn10_w010.weights.npz"
-    store.convert_checkpoint("mn10", FIXTURES / "efficientat" / "mn_w010.pt", out,
-                             build=cli.build_reference, log=lambda _: None)
-    return out
+def dymn_weights(convert_fixture):
+    return convert_fixture("dymn10", "efficientat/dymn_w005.pt")
 
 
 @pytest.fixture(scope="module")
-def dymn_weights(tmp_path_factory):
-    from esc50tf.cli import pretrained as cli
-    from esc50tf.pretrained import store
-
-    out = tmp_path_factory.mktemp("hear") / "dymn10_w005.weights.npz"
-    store.convert_checkpoint("dymn10", FIXTURES / "efficientat" / "dymn_w005.pt", out,
-                             build=cli.build_reference, log=lambda _: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def cnn14_weights(tmp_path_factory):
-    from esc50tf.cli import pretrained as cli
-    from esc50tf.pretrained import store
-
-    out = tmp_path_factory.mktemp("hear") / "cnn14_16k.weights.npz"
-    store.convert_checkpoint("cnn14_16k", FIXTURES / "panns" / "cnn14_16k.zip.pth", out,
-                             build=cli.build_reference, log=lambda _: None)
-    return out
+def cnn14_weights(convert_fixture):
+    return convert_fixture("cnn14_16k", "panns/cnn14_16k.zip.pth")
 
 
 def _noise(model, n, seconds, seed=0):
