@@ -262,6 +262,10 @@ def test_convert_refuses_a_dymn_state_dict_that_is_not_one(dymn_weights, tmp_pat
     assert meta["model"] == "dymn10" and meta["architecture"]["width"] == 0.05
     assert meta["architecture"]["network"] == "dymn"
     out = tmp_path / "x.npz"
+    assert main(["pretrained", "convert", "dymn04", str(FIXTURES / "dymn_w005.pt"),
+                 "--out", str(out)]) == 0
+    assert store.resolve_weights(out)[1]["model"] == "dymn04"
+    out = tmp_path / "y.npz"
     assert main(["pretrained", "convert", "dymn10", str(FIXTURES / "mn_w010.pt"),
                  "--out", str(out)]) != 0
     assert not out.exists()
