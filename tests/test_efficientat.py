@@ -183,15 +183,22 @@ def test_runs_under_jax():
     code = (
         "import numpy as np\n"
         "from esc50tf.models import efficientat as mn\n"
+        "from esc50tf.frontend.kaldi import KaldiMelSpectrogram\n"
         "m = mn.build_reference('mn10', width=0.1)\n"
         "out = m(np.zeros((2, 8000), 'float32'))\n"
         "print(tuple(out['embedding'].shape), tuple(out['logits'].shape))\n"
+        "x = np.random.default_rng(0).standard_normal((2, 8000)).astype('float32')\n"
+        "f = KaldiMelSpectrogram(fmax=15000.0, fmin_jitter=10, fmax_jitter=2000, seed=1)\n"
+        "a, b = np.asarray(f(x, training=True)), np.asarray(f(x, training=True))\n"
+        "print('jitter', bool(np.isfinite(a).all()), bool(np.abs(a - b).max() > 0),\n"
+        "      float(np.abs(np.asarray(f(x)) - np.asarray(KaldiMelSpectrogram(fmax=15000.0)(x))).max()))\n"
     )
     env = dict(os.environ, KERAS_BACKEND="jax")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(2, 96) (2, 527)" in done.stdout
+    assert "jitter True True 0.0" in done.stdout  # training draws move; inference does not
 
 
 # --- conversion and the catalog --------------------------------------------------------------
@@ -324,6 +331,8 @@ def test_finetune_preset_is_the_reference_recipe(weights_w010):
     assert (t.batch_size, t.epochs, t.schedule, t.warmup_epochs) == (128, 80, "rampdown", 10.0)
     assert cfg.augment.mix == "mixup" and cfg.augment.mixup_alpha == 0.3
     assert tuple(cfg.augment.gain_db) == (-12.0, 12.0)
+    # AugmentMelSTFT(fmin_aug_range=10, fmax_aug_range=2000), ex_esc50.py's defaults
+    assert (cfg.augment.fmin_jitter_hz, cfg.augment.fmax_jitter_hz) == (10, 2000)
     assert cfg.features.kind == "kaldi_mel" and cfg.model.normalization == "none"
     schedule = learning_rate(t, t.lr, steps_per_epoch=1)
     assert isinstance(schedule, WarmupRampdown)
@@ -364,3 +373,27 @@ def test_the_family_answers_through_the_registry_hooks(weights_w010):
                                                  "train": {}}
     registry.fit_trial("mn10", base, over)  # tune's front-end draws do not reach the trunk
     assert over["features"] == {} and "features" not in base
+
+
+def test_band_edge_jitter_is_training_only_and_refused_where_it_cannot_apply(weights_w010):
+    """The finetune recipe's fmin/fmax jitter lives in the model's front end, trains, and
+    leaves inference (evaluate, export, predict) exactly as without it."""
+    from esc50tf.run_config import resolve_config
+
+    cfg = resolve_config("mn10", overrides={"model": {"weights": str(weights_w010)}})
+    with_jitter = build_model(cfg.model, cfg.features, 5, 16000, cfg.augment, seed=0)
+    front = with_jitter.get_layer("frontend")
+    assert (front.fmin_jitter, front.fmax_jitter) == (10, 2000)
+    plain = build_model(cfg.model, cfg.features, 5, 16000, None, seed=0)
+    assert plain.get_layer("frontend").fmax_jitter == 0
+    plain.set_weights(with_jitter.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 16000)).astype("float32") * 0.1
+    np.testing.assert_array_equal(np.asarray(with_jitter(x)), np.asarray(plain(x)))
+    logmel = [np.asarray(front(x, training=True)) for _ in range(2)]
+    assert np.abs(logmel[0] - logmel[1]).max() > 1e-3  # a new draw each training batch
+    with pytest.raises(Esc50Error, match="kaldi_mel front end.*'mel'"):
+        resolve_config("cnn_small", overrides={"augment": {"fmax_jitter_hz": 2000}})
+    with pytest.raises(Esc50Error, match="16001 Hz, above the Nyquist.*at most 2001"):
+        resolve_config("mn10", overrides={"augment": {"fmax_jitter_hz": 2003}})
+    with pytest.raises(Esc50Error, match="fmin_jitter_hz=-1"):
+        resolve_config("mn10", overrides={"augment": {"fmin_jitter_hz": -1}})
