@@ -47,6 +47,14 @@ Files (W = the width, e.g. 0.1 -> `w010`):
 With `--full-size --out DIR` it writes the same for mn10 at width 1.0 with
 random weights (about 20 MB, not for the repository), which
 `python -m benchmarks.efficientat_parity --fixtures DIR` compares.
+
+With `--float64 DIR` it runs the reference once more in float64 (front end
+and network, `torch.set_default_dtype(torch.float64)` so that the Kaldi
+filterbank is built in float64 too) on the checkpoints `mn_<W>.pt` already
+in DIR and writes `mn_<W>.float64.npz`: each input set's `embedding` and
+`logits` (and `logmel` unless `--skip-logmel`), rounded to float32 at the
+end. Both float32 implementations are measured against it: how far apart
+they may be is how far float32 rounding alone takes each of them.
 Parameter counts of every width with 527 classes are printed (the test
 `test_parameter_counts_match_reference` records them).
 """
@@ -187,6 +195,35 @@ def write(get_model, AugmentMelSTFT, width, waves, out, seed=0):
     print(f"{out / f'mn_{tag}.pt'}: width {width:g}, {int(arrays['params']):,} parameters")
 
 
+def write_float64(get_model, AugmentMelSTFT, folder, skip_logmel=False):
+    """`mn_<W>.float64.npz` for each `mn_<W>.pt` of `folder`: the reference in float64."""
+    import torch
+
+    waves = np.load(folder / "waveforms.npz")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for path in sorted(folder.glob("mn_w*.pt")):
+            width = int(path.stem[len("mn_w"):]) / 100
+            mel = AugmentMelSTFT(n_mels=128, sr=RATE, win_length=800, hopsize=320, n_fft=1024,
+                                 freqm=0, timem=0, fmin=0.0, fmax=None, fmin_aug_range=10,
+                                 fmax_aug_range=2000).double().eval()
+            model = build(get_model, width, 0)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.double().eval()
+            arrays = {}
+            for key in ("clips", "short", "long"):
+                x = (waves[key].astype(np.float64) / 32768.0)
+                for name, value in outputs(model, mel, x).items():
+                    if not (skip_logmel and name == "logmel"):
+                        arrays[f"{key}_{name}"] = value.astype(np.float32)
+            out = folder / f"{path.stem}.float64.npz"
+            np.savez_compressed(out, **arrays)
+            print(f"{out}: the reference in float64, width {width:g}")
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reference", required=True, type=Path,
@@ -196,11 +233,18 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--full-size", action="store_true",
                    help="mn10 at width 1.0 (random weights) instead of the test widths")
+    p.add_argument("--float64", type=Path, default=None, metavar="DIR",
+                   help="only write mn_<W>.float64.npz for the checkpoints already in DIR")
+    p.add_argument("--skip-logmel", action="store_true",
+                   help="with --float64: embeddings and logits only (small files)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
     get_model, AugmentMelSTFT = reference_classes(args.reference.resolve())
+    if args.float64 is not None:
+        write_float64(get_model, AugmentMelSTFT, args.float64, args.skip_logmel)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     waves = make_waveforms(args.sample_clip)
     import torchaudio
