@@ -9,7 +9,9 @@ esc50tf (no PyTorch), runs the Keras model on the same int16 samples and
 reports, per network, width and input set: the log-Mel's max |difference|
 (normalised scale; the DyMN fixtures share the mn ones' front end), and for
 the embedding and the logits ||difference|| / ||reference|| and
-max |difference| / max |reference|, plus the parameter counts of both.
+max |difference| / max |reference|, plus the parameter counts of both; with
+the reference's float64 outputs beside a checkpoint (`--float64`), how far
+each float32 implementation is from them.
 `tests/test_efficientat.py` holds the reduced widths to 1e-3 and 1e-4.
 
 Usage:
@@ -64,6 +66,8 @@ def measure(checkpoint, fixtures):
                     checkpoint.with_suffix(".outputs.npz")):
         with np.load(outputs) as data:
             ref.update(data)
+    truth = checkpoint.with_suffix(".float64.npz")  # `--float64`: the reference in float64
+    exact = dict(np.load(truth)) if truth.exists() else {}
     start = time.perf_counter()
     state = read_torch_checkpoint(checkpoint)
     name = ARCHITECTURE[efficientat.network_of(state)]
@@ -94,6 +98,17 @@ def measure(checkpoint, fixtures):
             row[f"{name}_max_relative"] = float(np.max(np.abs(diff)) / np.max(np.abs(want)))
             row[f"{name}_on_reference_logmel"] = float(np.linalg.norm(alone - want)
                                                        / np.linalg.norm(want))
+            if f"{key}_{name}" in exact:
+                # Each float32 implementation against the reference in float64.
+                truth64 = exact[f"{key}_{name}"].astype(np.float64)
+                for who, value in (("", out[name]), ("reference_", want)):
+                    row[f"{name}_{who}vs_float64"] = float(np.linalg.norm(value - truth64)
+                                                           / np.linalg.norm(truth64))
+        if f"{key}_logmel" in exact:
+            row["logmel_vs_float64_max_abs"] = float(np.max(np.abs(out["logmel"]
+                                                                   - exact[f"{key}_logmel"])))
+            row["logmel_reference_vs_float64_max_abs"] = float(np.max(np.abs(
+                ref[f"{key}_logmel"] - exact[f"{key}_logmel"])))
         rows.append(row)
     return rows
 
@@ -124,7 +139,11 @@ def main(argv=None):
                   + " with random weights (tools/make_efficientat_fixtures.py); the "
                   "official checkpoints are not read here (no network to GitHub releases).",
                   "params: trainable parameters of the Keras model; reference_params: "
-                  "sum(p.numel()) of the reference module (527 classes)."],
+                  "sum(p.numel()) of the reference module (527 classes).",
+                  "*_vs_float64: esc50tf (float32) against the reference run in float64 "
+                  "(tools/make_efficientat_fixtures.py --float64), ||difference|| / "
+                  "||float64||; *_reference_vs_float64: the reference's own float32 outputs "
+                  "against the same: how far float32 rounding alone takes it."],
     })
     columns = [("checkpoint, inputs", lambda r: f"`{r['name']}`"),
                ("width", lambda r: r["width"]),
@@ -132,6 +151,10 @@ def main(argv=None):
                ("embedding rel", lambda r: r["embedding_norm_relative"]),
                ("logits rel", lambda r: r["logits_norm_relative"]),
                ("logits rel, reference log-Mel in", lambda r: r["logits_on_reference_logmel"]),
+               ("logits rel to float64: ours / reference's float32",
+                lambda r: (f"{r['logits_vs_float64']:.3g} / "
+                           f"{r['logits_reference_vs_float64']:.3g}")
+                if "logits_vs_float64" in r else "-"),
                ("params (ours / ref)", lambda r: f"{r['params']:,} / {r['reference_params']:,}")]
     common.write_parity_report(args.out, name, payload, rows, columns)
     return 0

@@ -54,8 +54,9 @@ frames and two frequency masks of up to 8 bins, and mixup with alpha 1.0.
 Like `default`, a fixed budget: 2 epochs of warmup, cosine decay to 1e-5,
 no early stopping, and validation deciding nothing when it is too small; the
 last epoch's weights are reported (no SWA: its batch-norm pass would move
-the statistics of a frozen trunk). The EfficientAT `mn` models take their
-reference's own recipe instead (`_FINETUNE_EFFICIENTAT`, below).
+the statistics of a frozen trunk). A family with a fine-tuning recipe of its
+own (`FamilySpec.finetune`: the EfficientAT `mn` models take their
+reference's, `esc50tf.models.efficientat.FINETUNE`) gets that instead.
 """
 
 from __future__ import annotations
@@ -135,37 +136,13 @@ _SEED_PER_MODEL = {
 }
 
 
-_FINETUNE_EFFICIENTAT = {
-    "train": {"optimizer": "adam", "lr": 6e-5, "weight_decay": 0.0, "epochs": 80,
-              "batch_size": 128, "schedule": "rampdown", "warmup_epochs": 10.0,
-              "min_lr": 6e-7, "early_stopping_patience": 0, "min_val_per_class": 5.0,
-              "final_weights": "last"},
-    "features": {},  # the architecture's own (esc50tf.pretrained.efficientat.feature_settings)
-    "model": {"normalization": "none"},
-    "augment": {"gain_db": [-12.0, 12.0], "time_shift_seconds": 0.125, "mix": "mixup",
-                "mixup_alpha": 0.3},
-}
-"""finetune for the EfficientAT `mn` models: the reference's `ex_esc50.py` defaults.
-
-Adam at 6e-5 without weight decay on every layer, batch 128, 80 epochs; its
-schedule (10 epochs of exponential warm-up, a linear ramp down to 1 % of the
-rate ending 5 epochs before the end: `rampdown`); gain augmentation of
-+-12 dB, the waveform rolled by up to +-4000 samples (0.125 s), mixup with
-alpha 0.3. What differs: esc50tf's mixup mixes waveforms (the reference mixes
-log-Mels with lambda = max(l, 1 - l), and also mixes half the clips' waveforms
-with Beta(2, 2) weights), and the reference's random fmin/fmax jitter of its
-front end is not applied."""
-
-
-# A family whose reference fine-tuning recipe differs from `_FINETUNE` (family -> recipe).
-_FINETUNE_PER_FAMILY = {"efficientat": _FINETUNE_EFFICIENTAT}
-
-
 def _finetune(model):
+    """`_FINETUNE`, or the model family's own fine-tuning recipe (`FamilySpec.finetune`)."""
     from esc50tf.models import registry
 
-    family = registry.get(model).family if model in registry.names() else None
-    return _FINETUNE_PER_FAMILY.get(family, _FINETUNE)
+    if model not in registry.names():
+        return _FINETUNE
+    return registry.family(registry.get(model).family).finetune or _FINETUNE
 
 
 def preset(name, model=None, use_family_recipe=True):

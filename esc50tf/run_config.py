@@ -286,6 +286,25 @@ class RunConfig(Config):
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
+    def __post_init__(self):
+        if isinstance(self.augment, AugmentConfig) and isinstance(self.features, FeatureConfig):
+            check_frontend_augmentation(self.augment, self.features)
+
+
+def check_frontend_augmentation(augment, features):
+    """Esc50Error unless the front end takes the band-edge jitter asked for, with edges it can hold."""
+    from esc50tf.frontend.config import check_edge_jitter
+
+    if not augment.edge_jitter_enabled:
+        return
+    if not features.spec.edge_jitter:
+        raise Esc50Error(f"--fmin-jitter/--fmax-jitter ({augment.fmin_jitter_hz}, "
+                         f"{augment.fmax_jitter_hz}) move the band edges of the kaldi_mel front "
+                         f"end (the EfficientAT models'); this run's front end is "
+                         f"{features.kind!r}. Leave them at 0.")
+    check_edge_jitter(features.sample_rate, features.fmin, features.fmax,
+                      augment.fmin_jitter_hz, augment.fmax_jitter_hz, Esc50Error, "augment")
+
 
 def resolve_config(model, preset="default", base=None, overrides=None, use_family_recipe=True):
     """Builds a RunConfig: defaults <- preset <- base (a config dict) <- overrides.

@@ -582,6 +582,7 @@ def test_every_augment_flag_sets_its_field_through_the_parser():
     # Each flag lands on its AugmentConfig field with the config's value type.
     argv = ["--crop-seconds", "0.5", "--test-crops", "3", "--time-shift", "0.2",
             "--gain-db=-3,3", "--noise-snr", "10,30", "--study-noise", "0.05",
+            "--fmin-jitter", "10", "--fmax-jitter", "2000",
             "--freq-mask", "8", "--time-mask", "12", "--num-freq-masks", "1",
             "--num-time-masks", "3", "--image-rotation", "5", "--mix", "bc",
             "--mixup-alpha", "0.4"]
@@ -591,6 +592,7 @@ def test_every_augment_flag_sets_its_field_through_the_parser():
     config = augment.AugmentConfig.from_dict(over)
     assert config.gain_db == (-3.0, 3.0) and config.noise_snr_db == (10.0, 30.0)
     assert (config.test_crops, config.num_time_masks, config.mix) == (3, 3, "bc")
+    assert (config.fmin_jitter_hz, config.fmax_jitter_hz) == (10, 2000)
 
 
 def test_tune_space_takes_the_augment_fields_search_params():

@@ -62,7 +62,7 @@ def converted_model(request):
     model = mn.build_reference(name, width=width)
     convert.load_into(model, arch.convert_checkpoint_state(state, name)[0])
     reference = dict(np.load(FIXTURES / f"{LOGMEL_FIXTURE}.outputs.npz"))
-    reference.update(np.load(FIXTURES / f"{stem}.outputs.npz"))
+    reference.update(np.load(FIXTURES / f"{stem}.outputs.npz"), stem=stem)
     return model, reference
 
 
@@ -139,16 +139,39 @@ def test_embeddings_and_logits_match_the_reference(converted_model, key):
         assert _relative(out[name], want) < REL_TOL, name
 
 
+@pytest.mark.parametrize("key", INPUTS)
+def test_embeddings_and_logits_are_within_float32_rounding_of_the_float64_reference(
+        converted_model, key):
+    """Against the reference run in float64 (`make_efficientat_fixtures.py --float64`), the
+    float32 answer every float32 implementation aims at: within 1e-4, and within twice
+    the reference's own float32 distance (the README's table has both)."""
+    model, ref = converted_model
+    exact = np.load(FIXTURES / f"{ref['stem']}.float64.npz")
+    out = model(_waves(key))
+    for name in ("embedding", "logits"):
+        truth = exact[f"{key}_{name}"].astype(np.float64)
+        ours = _relative(out[name], truth)
+        reference = _relative(ref[f"{key}_{name}"], truth)
+        assert ours < REL_TOL and ours < 2 * reference, (name, ours, reference)
+
+
+# The network alone, fed the reference's log-Mel (six clips): the mn agree to ~5e-6; the
+# width-0.05 DyMN to 2e-5, where the reference's own float32 logits are 3.3e-5 from its
+# float64 ones (esc50tf's 7e-6: benchmarks/results/efficientat_parity-full-cpu.md).
+NETWORK_TOL = {"mn_w010": 1e-5, "mn_w020": 1e-5, "dymn_w005": 5e-5}
+
+
 def test_the_network_matches_the_reference_on_its_own_log_mel(converted_model):
-    """Front end aside: the trunk and head given the reference's log-Mel agree to ~1e-6."""
+    """Front end aside: the trunk and head given the reference's log-Mel agree."""
     import keras
 
     model, reference = converted_model
     net = keras.Model(model.get_layer("to_frequency_time").input,
                       [model.get_layer("embedding").output, model.get_layer("logits").output])
     embedding, logits = net(reference["clips_logmel"])
-    assert _relative(embedding, reference["clips_embedding"]) < 1e-5
-    assert _relative(logits, reference["clips_logits"]) < 1e-5
+    tol = NETWORK_TOL[reference["stem"]]
+    assert _relative(embedding, reference["clips_embedding"]) < tol
+    assert _relative(logits, reference["clips_logits"]) < tol
 
 
 @pytest.mark.parametrize("stem", sorted(FIXTURE_MODELS))
@@ -221,16 +244,23 @@ def test_runs_under_jax():
     code = (
         "import numpy as np\n"
         "from esc50tf.models import efficientat as mn\n"
+        "from esc50tf.frontend.kaldi import KaldiMelSpectrogram\n"
         "for name, width in (('mn10', 0.1), ('dymn10', 0.05)):\n"
         "    m = mn.build_reference(name, width=width)\n"
         "    out = m(np.zeros((2, 8000), 'float32'))\n"
         "    print(tuple(out['embedding'].shape), tuple(out['logits'].shape))\n"
+        "x = np.random.default_rng(0).standard_normal((2, 8000)).astype('float32')\n"
+        "f = KaldiMelSpectrogram(fmax=15000.0, fmin_jitter=10, fmax_jitter=2000, seed=1)\n"
+        "a, b = np.asarray(f(x, training=True)), np.asarray(f(x, training=True))\n"
+        "print('jitter', bool(np.isfinite(a).all()), bool(np.abs(a - b).max() > 0),\n"
+        "      float(np.abs(np.asarray(f(x)) - np.asarray(KaldiMelSpectrogram(fmax=15000.0)(x))).max()))\n"
     )
     env = dict(os.environ, KERAS_BACKEND="jax")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(2, 96) (2, 527)" in done.stdout and "(2, 48) (2, 527)" in done.stdout
+    assert "jitter True True 0.0" in done.stdout  # training draws move; inference does not
 
 
 # --- conversion and the catalog --------------------------------------------------------------
@@ -413,6 +443,8 @@ def test_finetune_preset_is_the_reference_recipe(weights, model, request):
     assert (t.batch_size, t.epochs, t.schedule, t.warmup_epochs) == (128, 80, "rampdown", 10.0)
     assert cfg.augment.mix == "mixup" and cfg.augment.mixup_alpha == 0.3
     assert tuple(cfg.augment.gain_db) == (-12.0, 12.0)
+    # AugmentMelSTFT(fmin_aug_range=10, fmax_aug_range=2000), ex_esc50.py's defaults
+    assert (cfg.augment.fmin_jitter_hz, cfg.augment.fmax_jitter_hz) == (10, 2000)
     assert cfg.features.kind == "kaldi_mel" and cfg.model.normalization == "none"
     schedule = learning_rate(t, t.lr, steps_per_epoch=1)
     assert isinstance(schedule, WarmupRampdown)
@@ -453,3 +485,89 @@ def test_the_family_answers_through_the_registry_hooks(weights_w010):
                                                  "train": {}}
     registry.fit_trial("mn10", base, over)  # tune's front-end draws do not reach the trunk
     assert over["features"] == {} and "features" not in base
+
+
+def test_band_edge_jitter_is_training_only_and_refused_where_it_cannot_apply(weights_w010):
+    """The finetune recipe's fmin/fmax jitter lives in the model's front end, trains, and
+    leaves inference (evaluate, export, predict) exactly as without it."""
+    from esc50tf.run_config import resolve_config
+
+    cfg = resolve_config("mn10", overrides={"model": {"weights": str(weights_w010)}})
+    with_jitter = build_model(cfg.model, cfg.features, 5, 16000, cfg.augment, seed=0)
+    front = with_jitter.get_layer("frontend")
+    assert (front.fmin_jitter, front.fmax_jitter) == (10, 2000)
+    plain = build_model(cfg.model, cfg.features, 5, 16000, None, seed=0)
+    assert plain.get_layer("frontend").fmax_jitter == 0
+    plain.set_weights(with_jitter.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 16000)).astype("float32") * 0.1
+    np.testing.assert_array_equal(np.asarray(with_jitter(x)), np.asarray(plain(x)))
+    logmel = [np.asarray(front(x, training=True)) for _ in range(2)]
+    assert np.abs(logmel[0] - logmel[1]).max() > 1e-3  # a new draw each training batch
+    with pytest.raises(Esc50Error, match="kaldi_mel front end.*'mel'"):
+        resolve_config("cnn_small", overrides={"augment": {"fmax_jitter_hz": 2000}})
+    with pytest.raises(Esc50Error, match="16001 Hz, above the Nyquist.*at most 2001"):
+        resolve_config("mn10", overrides={"augment": {"fmax_jitter_hz": 2003}})
+    with pytest.raises(Esc50Error, match="fmin_jitter_hz=-1"):
+        resolve_config("mn10", overrides={"augment": {"fmin_jitter_hz": -1}})
+
+
+@pytest.mark.slow
+def test_predict_timeline_runs_on_an_int8_mn_export(weights_w010, tmp_path):
+    """An mn10 fine-tuned through the CLI, exported as int8 TFLite (front end inside), gives
+    `predict --timeline` at its own 32 kHz over a 44.1 kHz stereo recording: every window
+    is there, and each is within int8 rounding of the Keras run's window."""
+    import soundfile as sf
+    import soxr
+
+    from esc50tf import cli
+    from esc50tf.timeline import load_window_model, timeline
+
+    data, tfr, run, out = (tmp_path / n for n in ("esc50", "tfr", "run", "int8"))
+    assert cli.main(["synth", "--out", str(data), "--classes", "3", "--clips-per-class", "8",
+                     "--sample-rate", "32000", "--clip-seconds", "1"]) == 0
+    assert cli.main(["build-tfrecords", "--data-dir", str(data), "--out", str(tfr),
+                     "--sample-rate", "32000", "--clip-seconds", "1", "--quiet"]) == 0
+    assert cli.main(["train", "--model", "mn10", "--weights", str(weights_w010), "--data",
+                     str(tfr), "--out", str(run), "--test-fold", "1", "--epochs", "2",
+                     "--batch-size", "8", "--quiet"]) == 0
+    assert cli.main(["export", str(run), "--format", "tflite", "--quantize", "int8",
+                     "--min-agreement", "0", "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["input"]["sample_rate"] == 32000 and card["quantization"] == "int8"
+    assert card["front_end"]["kind"] == "kaldi_mel" and card["tflite"]["builtin_only"]
+
+    # 12 s: three synthetic clips between quiet noise and digital silence, at 44.1 kHz, stereo.
+    rng = np.random.default_rng(0)
+    x = np.zeros(12 * 32000, np.float32)
+    x[: 6 * 32000] = 0.003 * rng.standard_normal(6 * 32000)
+    for k, wav in enumerate(sorted((data / "audio").glob("*.wav"))[:3]):
+        clip, rate = sf.read(wav, dtype="float32")
+        assert rate == 32000
+        x[(1 + 3 * k) * 32000:(1 + 3 * k) * 32000 + len(clip)] += clip
+    audio = tmp_path / "recording.wav"
+    stereo = soxr.resample(x, 32000, 44100)
+    sf.write(audio, np.stack([stereo, 0.5 * stereo], axis=1), 44100, subtype="PCM_16")
+
+    assert cli.main(["predict", str(out), str(audio), "--timeline", "--out",
+                     str(tmp_path / "tl"), "--quiet"]) == 0
+    got = json.loads((tmp_path / "tl" / "recording" / "timeline.json").read_text())
+    assert got["hop"] == 0.25 and got["num_windows"] == len(got["windows"]) == 45
+    keras_model = load_window_model(run)
+    assert (keras_model.sample_rate, keras_model.num_samples) == (32000, 32000)
+    timeline(keras_model, audio, tmp_path / "keras", progress=False)
+    want = json.loads((tmp_path / "keras" / "timeline.json").read_text())
+
+    def probabilities(t):
+        return np.array([[c["probability"] for c in sorted(w["top"], key=lambda c: c["class"])]
+                         for w in t["windows"]])
+
+    p_int8, p_keras = probabilities(got), probabilities(want)
+    assert p_int8.shape == p_keras.shape == (45, 3) and np.isfinite(p_int8).all()
+    np.testing.assert_allclose(p_int8.sum(1), 1.0, atol=0.02)
+    # int8 rounding on a model trained for 2 epochs: per window, the largest change of a
+    # probability is 0.02 at the median; one window (a clip cut off by digital silence) moved
+    # by 0.25 when measured. Windows wholly in digital silence agree within 0.01.
+    dp = np.abs(p_int8 - p_keras).max(axis=1)
+    assert np.median(dp) < 0.05 and np.percentile(dp, 90) < 0.1 and dp.max() < 0.4, dp
+    silent = [i for i, w in enumerate(got["windows"]) if w["start"] >= 9.0]
+    assert len(silent) == 9 and dp[silent].max() < 0.01

@@ -164,6 +164,37 @@ def _adapt(layer, x):
     layer.adapt(x)
 
 
+KALDI_JITTER = dict(FRONT, win_length=200, fmin_jitter=10, fmax_jitter=200, seed=3)
+
+
+def _check_kaldi_jitter(x, out):
+    """Each clip of a training call equals the front end with band edges of a legal draw.
+
+    The reference's draws: fmin + {0..9} Hz and fmax + 100 - {0..199} Hz (fmax 3000 Hz,
+    the reference's default sample_rate / 2 - 1000), one per batch (`Dataset.map` here
+    calls it on batches of one); every one of the 2,000 filterbanks is tried on the
+    power spectrum (numpy), and the best must match each clip.
+    """
+    from esc50tf.frontend.backends import KerasOps
+    from esc50tf.frontend.kaldi import kaldi_mel_filterbank
+
+    layer = KaldiMelSpectrogram(**{k: v for k, v in KALDI_JITTER.items()
+                                   if not k.endswith("jitter")})
+    bins = layer.n_fft // 2 + 1
+    window = layer._constant_arrays["window"].astype("float32")
+    identity = {"window": window, "mel": np.eye(bins, dtype="float32")}
+    power = np.exp(5.0 * np.asarray(layer._compute(x, identity, KerasOps)) - 4.5) - 1e-5
+    top = layer.effective_fmax
+    errors = {}
+    for i in range(10):
+        for j in range(200):
+            bank = kaldi_mel_filterbank(SR, layer.n_fft, layer.n_mels, i, top + 100 - j)
+            logmel = (np.log(np.maximum(power, 0.0) @ bank + 1e-5) + 4.5) / 5.0
+            errors[(i, j)] = np.abs(logmel - np.asarray(out, "float64")).max(axis=(1, 2))
+    best = np.min(np.stack(list(errors.values())), axis=0)  # per clip
+    assert (best < 1e-3).all(), best
+
+
 CASES = {
     # Front ends: librosa parity is in test_features.py.
     # XLA: the mfcc case compiles the STFT, Mel and dB code of the spectrogram and mel cases.
@@ -176,6 +207,10 @@ CASES = {
              dict(expected_output_shape=(2, 32, 39), **FRONT_OPTIONS)),
     "kaldi_mel": (KaldiMelSpectrogram, dict(FRONT, win_length=200), WAVE,
                   dict(expected_output_shape=(2, 32, 32), xla=False, **FRONT_OPTIONS)),
+    # EfficientAT's training-time band-edge jitter: one legal draw per training call.
+    "kaldi_mel_jitter": (KaldiMelSpectrogram, KALDI_JITTER, WAVE,
+                         dict(expected_output_shape=(2, 32, 32), random="deterministic",
+                              training_check=_check_kaldi_jitter, **FRONT_OPTIONS)),
     # Adapters and normalisation.
     "add_channel_axis": (F.AddChannelAxis, {}, FEATS,
                          dict(reference=lambda _, x: x[..., None])),

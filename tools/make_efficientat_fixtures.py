@@ -22,7 +22,7 @@ with the settings of the reference's `inference.py` / `ex_esc50.py`
 (n_mels 128, 32 kHz, window 800, hop 320, n_fft 1024, fmin 0, fmax None ->
 15000 Hz), both in eval mode. Weights are random (fixed seed) at a REDUCED
 width (small files): for the DyMN, the Linear layers that compute the
-kernel attention and the Dy-ReLU coefficients redrawn with unit gain (the
+kernel attention and the Dy-ReLU coefficients redrawn with gain 0.5 (the
 reference's N(0, 0.01) initialisation would make every attention uniform
 and every Dy-ReLU a plain ReLU, hiding an error in either); batch-norm
 statistics from a few training-mode passes (the DyMN's variances raised to at
@@ -58,10 +58,18 @@ Files (W = the width, e.g. 0.1 -> `w010`):
 With `--full-size --out DIR` it writes the same for mn10 and dymn10 at
 width 1.0 with random weights (about 20 and 42 MB, not for the repository),
 which `python -m benchmarks.efficientat_parity --fixtures DIR` compares.
-`--networks` picks the families (default: both). Parameter counts of every
-width with 527 classes are printed (the tests
-`test_parameter_counts_match_reference` and `test_dymn_parameter_counts_match_reference`
-record them).
+`--networks` picks the families (default: both).
+
+With `--float64 DIR` it runs the reference once more in float64 (front end
+and network, `torch.set_default_dtype(torch.float64)` so that the Kaldi
+filterbank is built in float64 too) on the checkpoints `<network>_<W>.pt`
+already in DIR and writes `<network>_<W>.float64.npz`: each input set's
+`embedding` and `logits` (and, for the mn, `logmel` unless `--skip-logmel`),
+rounded to float32 at the end. Both float32 implementations are measured
+against it: how far apart they may be is how far float32 rounding alone
+takes each of them.
+Parameter counts of every width with 527 classes are printed (the test
+`test_parameter_counts_match_reference` records them).
 """
 
 from __future__ import annotations
@@ -86,11 +94,14 @@ SPREAD = 0.02  # of the randomised gamma/beta/biases: small, so outputs still fo
 # vary on the clips the statistics come from (variances down to 4e-4); on other inputs, or
 # with gammas 2% off, their 1 / sqrt(var + 1e-3) grows the activations 1e9-fold over its
 # 15 blocks (measured: a floor of 0.003 still does). With 0.01 its outputs stay O(1) on
-# every input set and still differ between clips by 7% or more; with 0.03 or more they
-# hardly depend on the input (under 0.5%).
+# every input set and differ between clips by 24% or more (0.03 or more: under 0.5%).
 VARIANCE_FLOOR = {"mn": 0.0, "dymn": 0.01}
-# DyMN Linear layers redrawn at unit gain: the kernel attention and the Dy-ReLU coefficients.
+# DyMN Linear layers redrawn: the kernel attention and the Dy-ReLU coefficients.
 DYNAMIC_LINEARS = (".residuals.0.weight", ".coef_net.0.weight")
+# Their gain: at 1 the width-0.05 fixture's 10 s clip is ill-conditioned (the reference's own
+# float32 logits 6.6e-5 from its float64 ones); at 0.5 every input set is within 3.3e-5 and
+# the attention still moves from example to example.
+DYNAMIC_GAIN = 0.5
 
 
 def width_tag(width):
@@ -171,7 +182,7 @@ def build(builder, width, seed):
 
 
 def randomise(model, mel, waves, seed, variance_floor=0.0):
-    """Dynamic Linears at unit gain, BN statistics from training-mode passes (variances
+    """Dynamic Linears redrawn, BN statistics from training-mode passes (variances
     raised to `variance_floor`), then random gamma/beta/biases."""
     import torch
 
@@ -179,7 +190,7 @@ def randomise(model, mel, waves, seed, variance_floor=0.0):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(DYNAMIC_LINEARS):
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+                p.copy_(DYNAMIC_GAIN * torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for m in norms:  # cumulative averages: the statistics of these clips, not 3% of them
         m.reset_running_stats()
@@ -232,6 +243,37 @@ def write(network, builder, AugmentMelSTFT, width, waves, out, seed=0):
     print(f"{out / f'{stem}.pt'}: width {width:g}, {int(arrays['params']):,} parameters")
 
 
+def write_float64(builders, AugmentMelSTFT, folder, skip_logmel=False):
+    """`<network>_<W>.float64.npz` for each `<network>_<W>.pt` of `folder`: the reference in
+    float64."""
+    import torch
+
+    waves = np.load(folder / "waveforms.npz")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for path in sorted(folder.glob("*_w*.pt")):
+            network, tag = path.stem.split("_w")
+            width = int(tag) / 100
+            mel = AugmentMelSTFT(n_mels=128, sr=RATE, win_length=800, hopsize=320, n_fft=1024,
+                                 freqm=0, timem=0, fmin=0.0, fmax=None, fmin_aug_range=10,
+                                 fmax_aug_range=2000).double().eval()
+            model = build(builders[network], width, 0)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.double().eval()
+            arrays = {}
+            for key in ("clips", "short", "long"):
+                x = (waves[key].astype(np.float64) / 32768.0)
+                for name, value in outputs(model, mel, x).items():
+                    if name != "logmel" or (network == "mn" and not skip_logmel):
+                        arrays[f"{key}_{name}"] = value.astype(np.float32)
+            out = folder / f"{path.stem}.float64.npz"
+            np.savez_compressed(out, **arrays)
+            print(f"{out}: the reference in float64, width {width:g}")
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reference", required=True, type=Path,
@@ -243,11 +285,18 @@ def main(argv=None):
                    help="width 1.0 (mn10, dymn10; random weights) instead of the test widths")
     p.add_argument("--networks", nargs="+", choices=sorted(TEST_WIDTHS),
                    default=sorted(TEST_WIDTHS), help="which fixtures to write (default: all)")
+    p.add_argument("--float64", type=Path, default=None, metavar="DIR",
+                   help="only write <network>_<W>.float64.npz for the checkpoints already in DIR")
+    p.add_argument("--skip-logmel", action="store_true",
+                   help="with --float64: embeddings and logits only (small files)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
     builders, AugmentMelSTFT = reference_classes(args.reference.resolve())
+    if args.float64 is not None:
+        write_float64(builders, AugmentMelSTFT, args.float64, args.skip_logmel)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     waves = make_waveforms(args.sample_clip)
     import torchaudio

@@ -37,7 +37,9 @@ Modules:
 - `config`: `AugmentConfig` (Keras-free; each field declares its CLI flag and tune
   parameter; the study's settings are in `esc50tf.presets`);
 - `registry`: every augmentation described once (fields, stage, builder; Keras-free);
-- `builders`: `build_waveform_augmenter`, `build_spectrogram_augmenter`,
+- `builders`: `build_waveform_augmenter`, `frontend_augmentation` (the
+  `kaldi_mel` band-edge jitter, applied by the front-end layer itself),
+  `build_spectrogram_augmenter`,
   `build_batch_mixer`, which read the registry.
 
 Importing this package does not import Keras: the config and the registry are
@@ -68,6 +70,7 @@ __all__ = [
     "build_batch_mixer",
     "build_spectrogram_augmenter",
     "build_waveform_augmenter",
+    "frontend_augmentation",
     "mixup",
 ]
 
@@ -86,6 +89,7 @@ _LAZY = {
     "build_batch_mixer": "builders",
     "build_spectrogram_augmenter": "builders",
     "build_waveform_augmenter": "builders",
+    "frontend_augmentation": "builders",
 }
 
 

@@ -11,7 +11,8 @@ import keras
 
 from esc50tf.augment.registry import AUGMENTATIONS
 
-__all__ = ["build_batch_mixer", "build_spectrogram_augmenter", "build_waveform_augmenter"]
+__all__ = ["build_batch_mixer", "build_spectrogram_augmenter", "build_waveform_augmenter",
+           "frontend_augmentation"]
 
 
 def _layer_seed(seed, offset):
@@ -39,6 +40,19 @@ def build_waveform_augmenter(config, sample_rate, seed=None):
     """
     layers = _build_stage("waveform", config, seed, sample_rate=sample_rate)
     return keras.Sequential(layers, name="waveform_augmenter") if layers else None
+
+
+def frontend_augmentation(config, seed=None):
+    """Keyword arguments of the front-end layer for its training-time augmentation.
+
+    The enabled `"frontend"` entries (the `kaldi_mel` band-edge jitter,
+    `mel_edges`), merged; `{}` when all are off. The layer applies them in
+    training calls only.
+    """
+    out = {}
+    for kwargs in _build_stage("frontend", config, seed):
+        out.update(kwargs)
+    return out
 
 
 def build_spectrogram_augmenter(config, seed=None):

@@ -39,6 +39,12 @@ class AugmentConfig(Config):
         gain_db: `(min_db, max_db)` random gain, or None = off.
         noise_snr_db: `(min_db, max_db)` SNR of additive noise, or None = off.
         study_noise_factor: the study's fixed-level noise + clip; 0 = off.
+    Front end (the front-end layer's own training calls; `kaldi_mel` only):
+        fmin_jitter_hz: raise the lowest band edge by a whole number of Hz
+            drawn in `[0, fmin_jitter_hz)` per batch; 0 or 1 = off.
+        fmax_jitter_hz: move the highest band edge by `fmax_jitter_hz // 2 - k`
+            Hz, `k` drawn in `[0, fmax_jitter_hz)` per batch; 0 or 1 = off
+            (EfficientAT's `fmin_aug_range` / `fmax_aug_range`: 10 / 2000).
     Spectrogram (`build_spectrogram_augmenter`):
         freq_mask_param, time_mask_param: SpecAugment widths F and T;
             0 = no masks of that kind.
@@ -78,6 +84,16 @@ class AugmentConfig(Config):
         allowed='"off" or a range "lo,hi" in dB within [-30, 100]')
     study_noise_factor: float = setting(0.0, flag="--study-noise", type=float,
                                         help="the study's fixed noise factor (0.05)")
+    fmin_jitter_hz: int = setting(
+        0, flag="--fmin-jitter", type=int,
+        help="kaldi_mel front end: raise its lowest band edge by a random 0..N-1 Hz per "
+        "training batch (EfficientAT's fine-tuning: 10)",
+        check=_not_negative, allowed="an integer >= 0 (Hz; 0 or 1: off)")
+    fmax_jitter_hz: int = setting(
+        0, flag="--fmax-jitter", type=int,
+        help="kaldi_mel front end: move its highest band edge by N//2 - (a random 0..N-1) Hz "
+        "per training batch (EfficientAT's fine-tuning: 2000)",
+        check=_not_negative, allowed="an integer >= 0 (Hz; 0 or 1: off)")
     freq_mask_param: int = setting(0, flag="--freq-mask", type=int,
                                    help="SpecAugment frequency-mask width F (bins)",
                                    search=choice([0, 8, 16, 24]), search_name="freq_mask",
@@ -144,6 +160,8 @@ class AugmentConfig(Config):
         pair("gain_db", -60.0, 60.0)
         pair("noise_snr_db", -30.0, 100.0)
         number("study_noise_factor", 0.0, 1.0)
+        integer("fmin_jitter_hz")
+        integer("fmax_jitter_hz")
         integer("freq_mask_param")
         integer("time_mask_param")
         integer("num_freq_masks")
@@ -166,6 +184,10 @@ class AugmentConfig(Config):
                 raise Esc50Error(f"Unknown AugmentConfig keys {unknown}; "
                                  f"valid keys: {field_names(cls)}.")
         return super().from_dict(values)
+
+    @property
+    def edge_jitter_enabled(self) -> bool:
+        return self.fmin_jitter_hz > 1 or self.fmax_jitter_hz > 1
 
     @property
     def masks_enabled(self) -> bool:

@@ -2,7 +2,8 @@
 
 An `Augmentation` entry names the `AugmentConfig` fields it reads, the stage
 that applies it (`"waveform"` and `"spectrogram"`: a layer inside the model,
-`"batch"`: a mixer in the tf.data pipeline) and how its layer is built. Its
+`"frontend"`: settings of the front-end layer's own training calls, `"batch"`:
+a mixer in the tf.data pipeline) and how it is built. Its
 CLI flags and `esc50tf tune` search parameters are declared on those fields
 (`esc50tf.config.setting`). From this table:
 
@@ -39,7 +40,7 @@ __all__ = [
     "names",
 ]
 
-STAGES = ("waveform", "spectrogram", "batch")
+STAGES = ("waveform", "frontend", "spectrogram", "batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Augmentation:
             belongs to exactly one augmentation).
         enabled: callable. `enabled(config) -> bool`: whether it is on.
         build: callable. `build(config, seed, sample_rate=..., num_classes=...)`
-            -> a Keras layer (waveform, spectrogram) or a `BatchMixer` (batch).
+            -> a Keras layer (waveform, spectrogram), keyword arguments of the
+            front-end layer (frontend) or a `BatchMixer` (batch).
         seed_offset: int. Added to the run's seed for this augmentation's
             generator (kept fixed so that runs stay reproducible).
     """
@@ -95,6 +97,11 @@ def _build_study_noise(config, seed, **_):
     from esc50tf.augment.waveform import StudyNoise
 
     return StudyNoise(config.study_noise_factor, seed=seed)
+
+
+def _build_edge_jitter(config, seed, **_):
+    return {"fmin_jitter": config.fmin_jitter_hz, "fmax_jitter": config.fmax_jitter_hz,
+            "seed": seed}
 
 
 def _build_spec_augment(config, seed, **_):
@@ -149,6 +156,10 @@ AUGMENTATIONS = (
     Augmentation(
         "study_noise", "waveform", ("study_noise_factor",),
         enabled=lambda c: c.study_noise_factor > 0, build=_build_study_noise, seed_offset=4,
+    ),
+    Augmentation(
+        "mel_edges", "frontend", ("fmin_jitter_hz", "fmax_jitter_hz"),
+        enabled=lambda c: c.edge_jitter_enabled, build=_build_edge_jitter, seed_offset=5,
     ),
     Augmentation(
         "spec_augment", "spectrogram",

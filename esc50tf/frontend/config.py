@@ -45,8 +45,10 @@ __all__ = [
     "FeatureConfig",
     "FrontendSpec",
     "check_args",
+    "check_edge_jitter",
     "frontend_spec",
     "is_int",
+    "kaldi_fmax",
     "kinds_reading",
 ]
 
@@ -86,6 +88,9 @@ class FrontendSpec:
             space). Defaults to True.
         samples_dropped: int. Samples the layer removes before framing (a
             pre-emphasis filter's one), for the frame count. Defaults to 0.
+        edge_jitter: bool. Whether the layer takes the training-time jitter of
+            its band edges (`fmin_jitter`, `fmax_jitter`: the augmentation
+            `mel_edges` of `esc50tf.augment`). Defaults to False.
     """
 
     kind: str
@@ -96,6 +101,7 @@ class FrontendSpec:
     bin_label: str = "bin"
     searched: bool = True
     samples_dropped: int = 0
+    edge_jitter: bool = False
 
     @property
     def layer_class(self):
@@ -132,7 +138,7 @@ FRONTENDS = {
                      "EfficientAT's Kaldi-style log-Mel (pre-emphasis, (ln + 4.5) / 5)",
                      "Mel band",
                      # the front end of the mn trunks (their own), not a general choice
-                     searched=False, samples_dropped=1),
+                     searched=False, samples_dropped=1, edge_jitter=True),
     )
 }
 KINDS = tuple(FRONTENDS)
@@ -168,6 +174,39 @@ def is_int(v):
 
 def _is_real(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def kaldi_fmax(sample_rate, fmax):
+    """The top band edge of `kaldi_mel`: `fmax`, or for None the reference's default,
+    `sample_rate / 2 - 1000` (Nyquist less half its 2000 Hz training jitter)."""
+    return sample_rate / 2.0 - 1000.0 if fmax is None else float(fmax)
+
+
+def check_edge_jitter(sample_rate, fmin, fmax, fmin_jitter, fmax_jitter, error, where):
+    """Checks the training-time band-edge jitter of `kaldi_mel`; raises `error` naming the value.
+
+    The jitter draws `fmin + randint(fmin_jitter)` and `top + fmax_jitter // 2 -
+    randint(fmax_jitter)` (`top = kaldi_fmax(sample_rate, fmax)`), as
+    EfficientAT's `AugmentMelSTFT` does (0 or 1: that edge stays). Every draw
+    must keep `fmin < fmax <= sample_rate / 2`.
+    """
+    for name, value in (("fmin_jitter", fmin_jitter), ("fmax_jitter", fmax_jitter)):
+        if not (is_int(value) and value >= 0):
+            raise error(f"{where}: {name}={value!r} is not allowed; allowed: an integer >= 0 "
+                        f"(Hz; 0 or 1: no jitter).")
+    nyquist = sample_rate / 2.0
+    top = kaldi_fmax(sample_rate, fmax)
+    highest = top + fmax_jitter // 2
+    if highest > nyquist:
+        raise error(f"{where}: fmax_jitter={fmax_jitter} is not allowed; it moves the top band "
+                    f"edge {top:g} Hz up to {highest:g} Hz, above the Nyquist frequency "
+                    f"{nyquist:g} Hz; allowed: at most {int(2 * (nyquist - top)) + 1}.")
+    lowest_top = highest - max(fmax_jitter - 1, 0)
+    highest_bottom = fmin + max(fmin_jitter - 1, 0)
+    if highest_bottom >= lowest_top:
+        raise error(f"{where}: fmin_jitter={fmin_jitter} with fmax_jitter={fmax_jitter} is "
+                    f"not allowed; the band edges could cross ({highest_bottom:g} Hz >= "
+                    f"{lowest_top:g} Hz).")
 
 
 def check_args(values, error, where):

@@ -13,6 +13,11 @@
 sample before the STFT. The filterbank is the one
 `torchaudio.compliance.kaldi.get_mel_banks` makes without VTLN warping
 (written here in numpy from Kaldi's definition, `mel-computations.cc`).
+
+Training-time band-edge jitter (`fmin_jitter`, `fmax_jitter`; the
+augmentation `mel_edges` of `esc50tf.augment`): in a training call the
+filterbank is rebuilt, in the graph, for edges drawn once per batch as
+EfficientAT's `AugmentMelSTFT` draws them. Inference never moves them.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import math
 import keras
 import numpy as np
 
-from esc50tf.frontend.config import check_args
+from esc50tf.frontend.config import check_args, check_edge_jitter, kaldi_fmax
 from esc50tf.frontend.filters import num_frames
 from esc50tf.frontend.spectrogram import MelSpectrogram
 
-__all__ = ["KaldiMelSpectrogram", "kaldi_mel_filterbank", "symmetric_hann"]
+__all__ = ["KaldiMelSpectrogram", "kaldi_mel_filterbank", "kaldi_mel_filterbank_ops",
+           "symmetric_hann"]
 
 PREEMPHASIS = 0.97
 LOG_OFFSET = 1e-5
@@ -84,6 +90,37 @@ def kaldi_mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None):
     return np.concatenate([weights, np.zeros((1, n_mels), f32)], axis=0).astype(np.float64)
 
 
+def kaldi_mel_filterbank_ops(sample_rate, n_fft, n_mels, fmin, fmax):
+    """`kaldi_mel_filterbank` for band edges that are tensors (keras.ops, float32).
+
+    The same triangles, built in the graph so that a training step can draw
+    its own edges (`KaldiMelSpectrogram(fmin_jitter=..., fmax_jitter=...)`);
+    within 1e-5 of the numpy filterbank for the same edges.
+
+    Args:
+        sample_rate, n_fft, n_mels: ints, as for `kaldi_mel_filterbank`.
+        fmin, fmax: float32 scalar tensors. Band edges in Hz (`fmax` > 0).
+
+    Returns:
+        float32 tensor `[n_fft // 2 + 1, n_mels]` (the Nyquist row zero).
+    """
+    ops = keras.ops
+    f32 = np.float32
+    mel_bins = _kaldi_mel(f32(sample_rate / n_fft) * np.arange(n_fft // 2, dtype=f32))[:, None]
+
+    def mel(f):
+        return 1127.0 * ops.log(1.0 + f / 700.0)
+
+    low, high = mel(fmin), mel(fmax)
+    delta = (high - low) / float(n_mels + 1)
+    band = ops.arange(n_mels, dtype="float32")[None, :]
+    left, centre, right = low + band * delta, low + (band + 1.0) * delta, low + (band + 2.0) * delta
+    bins = ops.convert_to_tensor(mel_bins, "float32")
+    weights = ops.maximum(0.0, ops.minimum((bins - left) / (centre - left),
+                                            (right - bins) / (right - centre)))
+    return ops.concatenate([weights, ops.zeros((1, n_mels), "float32")], axis=0)
+
+
 def symmetric_hann(win_length, n_fft):
     """Symmetric Hann window (`torch.hann_window(periodic=False)`), centred in `n_fft`."""
     n = np.arange(win_length, dtype=np.float64)
@@ -100,8 +137,9 @@ class KaldiMelSpectrogram(MelSpectrogram):
     (transposed to time-major): pre-emphasis 0.97, centred reflect-padded
     frames with a symmetric Hann window of `win_length` inside `n_fft`,
     power spectrum, Kaldi Mel filterbank, `(ln(S + 1e-5) + 4.5) / 5`. The
-    reference's training-time fmin/fmax jitter and masking are augmentation,
-    not part of this layer (`esc50tf.augment`).
+    reference's training-time fmin/fmax jitter is this layer's, in training
+    calls only (`fmin_jitter`, `fmax_jitter`); its masking is SpecAugment
+    (`esc50tf.augment`).
 
     Args:
         sample_rate: int. Hz. Defaults to 32000.
@@ -113,6 +151,12 @@ class KaldiMelSpectrogram(MelSpectrogram):
         fmax: float or None. None: `sample_rate / 2 - 1000` (the reference's
             default: Nyquist less half its 2000 Hz jitter range).
         stft_impl: str. "rfft" or "matmul" (export). Defaults to "rfft".
+        fmin_jitter: int. Training calls raise `fmin` by a whole number of Hz
+            drawn uniformly in `[0, fmin_jitter)`, once per batch (the
+            reference's `fmin_aug_range`; its ESC-50 recipe: 10). 0 or 1: off.
+        fmax_jitter: int. Training calls move `fmax` by `fmax_jitter // 2 - k`
+            Hz, `k` uniform in `[0, fmax_jitter)` (`fmax_aug_range`; 2000). 0 or 1: off.
+        seed: int or None. Seed of the jitter's draws.
         **kwargs: Base layer arguments (`name`, `dtype`...).
 
     Example:
@@ -121,7 +165,8 @@ class KaldiMelSpectrogram(MelSpectrogram):
     """
 
     def __init__(self, sample_rate=32000, n_fft=1024, hop_length=320, win_length=800,
-                 n_mels=128, fmin=0.0, fmax=None, stft_impl="rfft", **kwargs):
+                 n_mels=128, fmin=0.0, fmax=None, stft_impl="rfft", fmin_jitter=0,
+                 fmax_jitter=0, seed=None, **kwargs):
         for fixed in ("window", "center", "pad_mode", "power", "log", "top_db", "ref",
                       "log_offset", "mel_scale", "norm"):
             kwargs.pop(fixed, None)  # fixed by the reference; get_config of the base lists them
@@ -132,6 +177,13 @@ class KaldiMelSpectrogram(MelSpectrogram):
                          win_length=win_length, window="hann", center=True,
                          pad_mode="reflect", power=2.0, log="ln", log_offset=LOG_OFFSET,
                          stft_impl=stft_impl, **kwargs)
+        check_edge_jitter(self.sample_rate, self.fmin, self.fmax, fmin_jitter, fmax_jitter,
+                          ValueError, type(self).__name__)
+        self.fmin_jitter = int(fmin_jitter)
+        self.fmax_jitter = int(fmax_jitter)
+        self.seed = seed
+        if self.fmin_jitter > 1 or self.fmax_jitter > 1:
+            self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _constants(self):
         return {
@@ -143,7 +195,27 @@ class KaldiMelSpectrogram(MelSpectrogram):
     @property
     def effective_fmax(self):
         """`fmax`, or the reference's default `sample_rate / 2 - 1000` for None."""
-        return self.sample_rate / 2.0 - 1000.0 if self.fmax is None else self.fmax
+        return kaldi_fmax(self.sample_rate, self.fmax)
+
+    def _training_constants(self, weights):
+        # EfficientAT's training-time jitter: one draw per batch, whole Hz,
+        # fmin + U{0..fmin_jitter-1} and fmax + fmax_jitter // 2 - U{0..fmax_jitter-1}.
+        if self.fmin_jitter <= 1 and self.fmax_jitter <= 1:
+            return weights
+        fmin = keras.ops.convert_to_tensor(self.fmin, "float32")
+        fmax = keras.ops.convert_to_tensor(self.effective_fmax + self.fmax_jitter // 2,
+                                           "float32")
+        if self.fmin_jitter > 1:
+            fmin = fmin + self._draw(self.fmin_jitter)
+        if self.fmax_jitter > 1:
+            fmax = fmax - self._draw(self.fmax_jitter)
+        mel = kaldi_mel_filterbank_ops(self.sample_rate, self.n_fft, self.n_mels, fmin, fmax)
+        return dict(weights, mel=keras.ops.cast(mel, weights["mel"].dtype))
+
+    def _draw(self, n):
+        """A whole number of Hz uniform in [0, n), float32."""
+        k = keras.random.randint((), 0, n, dtype="int32", seed=self.seed_generator)
+        return keras.ops.cast(k, "float32")
 
     def _compute(self, x, c, xp):
         x = x[..., 1:] - PREEMPHASIS * x[..., :-1]  # [..., samples - 1]
@@ -155,15 +227,17 @@ class KaldiMelSpectrogram(MelSpectrogram):
     def _frames(self, n_samples):
         return num_frames(n_samples - 1, self.n_fft, self.hop_length, True)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         n = inputs.shape[-1]
         if n is not None and n < 2:
             raise ValueError(f"{type(self).__name__}: needs at least 2 samples, got {n}")
-        return super().call(inputs)
+        return super().call(inputs, training=training)
 
     def get_config(self):
         config = super().get_config()
         for fixed in ("window", "center", "pad_mode", "power", "log", "top_db", "ref",
                       "log_offset", "mel_scale", "norm"):
             config.pop(fixed, None)
+        config.update({"fmin_jitter": self.fmin_jitter, "fmax_jitter": self.fmax_jitter,
+                       "seed": self.seed})
         return config

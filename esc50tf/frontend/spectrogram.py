@@ -227,7 +227,7 @@ class _Frontend(keras.layers.Layer):
         c = {k: tf.constant(v, tf.float32) for k, v in self._constant_arrays.items()}
         return self._compute(x, c, TFOps())
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if len(inputs.shape) not in (1, 2):
             raise ValueError(
                 f"{type(self).__name__} expects waveforms [batch, samples] or "
@@ -240,12 +240,18 @@ class _Frontend(keras.layers.Layer):
                 f"{self.n_fft} with center={self.center}."
             )
         weights = {name: getattr(self, f"{name}_weight") for name in self._constant_arrays}
+        if training:
+            weights = self._training_constants(weights)
         x = ops.cast(inputs, self._math_dtype)
         xp = KerasOps
         if self.stft_impl == "matmul":
             xp = MatmulDFTOps(self._constant_arrays["window"])
         out = self._compute(x, weights, xp)
         return ops.cast(out, self.compute_dtype)
+
+    def _training_constants(self, weights):
+        """The constants of a training call (a subclass's random ones); `weights` as they are."""
+        return weights
 
     # --- shapes and config ------------------------------------------------
 

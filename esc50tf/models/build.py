@@ -2,7 +2,8 @@
 
     waveform [b, samples]
     -> waveform augmentation (training only; identity at inference)
-    -> front end (STFT / log-Mel / MFCC on tf.signal, float32 inside)  [b, frames, bins]
+    -> front end (STFT / log-Mel / MFCC on tf.signal, float32 inside;
+       kaldi_mel's band-edge jitter in training calls)                   [b, frames, bins]
     -> normalisation (per-frequency stats from the training folds, instance, batch)
     -> spectrogram augmentation (SpecAugment, training only)
     -> the family's body (registry builder)                              [b, D]
@@ -51,7 +52,8 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
         wave_aug = aug.build_waveform_augmenter(augment_config, feature_config.sample_rate, seed)
         if wave_aug is not None:
             x = wave_aug(x)
-    x = feat.build_frontend(feature_config, name="frontend")(x)  # [b, frames, bins]
+    jitter = aug.frontend_augmentation(augment_config, seed) if augment_config else {}
+    x = feat.build_frontend(feature_config, name="frontend", **jitter)(x)  # [b, frames, bins]
     x = normalization_layer(model_config.normalization)(x) if model_config.normalization != "none" else x
     if augment_config is not None:
         spec_aug = aug.build_spectrogram_augmenter(augment_config, seed + 1000)

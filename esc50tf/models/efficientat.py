@@ -260,11 +260,35 @@ def _embedder(weights):
     return build_embedder(weights) if meta.get("model") in arch.ARCHITECTURES else None
 
 
+FINETUNE = {
+    "train": {"optimizer": "adam", "lr": 6e-5, "weight_decay": 0.0, "epochs": 80,
+              "batch_size": 128, "schedule": "rampdown", "warmup_epochs": 10.0,
+              "min_lr": 6e-7, "early_stopping_patience": 0, "min_val_per_class": 5.0,
+              "final_weights": "last"},
+    "features": {},  # the architecture's own (esc50tf.pretrained.efficientat.feature_settings)
+    "model": {"normalization": "none"},
+    "augment": {"gain_db": [-12.0, 12.0], "time_shift_seconds": 0.125, "mix": "mixup",
+                "mixup_alpha": 0.3, "fmin_jitter_hz": 10, "fmax_jitter_hz": 2000},
+}
+"""`--preset finetune` for the family: the reference's `ex_esc50.py` defaults.
+
+Adam at 6e-5 without weight decay on every layer, batch 128, 80 epochs; its
+schedule (10 epochs of exponential warm-up, a linear ramp down to 1 % of the
+rate ending 5 epochs before the end: `rampdown`); gain augmentation of
++-12 dB, the waveform rolled by up to +-4000 samples (0.125 s), mixup with
+alpha 0.3, and its front end's band edges jittered in training (fmin up by
+0-9 Hz, fmax within -999..+1000 Hz of 15 kHz, one draw per batch:
+`fmin_aug_range` 10, `fmax_aug_range` 2000). What differs: esc50tf's mixup
+mixes waveforms (the reference mixes log-Mels with lambda = max(l, 1 - l),
+and also mixes half the clips' waveforms with Beta(2, 2) weights)."""
+
+
 # The rules of a pretrained trunk (its front end and 32 kHz rate, `finetune` on pretrained
 # weights...) are those of every converted AudioSet trunk: panns.trunk_hooks. The reference
 # fine-tunes every layer at one rate, and TrunkScaledAdamW knows the PANNs layers only.
 register_family("efficientat", "EfficientAT", "tab:brown",
-                **panns.trunk_hooks("efficientat", scales_trunk_lr=False), embedder=_embedder)
+                **panns.trunk_hooks("efficientat", scales_trunk_lr=False), embedder=_embedder,
+                finetune=FINETUNE)
 
 
 # --- the registered classifiers ------------------------------------------------------

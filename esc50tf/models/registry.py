@@ -87,6 +87,9 @@ class FamilySpec:
             `default` preset, in its sections (`{"train": {...}, "augment": {...}}`),
             that `--preset default` applies to the family's models
             (`esc50tf.presets.preset`); None: the `default` preset as it is.
+        finetune: dict or None. The family's own `--preset finetune` (whole
+            sections, replacing `esc50tf.presets`' PANNs recipe), e.g. a
+            reference's fine-tuning recipe; None: the PANNs one.
     """
 
     name: str
@@ -100,6 +103,7 @@ class FamilySpec:
     trial: Callable = _nothing
     embedder: Callable = _nothing
     recipe: dict | None = None
+    finetune: dict | None = None
 
 
 def register_family(name, label, colour, **hooks):
