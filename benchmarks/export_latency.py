@@ -126,7 +126,9 @@ def main(argv=None):
             common.log(f"exporting {args.run} ({label})")
             out = Path(workdir) / f"mn_{i}"
             extra = {} if calibration is None else {"calibration_clips": calibration}
-            card = export_run(args.run, ExportConfig(out=str(out), quantize=quantize, **extra),
+            # min_agreement 0: the agreement is measured here, whatever it is.
+            card = export_run(args.run, ExportConfig(out=str(out), quantize=quantize,
+                                                     min_agreement=0.0, **extra),
                               log=lambda _: None)
             model = card.get("model")
             model = model.get("name") if isinstance(model, dict) else model
