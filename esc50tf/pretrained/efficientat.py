@@ -70,7 +70,8 @@ import numpy as np
 from esc50tf.errors import Esc50Error
 
 __all__ = ["ARCHITECTURES", "BLOCKS", "DYMN_WIDTHS", "context_size", "convert_checkpoint_state",
-           "convert_state_dict", "feature_settings", "get", "make_divisible"]
+           "convert_dymn_state_dict", "convert_state_dict", "feature_settings", "get",
+           "make_divisible", "network_of", "width_of"]
 
 # (input channels, kernel, expanded channels, output channels, squeeze-excitation,
 #  activation, stride) at width 1: MobileNetV3-Large.
