@@ -76,13 +76,34 @@ def test_device_check_module_imports_nothing_heavy(tmp_path):
     assert "HEAVY []" in proc.stdout
 
 
+def _width_variants():
+    """{model: the model standing in for it under JAX}: the other widths of one pretrained
+    network (EfficientAT's mn04 ... mn40, dymn04 ... dymn20) are the same builder with
+    other channel counts (tests/test_models.py runs each width under TensorFlow), so the
+    narrowest of each network trains the step here; each full-size width costs an XLA
+    compilation of a minute on 2 CPU cores."""
+    from esc50tf import models
+    from esc50tf.pretrained import architectures
+
+    networks = {}
+    for spec in models.specs():
+        arch = architectures.get(spec.pretrained) if spec.keras and spec.pretrained else {}
+        if "network" in arch and "width" in arch:
+            networks.setdefault((arch["family"], arch["network"]), []).append(
+                (arch["width"], spec.name))
+    return {name: min(members)[1] for members in networks.values()
+            for _width, name in members if name != min(members)[1]}
+
+
 def _keras_model_shards(count=2):
-    """The registered Keras models in `count` groups, one subprocess each (xdist runs them
-    side by side): those on a large backbone (`weights` setting: keras.applications, PANNs
-    trunks), whose XLA compilation is most of the time, dealt out first."""
+    """The registered Keras models (one of each network's widths) in `count` groups, one
+    subprocess each (xdist runs them side by side): those on a large backbone (`weights`
+    setting: keras.applications, PANNs trunks), whose XLA compilation is most of the time,
+    dealt out first."""
     from esc50tf import models
 
-    specs = sorted((s for s in models.specs() if s.keras),
+    variants = _width_variants()
+    specs = sorted((s for s in models.specs() if s.keras and s.name not in variants),
                    key=lambda s: "weights" not in s.settings)
     return [tuple(s.name for s in specs[i::count]) for i in range(count)]
 
@@ -92,8 +113,11 @@ def test_the_shards_cover_every_keras_model():
 
     shards = _keras_model_shards()
     names = [n for shard in shards for n in shard]
-    assert sorted(names) == sorted(s.name for s in models.specs() if s.keras)
+    variants = _width_variants()
+    assert sorted(names + list(variants)) == sorted(s.name for s in models.specs() if s.keras)
     assert len(names) == len(set(names)) >= 10 and all(shards)
+    assert set(variants.values()) == {"mn04", "dymn04"} <= set(names)
+    assert {"mn10", "mn40", "dymn20"} <= set(variants)
 
 
 @pytest.mark.slow
