@@ -148,9 +148,14 @@ def keep_interrupts():
 def _terminate_as_interrupt(signum, frame):
     """SIGTERM (`kill PID`, a scheduler stopping a job) cleans up like Ctrl-C: worker
     processes stopped, staging folders removed. A second SIGTERM kills at once, for a
-    process stuck where Python code no longer runs."""
+    process stuck where Python code no longer runs.
+
+    The KeyboardInterrupt is raised here, not by sending ourselves SIGINT: a job
+    started in the background (`nohup esc50tf train ... &`) inherits an ignored
+    SIGINT from its shell, and `kill PID` must still stop it cleanly."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
 
 
 def raise_if_interrupted():

@@ -11,6 +11,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # command does for --deterministic (esc50tf.distribute.enable_determinism).
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
+import signal  # noqa: E402
+
+# A test runner started in the background by a non-interactive shell (`.ci/run &`)
+# ignores SIGINT, and so would every process the tests start: the tests that press
+# Ctrl-C need a terminal's default. A handler (unlike SIG_IGN) is not inherited across
+# exec, so the processes the tests start get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

@@ -591,11 +591,13 @@ def test_a_keras_file_declaring_huge_layers_is_refused_before_loading(tmp_path):
         load_predictor(tmp_path / "huge.keras", sample_rate=8000)
 
 
-def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path, sigint):
+    """`kill PID` cleans up, also for a job started with `nohup ... &` (SIGINT ignored)."""
     import signal
 
-    script = _script(tmp_path, """
-        import sys, time
+    script = _script(tmp_path, f"""
+        import signal, sys, time
         from esc50tf import cleanup
         from esc50tf.data.decode import decoded_stream
 
@@ -604,6 +606,8 @@ def test_sigterm_stops_the_build_pool_leaving_no_worker(tmp_path):
             return job
 
         if __name__ == "__main__":
+            if {sigint == "ignored"}:  # as a background job's shell leaves it
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             cleanup.keep_interrupts()  # as the esc50tf command does
             try:
                 for n in decoded_stream(list(range(200)), 2, decode=slow):
