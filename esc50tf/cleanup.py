@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import os
 import shutil
 import signal
 import sys
