@@ -240,6 +240,7 @@ def test_dymn_buffers_and_temperature_are_the_references():
             for i in range(1, 15) for c in ("depth", "proj")} == {1.0}
 
 
+@pytest.mark.slow  # a JAX process: about 45 s on 2 CPU cores
 def test_runs_under_jax():
     code = (
         "import numpy as np\n"
