@@ -85,12 +85,12 @@ class AugmentConfig(Config):
     study_noise_factor: float = setting(0.0, flag="--study-noise", type=float,
                                         help="the study's fixed noise factor (0.05)")
     fmin_jitter_hz: int = setting(
-        0, flag="--fmin-jitter", type=int,
+        0, flag="--fmin-jitter", type=int, metavar="N",
         help="kaldi_mel front end: raise its lowest band edge by a random 0..N-1 Hz per "
         "training batch (EfficientAT's fine-tuning: 10)",
         check=_not_negative, allowed="an integer >= 0 (Hz; 0 or 1: off)")
     fmax_jitter_hz: int = setting(
-        0, flag="--fmax-jitter", type=int,
+        0, flag="--fmax-jitter", type=int, metavar="N",
         help="kaldi_mel front end: move its highest band edge by N//2 - (a random 0..N-1) Hz "
         "per training batch (EfficientAT's fine-tuning: 2000)",
         check=_not_negative, allowed="an integer >= 0 (Hz; 0 or 1: off)")
