@@ -52,7 +52,7 @@ def build_model(model_config, feature_config, num_classes, num_samples, augment_
         wave_aug = aug.build_waveform_augmenter(augment_config, feature_config.sample_rate, seed)
         if wave_aug is not None:
             x = wave_aug(x)
-    jitter = aug.frontend_augmentation(augment_config, seed) if augment_config else {}
+    jitter = {} if augment_config is None else aug.frontend_augmentation(augment_config, seed)
     x = feat.build_frontend(feature_config, name="frontend", **jitter)(x)  # [b, frames, bins]
     x = normalization_layer(model_config.normalization)(x) if model_config.normalization != "none" else x
     if augment_config is not None:
